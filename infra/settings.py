@@ -1,0 +1,135 @@
+"""Process settings: one validated model per process, read from ``SONAE_*`` variables.
+
+A wrong or missing value must stop the process at start-up with a message that
+names the environment variable, not fail later deep inside a client library.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "SONAE_"
+
+_NAMESPACE_RE = re.compile(r"^[a-z][a-z0-9-]{0,40}$")
+_HOSTPORT_RE = re.compile(r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$")
+
+
+class KafkaProfile(StrEnum):
+    """Which broker the clients talk to; the embedded one needs the compatibility layer."""
+
+    EMBEDDED = "embedded"
+    APACHE = "apache"
+
+
+class SettingsError(ValueError):
+    """A ``SONAE_*`` setting is missing or invalid; the message names the variable."""
+
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class Settings(BaseSettings):
+    """Everything a Sonae process needs to know about its surroundings."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    kafka_bootstrap: str = Field(
+        default="127.0.0.1:19092",
+        description="Kafka bootstrap servers, comma-separated HOST:PORT.",
+    )
+    kafka_profile: KafkaProfile = Field(
+        default=KafkaProfile.EMBEDDED,
+        description="'embedded' (Tansu, compatibility layer on) or 'apache' (layer off).",
+    )
+    database_url: str = Field(
+        default="postgresql://postgres@127.0.0.1:15432/sonae",
+        description="PostgreSQL DSN (postgresql://user[:password]@host:port/db).",
+    )
+    namespace: str = Field(
+        default="",
+        description="Topic namespace; empty is live operations, anything else is isolated.",
+    )
+    data_dir: Path = Field(
+        default=Path(".sonae"),
+        description="Where the embedded PostgreSQL keeps its data, logs and the stack state.",
+    )
+    region: str = Field(default="chiyoda", description="Region pack name or path.")
+    token_secret: SecretStr = Field(
+        default=SecretStr("sonae-development-secret-change-me-0000"),
+        description="HMAC secret for bearer tokens (HS256), at least 32 characters.",
+    )
+    host: str = Field(default="127.0.0.1", description="Address the HTTP services bind.")
+    intake_port: Port = 8080
+    gateway_port: Port = 8765
+    dashboard_port: Port = 8000
+    embedded_kafka_port: Port = 19092
+    embedded_postgres_port: Port = 15432
+    log_level: str = Field(default="INFO", description="Python logging level name.")
+
+    @field_validator("kafka_bootstrap")
+    @classmethod
+    def _bootstrap(cls, value: str) -> str:
+        parts = [p.strip() for p in value.split(",") if p.strip()]
+        if not parts or not all(_HOSTPORT_RE.match(p) for p in parts):
+            raise ValueError(f"expected HOST:PORT[,HOST:PORT...], got {value!r}")
+        return ",".join(parts)
+
+    @field_validator("database_url")
+    @classmethod
+    def _dsn(cls, value: str) -> str:
+        if not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError(f"expected a postgresql:// URL, got {value!r}")
+        return value
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace(cls, value: str) -> str:
+        if value and not _NAMESPACE_RE.match(value):
+            raise ValueError(
+                "a namespace is lower-case letters, digits and '-', starting with a letter, "
+                f"at most 41 characters; got {value!r}"
+            )
+        return value
+
+    @field_validator("token_secret")
+    @classmethod
+    def _secret(cls, value: SecretStr) -> SecretStr:
+        if len(value.get_secret_value()) < 32:
+            raise ValueError("must be at least 32 characters")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        upper = value.upper()
+        if upper not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError(f"expected DEBUG, INFO, WARNING, ERROR or CRITICAL, got {value!r}")
+        return upper
+
+    def env(self) -> dict[str, str]:
+        """These settings as ``SONAE_*`` variables, for handing to a child process."""
+        out: dict[str, str] = {}
+        for name, value in self.model_dump().items():
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            out[f"{ENV_PREFIX}{name.upper()}"] = str(value.value if isinstance(value, StrEnum)
+                                                      else value)
+        return out
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the settings; raise :class:`SettingsError` naming each bad variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            field = str(err["loc"][0]) if err["loc"] else "?"
+            problems.append(f"{ENV_PREFIX}{field.upper()}: {err['msg']}")
+        raise SettingsError("invalid settings: " + "; ".join(problems)) from None
