@@ -44,7 +44,7 @@ class StartFailed(EmbeddedError):
     """A part did not become ready before its deadline or exited early."""
 
 
-def _death_signal_setter(sig: int) -> Callable[[], None]:
+def death_signal_setter(sig: int) -> Callable[[], None]:
     """Return a ``preexec_fn`` that arms the parent-death signal in the child.
 
     It must run after the child's setuid (which clears the setting); CPython's
@@ -83,7 +83,7 @@ def spawn(
         group=_primary_group(user),
         extra_groups=[] if user is not None else None,
         process_group=0,
-        preexec_fn=_death_signal_setter(death_signal),
+        preexec_fn=death_signal_setter(death_signal),
     )
 
 

@@ -1,0 +1,57 @@
+"""The one place a service is registered.
+
+``sonae up`` runs every registered service as its own supervised process, in
+the order given here, and stops them in reverse order. Each service package
+exposes ``main(settings) -> None`` (blocking until SIGTERM) in the module named
+by ``entrypoint``; ``sonae service run NAME`` is the process command line, in
+the embedded stack and in each production container alike.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, cast
+
+if TYPE_CHECKING:
+    from infra.settings import Settings
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """How to run one service."""
+
+    name: str
+    entrypoint: str  # "package.module:function", called with the process Settings
+    description: str
+    # SONAE_* settings the service cannot run without (checked by the compose test).
+    requires: frozenset[str] = frozenset({"SONAE_KAFKA_BOOTSTRAP", "SONAE_DATABASE_URL"})
+    # Addresses to print after start-up: label -> settings attribute holding the port.
+    addresses: Mapping[str, str] = field(default_factory=dict)
+
+    def load(self) -> Callable[[Settings], None]:
+        """Import and return the service's main function."""
+        module_name, _, func = self.entrypoint.partition(":")
+        module = importlib.import_module(module_name)
+        return cast("Callable[[Settings], None]", getattr(module, func))
+
+
+# Services land here as their issues are resolved.
+SERVICES: tuple[ServiceSpec, ...] = ()
+
+
+class UnknownService(KeyError):
+    """No service of that name is registered."""
+
+    def __str__(self) -> str:
+        known = ", ".join(s.name for s in SERVICES) or "none yet"
+        return f"no service named {self.args[0]!r} is registered (known: {known})"
+
+
+def get(name: str) -> ServiceSpec:
+    """The registered service called ``name``."""
+    for spec in SERVICES:
+        if spec.name == name:
+            return spec
+    raise UnknownService(name)
