@@ -1,0 +1,283 @@
+"""The ``sonae`` command."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from infra.embedded.processes import EmbeddedError
+from infra.settings import ENV_PREFIX, Settings, SettingsError, load_settings
+
+log = logging.getLogger("sonae")
+
+
+def _settings(**overrides: Any) -> Settings:
+    clean = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return load_settings(**clean)
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _setup_logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+data_dir_option = click.option(
+    "--data-dir", type=click.Path(path_type=Path), default=None,
+    help="Where the embedded PostgreSQL data, logs and stack state live [SONAE_DATA_DIR; "
+         "default .sonae].")
+kafka_option = click.option(
+    "--kafka", "kafka", metavar="HOST:PORT", default=None,
+    help="Use this Kafka instead of starting the embedded broker [SONAE_KAFKA_BOOTSTRAP].")
+database_option = click.option(
+    "--database-url", metavar="URL", default=None,
+    help="Use this PostgreSQL instead of the embedded one [SONAE_DATABASE_URL].")
+namespace_option = click.option(
+    "--namespace", metavar="NAME", default=None,
+    help="Run in an isolated topic namespace, e.g. a drill [SONAE_NAMESPACE; default: live].")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Sonae (備え): emergency operations for a ward's disaster headquarters."""
+
+
+@main.command()
+@kafka_option
+@database_option
+@namespace_option
+@data_dir_option
+@click.option("--kafka-port", type=int, default=None,
+              help="Port of the embedded broker [SONAE_EMBEDDED_KAFKA_PORT; default 19092].")
+@click.option("--postgres-port", type=int, default=None,
+              help="Port of the embedded PostgreSQL [SONAE_EMBEDDED_POSTGRES_PORT; "
+                   "default 15432].")
+@click.option("--detach", is_flag=True,
+              help="Run in the background; stop it with `sonae down`.")
+def up(kafka: str | None, database_url: str | None, namespace: str | None,
+       data_dir: Path | None, kafka_port: int | None, postgres_port: int | None,
+       detach: bool) -> None:
+    """Start the broker and database unless given, migrate, create topics, run every service."""
+    settings = _settings(kafka_bootstrap=kafka, database_url=database_url, namespace=namespace,
+                         data_dir=data_dir, embedded_kafka_port=kafka_port,
+                         embedded_postgres_port=postgres_port)
+    external_kafka = kafka is not None or f"{ENV_PREFIX}KAFKA_BOOTSTRAP" in os.environ
+    external_db = database_url is not None or f"{ENV_PREFIX}DATABASE_URL" in os.environ
+    if detach:
+        _up_detached(settings, sys.argv[1:])
+        return
+    _setup_logging(settings)
+    from infra.stack import run_up
+
+    try:
+        asyncio.run(run_up(settings, external_kafka=external_kafka,
+                           external_database=external_db))
+    except EmbeddedError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _up_detached(settings: Settings, argv: list[str]) -> None:
+    from infra.stack import StackState
+
+    data_dir = settings.data_dir
+    logs = data_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    args = [a for a in argv if a != "--detach"]
+    with open(logs / "up.log", "ab") as logfile:
+        # A new session: the background stack must outlive this command.
+        proc = subprocess.Popen([sys.executable, "-m", "infra.cli", *args],
+                                stdin=subprocess.DEVNULL, stdout=logfile,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        state = StackState.read(data_dir)
+        if state is not None and state.pid == proc.pid and state.status == "ready":
+            click.echo(f"Sonae is up in the background (pid {proc.pid}); log: {logs / 'up.log'}")
+            click.echo(f"  Kafka       {state.kafka_bootstrap}")
+            click.echo(f"  PostgreSQL  {state.database_url}")
+            for label, url in state.addresses.items():
+                click.echo(f"  {label:<11} {url}")
+            click.echo("Stop it with `sonae down`.")
+            return
+        if proc.poll() is not None:
+            tail = (logs / "up.log").read_text(errors="replace").splitlines()[-10:]
+            raise click.ClickException("sonae up failed:\n" + "\n".join(tail))
+        time.sleep(0.2)
+    raise click.ClickException(f"sonae up was not ready within 120 s; see {logs / 'up.log'}")
+
+
+@main.command()
+@data_dir_option
+@click.option("--timeout", type=float, default=60.0, show_default=True,
+              help="Seconds to wait for a clean stop before killing.")
+def down(data_dir: Path | None, timeout: float) -> None:
+    """Stop a stack started with `sonae up` (in the background or another shell)."""
+    from infra.stack import StackState
+
+    settings = _settings(data_dir=data_dir)
+    state = StackState.read(settings.data_dir)
+    if state is None:
+        click.echo(f"No Sonae stack is running on {settings.data_dir}.")
+        return
+    try:
+        os.kill(state.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        (settings.data_dir / "stack.json").unlink(missing_ok=True)
+        click.echo(f"The stack (pid {state.pid}) was already gone; cleared its state file.")
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _pid_alive(state.pid):
+            click.echo(f"Sonae stopped (pid {state.pid}).")
+            return
+        time.sleep(0.2)
+    if _pid_alive(state.pid):
+        os.killpg(state.pid, signal.SIGKILL)
+    raise click.ClickException(f"the stack (pid {state.pid}) did not stop within {timeout:.0f}s "
+                               "and was killed")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return not (stat.exists() and stat.read_text().split()[2] == "Z")
+
+
+@main.command()
+@kafka_option
+@database_option
+@namespace_option
+@data_dir_option
+def status(kafka: str | None, database_url: str | None, namespace: str | None,
+           data_dir: Path | None) -> None:
+    """Show the broker, the database, each service and its consumer lag."""
+    from infra.status import collect_status, render_status
+
+    settings = _settings(kafka_bootstrap=kafka, database_url=database_url, namespace=namespace,
+                         data_dir=data_dir)
+    report = asyncio.run(collect_status(settings, explicit_kafka=kafka is not None,
+                                        explicit_database=database_url is not None))
+    render_status(report)
+    if not report.healthy:
+        sys.exit(1)
+
+
+@main.group()
+def db() -> None:
+    """Database administration."""
+
+
+@db.command("migrate")
+@database_option
+def db_migrate(database_url: str | None) -> None:
+    """Apply pending migrations (idempotent)."""
+    import asyncpg
+
+    from infra.db.migrate import migrate
+
+    settings = _settings(database_url=database_url)
+
+    async def run() -> list[str]:
+        conn = await asyncpg.connect(settings.database_url)
+        try:
+            return [f"{m.version:04d}_{m.name}" for m in await migrate(conn)]
+        finally:
+            await conn.close()
+
+    try:
+        applied = asyncio.run(run())
+    except OSError as exc:
+        raise click.ClickException(
+            f"cannot reach PostgreSQL at {settings.database_url}: {exc}") from None
+    click.echo("applied: " + ", ".join(applied) if applied else "database is up to date")
+
+
+@main.group()
+def topics() -> None:
+    """Kafka topics from the catalogue."""
+
+
+@topics.command("create")
+@kafka_option
+@namespace_option
+def topics_create(kafka: str | None, namespace: str | None) -> None:
+    """Create the catalogue's topics that are missing (idempotent)."""
+    from infra.topics import ensure_topics
+
+    settings = _settings(kafka_bootstrap=kafka, namespace=namespace)
+    created = asyncio.run(ensure_topics(settings))
+    for name in created:
+        click.echo(f"created {name}")
+    if not created:
+        click.echo("all topics present")
+
+
+@topics.command("list")
+@kafka_option
+@namespace_option
+def topics_list(kafka: str | None, namespace: str | None) -> None:
+    """List the namespace's topics with partitions and cleanup policy."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from infra.topics import describe_topics
+
+    settings = _settings(kafka_bootstrap=kafka, namespace=namespace)
+    infos = asyncio.run(describe_topics(settings))
+    table = Table("topic", "partitions", "declared", "cleanup.policy")
+    for t in infos:
+        table.add_row(t.name, str(t.partitions), str(t.declared_partitions or "-"),
+                      t.cleanup_policy or "?")
+    Console().print(table)
+
+
+@main.group()
+def service() -> None:
+    """Run one registered service (the process command of each service)."""
+
+
+@service.command("run")
+@click.argument("name")
+def service_run(name: str) -> None:
+    """Run the service NAME in the foreground until SIGTERM."""
+    from services import registry
+
+    try:
+        spec = registry.get(name)
+    except registry.UnknownService as exc:
+        raise click.ClickException(str(exc)) from None
+    settings = _settings()
+    _setup_logging(settings)
+    spec.load()(settings)
+
+
+@service.command("list")
+def service_list() -> None:
+    """List the registered services."""
+    from services import registry
+
+    if not registry.SERVICES:
+        click.echo("no services registered yet")
+    for spec in registry.SERVICES:
+        click.echo(f"{spec.name:<22} {spec.description}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,221 @@
+"""``sonae up``: bring up whatever is not given externally, prepare it, run the services.
+
+The order is: embedded broker and PostgreSQL (unless external addresses are
+given), migrations, topics from the catalogue, then every registered service
+under the supervisor. A state file under the data directory tells ``sonae
+status`` and ``sonae down`` what runs; a lock file keeps two stacks from sharing
+one data directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import asyncpg
+
+from infra.db.migrate import migrate
+from infra.embedded.broker import EmbeddedBroker
+from infra.embedded.postgres import EmbeddedPostgres
+from infra.embedded.processes import StaleState
+from infra.settings import Settings
+from infra.supervisor import ProcessSpec, Supervisor
+from infra.topics import ensure_topics
+from services import registry
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "stack.json"
+LOCK_FILE = "up.lock"
+
+
+@dataclass
+class StackState:
+    """What ``sonae up`` wrote about the stack it runs."""
+
+    pid: int
+    status: str  # "starting" | "ready" | "stopping"
+    namespace: str
+    kafka_bootstrap: str
+    database_url: str
+    embedded_kafka_pid: int | None = None
+    embedded_postgres_pid: int | None = None
+    services: dict[str, int | None] = field(default_factory=dict)
+    addresses: dict[str, str] = field(default_factory=dict)
+    started_at: float = field(default_factory=time.time)
+
+    def write(self, data_dir: Path) -> None:
+        """Replace the state file atomically."""
+        tmp = data_dir / f".{STATE_FILE}.tmp"
+        tmp.write_text(json.dumps(asdict(self), indent=2))
+        os.replace(tmp, data_dir / STATE_FILE)
+
+    @classmethod
+    def read(cls, data_dir: Path) -> StackState | None:
+        """The state file's contents, or None when no stack has written one."""
+        try:
+            raw: dict[str, Any] = json.loads((data_dir / STATE_FILE).read_text())
+        except FileNotFoundError:
+            return None
+        return cls(**raw)
+
+
+@contextlib.contextmanager
+def stack_lock(data_dir: Path) -> Iterator[None]:
+    """Hold the data directory's lock; a second ``sonae up`` on it is refused."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / LOCK_FILE
+    handle = open(path, "a+")  # noqa: SIM115 - held for the stack's lifetime
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            raise StaleState(
+                f"another `sonae up` (pid {holder}) is running on {data_dir}. Stop it with "
+                "`sonae down`, or use another --data-dir for a second stack."
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        yield
+    finally:
+        handle.close()
+
+
+def service_process_specs(settings: Settings) -> list[ProcessSpec]:
+    """One supervised process per registered service, configured through SONAE_* variables."""
+    env = settings.env()
+    return [
+        ProcessSpec(spec.name, [sys.executable, "-m", "infra.cli", "service", "run", spec.name],
+                    env=env)
+        for spec in registry.SERVICES
+    ]
+
+
+def service_addresses(settings: Settings) -> dict[str, str]:
+    """The addresses the registered services announce (dashboard, intake, websocket)."""
+    out: dict[str, str] = {}
+    for spec in registry.SERVICES:
+        for label, attr in spec.addresses.items():
+            port = getattr(settings, attr)
+            scheme = "ws" if "websocket" in label else "http"
+            out[label] = f"{scheme}://{settings.host}:{port}/"
+    return out
+
+
+async def prepare(settings: Settings, *, out: TextIO) -> None:
+    """Apply migrations and create the catalogue's topics for the namespace."""
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        applied = await migrate(conn)
+    finally:
+        await conn.close()
+    out.write(f"  migrations  {len(applied)} applied\n" if applied
+              else "  migrations  up to date\n")
+    created = await ensure_topics(settings)
+    out.write(f"  topics      {len(created)} created\n" if created else "  topics      present\n")
+
+
+async def run_up(
+    settings: Settings,
+    *,
+    external_kafka: bool,
+    external_database: bool,
+    out: TextIO = sys.stdout,
+) -> None:
+    """Run the stack in the foreground until SIGINT or SIGTERM."""
+    data_dir = settings.data_dir
+    with stack_lock(data_dir):
+        logs = data_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        broker: EmbeddedBroker | None = None
+        postgres: EmbeddedPostgres | None = None
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        state = StackState(pid=os.getpid(), status="starting", namespace=settings.namespace,
+                           kafka_bootstrap=settings.kafka_bootstrap,
+                           database_url=settings.database_url)
+        try:
+            out.write("Starting Sonae\n")
+            if not external_kafka:
+                broker = EmbeddedBroker(port=settings.embedded_kafka_port,
+                                        log_path=logs / "tansu.log")
+                await asyncio.to_thread(broker.start)
+                settings = settings.model_copy(update={"kafka_bootstrap": broker.bootstrap})
+                state.embedded_kafka_pid = broker.pid
+            if not external_database:
+                postgres = EmbeddedPostgres(data_dir=data_dir / "postgres",
+                                            port=settings.embedded_postgres_port)
+                await asyncio.to_thread(postgres.start)
+                settings = settings.model_copy(update={"database_url": postgres.url})
+                state.embedded_postgres_pid = postgres.pid
+            state.kafka_bootstrap = settings.kafka_bootstrap
+            state.database_url = settings.database_url
+            state.write(data_dir)
+            kind = "embedded Tansu" if broker else "external"
+            out.write(f"  Kafka       {settings.kafka_bootstrap} ({kind})\n")
+            kind = "embedded" if postgres else "external"
+            out.write(f"  PostgreSQL  {settings.database_url} ({kind})\n")
+            await prepare(settings, out=out)
+            supervisor = Supervisor(service_process_specs(settings), out=out)
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(supervisor.run(), name="supervisor")
+                state.status = "ready"
+                state.addresses = service_addresses(settings)
+                state.services = supervisor.pids()
+                state.write(data_dir)
+                _announce(settings, state, out)
+                refresher = tg.create_task(_refresh_state(state, supervisor, data_dir),
+                                           name="state-refresh")
+                await stop.wait()
+                refresher.cancel()
+                out.write("Stopping Sonae…\n")
+                state.status = "stopping"
+                state.write(data_dir)
+                supervisor.stop()
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+            if postgres is not None:
+                await asyncio.to_thread(postgres.stop)
+            if broker is not None:
+                await asyncio.to_thread(broker.stop)
+            with contextlib.suppress(FileNotFoundError):
+                (data_dir / STATE_FILE).unlink()
+            out.write("Sonae stopped.\n")
+            out.flush()
+
+
+async def _refresh_state(state: StackState, supervisor: Supervisor, data_dir: Path) -> None:
+    """Keep the state file's service pids current for `sonae status`."""
+    while True:
+        await asyncio.sleep(1.0)
+        state.services = supervisor.pids()
+        state.write(data_dir)
+
+
+def _announce(settings: Settings, state: StackState, out: TextIO) -> None:
+    ns = settings.namespace or "live"
+    out.write(f"Sonae is up (namespace: {ns}).\n")
+    names = ", ".join(state.services) or "none registered yet"
+    out.write(f"  services    {names}\n")
+    for label, url in state.addresses.items():
+        out.write(f"  {label:<11} {url}\n")
+    out.write("Press Ctrl-C to stop (or run `sonae down` from another shell).\n")
+    out.flush()

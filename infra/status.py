@@ -1,0 +1,164 @@
+"""``sonae status``: is each part up, and how far behind is each consumer group."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.structs import TopicPartition
+
+from infra.db.migrate import current_version
+from infra.kafka.compat import end_offsets
+from infra.settings import Settings
+from infra.stack import StackState
+from schemas.topics import CATALOGUE, qualified
+
+
+@dataclass
+class PartStatus:
+    """One row of the status table."""
+
+    name: str
+    ok: bool
+    detail: str
+
+
+@dataclass
+class StatusReport:
+    """Everything ``sonae status`` found."""
+
+    parts: list[PartStatus] = field(default_factory=list)
+    lag: dict[str, int] = field(default_factory=dict)  # consumer group -> total lag
+
+    @property
+    def healthy(self) -> bool:
+        """True when every part is up."""
+        return bool(self.parts) and all(p.ok for p in self.parts)
+
+
+def _alive(pid: int | None) -> bool:
+    if pid is None:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    stat = Path(f"/proc/{pid}/stat")
+    return not (stat.exists() and stat.read_text().split()[2] == "Z")
+
+
+async def collect_status(settings: Settings, *, explicit_kafka: bool = False,
+                         explicit_database: bool = False) -> StatusReport:
+    """Probe the stack described by the state file (or the given addresses)."""
+    report = StatusReport()
+    state = StackState.read(settings.data_dir)
+    bootstrap = settings.kafka_bootstrap
+    dsn = settings.database_url
+    namespace = settings.namespace
+    if state is not None:
+        bootstrap = settings.kafka_bootstrap if explicit_kafka else state.kafka_bootstrap
+        dsn = settings.database_url if explicit_database else state.database_url
+        namespace = state.namespace
+        report.parts.append(PartStatus("sonae up", _alive(state.pid),
+                                       f"pid {state.pid}, {state.status}"))
+    elif not (explicit_kafka or explicit_database):
+        report.parts.append(PartStatus("sonae up", False,
+                                       f"no stack running on {settings.data_dir}"))
+    report.parts.append(await _kafka_part(bootstrap))
+    report.parts.append(await _postgres_part(dsn))
+    if state is not None:
+        for name, pid in sorted(state.services.items()):
+            report.parts.append(PartStatus(f"service {name}", _alive(pid),
+                                           f"pid {pid}" if pid else "restarting"))
+    kafka_ok = any(p.name == "kafka" and p.ok for p in report.parts)
+    if kafka_ok:
+        try:
+            report.lag = await asyncio.wait_for(consumer_lag(bootstrap, namespace), 15)
+        except Exception as exc:  # noqa: BLE001 - reported to the user, not raised
+            report.parts.append(PartStatus("consumer lag", False, f"unavailable: {exc!r}"))
+    return report
+
+
+async def _kafka_part(bootstrap: str) -> PartStatus:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
+    try:
+        await asyncio.wait_for(admin.start(), 5)
+        topics = await asyncio.wait_for(admin.list_topics(), 5)
+        return PartStatus("kafka", True, f"{bootstrap}, {len(topics)} topics")
+    except Exception as exc:  # noqa: BLE001 - any failure means "not reachable"
+        return PartStatus("kafka", False, f"{bootstrap} unreachable: {exc or type(exc).__name__}")
+    finally:
+        await admin.close()
+
+
+async def _postgres_part(dsn: str) -> PartStatus:
+    try:
+        conn = await asyncio.wait_for(asyncpg.connect(dsn), 5)
+    except Exception as exc:  # noqa: BLE001 - any failure means "not reachable"
+        return PartStatus("postgresql", False, f"{dsn} unreachable: {exc or type(exc).__name__}")
+    try:
+        version = await current_version(conn)
+        return PartStatus("postgresql", True, f"{dsn}, schema version {version}")
+    finally:
+        await conn.close()
+
+
+async def consumer_lag(bootstrap: str, namespace: str) -> dict[str, int]:
+    """Total lag per consumer group over the namespace's catalogue topics."""
+    topics = {qualified(spec.name, namespace) for spec in CATALOGUE.values()}
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await admin.start()
+    await consumer.start()
+    try:
+        present = [t for t in await admin.list_topics() if t in topics]
+        partitions = [
+            TopicPartition(t, p)
+            for t in present
+            for p in sorted(consumer.partitions_for_topic(t) or set())
+        ]
+        if not partitions:
+            return {}
+        ends = await end_offsets(consumer, partitions)
+        groups = [g[0] for g in await admin.list_consumer_groups()]
+        lag: dict[str, int] = {}
+        for group in sorted(groups):
+            # The embedded broker needs the partitions spelled out.
+            committed = await admin.list_consumer_group_offsets(group, partitions=partitions)
+            total = 0
+            seen = False
+            for tp, meta in committed.items():
+                if meta is not None and meta.offset >= 0:
+                    seen = True
+                    total += max(0, ends.get(tp, 0) - meta.offset)
+            if seen:
+                lag[group] = total
+        return lag
+    finally:
+        await consumer.stop()
+        await admin.close()
+
+
+def render_status(report: StatusReport) -> None:
+    """Print the report as tables."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("part", "state", "detail")
+    for p in report.parts:
+        table.add_row(p.name, "[green]up[/]" if p.ok else "[red]DOWN[/]", p.detail)
+    console = Console()
+    console.print(table)
+    if report.lag:
+        lag = Table("consumer group", "lag")
+        for group, value in sorted(report.lag.items()):
+            lag.add_row(group, str(value))
+        console.print(lag)
+    console.print("[green]healthy[/]" if report.healthy else "[red]unhealthy[/]")
