@@ -18,7 +18,7 @@ $(STAMP): $(BIN)/python pyproject.toml constraints.txt
 install: $(STAMP)
 
 demo: install
-	$(BIN)/sonae up --demo
+	$(BIN)/sonae up
 
 test: install lint typecheck pytest
 

@@ -1,0 +1,55 @@
+"""Settings come from SONAE_* variables and bad values name the variable."""
+
+from __future__ import annotations
+
+import pytest
+
+from infra.settings import KafkaProfile, SettingsError, load_settings
+
+
+def test_defaults_describe_the_embedded_stack(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With no variables set, settings point at the embedded broker and database."""
+    for var in ("SONAE_KAFKA_BOOTSTRAP", "SONAE_KAFKA_PROFILE", "SONAE_NAMESPACE"):
+        monkeypatch.delenv(var, raising=False)
+    s = load_settings()
+    assert s.kafka_profile is KafkaProfile.EMBEDDED
+    assert s.namespace == ""
+
+
+def test_environment_variables_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SONAE_* variables override the defaults."""
+    monkeypatch.setenv("SONAE_KAFKA_BOOTSTRAP", "kafka-1:9092, kafka-2:9092")
+    monkeypatch.setenv("SONAE_KAFKA_PROFILE", "apache")
+    monkeypatch.setenv("SONAE_NAMESPACE", "drill-kanda")
+    s = load_settings()
+    assert s.kafka_bootstrap == "kafka-1:9092,kafka-2:9092"
+    assert s.kafka_profile is KafkaProfile.APACHE
+    assert s.namespace == "drill-kanda"
+
+
+@pytest.mark.parametrize(
+    ("var", "value"),
+    [
+        ("SONAE_KAFKA_BOOTSTRAP", "not a host"),
+        ("SONAE_KAFKA_PROFILE", "redpanda"),
+        ("SONAE_DATABASE_URL", "mysql://x"),
+        ("SONAE_NAMESPACE", "Drill_1"),
+        ("SONAE_TOKEN_SECRET", "short"),
+        ("SONAE_INTAKE_PORT", "70000"),
+        ("SONAE_LOG_LEVEL", "LOUD"),
+    ],
+)
+def test_bad_value_names_the_variable(monkeypatch: pytest.MonkeyPatch, var: str,
+                                      value: str) -> None:
+    """An invalid value fails at once with the variable's name in the message."""
+    monkeypatch.setenv(var, value)
+    with pytest.raises(SettingsError, match=var):
+        load_settings()
+
+
+def test_env_round_trips_to_a_child_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Settings exported for a child process read back as the same settings."""
+    s = load_settings(namespace="drill-a", intake_port=9000)
+    for key, value in s.env().items():
+        monkeypatch.setenv(key, value)
+    assert load_settings() == s
