@@ -6,14 +6,15 @@ partitions and cleanup policies; this module only applies it to a broker.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
+from schemas.topics import CATALOGUE, qualified
 
 from infra.settings import Settings
-from schemas.topics import CATALOGUE, qualified
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +55,9 @@ async def ensure_topics(settings: Settings, namespace: str | None = None) -> lis
         existing = set(await admin.list_topics())
         missing = [t for name, t in wanted.items() if name not in existing]
         if missing:
-            try:
+            # Another process may create some between list and create: that is fine.
+            with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(missing)
-            except TopicAlreadyExistsError:
-                # Another process created some of them between list and create: fine.
-                pass
         created = [t.name for t in missing]
         for name in created:
             log.info("created topic %s", name)

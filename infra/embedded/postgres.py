@@ -233,7 +233,8 @@ class EmbeddedPostgres:
         return subprocess.run(
             [str(binaries / "psql"), "-h", self.host, "-p", str(self.port), "-U", "postgres",
              "-d", db, "-v", "ON_ERROR_STOP=1", "-tAc", sql],
-            capture_output=True, text=True, check=False, env={**os.environ, "PGCONNECT_TIMEOUT": "2"},
+            capture_output=True, text=True, check=False,
+            env={**os.environ, "PGCONNECT_TIMEOUT": "2"},
         )
 
     def _ensure_database(self, binaries: Path) -> None:

@@ -33,7 +33,7 @@ async def test_failed_migration_is_rolled_back(db_pool: asyncpg.Pool, tmp_path: 
         "0002_bad.sql": "create table two (x int); select * from no_such_table;",
     })
     async with db_pool.acquire() as conn:
-        with pytest.raises(MigrationError, match="0002_bad.sql failed"):
+        with pytest.raises(MigrationError, match=r"0002_bad\.sql failed"):
             await migrate(conn, discover(tmp_path))
         assert await conn.fetchval("select to_regclass('one') is not null")
         assert not await conn.fetchval("select to_regclass('two') is not null")
@@ -46,14 +46,14 @@ async def test_edited_applied_migration_is_refused(db_pool: asyncpg.Pool, tmp_pa
     async with db_pool.acquire() as conn:
         await migrate(conn, discover(tmp_path))
         _write(tmp_path, {"0001_one.sql": "create table one (x bigint);"})
-        with pytest.raises(MigrationError, match="0001_one.sql was changed"):
+        with pytest.raises(MigrationError, match=r"0001_one\.sql was changed"):
             await migrate(conn, discover(tmp_path))
 
 
 def test_badly_named_file_is_refused(tmp_path: Path) -> None:
     """A migration file without the NNNN_name.sql shape is reported by name."""
     _write(tmp_path, {"1_oops.sql": "select 1;"})
-    with pytest.raises(MigrationError, match="1_oops.sql"):
+    with pytest.raises(MigrationError, match=r"1_oops\.sql"):
         discover(tmp_path)
 
 
