@@ -1,0 +1,157 @@
+"""The one discriminated union of every event, and its decoder and encoder.
+
+Decode every inbound event with :func:`decode_event` and encode with
+:func:`encode_event`; both go through the module-level :data:`EVENT_ADAPTER`
+(built once: building a ``TypeAdapter`` is expensive). Decoding is:
+
+1. parse JSON (bytes/str) or copy a mapping;
+2. check ``type`` names a known event and ``schema_version`` is an integer;
+3. apply the upcasters from that version to the current one;
+4. validate against the union, discriminated on ``type``.
+
+Every failure is an :class:`~schemas.errors.InvalidEvent` whose ``problems``
+name the fields at fault (dotted paths such as ``payload.location.lat``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Annotated, Any, TypeAlias, cast, get_args
+
+from pydantic import Field, TypeAdapter, ValidationError
+
+from schemas.broadcasts import BroadcastDelivered, BroadcastFailed, BroadcastRequested
+from schemas.common import dotted
+from schemas.envelope import Envelope
+from schemas.errors import FieldProblem, InvalidEvent, MalformedEvent, UnknownEventType
+from schemas.evacuation import (
+    EvacuationCommand,
+    EvacuationRecommended,
+    OrderIssued,
+    OrderLifted,
+    OrderUpdated,
+)
+from schemas.hazards import GaugeReading, HazardWarning, SeismicIntensity
+from schemas.reports import ReportAccepted, ReportRejected, ReportSubmitted
+from schemas.shelters import (
+    ShelterCapacityAlert,
+    ShelterClosed,
+    ShelterNeedsReported,
+    ShelterOccupancyReported,
+    ShelterOpened,
+    ShelterStatusChanged,
+)
+from schemas.upcasting import UPCASTERS
+
+__all__ = [
+    "CURRENT_VERSIONS",
+    "EVENT_ADAPTER",
+    "EVENT_CLASSES",
+    "Event",
+    "decode_event",
+    "encode_event",
+    "problems_from",
+]
+
+_AnyEvent: TypeAlias = (
+    ReportSubmitted
+    | ReportAccepted
+    | ReportRejected
+    | ShelterOpened
+    | ShelterClosed
+    | ShelterOccupancyReported
+    | ShelterNeedsReported
+    | ShelterStatusChanged
+    | ShelterCapacityAlert
+    | GaugeReading
+    | HazardWarning
+    | SeismicIntensity
+    | EvacuationRecommended
+    | EvacuationCommand
+    | OrderIssued
+    | OrderUpdated
+    | OrderLifted
+    | BroadcastRequested
+    | BroadcastDelivered
+    | BroadcastFailed
+)
+
+Event: TypeAlias = Annotated[_AnyEvent, Field(discriminator="type")]
+"""Any Sonae event; ``event.type`` tells which."""
+
+EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
+"""The one validator/serialiser of :data:`Event`."""
+
+EVENT_CLASSES: Mapping[str, type[Envelope]] = MappingProxyType(
+    {cls.EVENT_TYPE: cls for cls in get_args(_AnyEvent)}
+)
+"""Event type string → model class, in declaration order."""
+
+_EVENT_CLASS_TUPLE: tuple[type[Envelope], ...] = get_args(_AnyEvent)
+
+CURRENT_VERSIONS: Mapping[str, int] = MappingProxyType(
+    {name: cls.SCHEMA_VERSION for name, cls in EVENT_CLASSES.items()}
+)
+"""Event type string → the schema_version this code produces and validates."""
+
+
+def problems_from(error: ValidationError) -> tuple[FieldProblem, ...]:
+    """Turn a pydantic error into field problems with dotted paths."""
+    return tuple(FieldProblem(dotted(e["loc"]), e["msg"]) for e in error.errors())
+
+
+def _document(raw: bytes | bytearray | memoryview | str | Mapping[str, Any]) -> dict[str, Any]:
+    if isinstance(raw, Mapping):
+        return dict(raw)
+    try:
+        # parse_constant refuses NaN/Infinity: they are not JSON, and a number
+        # field must not silently become non-finite.
+        parsed = json.loads(bytes(raw) if not isinstance(raw, str) else raw,
+                            parse_constant=_refuse_constant)
+    except (UnicodeDecodeError, json.JSONDecodeError, _NonFinite) as e:
+        raise MalformedEvent(f"not valid JSON: {e}") from e
+    except RecursionError as e:
+        raise MalformedEvent("JSON nested too deeply") from e
+    if not isinstance(parsed, dict):
+        raise MalformedEvent(f"expected a JSON object, got {type(parsed).__name__}")
+    return parsed
+
+
+class _NonFinite(ValueError):
+    pass
+
+
+def _refuse_constant(name: str) -> Any:
+    raise _NonFinite(f"{name} is not valid JSON")
+
+
+def decode_event(raw: bytes | bytearray | memoryview | str | Mapping[str, Any]) -> Event:
+    """Decode one event from JSON bytes/text or a mapping, upcasting older versions.
+
+    Raises :class:`~schemas.errors.InvalidEvent` (or a subclass) naming the fields at fault.
+    """
+    document = _document(raw)
+    event_type = document.get("type")
+    if "type" not in document:
+        raise InvalidEvent([FieldProblem("type", "Field required")])
+    if not isinstance(event_type, str) or event_type not in EVENT_CLASSES:
+        raise UnknownEventType(event_type)
+    if "schema_version" not in document:
+        raise InvalidEvent([FieldProblem("schema_version", "Field required")])
+    target = CURRENT_VERSIONS[event_type]
+    if document["schema_version"] != target or isinstance(document["schema_version"], bool):
+        document = UPCASTERS.upcast(document, target)
+    try:
+        return EVENT_ADAPTER.validate_python(document)
+    except ValidationError as e:
+        raise InvalidEvent(problems_from(e)) from e
+
+
+def encode_event(event: Envelope) -> bytes:
+    """Serialise an event as compact UTF-8 JSON (non-ASCII kept as is, times in UTC)."""
+    if not isinstance(event, _EVENT_CLASS_TUPLE):
+        raise TypeError(f"{type(event).__name__} is not an event of the union")
+    # The isinstance check above is what makes this cast true.
+    return EVENT_ADAPTER.dump_json(cast(_AnyEvent, event))

@@ -1,0 +1,233 @@
+"""Hazard observations: river gauges, official warnings, seismic intensity.
+
+Also home of :class:`Hazard`, the designated-hazard vocabulary shared with the
+region pack (which shelter is designated for which hazard) and the evacuation
+events (which hazard an order is for).
+
+These events are produced by intake from machine sources (gauge feeds, JMA,
+ingested CAP alerts) and from manual entry, and consumed by the evacuation
+decision rules.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import Field, Strict, ValidationInfo, field_validator
+
+from schemas.common import (
+    INT_ONLY,
+    AreaId,
+    AreaIds,
+    ContractModel,
+    ExternalId,
+    GaugeId,
+    ShortText,
+    Slug,
+    UtcDatetime,
+)
+from schemas.envelope import Envelope
+
+__all__ = [
+    "HAZARD_LABELS_JA",
+    "AreaIntensity",
+    "GaugeReading",
+    "GaugeReadingPayload",
+    "Hazard",
+    "HazardWarning",
+    "HazardWarningPayload",
+    "SeismicIntensity",
+    "SeismicIntensityPayload",
+    "Shindo",
+    "WarningAction",
+    "WarningSource",
+]
+
+
+class Hazard(StrEnum):
+    """The hazards a shelter or an evacuation order can be designated for.
+
+    These are the seven hazard columns of the national designated-shelter data
+    (指定緊急避難場所); the region pack maps each shelter to a subset.
+    """
+
+    FLOOD = "flood"
+    LANDSLIDE = "landslide"
+    STORM_SURGE = "storm_surge"
+    EARTHQUAKE = "earthquake"
+    TSUNAMI = "tsunami"
+    LARGE_FIRE = "large_fire"
+    INLAND_FLOOD = "inland_flood"
+
+
+HAZARD_LABELS_JA: dict[Hazard, str] = {
+    Hazard.FLOOD: "洪水",
+    Hazard.LANDSLIDE: "崖崩れ、土石流及び地滑り",
+    Hazard.STORM_SURGE: "高潮",
+    Hazard.EARTHQUAKE: "地震",
+    Hazard.TSUNAMI: "津波",
+    Hazard.LARGE_FIRE: "大規模な火事",
+    Hazard.INLAND_FLOOD: "内水氾濫",
+}
+"""Official Japanese names of each hazard, as in the designated-shelter data."""
+
+
+# --- river gauges ----------------------------------------------------------
+
+
+class GaugeReadingPayload(ContractModel):
+    """One water-level observation from a river gauge."""
+
+    gauge_id: GaugeId
+    """The gauge, as defined in the region pack."""
+    # Bounded generously around real river stages (datum-relative levels can be
+    # negative) so a unit error (mm sent as m) is refused.
+    level_m: Annotated[float, Strict(), Field(ge=-50.0, le=100.0, allow_inf_nan=False)]
+    """Water level in metres above the gauge datum."""
+    observed_at: UtcDatetime
+    """When the gauge measured it (also the envelope's occurred_at)."""
+
+
+class GaugeReading(Envelope):
+    """A river gauge reported a water level."""
+
+    type: Literal["hazard.gauge_reading"] = "hazard.gauge_reading"
+    schema_version: Annotated[Literal[1], INT_ONLY] = 1
+    payload: GaugeReadingPayload
+
+
+# --- warnings --------------------------------------------------------------
+
+
+class WarningSource(StrEnum):
+    """Where a warning came from."""
+
+    JMA = "jma"
+    """Japan Meteorological Agency feed."""
+    CAP = "cap"
+    """An ingested CAP 1.2 alert from another authority."""
+    MANUAL = "manual"
+    """Entered by HQ staff."""
+
+
+class WarningAction(StrEnum):
+    """Whether a warning message issues, updates or cancels a warning (CAP msgType)."""
+
+    ISSUED = "issued"
+    UPDATED = "updated"
+    CANCELLED = "cancelled"
+
+
+class HazardWarningPayload(ContractModel):
+    """An official warning or advisory in force for some areas."""
+
+    warning_id: ExternalId
+    """Stable id of the warning across its updates (the JMA or CAP id, or a generated one)."""
+    action: WarningAction = WarningAction.ISSUED
+    """Issue, update or cancellation of the warning."""
+    kind: Slug
+    """Warning kind, e.g. ``heavy_rain_emergency``, ``landslide_alert``, ``flood_warning``."""
+    name: ShortText
+    """Official name as issued, e.g. 大雨特別警報 or 土砂災害警戒情報."""
+    hazard: Hazard | None = None
+    """The designated hazard this warning concerns, when there is one."""
+    alert_level_equivalent: Annotated[int, Strict(), Field(ge=1, le=5)]
+    """The 5-level alert scale (警戒レベル) equivalent of this warning."""
+    area_ids: AreaIds
+    """The region-pack areas the warning covers."""
+    issued_at: UtcDatetime
+    """When the issuing authority issued it."""
+    expires_at: UtcDatetime | None = Field(default=None, validate_default=True)
+    """When it lapses, if the issuer said."""
+    source: WarningSource
+    """Where the warning came from."""
+    cap_identifier: ExternalId | None = None
+    """The CAP ``identifier`` of the message this was ingested from."""
+
+    @field_validator("expires_at")
+    @classmethod
+    def _expires_after_issue(cls, value: datetime | None, info: ValidationInfo) -> datetime | None:
+        issued = info.data.get("issued_at")
+        if value is not None and issued is not None and value <= issued:
+            raise ValueError("expires_at must be later than issued_at")
+        return value
+
+
+class HazardWarning(Envelope):
+    """A warning was issued, updated or cancelled (JMA, an ingested CAP alert, or manual)."""
+
+    type: Literal["hazard.warning"] = "hazard.warning"
+    schema_version: Annotated[Literal[1], INT_ONLY] = 1
+    payload: HazardWarningPayload
+
+
+# --- seismic intensity -----------------------------------------------------
+
+
+class Shindo(StrEnum):
+    """JMA seismic intensity (震度) on its ten-step scale.
+
+    The values are the strings JMA prints; compare with :attr:`rank`, never with
+    string order ("5+" sorts before "5-" as text).
+    """
+
+    S0 = "0"
+    S1 = "1"
+    S2 = "2"
+    S3 = "3"
+    S4 = "4"
+    S5_LOWER = "5-"
+    S5_UPPER = "5+"
+    S6_LOWER = "6-"
+    S6_UPPER = "6+"
+    S7 = "7"
+
+    @property
+    def rank(self) -> int:
+        """Position on the scale, 0 (震度0) .. 9 (震度7)."""
+        return _SHINDO_ORDER.index(self)
+
+
+_SHINDO_ORDER: tuple[Shindo, ...] = tuple(Shindo)
+
+
+class AreaIntensity(ContractModel):
+    """The intensity observed or estimated for one area."""
+
+    area_id: AreaId
+    """The area."""
+    shindo: Shindo
+    """Seismic intensity (震度)."""
+
+
+class SeismicIntensityPayload(ContractModel):
+    """Seismic intensity per area for one earthquake."""
+
+    quake_id: ExternalId
+    """The earthquake's id (JMA event id); intensity updates for one quake share it."""
+    magnitude: Annotated[float, Strict(), Field(ge=0.0, le=10.0, allow_inf_nan=False)] | None = None
+    """Magnitude, when known."""
+    epicentre: ShortText | None = None
+    """Name of the epicentral region as published, e.g. 東京湾."""
+    intensities: Annotated[tuple[AreaIntensity, ...], Field(min_length=1, max_length=500)]
+    """Intensity per area; each area at most once."""
+
+    @field_validator("intensities")
+    @classmethod
+    def _one_per_area(cls, value: tuple[AreaIntensity, ...]) -> tuple[AreaIntensity, ...]:
+        seen: set[str] = set()
+        for item in value:
+            if item.area_id in seen:
+                raise ValueError(f"area {item.area_id!r} is listed twice")
+            seen.add(item.area_id)
+        return value
+
+
+class SeismicIntensity(Envelope):
+    """Seismic intensities were reported for an earthquake."""
+
+    type: Literal["hazard.seismic_intensity"] = "hazard.seismic_intensity"
+    schema_version: Annotated[Literal[1], INT_ONLY] = 1
+    payload: SeismicIntensityPayload
