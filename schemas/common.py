@@ -98,7 +98,7 @@ AreaId = Annotated[
 ShelterId = Annotated[
     str,
     StringConstraints(pattern=SLUG_PATTERN, max_length=64),
-    Field(examples=["kanda-hitotsubashi-jhs"]),
+    Field(examples=["e1310100005201"]),
 ]
 GaugeId = Annotated[
     str,

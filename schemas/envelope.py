@@ -49,12 +49,16 @@ _WIRE_REQUIRED = ("event_id", "type", "schema_version", "occurred_at", "recorded
                   "source", "correlation_id", "exercise", "payload")
 
 
-def _require_envelope_fields(schema: dict[str, Any]) -> None:
-    required = list(schema.get("required", []))
-    for name in _WIRE_REQUIRED:
-        if name in schema.get("properties", {}) and name not in required:
-            required.append(name)
-    schema["required"] = required
+def _envelope_schema_extra(schema: dict[str, Any]) -> None:
+    properties = schema.get("properties", {})
+    required = set(schema.get("required", ())) | set(_WIRE_REQUIRED)
+    schema["required"] = [name for name in properties if name in required]
+    # Concrete events redeclare type/schema_version/payload without docstrings;
+    # keep the envelope's descriptions in every generated schema.
+    for name, prop in properties.items():
+        described = Envelope.model_fields.get(name)
+        if described is not None and described.description and "description" not in prop:
+            prop["description"] = described.description
 
 
 class Envelope(BaseModel):
@@ -64,7 +68,7 @@ class Envelope(BaseModel):
         frozen=True,
         extra="forbid",
         use_attribute_docstrings=True,
-        json_schema_extra=_require_envelope_fields,
+        json_schema_extra=_envelope_schema_extra,
     )
 
     EVENT_TYPE: ClassVar[str] = ""

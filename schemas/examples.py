@@ -1,0 +1,456 @@
+"""One realistic, valid, deterministic example of every event type.
+
+The story is the demo scenario: heavy rain over Chiyoda on an (invented)
+afternoon, 神田川 rising at the お茶の水橋 gauge, a recommendation, HQ approval,
+an order and its broadcast. Ids are the region pack's (``kanda-koen``,
+``e1310100005201``); event ids are derived, times fixed, so docs/events.md is
+reproducible. Tests and services reuse these (``example("report.submitted")``)
+instead of inventing fixtures; use ``model_copy(update=...)`` or
+:func:`schemas.envelope.new_event` to vary them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime, timedelta, timezone
+from types import MappingProxyType
+from typing import Any, cast
+
+from schemas.broadcasts import BroadcastDelivered, BroadcastFailed, BroadcastRequested
+from schemas.deadletter import DeadLetter
+from schemas.envelope import Envelope, derive_id, new_event
+from schemas.evacuation import (
+    EvacuationCommand,
+    EvacuationRecommended,
+    OrderIssued,
+    OrderLifted,
+    OrderUpdated,
+)
+from schemas.events import EVENT_CLASSES, Event
+from schemas.hazards import GaugeReading, HazardWarning, SeismicIntensity
+from schemas.reports import ReportAccepted, ReportRejected, ReportSubmitted
+from schemas.shelters import (
+    ShelterCapacityAlert,
+    ShelterClosed,
+    ShelterNeedsReported,
+    ShelterOccupancyReported,
+    ShelterOpened,
+    ShelterStatusChanged,
+)
+
+__all__ = ["DEADLETTER_EXAMPLE", "EXAMPLES", "example"]
+
+JST = timezone(timedelta(hours=9), "JST")
+_T0 = datetime(2025, 8, 21, 14, 0, tzinfo=JST)
+
+
+def _at(minutes: float) -> datetime:
+    return _T0 + timedelta(minutes=minutes)
+
+
+def _make(
+    cls: type[Envelope],
+    payload: Mapping[str, Any],
+    minutes: float,
+    source: str,
+    cause: Envelope | None = None,
+) -> Envelope:
+    # Recorded a few seconds after it happened, as a healthy pipeline would.
+    return new_event(
+        cls,
+        payload,
+        occurred_at=_at(minutes),
+        recorded_at=_at(minutes) + timedelta(seconds=2),
+        source=source,
+        cause=cause,
+        event_id=derive_id("example", cls.EVENT_TYPE),
+    )
+
+
+_TEAM = {"team": "神田公園地区 防災会", "name": "佐藤 花子"}
+_SHELTER_TEAM = {"team": "区立スポーツセンター 避難所運営班"}
+_CLIENT_REPORT_ID = "0b6c4f2e-6a51-4d0e-9a57-2f1f1c9a7e10"
+_SHELTER = "e1310100006201"  # 区立スポーツセンター, kanda-koen
+_ORDER_ID = derive_id("example", "order", "kanda-koen", "flood")
+_RECOMMENDATION_ID = derive_id("example", "recommendation", "kandagawa-ochanomizu")
+_MESSAGE_ID = derive_id("example", "message", _ORDER_ID)
+
+
+def _build() -> dict[str, Envelope]:
+    out: dict[str, Envelope] = {}
+
+    def add(event: Envelope) -> Envelope:
+        out[event.type] = event
+        return event
+
+    gauge = add(
+        _make(
+            GaugeReading,
+            {"gauge_id": "kandagawa-ochanomizu", "level_m": 4.31, "observed_at": _at(0)},
+            0,
+            "gauge-feed",
+        )
+    )
+    warning = add(
+        _make(
+            HazardWarning,
+            {
+                "warning_id": "jma-20250821-130000-vpww53-flood-kandagawa",
+                "action": "issued",
+                "kind": "flood_warning",
+                "name": "神田川氾濫警戒情報",
+                "hazard": "flood",
+                "alert_level_equivalent": 3,
+                "area_ids": ["manseibashi", "izumibashi", "kanda-koen"],
+                "issued_at": _at(-5),
+                "expires_at": _at(6 * 60),
+                "source": "cap",
+                "cap_identifier": "urn:oid:2.49.0.1.392.0.2025.08.21.0500",
+            },
+            -5,
+            "jma-feed",
+        )
+    )
+    add(
+        _make(
+            SeismicIntensity,
+            {
+                "quake_id": "20250821143512",
+                "magnitude": 4.6,
+                "epicentre": "東京湾",
+                "intensities": [
+                    {"area_id": "kojimachi", "shindo": "3"},
+                    {"area_id": "kanda-koen", "shindo": "4"},
+                    {"area_id": "izumibashi", "shindo": "5-"},
+                ],
+            },
+            35,
+            "jma-feed",
+        )
+    )
+
+    submitted = add(
+        _make(
+            ReportSubmitted,
+            {
+                "client_report_id": _CLIENT_REPORT_ID,
+                "category": "flooding",
+                "severity": 4,
+                "location": {"lat": 35.69286, "lon": 139.76795},
+                "area_id": "kanda-koen",
+                "casualties": {"injured": 1, "dead": 0, "missing": 0, "trapped": 2},
+                "description": "神田司町二丁目の地下駐車場が冠水。車内に2名が取り残されている。",
+                "reporter": _TEAM,
+            },
+            3,
+            "intake",
+        )
+    )
+    add(
+        _make(
+            ReportAccepted,
+            {
+                "report_id": derive_id("report", _TEAM["team"], _CLIENT_REPORT_ID),
+                "submitted_event_id": submitted.event_id,
+                "report": submitted.payload,
+                "outside_region": False,
+                "area_id": "kanda-koen",
+            },
+            3.05,
+            "intake",
+            cause=submitted,
+        )
+    )
+    add(
+        _make(
+            ReportRejected,
+            {
+                "client_report_id": "field-app-7f3a-0042",
+                "submitted_event_id": derive_id("example", "rejected-submission"),
+                "reasons": [
+                    {
+                        "code": "invalid",
+                        "field": "payload.location.lat",
+                        "message": "Input should be less than or equal to 90",
+                    }
+                ],
+            },
+            4,
+            "intake",
+        )
+    )
+
+    add(
+        _make(
+            ShelterOpened,
+            {
+                "shelter_id": _SHELTER,
+                "stage": "open",
+                "capacity": 650,
+                "reported_by": _SHELTER_TEAM,
+                "note": "体育館のみ開放。アリーナは使用不可。",
+            },
+            10,
+            "intake",
+        )
+    )
+    add(
+        _make(
+            ShelterClosed,
+            {
+                "shelter_id": "e1310100007201",
+                "stage": "closing",
+                "reason": "建物一階が浸水のため、区立スポーツセンターへ移送中。",
+                "reported_by": {"team": "神田さくら館 避難所運営班"},
+            },
+            50,
+            "intake",
+        )
+    )
+    occupancy = add(
+        _make(
+            ShelterOccupancyReported,
+            {
+                "shelter_id": _SHELTER,
+                "occupancy": 540,
+                "capacity": 650,
+                "reported_by": _SHELTER_TEAM,
+            },
+            55,
+            "intake",
+        )
+    )
+    add(
+        _make(
+            ShelterNeedsReported,
+            {
+                "shelter_id": _SHELTER,
+                "needs": {"water": "ok", "food": "low", "medical": "ok", "sanitation": "low"},
+                "power": {"kind": "generator", "fuel_hours_left": 5.5},
+                "reported_by": _SHELTER_TEAM,
+                "note": "停電中。非常用発電機で運転。簡易トイレが不足。",
+            },
+            56,
+            "intake",
+        )
+    )
+    add(
+        _make(
+            ShelterStatusChanged,
+            {
+                "shelter_id": _SHELTER,
+                "version": 4,
+                "status": "crowded",
+                "previous_status": "open",
+                "name": "区立スポーツセンター",
+                "occupancy": 540,
+                "capacity": 650,
+                "needs": {"water": "ok", "food": "low", "medical": "ok", "sanitation": "low"},
+                "power": {"kind": "generator", "fuel_hours_left": 5.5},
+                "hazards": ["flood", "storm_surge", "earthquake", "inland_flood"],
+                "last_reported_by": _SHELTER_TEAM,
+                "last_reported_at": _at(55),
+            },
+            55,
+            "shelter-tracker",
+            cause=occupancy,
+        )
+    )
+    add(
+        _make(
+            ShelterCapacityAlert,
+            {
+                "shelter_id": _SHELTER,
+                "kind": "crowded",
+                "threshold": 0.8,
+                "occupancy": 540,
+                "capacity": 650,
+            },
+            55,
+            "shelter-tracker",
+            cause=occupancy,
+        )
+    )
+
+    recommended = add(
+        _make(
+            EvacuationRecommended,
+            {
+                "recommendation_id": _RECOMMENDATION_ID,
+                "kind": "issue",
+                "area_ids": ["kanda-koen", "manseibashi"],
+                "level": 4,
+                "hazard": "flood",
+                "rationale": (
+                    "神田川（お茶の水橋）の水位 4.31 m が避難判断水位 4.2 m を超過。"
+                    "氾濫警戒情報発表中。神田公園地区で浸水の被害報告あり。"
+                ),
+                "evidence_event_ids": [gauge.event_id, warning.event_id, submitted.event_id],
+                "suggested_shelter_ids": [_SHELTER],
+                "shelters_to_open": ["e1310100005201"],
+                "rule_id": "river-evacuation-judgement",
+            },
+            1,
+            "evacuation-decision",
+            cause=gauge,
+        )
+    )
+    command = add(
+        _make(
+            EvacuationCommand,
+            {
+                "action": "approve",
+                "operator": "hq-duty-officer",
+                "recommendation_id": _RECOMMENDATION_ID,
+                "reason": "現地の浸水報告と一致。承認する。",
+            },
+            8,
+            "gateway",
+            cause=recommended,
+        )
+    )
+    issued = add(
+        _make(
+            OrderIssued,
+            {
+                "order_id": _ORDER_ID,
+                "version": 1,
+                "area_ids": ["kanda-koen", "manseibashi"],
+                "level": 4,
+                "hazard": "flood",
+                "designated_shelter_ids": [_SHELTER, "e1310100005201"],
+                "issued_by": "hq-duty-officer",
+                "approved_at": _at(8),
+                "automatic": False,
+                "recommendation_id": _RECOMMENDATION_ID,
+            },
+            8,
+            "evacuation-decision",
+            cause=command,
+        )
+    )
+    add(
+        _make(
+            OrderUpdated,
+            {
+                "order_id": _ORDER_ID,
+                "version": 2,
+                "supersedes_version": 1,
+                "area_ids": ["kanda-koen", "manseibashi", "izumibashi"],
+                "level": 5,
+                "hazard": "flood",
+                "designated_shelter_ids": [_SHELTER, "e1310100005201"],
+                "issued_by": "hq-duty-officer",
+                "approved_at": _at(70),
+                "automatic": False,
+                "recommendation_id": derive_id("example", "recommendation", "raise"),
+            },
+            70,
+            "evacuation-decision",
+        )
+    )
+    add(
+        _make(
+            OrderLifted,
+            {
+                "order_id": _ORDER_ID,
+                "version": 3,
+                "supersedes_version": 2,
+                "area_ids": ["kanda-koen", "manseibashi", "izumibashi"],
+                "level": 5,
+                "hazard": "flood",
+                "designated_shelter_ids": [_SHELTER, "e1310100005201"],
+                "issued_by": "hq-duty-officer",
+                "approved_at": _at(70),
+                "automatic": False,
+                "recommendation_id": derive_id("example", "recommendation", "raise"),
+                "lifted_by": "hq-duty-officer",
+                "reason": "神田川の水位が氾濫注意水位を下回り、3時間以上低下傾向が続いたため。",
+            },
+            9 * 60,
+            "evacuation-decision",
+        )
+    )
+
+    requested = add(
+        _make(
+            BroadcastRequested,
+            {
+                "message_id": _MESSAGE_ID,
+                "version": 1,
+                "kind": "order_issued",
+                "order_id": _ORDER_ID,
+                "languages": ["ja", "en", "zh", "ko"],
+                "channels": ["public-feed", "webhook"],
+            },
+            8.1,
+            "broadcaster",
+            cause=issued,
+        )
+    )
+    add(
+        _make(
+            BroadcastDelivered,
+            {
+                "message_id": _MESSAGE_ID,
+                "version": 1,
+                "language": "ja",
+                "channel": "public-feed",
+                "attempt": 1,
+                "delivered_at": _at(8.12),
+                "receipt": "feed-seq-1042",
+            },
+            8.12,
+            "broadcaster",
+            cause=requested,
+        )
+    )
+    add(
+        _make(
+            BroadcastFailed,
+            {
+                "message_id": _MESSAGE_ID,
+                "version": 1,
+                "language": "en",
+                "channel": "webhook",
+                "attempt": 2,
+                "error": "HTTP 503 from subscriber endpoint",
+                "will_retry": True,
+                "next_attempt_at": _at(8.5),
+            },
+            8.2,
+            "broadcaster",
+            cause=requested,
+        )
+    )
+    return out
+
+
+def _ordered(built: dict[str, Envelope]) -> Mapping[str, Event]:
+    missing = set(EVENT_CLASSES) - set(built)
+    if missing:
+        raise RuntimeError(f"examples missing for {sorted(missing)}")
+    # Envelope → Event: every built instance is one of the union's classes.
+    return MappingProxyType({name: cast(Event, built[name]) for name in EVENT_CLASSES})
+
+
+EXAMPLES: Mapping[str, Event] = _ordered(_build())
+"""Event type → a valid example instance, in catalogue order."""
+
+
+def example(event_type: str) -> Event:
+    """The example instance of ``event_type`` (KeyError if there is none)."""
+    return EXAMPLES[event_type]
+
+
+DEADLETTER_EXAMPLE = DeadLetter.from_record(
+    topic="intake.raw",
+    partition=2,
+    offset=18734,
+    key=b"kandagawa-ochanomizu",
+    value=b'{"gauge": "kandagawa-ochanomizu", "level": "4.3m"}',
+    error="InvalidEvent: payload.level_m: Field required",
+    service="intake",
+    failed_at=_at(0.1),
+)
+"""An example dead-letter record (a gauge feed message intake could not read)."""
