@@ -14,9 +14,11 @@ from typing import Annotated, Any
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from schemas.errors import InvalidNamespace
+from schemas.topics import validate_namespace
+
 ENV_PREFIX = "SONAE_"
 
-_NAMESPACE_RE = re.compile(r"^[a-z][a-z0-9-]{0,40}$")
 _HOSTPORT_RE = re.compile(r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$")
 
 
@@ -90,12 +92,11 @@ class Settings(BaseSettings):
     @field_validator("namespace")
     @classmethod
     def _namespace(cls, value: str) -> str:
-        if value and not _NAMESPACE_RE.match(value):
-            raise ValueError(
-                "a namespace is lower-case letters, digits and '-', starting with a letter, "
-                f"at most 41 characters; got {value!r}"
-            )
-        return value
+        # The topic catalogue owns the namespace rule; one rule, one message.
+        try:
+            return validate_namespace(value)
+        except InvalidNamespace as exc:
+            raise ValueError(str(exc)) from None
 
     @field_validator("token_secret")
     @classmethod
@@ -118,8 +119,9 @@ class Settings(BaseSettings):
         for name, value in self.model_dump().items():
             if isinstance(value, SecretStr):
                 value = value.get_secret_value()
-            out[f"{ENV_PREFIX}{name.upper()}"] = str(value.value if isinstance(value, StrEnum)
-                                                      else value)
+            elif isinstance(value, StrEnum):
+                value = value.value
+            out[f"{ENV_PREFIX}{name.upper()}"] = str(value)
         return out
 
 

@@ -11,10 +11,11 @@ import logging
 from dataclasses import dataclass
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError
-from schemas.topics import CATALOGUE, qualified
 
 from infra.settings import Settings
+from schemas.topics import CATALOGUE, qualified
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +81,6 @@ async def describe_topics(settings: Settings, namespace: str | None = None) -> l
         meta = await admin.describe_topics(names)
         partitions = {m["topic"]: len(m["partitions"]) for m in meta}
         policies: dict[str, str | None] = {}
-        from aiokafka.admin import ConfigResource, ConfigResourceType
-
         responses = await admin.describe_configs(
             [ConfigResource(ConfigResourceType.TOPIC, n) for n in names]
         )
