@@ -81,7 +81,7 @@ async def collect_status(settings: Settings, *, explicit_kafka: bool = False,
     if kafka_ok:
         try:
             report.lag = await asyncio.wait_for(consumer_lag(bootstrap, namespace), 15)
-        except Exception as exc:  # noqa: BLE001 - reported to the user, not raised
+        except Exception as exc:
             report.parts.append(PartStatus("consumer lag", False, f"unavailable: {exc!r}"))
     return report
 
@@ -92,7 +92,7 @@ async def _kafka_part(bootstrap: str) -> PartStatus:
         await asyncio.wait_for(admin.start(), 5)
         topics = await asyncio.wait_for(admin.list_topics(), 5)
         return PartStatus("kafka", True, f"{bootstrap}, {len(topics)} topics")
-    except Exception as exc:  # noqa: BLE001 - any failure means "not reachable"
+    except Exception as exc:
         return PartStatus("kafka", False, f"{bootstrap} unreachable: {exc or type(exc).__name__}")
     finally:
         await admin.close()
@@ -101,7 +101,7 @@ async def _kafka_part(bootstrap: str) -> PartStatus:
 async def _postgres_part(dsn: str) -> PartStatus:
     try:
         conn = await asyncio.wait_for(asyncpg.connect(dsn), 5)
-    except Exception as exc:  # noqa: BLE001 - any failure means "not reachable"
+    except Exception as exc:
         return PartStatus("postgresql", False, f"{dsn} unreachable: {exc or type(exc).__name__}")
     try:
         version = await current_version(conn)
