@@ -279,5 +279,8 @@ def service_list() -> None:
         click.echo(f"{spec.name:<22} {spec.description}")
 
 
+# --- commands contributed by service packages (one line each) ---------------------
+
+
 if __name__ == "__main__":
     main()
