@@ -97,9 +97,20 @@ CURRENT_VERSIONS: Mapping[str, int] = MappingProxyType(
 """Event type string → the schema_version this code produces and validates."""
 
 
-def problems_from(error: ValidationError) -> tuple[FieldProblem, ...]:
-    """Turn a pydantic error into field problems with dotted paths."""
-    return tuple(FieldProblem(dotted(e["loc"]), e["msg"]) for e in error.errors())
+def problems_from(error: ValidationError, *, tag: str | None = None) -> tuple[FieldProblem, ...]:
+    """Turn a pydantic error into field problems with dotted paths.
+
+    Errors from the union carry the discriminator value as the first location
+    element (``report.submitted.payload.severity``); pass it as ``tag`` to drop
+    it, so paths are relative to the event document (``payload.severity``).
+    """
+    problems = []
+    for e in error.errors():
+        loc = e["loc"]
+        if tag is not None and loc[:1] == (tag,):
+            loc = loc[1:]
+        problems.append(FieldProblem(dotted(loc), e["msg"]))
+    return tuple(problems)
 
 
 def _document(raw: bytes | bytearray | memoryview | str | Mapping[str, Any]) -> dict[str, Any]:
@@ -146,7 +157,7 @@ def decode_event(raw: bytes | bytearray | memoryview | str | Mapping[str, Any]) 
     try:
         return EVENT_ADAPTER.validate_python(document)
     except ValidationError as e:
-        raise InvalidEvent(problems_from(e)) from e
+        raise InvalidEvent(problems_from(e, tag=event_type)) from e
 
 
 def encode_event(event: Envelope) -> bytes:
