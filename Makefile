@@ -23,7 +23,7 @@ demo: install
 test: install lint typecheck pytest
 
 lint: install
-	$(BIN)/ruff check schemas services infra tests benchmarks
+	$(BIN)/ruff check .
 
 typecheck: install
 	$(BIN)/mypy
