@@ -25,7 +25,6 @@ from pydantic import (
     Field,
     Strict,
     StringConstraints,
-    ValidationInfo,
     field_validator,
 )
 
@@ -269,7 +268,7 @@ class Problem(ContractModel):
 
     @field_validator("field")
     @classmethod
-    def _dotted(cls, value: str | None, info: ValidationInfo) -> str | None:
+    def _dotted(cls, value: str | None) -> str | None:
         if value is not None and (value.startswith(".") or value.endswith(".")):
             raise ValueError("field must be a dotted path without leading or trailing dots")
         return value

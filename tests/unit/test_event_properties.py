@@ -294,6 +294,7 @@ def test_every_event_round_trips_through_json(event_type: str, data: st.DataObje
     except InvalidEvent:
         assume(False)  # a cross-field rule refused the combination
         raise  # unreachable: assume(False) aborts the example
+    assert decode_event(doc) == event  # the mapping path agrees with the bytes path
     raw = encode_event(event)
     again = decode_event(raw)
     assert again == event
@@ -311,6 +312,9 @@ def test_invalid_field_is_named_in_the_error(event_type: str, data: st.DataObjec
     assert put(doc, path, bad)
     with pytest.raises(InvalidEvent) as excinfo:
         decode_event(json.dumps(doc, ensure_ascii=False).encode("utf-8"))
+    with pytest.raises(InvalidEvent) as from_mapping:
+        decode_event(doc)
+    assert from_mapping.value.problems == excinfo.value.problems
     named = dotted(expected)
     fields = excinfo.value.fields
     assert any(f == named or f.startswith(named + ".") for f in fields), (named, fields)
