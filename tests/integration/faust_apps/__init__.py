@@ -1,0 +1,1 @@
+"""faust apps that integration tests run as worker processes."""
