@@ -123,8 +123,8 @@ class BroadcastRequestedPayload(ContractModel):
 class BroadcastRequested(Envelope):
     """A public message was requested in some languages on some channels."""
 
-    type: Literal["broadcast.requested"] = "broadcast.requested"
-    schema_version: Annotated[Literal[1], INT_ONLY] = 1
+    type: Literal["broadcast.requested"]
+    schema_version: Annotated[Literal[1], INT_ONLY]
     payload: BroadcastRequestedPayload
 
 
@@ -150,8 +150,8 @@ class BroadcastDeliveredPayload(ContractModel):
 class BroadcastDelivered(Envelope):
     """A message was delivered on a channel in a language."""
 
-    type: Literal["broadcast.delivered"] = "broadcast.delivered"
-    schema_version: Annotated[Literal[1], INT_ONLY] = 1
+    type: Literal["broadcast.delivered"]
+    schema_version: Annotated[Literal[1], INT_ONLY]
     payload: BroadcastDeliveredPayload
 
 
@@ -186,6 +186,6 @@ class BroadcastFailedPayload(ContractModel):
 class BroadcastFailed(Envelope):
     """A delivery attempt failed; the broadcaster may retry."""
 
-    type: Literal["broadcast.failed"] = "broadcast.failed"
-    schema_version: Annotated[Literal[1], INT_ONLY] = 1
+    type: Literal["broadcast.failed"]
+    schema_version: Annotated[Literal[1], INT_ONLY]
     payload: BroadcastFailedPayload

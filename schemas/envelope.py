@@ -17,10 +17,11 @@ Field meanings:
 - ``exercise``: true for drill traffic; it is inherited from the cause and can
   never be switched off downstream.
 
-On the wire every envelope field is required. ``event_id`` and ``recorded_at``
-deliberately have no model defaults: if decoding filled them, two deliveries of
-the same message would decode to different events and idempotency would break.
-:func:`new_event` supplies them when a service creates an event.
+Every envelope field is required, on the wire and in the model: if decoding
+filled ``event_id`` or ``recorded_at``, two deliveries of one message would
+decode to different events and idempotency would break, and a drill event that
+lost its ``exercise`` flag must not default to live. :func:`new_event` fills
+them all when a service creates an event.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar, get_args
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, StrictBool
@@ -41,21 +42,10 @@ SONAE_ID_NAMESPACE = UUID("5b0a3e6c-7d1f-5c2e-9a4b-0e5f6a7b8c9d")
 """UUIDv5 namespace for ids Sonae derives deterministically. Never change it:
 derived ids would stop matching the ones already stored."""
 
-# Envelope fields listed as required in the generated JSON Schema even though
-# the models give ``type`` and ``schema_version`` constant defaults for
-# convenience in code: decoding goes through the discriminated union, which
-# needs both on the wire.
-_WIRE_REQUIRED = ("event_id", "type", "schema_version", "occurred_at", "recorded_at",
-                  "source", "correlation_id", "exercise", "payload")
-
-
 def _envelope_schema_extra(schema: dict[str, Any]) -> None:
-    properties = schema.get("properties", {})
-    required = set(schema.get("required", ())) | set(_WIRE_REQUIRED)
-    schema["required"] = [name for name in properties if name in required]
     # Concrete events redeclare type/schema_version/payload without docstrings;
     # keep the envelope's descriptions in every generated schema.
-    for name, prop in properties.items():
+    for name, prop in schema.get("properties", {}).items():
         described = Envelope.model_fields.get(name)
         if described is not None and described.description and "description" not in prop:
             prop["description"] = described.description
@@ -90,9 +80,9 @@ class Envelope(BaseModel):
     """The service or feed that emitted the event."""
     correlation_id: UUID
     """The first event of this chain (a root event names itself)."""
-    causation_id: UUID | None = None
+    causation_id: UUID | None
     """The event that directly caused this one; null for a root event."""
-    exercise: StrictBool = False
+    exercise: StrictBool
     """True for drill traffic; inherited from the cause."""
     payload: BaseModel
     """The type-specific body."""
@@ -100,14 +90,14 @@ class Envelope(BaseModel):
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
         super().__pydantic_init_subclass__(**kwargs)
-        # Read the Literal defaults once so callers can say ReportSubmitted.EVENT_TYPE
-        # without instantiating; an abstract intermediate class has neither.
-        type_field = cls.model_fields["type"]
-        version_field = cls.model_fields["schema_version"]
-        if isinstance(type_field.default, str):
-            cls.EVENT_TYPE = type_field.default
-        if isinstance(version_field.default, int):
-            cls.SCHEMA_VERSION = version_field.default
+        # Read the Literal once so callers can say ReportSubmitted.EVENT_TYPE without
+        # an instance; an abstract intermediate class (plain str/int) has neither.
+        type_args = get_args(cls.model_fields["type"].annotation)
+        version_args = get_args(cls.model_fields["schema_version"].annotation)
+        if len(type_args) == 1 and isinstance(type_args[0], str):
+            cls.EVENT_TYPE = type_args[0]
+        if len(version_args) == 1 and isinstance(version_args[0], int):
+            cls.SCHEMA_VERSION = version_args[0]
 
 
 E = TypeVar("E", bound=Envelope)

@@ -142,8 +142,8 @@ class EvacuationRecommendedPayload(ContractModel):
 class EvacuationRecommended(Envelope):
     """The decision rules recommend issuing, raising or lifting an order."""
 
-    type: Literal["evacuation.recommended"] = "evacuation.recommended"
-    schema_version: Annotated[Literal[1], INT_ONLY] = 1
+    type: Literal["evacuation.recommended"]
+    schema_version: Annotated[Literal[1], INT_ONLY]
     payload: EvacuationRecommendedPayload
 
 
@@ -229,8 +229,8 @@ class EvacuationCommandPayload(ContractModel):
 class EvacuationCommand(Envelope):
     """An HQ command about evacuation (a request that the decision service carries out)."""
 
-    type: Literal["evacuation.command"] = "evacuation.command"
-    schema_version: Annotated[Literal[1], INT_ONLY] = 1
+    type: Literal["evacuation.command"]
+    schema_version: Annotated[Literal[1], INT_ONLY]
     payload: EvacuationCommandPayload
 
 
@@ -304,22 +304,22 @@ class OrderLiftedPayload(_LaterVersion):
 class OrderIssued(Envelope):
     """An evacuation order was issued."""
 
-    type: Literal["evacuation.order_issued"] = "evacuation.order_issued"
-    schema_version: Annotated[Literal[1], INT_ONLY] = 1
+    type: Literal["evacuation.order_issued"]
+    schema_version: Annotated[Literal[1], INT_ONLY]
     payload: OrderIssuedPayload
 
 
 class OrderUpdated(Envelope):
     """An evacuation order changed (level raised or lowered, areas or shelters changed)."""
 
-    type: Literal["evacuation.order_updated"] = "evacuation.order_updated"
-    schema_version: Annotated[Literal[1], INT_ONLY] = 1
+    type: Literal["evacuation.order_updated"]
+    schema_version: Annotated[Literal[1], INT_ONLY]
     payload: OrderUpdatedPayload
 
 
 class OrderLifted(Envelope):
     """An evacuation order was lifted."""
 
-    type: Literal["evacuation.order_lifted"] = "evacuation.order_lifted"
-    schema_version: Annotated[Literal[1], INT_ONLY] = 1
+    type: Literal["evacuation.order_lifted"]
+    schema_version: Annotated[Literal[1], INT_ONLY]
     payload: OrderLiftedPayload

@@ -93,8 +93,8 @@ class GaugeReadingPayload(ContractModel):
 class GaugeReading(Envelope):
     """A river gauge reported a water level."""
 
-    type: Literal["hazard.gauge_reading"] = "hazard.gauge_reading"
-    schema_version: Annotated[Literal[1], INT_ONLY] = 1
+    type: Literal["hazard.gauge_reading"]
+    schema_version: Annotated[Literal[1], INT_ONLY]
     payload: GaugeReadingPayload
 
 
@@ -158,8 +158,8 @@ class HazardWarningPayload(ContractModel):
 class HazardWarning(Envelope):
     """A warning was issued, updated or cancelled (JMA, an ingested CAP alert, or manual)."""
 
-    type: Literal["hazard.warning"] = "hazard.warning"
-    schema_version: Annotated[Literal[1], INT_ONLY] = 1
+    type: Literal["hazard.warning"]
+    schema_version: Annotated[Literal[1], INT_ONLY]
     payload: HazardWarningPayload
 
 
@@ -228,6 +228,6 @@ class SeismicIntensityPayload(ContractModel):
 class SeismicIntensity(Envelope):
     """Seismic intensities were reported for an earthquake."""
 
-    type: Literal["hazard.seismic_intensity"] = "hazard.seismic_intensity"
-    schema_version: Annotated[Literal[1], INT_ONLY] = 1
+    type: Literal["hazard.seismic_intensity"]
+    schema_version: Annotated[Literal[1], INT_ONLY]
     payload: SeismicIntensityPayload

@@ -117,8 +117,8 @@ class ReportSubmittedPayload(ContractModel):
 class ReportSubmitted(Envelope):
     """A field team submitted a damage report (recorded before it is acknowledged)."""
 
-    type: Literal["report.submitted"] = "report.submitted"
-    schema_version: Annotated[Literal[2], INT_ONLY] = 2
+    type: Literal["report.submitted"]
+    schema_version: Annotated[Literal[2], INT_ONLY]
     payload: ReportSubmittedPayload
 
 
@@ -149,8 +149,8 @@ class ReportAcceptedPayload(ContractModel):
 class ReportAccepted(Envelope):
     """Intake accepted a report; downstream rules count it for its area."""
 
-    type: Literal["report.accepted"] = "report.accepted"
-    schema_version: Annotated[Literal[1], INT_ONLY] = 1
+    type: Literal["report.accepted"]
+    schema_version: Annotated[Literal[1], INT_ONLY]
     payload: ReportAcceptedPayload
 
 
@@ -168,6 +168,6 @@ class ReportRejectedPayload(ContractModel):
 class ReportRejected(Envelope):
     """Intake refused a report, with reasons."""
 
-    type: Literal["report.rejected"] = "report.rejected"
-    schema_version: Annotated[Literal[1], INT_ONLY] = 1
+    type: Literal["report.rejected"]
+    schema_version: Annotated[Literal[1], INT_ONLY]
     payload: ReportRejectedPayload

@@ -158,8 +158,8 @@ class ShelterOpenedPayload(ContractModel):
 class ShelterOpened(Envelope):
     """A shelter is opening or open."""
 
-    type: Literal["shelter.opened"] = "shelter.opened"
-    schema_version: Annotated[Literal[1], INT_ONLY] = 1
+    type: Literal["shelter.opened"]
+    schema_version: Annotated[Literal[1], INT_ONLY]
     payload: ShelterOpenedPayload
 
 
@@ -188,8 +188,8 @@ class ShelterClosedPayload(ContractModel):
 class ShelterClosed(Envelope):
     """A shelter is closing or closed."""
 
-    type: Literal["shelter.closed"] = "shelter.closed"
-    schema_version: Annotated[Literal[1], INT_ONLY] = 1
+    type: Literal["shelter.closed"]
+    schema_version: Annotated[Literal[1], INT_ONLY]
     payload: ShelterClosedPayload
 
 
@@ -209,8 +209,8 @@ class ShelterOccupancyReportedPayload(ContractModel):
 class ShelterOccupancyReported(Envelope):
     """Shelter staff reported how many people are there."""
 
-    type: Literal["shelter.occupancy_reported"] = "shelter.occupancy_reported"
-    schema_version: Annotated[Literal[1], INT_ONLY] = 1
+    type: Literal["shelter.occupancy_reported"]
+    schema_version: Annotated[Literal[1], INT_ONLY]
     payload: ShelterOccupancyReportedPayload
 
 
@@ -240,8 +240,8 @@ class ShelterNeedsReportedPayload(ContractModel):
 class ShelterNeedsReported(Envelope):
     """Shelter staff reported supply levels or power."""
 
-    type: Literal["shelter.needs_reported"] = "shelter.needs_reported"
-    schema_version: Annotated[Literal[1], INT_ONLY] = 1
+    type: Literal["shelter.needs_reported"]
+    schema_version: Annotated[Literal[1], INT_ONLY]
     payload: ShelterNeedsReportedPayload
 
 
@@ -284,8 +284,8 @@ class ShelterState(ContractModel):
 class ShelterStatusChanged(Envelope):
     """The shelter tracker derived a new state for a shelter."""
 
-    type: Literal["shelter.status_changed"] = "shelter.status_changed"
-    schema_version: Annotated[Literal[1], INT_ONLY] = 1
+    type: Literal["shelter.status_changed"]
+    schema_version: Annotated[Literal[1], INT_ONLY]
     payload: ShelterState
 
 
@@ -349,6 +349,6 @@ class ShelterCapacityAlertPayload(ContractModel):
 class ShelterCapacityAlert(Envelope):
     """A shelter crossed (or cleared) a crowding, full or fuel threshold."""
 
-    type: Literal["shelter.capacity_alert"] = "shelter.capacity_alert"
-    schema_version: Annotated[Literal[1], INT_ONLY] = 1
+    type: Literal["shelter.capacity_alert"]
+    schema_version: Annotated[Literal[1], INT_ONLY]
     payload: ShelterCapacityAlertPayload

@@ -10,7 +10,10 @@ with ``assume``; the rules themselves are tested one by one in test_events.py.
 from __future__ import annotations
 
 import json
+import math
 import re
+import string
+import uuid
 from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta, timezone
 from functools import cache
@@ -267,12 +270,21 @@ def value_at(doc: Any, path: Path) -> Any:
     return doc
 
 
+_MISSING = object()
+"""Marker: remove the envelope field instead of replacing it."""
+
+
 @cache
 def invalid_cases(event_type: str) -> tuple[tuple[Path, Any, Path], ...]:
     """(field path, bad value, path the error must name) for every field of the example."""
-    _, defs = schema_of(event_type)
+    root, defs = schema_of(event_type)
     doc = document(event_type)
-    cases = []
+    # The envelope itself: every field is required (decoding must never invent an
+    # event_id or default a drill event to live) and nothing else is allowed.
+    cases: list[tuple[Path, Any, Path]] = [
+        ((name,), _MISSING, (name,)) for name in root["properties"]
+    ]
+    cases.append((("unexpected_field",), 1, ("unexpected_field",)))
     for path, schema in places_of(event_type):
         current = value_at(doc, path)
         for bad, suffix in invalid(schema, defs, current):
@@ -302,14 +314,8 @@ def test_every_event_round_trips_through_json(event_type: str, data: st.DataObje
     assert type(again) is EVENT_CLASSES[event_type]
 
 
-@pytest.mark.parametrize("event_type", list(EVENT_CLASSES))
-@PROPERTY_SETTINGS
-@given(data=st.data())
-def test_invalid_field_is_named_in_the_error(event_type: str, data: st.DataObject) -> None:
-    """Breaking one field (type, range, length, pattern, extra, missing) names that field."""
-    path, bad, expected = data.draw(st.sampled_from(invalid_cases(event_type)))
-    doc = document(event_type)
-    assert put(doc, path, bad)
+def assert_names_field(doc: dict[str, Any], expected: Path) -> None:
+    """Both decode paths refuse ``doc`` alike, and an error names ``expected`` (or inside it)."""
     with pytest.raises(InvalidEvent) as excinfo:
         decode_event(json.dumps(doc, ensure_ascii=False).encode("utf-8"))
     with pytest.raises(InvalidEvent) as from_mapping:
@@ -318,6 +324,77 @@ def test_invalid_field_is_named_in_the_error(event_type: str, data: st.DataObjec
     named = dotted(expected)
     fields = excinfo.value.fields
     assert any(f == named or f.startswith(named + ".") for f in fields), (named, fields)
+
+
+@pytest.mark.parametrize("event_type", list(EVENT_CLASSES))
+def test_every_listed_breakage_names_its_field(event_type: str) -> None:
+    """Each way of breaking each field (type, null, range, length, pattern, extra, missing)."""
+    # Exhaustive rather than sampled: the list is finite and a sample of it
+    # would miss rare cases such as a missing ``exercise`` flag.
+    for path, bad, expected in invalid_cases(event_type):
+        doc = document(event_type)
+        if bad is _MISSING:
+            del doc[str(path[0])]
+        else:
+            assert put(doc, path, bad)
+        assert_names_field(doc, expected)
+
+
+def bad_values(schema: Schema, defs: Schema) -> st.SearchStrategy[Any] | None:
+    """Random values a leaf field must refuse, or None if the field is not a bounded leaf."""
+    target = non_null(schema, defs)
+    options: list[st.SearchStrategy[Any]] = []
+    if target.get("type") in ("integer", "number"):
+        if "minimum" in target:
+            options.append(st.integers(max_value=math.ceil(target["minimum"]) - 1))
+        if "maximum" in target:
+            options.append(st.integers(min_value=math.floor(target["maximum"]) + 1))
+        options.append(st.text(string.digits, min_size=1).map(str))  # strict: no numeric text
+    if "enum" in target:
+        options.append(st.text(max_size=20).filter(lambda v: v not in target["enum"]))
+    if target.get("type") == "string" and "maxLength" in target:
+        high = target["maxLength"]
+        options.append(st.text(_TEXT, min_size=high + 1, max_size=high + 10))
+    pattern = target.get("pattern")
+    if pattern is not None and pattern != TEXT_PATTERN:
+        options.append(st.text(max_size=30).filter(lambda v: not re.fullmatch(pattern, v)))
+    if target.get("format") == "uuid":
+        options.append(st.text(max_size=40).filter(lambda v: not _is_uuid(v)))
+    if target.get("format") == "date-time":
+        options.append(st.datetimes().map(lambda d: d.isoformat()))  # naive
+    return st.one_of(options) if options else None
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+@cache
+def breakable(event_type: str) -> tuple[tuple[Path, Schema], ...]:
+    """The places that have a random-bad-value strategy."""
+    _, defs = schema_of(event_type)
+    return tuple(
+        (path, schema) for path, schema in places_of(event_type)
+        if bad_values(schema, defs) is not None
+    )
+
+
+@pytest.mark.parametrize("event_type", list(EVENT_CLASSES))
+@PROPERTY_SETTINGS
+@given(data=st.data())
+def test_random_bad_value_is_named_in_the_error(event_type: str, data: st.DataObject) -> None:
+    """Any out-of-range number, over-long or off-pattern string, or bad enum names its field."""
+    _, defs = schema_of(event_type)
+    path, schema = data.draw(st.sampled_from(breakable(event_type)))
+    strategy = bad_values(schema, defs)
+    assert strategy is not None
+    doc = document(event_type)
+    assert put(doc, path, data.draw(strategy))
+    assert_names_field(doc, path)
 
 
 @pytest.mark.parametrize("event_type", list(EVENT_CLASSES))

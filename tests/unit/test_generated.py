@@ -44,7 +44,7 @@ def test_schemas_require_the_whole_envelope(rendered: dict[Path, str]) -> None:
         assert schema["properties"]["type"]["const"] == event_type
         assert set(schema["required"]) >= {
             "event_id", "type", "schema_version", "occurred_at", "recorded_at", "source",
-            "correlation_id", "exercise", "payload",
+            "causation_id", "correlation_id", "exercise", "payload",
         }
 
 
