@@ -102,7 +102,8 @@ class DeadLetter(ContractModel):
             key_encoding=key_enc,
             original=value_text,
             original_encoding=value_enc,
-            error=error[:4000] or "unknown error",
+            # Exception text is arbitrary: keep it storable (no NUL) and bounded.
+            error=error.replace("\x00", "\\x00")[:4000] or "unknown error",
             problems=problems,
             service=service,
             failed_at=failed_at,

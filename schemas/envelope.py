@@ -42,6 +42,7 @@ SONAE_ID_NAMESPACE = UUID("5b0a3e6c-7d1f-5c2e-9a4b-0e5f6a7b8c9d")
 """UUIDv5 namespace for ids Sonae derives deterministically. Never change it:
 derived ids would stop matching the ones already stored."""
 
+
 def _envelope_schema_extra(schema: dict[str, Any]) -> None:
     # Concrete events redeclare type/schema_version/payload without docstrings;
     # keep the envelope's descriptions in every generated schema.
