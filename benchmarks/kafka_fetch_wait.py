@@ -37,6 +37,7 @@ from pathlib import Path
 
 from aiokafka.admin import NewTopic
 from aiokafka.structs import TopicPartition
+from faust.types import StreamT
 
 from infra.embedded.broker import EmbeddedBroker
 from infra.embedded.processes import free_port, spawn, stop_group
@@ -162,7 +163,7 @@ def run_faust_worker() -> None:
     sink = app.topic(os.environ["BENCH_TOPIC_OUT"], value_serializer="raw")
 
     @app.agent(source)
-    async def forward(stream):  # type: ignore[no-untyped-def]
+    async def forward(stream: StreamT[bytes]) -> None:
         async for value in stream:
             await sink.send(value=value)
 

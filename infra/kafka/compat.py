@@ -164,6 +164,7 @@ def _bootstrap_servers(consumer: AIOKafkaConsumer) -> Any:
 async def _ends_from_highwater(
     bootstrap_servers: Any, reported: Mapping[TopicPartition, int], timeout: float
 ) -> dict[TopicPartition, int]:
+    # Plaintext, like the embedded broker; on Apache Kafka end_offsets uses ListOffsets.
     probe = AIOKafkaConsumer(
         bootstrap_servers=bootstrap_servers,
         group_id=None,
@@ -224,11 +225,13 @@ class TansuConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         _set_fetch_max_wait(consumer, self._compat().fetch_max_wait_ms)
         return consumer
 
-    async def _highwaters(self, partitions: list[TopicPartition]) -> Mapping[TopicPartition, int]:
+    async def _highwaters(
+        self, partitions: Iterable[TopicPartition]
+    ) -> Mapping[TopicPartition, int]:
         # Table recovery reads a changelog up to these offsets; with ListOffsets it
         # would stop before the newest batch and lose those updates silently.
         if self.consumer.in_transaction or not self._compat().end_offsets_from_highwater:
-            result: Mapping[TopicPartition, int] = await super()._highwaters(partitions)
+            result: Mapping[TopicPartition, int] = await super()._highwaters(list(partitions))
             return result
         return await end_offsets(self._ensure_consumer(), partitions)
 
@@ -307,8 +310,8 @@ def faust_settings(settings: Settings, *, compat: TansuCompat | None = None) -> 
 
 def make_app(
     name: str, settings: Settings, *, compat: TansuCompat | None = None, **options: Any
-) -> Any:
-    """The faust app every Sonae stream processor uses (returns a ``faust.App``).
+) -> SonaeFaustApp:
+    """The faust app every Sonae stream processor uses.
 
     In the embedded profile the broker URL is ``tansu://`` so faust builds
     :class:`TansuTransport`; ``compat`` replaces :data:`TANSU` there (tests and

@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+
+from faust.types import StreamT
 
 from infra.kafka.compat import TansuCompat, make_app
 from infra.settings import load_settings
@@ -62,7 +63,7 @@ def _write_report(name: str) -> None:
 
 
 @app.agent(updates)
-async def apply(stream: AsyncIterator[dict[str, Any]]) -> None:
+async def apply(stream: StreamT[dict[str, Any]]) -> None:
     async for event in stream:
         if "probe" in event:
             _write_report(str(event["probe"]))
@@ -72,6 +73,6 @@ async def apply(stream: AsyncIterator[dict[str, Any]]) -> None:
 
 
 @app.agent(pings)
-async def forward(stream: AsyncIterator[bytes]) -> None:
+async def forward(stream: StreamT[bytes]) -> None:
     async for value in stream:
         await pongs.send(value=value)
