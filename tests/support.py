@@ -1,16 +1,29 @@
-"""Helpers shared by the tests: waiting with a deadline instead of sleeping."""
+"""Helpers shared by the tests: typed produce/consume and waiting with a deadline."""
 
 from __future__ import annotations
 
 import asyncio
 import inspect
 import time
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TypeVar, overload
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.structs import TopicPartition
+
+from schemas.envelope import Envelope
+from schemas.events import Event, decode_event
+from schemas.topics import qualified, route
 
 T = TypeVar("T")
 
 
+@overload
+async def wait_for(predicate: Callable[[], Awaitable[T]], *, timeout: float = ...,
+                   interval: float = ..., what: str = ...) -> T: ...
+@overload
+async def wait_for(predicate: Callable[[], T], *, timeout: float = ...,
+                   interval: float = ..., what: str = ...) -> T: ...
 async def wait_for(
     predicate: Callable[[], T | Awaitable[T]],
     *,
@@ -20,14 +33,58 @@ async def wait_for(
 ) -> T:
     """Poll ``predicate`` until it returns a truthy value; fail with ``what`` at the deadline."""
     deadline = time.monotonic() + timeout
-    last: T | None = None
+    last: object = None
     while True:
         result = predicate()
         if inspect.isawaitable(result):
             result = await result
         last = result
         if result:
-            return result
+            return result  # type: ignore[return-value]
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}; last={last!r}")
         await asyncio.sleep(interval)
+
+
+async def produce_events(bootstrap: str, namespace: str, events: Iterable[Envelope]) -> int:
+    """Produce typed events to their catalogue topics in ``namespace`` (acks=all)."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        futures = []
+        for event in events:
+            routed = route(event, namespace)
+            futures.append(await producer.send(routed.topic, routed.value, key=routed.key))
+        await asyncio.gather(*futures)
+        return len(futures)
+    finally:
+        await producer.stop()
+
+
+async def consume_events(
+    bootstrap: str, namespace: str, topic: str, *, count: int, timeout: float = 10.0
+) -> list[Event]:
+    """Read ``count`` events of a catalogue topic from the beginning, decoded, or fail."""
+    name = qualified(topic, namespace)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                fetch_max_wait_ms=50)
+    await consumer.start()
+    try:
+        if name not in await consumer.topics():  # also refreshes the metadata
+            raise AssertionError(f"topic {name} does not exist")
+        partitions = [TopicPartition(name, p)
+                      for p in sorted(consumer.partitions_for_topic(name) or set())]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        got: list[Event] = []
+        deadline = time.monotonic() + timeout
+        while len(got) < count:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"read {len(got)} of {count} events from {name}")
+            batches = await consumer.getmany(timeout_ms=int(min(remaining, 0.5) * 1000))
+            for records in batches.values():
+                got.extend(decode_event(r.value) for r in records if r.value is not None)
+        return got
+    finally:
+        await consumer.stop()
