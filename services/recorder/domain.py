@@ -1,0 +1,653 @@
+"""The recorder's pure rules: event-store rows and projection reducers.
+
+No I/O and no clock here. :func:`event_row` turns a decoded event and the
+metadata of the record it came in (topic, partition, offset, key) into a row of
+the ``events`` table. The reducers fold events into projections: one row per
+aggregate, the shape the ``*_current`` tables of migration 0003 hold.
+
+Every reducer keeps, per aggregate, what the *winning* event under a total order
+says, so folding is order-independent: a duplicate delivery changes nothing, a
+late or replayed event never moves a row backwards, and how two partitions
+interleave does not matter (the recorder reads many partitions at once, and
+related events can sit on different ones). The orders:
+
+- **reports** (``report_id``): the status comes from the latest event by event
+  time (``occurred_at``), ties broken submitted < rejected < accepted, then by
+  event id. The report's details (category, severity, area, position) come from
+  the latest acceptance if there is one, else from the latest submission; an
+  acceptance carries the validated report and the resolved area, so it is the
+  better source. A rejection names its report only through the submission it
+  refers to; the store resolves that (see :func:`rejection_submission`).
+- **shelters** (``shelter_id``): the ``shelter.status_changed`` with the highest
+  ``version`` (the tracker increments it with every change), then event id.
+- **orders** (``order_id``): the highest ``version``, then event id; a lift is a
+  version like any other, so an old update arriving late never revives a lifted
+  order.
+- **broadcasts** (``message_id, version, language, channel``): delivered beats
+  failed beats requested; among failures the highest attempt, then event time,
+  then event id. ``broadcast.requested`` creates a row per language × channel
+  and supplies the message kind.
+
+A reducer returns ``current`` itself (the same object) when the event changes
+nothing, so the store writes only rows that changed; ``last_event_id`` is the
+event that last changed the row.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Generic, NamedTuple, TypeAlias, TypeVar
+from uuid import UUID
+
+from schemas.broadcasts import BroadcastDelivered, BroadcastFailed, BroadcastRequested
+from schemas.deadletter import DeadLetter
+from schemas.envelope import derive_id
+from schemas.evacuation import OrderIssued, OrderLifted, OrderUpdated
+from schemas.events import Event
+from schemas.reports import ReportAccepted, ReportRejected, ReportSubmitted, ReportSubmittedPayload
+from schemas.shelters import ShelterStatusChanged
+from schemas.topics import split_qualified
+from services.recorder.errors import NotAnEvent
+
+__all__ = [
+    "BROADCASTS",
+    "DEAD_LETTER_COLUMNS",
+    "EVENT_COLUMNS",
+    "ORDERS",
+    "PROJECTIONS",
+    "REPORTS",
+    "SHELTERS",
+    "BroadcastRow",
+    "BroadcastStatus",
+    "DeadLetterRow",
+    "EventRow",
+    "Key",
+    "OrderRow",
+    "OrderStatus",
+    "Projection",
+    "Recorded",
+    "ReportRow",
+    "ReportStatus",
+    "ShelterRow",
+    "apply_broadcast",
+    "apply_order",
+    "apply_report",
+    "apply_shelter",
+    "broadcast_keys",
+    "catalogue_name_of",
+    "dead_letter_row",
+    "event_row",
+    "key_text",
+    "namespace_of",
+    "rejection_submission",
+    "report_id_for",
+    "report_keys",
+]
+
+# --- the event store ---------------------------------------------------------------
+
+
+class EventRow(NamedTuple):
+    """One row of the ``events`` table, fields in the order of :data:`EVENT_COLUMNS`."""
+
+    event_id: UUID
+    type: str
+    schema_version: int
+    topic: str
+    partition: int
+    offset: int
+    key: str | None
+    occurred_at: datetime
+    recorded_at: datetime
+    exercise: bool
+    namespace: str
+    envelope: str
+    """The event as canonical JSON (``encode_event``), stored as jsonb."""
+
+
+EVENT_COLUMNS: tuple[str, ...] = EventRow._fields
+"""The ``events`` columns the recorder writes (``seq`` and ``stored_at`` are the database's)."""
+
+
+class Recorded(NamedTuple):
+    """A decoded event with the row that stores it."""
+
+    row: EventRow
+    event: Event
+
+
+@functools.lru_cache(maxsize=1024)
+def namespace_of(topic: str) -> str:
+    """The namespace of a qualified catalogue topic (cached: topics are few, events many)."""
+    return split_qualified(topic)[0]
+
+
+@functools.lru_cache(maxsize=1024)
+def catalogue_name_of(topic: str) -> str:
+    """The catalogue (unqualified) name of a qualified topic, e.g. ``deadletter``."""
+    return split_qualified(topic)[1].name
+
+
+def key_text(key: bytes | None) -> str | None:
+    """A record key as text for the ``key`` column; raise NotAnEvent if it cannot be one.
+
+    Sonae keys are aggregate ids (UTF-8 text). A key that is not text could not
+    be republished byte for byte from a text column, so such a record is refused
+    rather than stored altered.
+    """
+    if key is None:
+        return None
+    try:
+        text = key.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise NotAnEvent(f"the record key is not UTF-8 text: {e}") from e
+    if "\x00" in text:
+        raise NotAnEvent("the record key contains NUL, which a PostgreSQL text cannot hold")
+    return text
+
+
+def event_row(
+    event: Event, *, topic: str, partition: int, offset: int, key: str | None, envelope: str
+) -> EventRow:
+    """The ``events`` row for ``event``, read from ``topic[partition]@offset`` with ``key``.
+
+    ``envelope`` is the event's canonical JSON (``encode_event``); the caller
+    encodes it so that this module stays free of serialisation choices.
+    """
+    return EventRow(
+        event_id=event.event_id,
+        type=event.type,
+        schema_version=event.schema_version,
+        topic=topic,
+        partition=partition,
+        offset=offset,
+        key=key,
+        occurred_at=event.occurred_at,
+        recorded_at=event.recorded_at,
+        exercise=event.exercise,
+        namespace=namespace_of(topic),
+        envelope=envelope,
+    )
+
+
+class DeadLetterRow(NamedTuple):
+    """One row of the ``dead_letters`` table."""
+
+    namespace: str
+    letter_id: str
+    topic: str
+    partition: int
+    offset: int
+    service: str
+    error: str
+    failed_at: datetime
+    letter: str
+
+
+DEAD_LETTER_COLUMNS: tuple[str, ...] = DeadLetterRow._fields
+
+
+def dead_letter_row(value: bytes, *, topic: str) -> DeadLetterRow:
+    """The ``dead_letters`` row for a record of a deadletter topic.
+
+    Raises pydantic's ``ValidationError`` when ``value`` is not a DeadLetter. The
+    id is the SHA-256 of the record's bytes: a redelivery is the same letter,
+    while the same input failing again later (a new ``failed_at``) is a new one.
+    """
+    letter = DeadLetter.model_validate_json(value)
+    return DeadLetterRow(
+        namespace=namespace_of(topic),
+        letter_id=hashlib.sha256(value).hexdigest(),
+        topic=letter.topic,
+        partition=letter.partition,
+        offset=letter.offset,
+        service=letter.service,
+        error=letter.error,
+        failed_at=letter.failed_at,
+        letter=letter.model_dump_json(),
+    )
+
+
+# --- projections -------------------------------------------------------------------
+
+Key: TypeAlias = tuple[Any, ...]
+"""A projection row's natural key, in the order of its ``key_columns``."""
+
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class Projection(Generic[R]):
+    """One projection: its table, natural key, row type, and how events fold into it."""
+
+    table: str
+    key_columns: tuple[str, ...]
+    row_type: type[R]
+    keys: Callable[[Event], tuple[Key, ...]]
+    """The keys of the rows an event changes (empty when it changes none)."""
+    apply: Callable[[R | None, Event, Key], R]
+    """Fold one event into the row at one key; return the row itself when unchanged."""
+
+    def key_of(self, row: R) -> Key:
+        """The natural key of ``row``."""
+        return tuple(getattr(row, column) for column in self.key_columns)
+
+
+# --- reports -------------------------------------------------------------------------
+
+
+class ReportStatus(StrEnum):
+    """Where a report stands."""
+
+    SUBMITTED = "submitted"
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+
+
+ReportEvent: TypeAlias = ReportSubmitted | ReportAccepted | ReportRejected
+
+_REPORT_STATUS: dict[str, ReportStatus] = {
+    ReportSubmitted.EVENT_TYPE: ReportStatus.SUBMITTED,
+    ReportAccepted.EVENT_TYPE: ReportStatus.ACCEPTED,
+    ReportRejected.EVENT_TYPE: ReportStatus.REJECTED,
+}
+# At the same event time a decision outranks the submission it decides, and an
+# acceptance outranks a rejection (a corrected resend accepted in the same instant).
+_STATUS_RANK: dict[str, int] = {
+    ReportStatus.SUBMITTED: 0,
+    ReportStatus.REJECTED: 1,
+    ReportStatus.ACCEPTED: 2,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ReportRow:
+    """A report as it stands (``reports_current``)."""
+
+    report_id: UUID
+    status: str
+    status_at: datetime
+    status_event_id: UUID
+    reasons: str | None
+    submitted_event_id: UUID | None
+    submitted_at: datetime | None
+    client_report_id: str | None
+    reporter_team: str | None
+    category: str | None
+    severity: int | None
+    area_id: str | None
+    outside_region: bool | None
+    lat: float | None
+    lon: float | None
+    report: str | None
+    details_at: datetime | None
+    details_event_id: UUID | None
+    last_event_id: UUID
+
+
+def report_id_for(team: str, client_report_id: str) -> UUID:
+    """Sonae's id of a report: derived from the reporting team and the device's report id.
+
+    The same derivation intake uses for ``report.accepted``'s ``report_id`` (see
+    that field's description), so a submission and its acceptance meet in one row.
+    """
+    return derive_id("report", team, client_report_id)
+
+
+def report_keys(event: Event) -> tuple[Key, ...]:
+    """The report a report event is about; a rejection's is resolved by the store."""
+    if isinstance(event, ReportSubmitted):
+        return ((report_id_for(event.payload.reporter.team, event.payload.client_report_id),),)
+    if isinstance(event, ReportAccepted):
+        return ((event.payload.report_id,),)
+    return ()
+
+
+def rejection_submission(event: Event) -> UUID | None:
+    """The ``report.submitted`` a rejection refers to, if it names one.
+
+    A rejection carries no report id (nor the team it is derived from); it joins
+    its report through that submission. A rejection of input that never became a
+    submission has no report to join and stays in the event store only.
+    """
+    if isinstance(event, ReportRejected):
+        return event.payload.submitted_event_id
+    return None
+
+
+def _reasons_json(event: ReportEvent) -> str | None:
+    if not isinstance(event, ReportRejected):
+        return None
+    return json.dumps([r.model_dump(mode="json") for r in event.payload.reasons],
+                      ensure_ascii=False)
+
+
+def apply_report(current: ReportRow | None, event: ReportEvent, report_id: UUID) -> ReportRow:
+    """Fold a report event into the report ``report_id``."""
+    status = _REPORT_STATUS[event.type]
+    row: ReportRow
+    if current is None:
+        row = ReportRow(
+            report_id=report_id, status=status, status_at=event.occurred_at,
+            status_event_id=event.event_id, reasons=_reasons_json(event),
+            submitted_event_id=None, submitted_at=None, client_report_id=None,
+            reporter_team=None, category=None, severity=None, area_id=None,
+            outside_region=None, lat=None, lon=None, report=None, details_at=None,
+            details_event_id=None, last_event_id=event.event_id,
+        )
+    else:
+        row = current
+        candidate = (event.occurred_at, _STATUS_RANK[status], event.event_id)
+        if candidate > (row.status_at, _STATUS_RANK[row.status], row.status_event_id):
+            row = replace(row, status=status, status_at=event.occurred_at,
+                          status_event_id=event.event_id, reasons=_reasons_json(event))
+    if isinstance(event, ReportSubmitted):
+        if (row.submitted_at is None or row.submitted_event_id is None
+                or (event.occurred_at, event.event_id)
+                > (row.submitted_at, row.submitted_event_id)):
+            row = replace(row, submitted_event_id=event.event_id, submitted_at=event.occurred_at)
+        row = _report_details(row, event, event.payload, area_id=event.payload.area_id,
+                              outside_region=None)
+    elif isinstance(event, ReportAccepted):
+        row = _report_details(row, event, event.payload.report, area_id=event.payload.area_id,
+                              outside_region=event.payload.outside_region)
+    if row is current:
+        return current
+    return replace(row, last_event_id=event.event_id)
+
+
+def _report_details(
+    row: ReportRow,
+    event: ReportSubmitted | ReportAccepted,
+    body: ReportSubmittedPayload,
+    *,
+    area_id: str | None,
+    outside_region: bool | None,
+) -> ReportRow:
+    # Details from an acceptance (outside_region set) outrank any submission's.
+    rank = 0 if outside_region is None else 1
+    if row.details_at is not None and row.details_event_id is not None:
+        current_rank = 0 if row.outside_region is None else 1
+        if ((rank, event.occurred_at, event.event_id)
+                <= (current_rank, row.details_at, row.details_event_id)):
+            return row
+    location = body.location
+    return replace(
+        row,
+        client_report_id=body.client_report_id,
+        reporter_team=body.reporter.team,
+        category=body.category.value,
+        severity=body.severity,
+        area_id=area_id,
+        outside_region=outside_region,
+        lat=location.lat if location is not None else None,
+        lon=location.lon if location is not None else None,
+        report=body.model_dump_json(),
+        details_at=event.occurred_at,
+        details_event_id=event.event_id,
+    )
+
+
+def _apply_report(current: ReportRow | None, event: Event, key: Key) -> ReportRow:
+    if not isinstance(event, ReportSubmitted | ReportAccepted | ReportRejected):
+        raise TypeError(f"{event.type} does not fold into reports")
+    return apply_report(current, event, key[0])
+
+
+REPORTS: Projection[ReportRow] = Projection(
+    "reports_current", ("report_id",), ReportRow, report_keys, _apply_report
+)
+
+
+# --- shelters ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ShelterRow:
+    """A shelter's latest state from the tracker (``shelters_current``)."""
+
+    shelter_id: str
+    version: int
+    status: str
+    name: str
+    occupancy: int
+    capacity: int | None
+    state: str
+    changed_at: datetime
+    last_event_id: UUID
+
+
+def apply_shelter(current: ShelterRow | None, event: ShelterStatusChanged) -> ShelterRow:
+    """Keep the shelter state with the highest version."""
+    state = event.payload
+    if current is not None and (state.version, event.event_id) <= (current.version,
+                                                                   current.last_event_id):
+        return current
+    return ShelterRow(
+        shelter_id=state.shelter_id,
+        version=state.version,
+        status=state.status.value,
+        name=state.name,
+        occupancy=state.occupancy,
+        capacity=state.capacity,
+        state=state.model_dump_json(),
+        changed_at=event.occurred_at,
+        last_event_id=event.event_id,
+    )
+
+
+def _shelter_keys(event: Event) -> tuple[Key, ...]:
+    if isinstance(event, ShelterStatusChanged):
+        return ((event.payload.shelter_id,),)
+    return ()
+
+
+def _apply_shelter(current: ShelterRow | None, event: Event, key: Key) -> ShelterRow:
+    if not isinstance(event, ShelterStatusChanged):
+        raise TypeError(f"{event.type} does not fold into shelters")
+    return apply_shelter(current, event)
+
+
+SHELTERS: Projection[ShelterRow] = Projection(
+    "shelters_current", ("shelter_id",), ShelterRow, _shelter_keys, _apply_shelter
+)
+
+
+# --- orders --------------------------------------------------------------------------
+
+
+class OrderStatus(StrEnum):
+    """Whether an order is in force."""
+
+    ACTIVE = "active"
+    LIFTED = "lifted"
+
+
+OrderEvent: TypeAlias = OrderIssued | OrderUpdated | OrderLifted
+
+
+@dataclass(frozen=True, slots=True)
+class OrderRow:
+    """An evacuation order at its latest version (``orders_current``)."""
+
+    order_id: UUID
+    version: int
+    status: str
+    level: int
+    hazard: str
+    area_ids: tuple[str, ...]
+    designated_shelter_ids: tuple[str, ...]
+    issued_by: str
+    approved_at: datetime
+    automatic: bool
+    recommendation_id: UUID | None
+    lifted_by: str | None
+    lift_reason: str | None
+    state: str
+    changed_at: datetime
+    last_event_id: UUID
+
+
+def apply_order(current: OrderRow | None, event: OrderEvent) -> OrderRow:
+    """Keep the order's highest version; an older version never replaces a newer one."""
+    body = event.payload
+    if current is not None and (body.version, event.event_id) <= (current.version,
+                                                                  current.last_event_id):
+        return current
+    lifted = isinstance(event, OrderLifted)
+    return OrderRow(
+        order_id=body.order_id,
+        version=body.version,
+        status=OrderStatus.LIFTED if lifted else OrderStatus.ACTIVE,
+        level=int(body.level),
+        hazard=body.hazard.value,
+        area_ids=tuple(body.area_ids),
+        designated_shelter_ids=tuple(body.designated_shelter_ids),
+        issued_by=body.issued_by,
+        approved_at=body.approved_at,
+        automatic=body.automatic,
+        recommendation_id=body.recommendation_id,
+        lifted_by=event.payload.lifted_by if isinstance(event, OrderLifted) else None,
+        lift_reason=event.payload.reason if isinstance(event, OrderLifted) else None,
+        state=body.model_dump_json(),
+        changed_at=event.occurred_at,
+        last_event_id=event.event_id,
+    )
+
+
+def _order_keys(event: Event) -> tuple[Key, ...]:
+    if isinstance(event, OrderIssued | OrderUpdated | OrderLifted):
+        return ((event.payload.order_id,),)
+    return ()
+
+
+def _apply_order(current: OrderRow | None, event: Event, key: Key) -> OrderRow:
+    if not isinstance(event, OrderIssued | OrderUpdated | OrderLifted):
+        raise TypeError(f"{event.type} does not fold into orders")
+    return apply_order(current, event)
+
+
+ORDERS: Projection[OrderRow] = Projection(
+    "orders_current", ("order_id",), OrderRow, _order_keys, _apply_order
+)
+
+
+# --- broadcasts ----------------------------------------------------------------------
+
+
+class BroadcastStatus(StrEnum):
+    """Where one (message, version, language, channel) delivery stands."""
+
+    REQUESTED = "requested"
+    FAILED = "failed"
+    DELIVERED = "delivered"
+
+
+BroadcastEvent: TypeAlias = BroadcastRequested | BroadcastDelivered | BroadcastFailed
+
+# Delivered is final: the broadcaster promises one successful delivery, and a failed
+# attempt reported late must not hide it.
+_PHASE: dict[str, int] = {
+    BroadcastStatus.REQUESTED: 0,
+    BroadcastStatus.FAILED: 1,
+    BroadcastStatus.DELIVERED: 2,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class BroadcastRow:
+    """The latest outcome of one delivery (``broadcasts_current``)."""
+
+    message_id: UUID
+    version: int
+    language: str
+    channel: str
+    status: str
+    kind: str | None
+    attempt: int
+    will_retry: bool | None
+    next_attempt_at: datetime | None
+    error: str | None
+    delivered_at: datetime | None
+    receipt: str | None
+    status_at: datetime
+    status_event_id: UUID
+    last_event_id: UUID
+
+
+def broadcast_keys(event: Event) -> tuple[Key, ...]:
+    """The deliveries a broadcast event is about: every language × channel of a request."""
+    if isinstance(event, BroadcastRequested):
+        p = event.payload
+        return tuple((p.message_id, p.version, language, channel)
+                     for language in p.languages for channel in p.channels)
+    if isinstance(event, BroadcastDelivered | BroadcastFailed):
+        q = event.payload
+        return ((q.message_id, q.version, q.language, q.channel),)
+    return ()
+
+
+def apply_broadcast(current: BroadcastRow | None, event: BroadcastEvent, key: Key) -> BroadcastRow:
+    """Fold a broadcast event into the delivery at ``key``."""
+    message_id, version, language, channel = key
+    if isinstance(event, BroadcastRequested):
+        kind = event.payload.kind.value
+        if current is None:
+            return BroadcastRow(
+                message_id=message_id, version=version, language=language, channel=channel,
+                status=BroadcastStatus.REQUESTED, kind=kind, attempt=0, will_retry=None,
+                next_attempt_at=None, error=None, delivered_at=None, receipt=None,
+                status_at=event.occurred_at, status_event_id=event.event_id,
+                last_event_id=event.event_id,
+            )
+        if current.kind is None:  # an outcome was recorded before its request
+            return replace(current, kind=kind, last_event_id=event.event_id)
+        return current
+    status = (BroadcastStatus.DELIVERED if isinstance(event, BroadcastDelivered)
+              else BroadcastStatus.FAILED)
+    attempt = event.payload.attempt
+    if current is not None and (
+        (_PHASE[status], attempt, event.occurred_at, event.event_id)
+        <= (_PHASE[current.status], current.attempt, current.status_at, current.status_event_id)
+    ):
+        return current
+    failed = event.payload if isinstance(event, BroadcastFailed) else None
+    delivered = event.payload if isinstance(event, BroadcastDelivered) else None
+    return BroadcastRow(
+        message_id=message_id, version=version, language=language, channel=channel,
+        status=status,
+        kind=current.kind if current is not None else None,
+        attempt=attempt,
+        will_retry=failed.will_retry if failed is not None else None,
+        next_attempt_at=failed.next_attempt_at if failed is not None else None,
+        error=failed.error if failed is not None else None,
+        delivered_at=delivered.delivered_at if delivered is not None else None,
+        receipt=delivered.receipt if delivered is not None else None,
+        status_at=event.occurred_at,
+        status_event_id=event.event_id,
+        last_event_id=event.event_id,
+    )
+
+
+def _apply_broadcast(current: BroadcastRow | None, event: Event, key: Key) -> BroadcastRow:
+    if not isinstance(event, BroadcastRequested | BroadcastDelivered | BroadcastFailed):
+        raise TypeError(f"{event.type} does not fold into broadcasts")
+    return apply_broadcast(current, event, key)
+
+
+BROADCASTS: Projection[BroadcastRow] = Projection(
+    "broadcasts_current",
+    ("message_id", "version", "language", "channel"),
+    BroadcastRow,
+    broadcast_keys,
+    _apply_broadcast,
+)
+
+PROJECTIONS: tuple[Projection[Any], ...] = (REPORTS, SHELTERS, ORDERS, BROADCASTS)
+"""Every projection the recorder keeps, with its table."""
