@@ -21,7 +21,13 @@ from schemas.region.errors import (
     UnknownSite,
     UnsupportedLanguage,
 )
-from schemas.region.loader import DEFAULT_REGION, available_packs, load_region, packs_root
+from schemas.region.loader import (
+    DEFAULT_REGION,
+    available_packs,
+    load_pack_section,
+    load_region,
+    packs_root,
+)
 from schemas.region.model import (
     LANGUAGES,
     THRESHOLD_LEVELS,
@@ -70,6 +76,7 @@ __all__ = [
     "UnknownSite",
     "UnsupportedLanguage",
     "available_packs",
+    "load_pack_section",
     "load_region",
     "packs_root",
 ]

@@ -180,6 +180,19 @@ class _SitesFile(_FileModel):
 # --- helpers ---
 
 
+def load_pack_section(
+    name_or_path: str | Path, filename: str, model: type[_M]
+) -> _M:
+    """Load one more TOML file of a pack (e.g. decision rules, message templates) into ``model``.
+
+    Services keep their own region data beside the core pack files and validate
+    it with their own model; errors name the file and the field like the core
+    loader's.
+    """
+    directory = _locate(name_or_path)
+    return _validate(model, _read_toml(directory, filename), _label(directory, filename))
+
+
 def _locate(name_or_path: str | Path) -> Traversable:
     if isinstance(name_or_path, str) and _PACK_NAME.fullmatch(name_or_path):
         directory: Traversable = packs_root().joinpath(name_or_path)

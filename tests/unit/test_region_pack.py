@@ -764,3 +764,27 @@ def _copy_pack(name: str, tmp_path: Path, mutation: Mutation | None = None) -> P
     for filename, text in files.items():
         (directory / filename).write_text(text, encoding="utf-8")
     return directory
+
+
+def test_extra_pack_section_loads_into_a_service_model(tmp_path: Path) -> None:
+    """A service's own TOML file in a pack loads into its model; errors name file and field."""
+    import shutil
+
+    from pydantic import BaseModel
+
+    from schemas.region import InvalidPackFile, RegionPackError, load_pack_section
+    from schemas.region.loader import packs_root
+
+    class Rules(BaseModel):
+        window_minutes: int
+
+    pack = tmp_path / "pack"
+    shutil.copytree(str(packs_root().joinpath("testville")), pack)
+    (pack / "rules.toml").write_text("window_minutes = 30\n")
+    assert load_pack_section(pack, "rules.toml", Rules).window_minutes == 30
+    (pack / "rules.toml").write_text('window_minutes = "soon"\n')
+    with pytest.raises(RegionPackError) as excinfo:
+        load_pack_section(pack, "rules.toml", Rules)
+    assert "rules.toml" in str(excinfo.value) and "window_minutes" in str(excinfo.value)
+    with pytest.raises(InvalidPackFile, match="missing"):
+        load_pack_section(pack, "templates.toml", Rules)
