@@ -70,6 +70,7 @@ class Settings(BaseSettings):
     intake_port: Port = 8080
     gateway_port: Port = 8765
     dashboard_port: Port = 8000
+    broadcaster_port: Port = Field(default=8090, description="CAP/Atom feed of the broadcaster.")
     embedded_kafka_port: Port = 19092
     embedded_postgres_port: Port = 15432
     log_level: str = Field(default="INFO", description="Python logging level name.")
