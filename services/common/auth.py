@@ -1,0 +1,185 @@
+"""Bearer tokens: HMAC-signed JWTs (HS256) that name a principal and its role.
+
+Shared by intake (HTTP and the raw topic) and the websocket gateway. A token is a
+standard JWT so that any client library can read it; its claims are
+
+- ``sub``: the principal's name (a team, a device group, a feed, an operator),
+  an :data:`~schemas.common.ActorId`;
+- ``role``: one of :class:`Role`;
+- ``iat`` / ``exp``: issue and expiry times (seconds since the epoch);
+- ``jti``: a random id, so a leaked token can be named in a deny list later;
+- ``iss``: always ``"sonae"``, so a token minted by another system that happens
+  to share the secret is refused.
+
+Exceptions::
+
+    AuthError
+    ├── TokenMissing    no token, or no ``Authorization: Bearer`` header
+    ├── TokenInvalid    malformed, tampered, wrong secret, unknown role, bad claims
+    └── TokenExpired    signature fine, but ``exp`` has passed
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any, Final
+
+import jwt
+from pydantic import SecretStr
+
+__all__ = [
+    "ALGORITHM",
+    "ISSUER",
+    "AuthError",
+    "Principal",
+    "Role",
+    "TokenExpired",
+    "TokenInvalid",
+    "TokenMissing",
+    "bearer_token",
+    "issue_token",
+    "verify_token",
+]
+
+ALGORITHM: Final = "HS256"
+"""The only algorithm issued or accepted (pinned: no ``alg=none``, no RSA/HMAC confusion)."""
+ISSUER: Final = "sonae"
+"""The ``iss`` claim of every Sonae token."""
+MIN_SECRET_LENGTH: Final = 32
+"""Shorter HMAC secrets are refused (HS256 wants at least 256 bits of key)."""
+LEEWAY: Final = timedelta(seconds=30)
+"""Clock skew tolerated between the issuer and the verifier."""
+
+# The same shape as schemas.common.ActorId: a subject ends up in events
+# (issued_by, idempotency scopes), so it must be a safe identifier.
+_SUBJECT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@:+-]{0,127}$")
+
+
+class Role(StrEnum):
+    """What a token holder is; each service decides what a role may do."""
+
+    FIELD = "field"
+    """A field team: damage reports."""
+    SHELTER_STAFF = "shelter_staff"
+    """Shelter staff: shelter status (and damage reports)."""
+    SENSOR = "sensor"
+    """A machine source: gauge feeds, JMA, CAP senders."""
+    HQ = "hq"
+    """Disaster-response headquarters: everything."""
+    PUBLIC = "public"
+    """A resident's read-only view (gateway); intake refuses it."""
+
+
+class AuthError(Exception):
+    """Base of the token errors; ``str()`` is safe to show to the caller."""
+
+
+class TokenMissing(AuthError):
+    """No bearer token was presented."""
+
+
+class TokenInvalid(AuthError):
+    """The token is malformed, tampered with, signed with another secret, or has bad claims."""
+
+
+class TokenExpired(AuthError):
+    """The token was valid but its ``exp`` has passed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: the verified claims of a token."""
+
+    subject: str
+    """The ``sub`` claim: the name the token was issued to."""
+    role: Role
+    """The ``role`` claim."""
+    token_id: str
+    """The ``jti`` claim."""
+    expires_at: datetime
+    """When the token expires (UTC)."""
+
+
+def _secret_text(secret: str | SecretStr) -> str:
+    text = secret.get_secret_value() if isinstance(secret, SecretStr) else secret
+    if len(text) < MIN_SECRET_LENGTH:
+        raise ValueError(f"the token secret must be at least {MIN_SECRET_LENGTH} characters")
+    return text
+
+
+def issue_token(
+    secret: str | SecretStr,
+    role: Role | str,
+    name: str,
+    ttl: timedelta,
+    *,
+    now: datetime | None = None,
+) -> str:
+    """Sign a token for ``name`` with ``role``, valid for ``ttl`` from ``now``."""
+    the_role = Role(role)
+    if not _SUBJECT.fullmatch(name):
+        raise ValueError(
+            f"token name {name!r} must be 1-128 characters of letters, digits and ._@:+- "
+            "starting with a letter or digit"
+        )
+    if ttl <= timedelta(0):
+        raise ValueError("ttl must be positive")
+    issued = (now or datetime.now(UTC)).astimezone(UTC)
+    claims: dict[str, Any] = {
+        "iss": ISSUER,
+        "sub": name,
+        "role": the_role.value,
+        "iat": int(issued.timestamp()),
+        "exp": int((issued + ttl).timestamp()),
+        "jti": uuid.uuid4().hex,
+    }
+    return jwt.encode(claims, _secret_text(secret), algorithm=ALGORITHM)
+
+
+def verify_token(secret: str | SecretStr, token: str | None) -> Principal:
+    """Check ``token``'s signature, issuer, expiry and claims; return its principal."""
+    if not token:
+        raise TokenMissing("a bearer token is required")
+    try:
+        claims = jwt.decode(
+            token,
+            _secret_text(secret),
+            algorithms=[ALGORITHM],
+            issuer=ISSUER,
+            leeway=LEEWAY,
+            options={"require": ["exp", "iat", "sub", "role", "jti", "iss"]},
+        )
+    except jwt.ExpiredSignatureError:
+        raise TokenExpired("the token has expired; ask for a new one") from None
+    except jwt.PyJWTError as e:
+        # The library's message names the failing check without echoing the token.
+        raise TokenInvalid(f"the token is not valid: {e}") from None
+    subject, role, jti = claims.get("sub"), claims.get("role"), claims.get("jti")
+    if not isinstance(subject, str) or not _SUBJECT.fullmatch(subject):
+        raise TokenInvalid("the token's subject is not a valid name")
+    if not isinstance(jti, str) or not jti:
+        raise TokenInvalid("the token has no id")
+    try:
+        the_role = Role(str(role))
+    except ValueError:
+        raise TokenInvalid(f"the token's role {role!r} is unknown") from None
+    return Principal(
+        subject=subject,
+        role=the_role,
+        token_id=jti,
+        expires_at=datetime.fromtimestamp(int(claims["exp"]), UTC),
+    )
+
+
+def bearer_token(authorization: str | None) -> str:
+    """The token of an ``Authorization: Bearer <token>`` header value."""
+    if authorization is None or not authorization.strip():
+        raise TokenMissing("a bearer token is required (Authorization: Bearer <token>)")
+    scheme, _, token = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise TokenInvalid("the Authorization header must be 'Bearer <token>'")
+    return token.strip()

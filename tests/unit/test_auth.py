@@ -1,0 +1,104 @@
+"""Bearer tokens: issue, verify, and refuse expired, tampered, foreign or missing ones."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import UTC, datetime, timedelta
+
+import jwt
+import pytest
+from pydantic import SecretStr
+
+from services.common.auth import (
+    Principal,
+    Role,
+    TokenExpired,
+    TokenInvalid,
+    TokenMissing,
+    bearer_token,
+    issue_token,
+    verify_token,
+)
+
+SECRET = "unit-test-secret-0123456789abcdef-xyz"
+OTHER = "another-secret-0123456789abcdef-xyzzy"
+
+
+def test_issued_token_verifies_to_its_principal() -> None:
+    """A freshly issued token verifies to the same name and role."""
+    token = issue_token(SECRET, Role.FIELD, "kanda-team-1", timedelta(hours=1))
+    principal = verify_token(SECRET, token)
+    assert isinstance(principal, Principal)
+    assert (principal.subject, principal.role) == ("kanda-team-1", Role.FIELD)
+    assert principal.token_id
+    assert principal.expires_at > datetime.now(UTC)
+
+
+def test_secret_str_is_accepted() -> None:
+    """The settings' SecretStr works as the key on both sides."""
+    token = issue_token(SecretStr(SECRET), "hq", "duty-officer", timedelta(minutes=5))
+    assert verify_token(SecretStr(SECRET), token).role is Role.HQ
+
+
+def test_expired_token_is_refused() -> None:
+    """A token past its expiry (beyond the leeway) is TokenExpired."""
+    issued = datetime.now(UTC) - timedelta(hours=2)
+    token = issue_token(SECRET, Role.SENSOR, "gauge-feed", timedelta(minutes=10), now=issued)
+    with pytest.raises(TokenExpired):
+        verify_token(SECRET, token)
+
+
+def test_tampered_payload_is_refused() -> None:
+    """Changing the role in the payload breaks the signature."""
+    token = issue_token(SECRET, Role.FIELD, "kanda-team-1", timedelta(hours=1))
+    header, payload, signature = token.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    claims["role"] = "hq"
+    forged = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+    with pytest.raises(TokenInvalid):
+        verify_token(SECRET, f"{header}.{forged}.{signature}")
+
+
+def test_wrong_secret_is_refused() -> None:
+    """A token signed with another secret is invalid."""
+    token = issue_token(OTHER, Role.HQ, "intruder", timedelta(hours=1))
+    with pytest.raises(TokenInvalid):
+        verify_token(SECRET, token)
+
+
+def test_unsigned_and_foreign_tokens_are_refused() -> None:
+    """alg=none, a foreign issuer, an unknown role and missing claims are all invalid."""
+    now = int(datetime.now(UTC).timestamp())
+    base = {"iss": "sonae", "sub": "x", "role": "hq", "iat": now, "exp": now + 60, "jti": "j"}
+    unsigned = jwt.encode(base, key=None, algorithm="none")
+    foreign = jwt.encode({**base, "iss": "elsewhere"}, SECRET, algorithm="HS256")
+    bad_role = jwt.encode({**base, "role": "admin"}, SECRET, algorithm="HS256")
+    no_jti = jwt.encode({k: v for k, v in base.items() if k != "jti"}, SECRET, algorithm="HS256")
+    bad_sub = jwt.encode({**base, "sub": "has space"}, SECRET, algorithm="HS256")
+    for token in (unsigned, foreign, bad_role, no_jti, bad_sub, "not-a-jwt", "a.b.c"):
+        with pytest.raises(TokenInvalid):
+            verify_token(SECRET, token)
+
+
+def test_missing_token_is_refused() -> None:
+    """No token at all is TokenMissing, distinct from an invalid one."""
+    with pytest.raises(TokenMissing):
+        verify_token(SECRET, None)
+    with pytest.raises(TokenMissing):
+        bearer_token(None)
+    with pytest.raises(TokenInvalid):
+        bearer_token("Basic dXNlcjpwYXNz")
+    assert bearer_token("Bearer abc.def.ghi") == "abc.def.ghi"
+
+
+def test_issue_refuses_bad_inputs() -> None:
+    """Short secrets, unsafe names, unknown roles and non-positive TTLs are refused at issue."""
+    with pytest.raises(ValueError, match="at least 32"):
+        issue_token("short", Role.FIELD, "a", timedelta(hours=1))
+    with pytest.raises(ValueError, match="token name"):
+        issue_token(SECRET, Role.FIELD, "神田 team", timedelta(hours=1))
+    with pytest.raises(ValueError):
+        issue_token(SECRET, "admin", "a", timedelta(hours=1))
+    with pytest.raises(ValueError, match="ttl"):
+        issue_token(SECRET, Role.FIELD, "a", timedelta(0))
