@@ -1,0 +1,91 @@
+"""Wiring of the recorder process: settings in, pool, consumer and producer, run.
+
+``main(settings)`` is the entry point ``sonae service run recorder`` calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import asyncpg
+
+from infra.kafka import clients
+from infra.settings import Settings
+from infra.topics import ensure_topics
+from services.common.bus import Publisher
+from services.common.runtime import run_service
+from services.recorder.consumer import Recorder, RecorderConfig, group_id, recorded_topics
+from services.recorder.errors import RecorderError, StoreUnavailable
+from services.recorder.store import EventStore, is_transient
+
+log = logging.getLogger(__name__)
+
+__all__ = ["connect_pool", "main", "serve"]
+
+_CONNECT_RETRY_MAX = 5.0
+
+
+async def connect_pool(dsn: str, stop: asyncio.Event | None = None) -> asyncpg.Pool:
+    """An asyncpg pool for the store, waiting out a database that is (re)starting.
+
+    Raises StoreUnavailable if ``stop`` is set before the database answers.
+    """
+    delay = 0.1
+    while True:
+        try:
+            # Two connections: the writer's, and one spare for the start-up check.
+            pool: asyncpg.Pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
+            return pool
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            if stop is not None and stop.is_set():
+                raise StoreUnavailable(f"PostgreSQL unreachable at start: {exc}") from exc
+            log.warning("PostgreSQL unreachable (%s); retrying in %.1fs", exc, delay)
+            if stop is None:
+                await asyncio.sleep(delay)
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+            delay = min(delay * 2, _CONNECT_RETRY_MAX)
+
+
+async def serve(settings: Settings, stop: asyncio.Event,
+                *, config: RecorderConfig | None = None) -> None:
+    """Record the settings' namespace until ``stop`` is set."""
+    namespace = settings.namespace
+    # The recorder subscribes by name: make sure every topic exists, so none is
+    # missed until the next metadata refresh.
+    await ensure_topics(settings)
+    pool = await connect_pool(settings.database_url, stop)
+    try:
+        store = EventStore(pool)
+        await store.check_ready()
+        consumer = clients.consumer(settings, *recorded_topics(namespace),
+                                    group_id=group_id(namespace))
+        producer = clients.producer(settings)
+        await producer.start()
+        try:
+            await consumer.start()
+            try:
+                recorder = Recorder(consumer, store, Publisher(producer, namespace),
+                                    config=config)
+                log.info("recording namespace %r into the event store", namespace or "live")
+                await recorder.run(stop)
+                log.info("recorder stopped after %d new events", recorder.recorded)
+            finally:
+                await consumer.stop()
+        finally:
+            await producer.stop()
+    finally:
+        await pool.close()
+
+
+def main(settings: Settings) -> None:
+    """Run the recorder process until SIGTERM (blocking)."""
+    try:
+        run_service(serve, settings)
+    except RecorderError as exc:
+        raise SystemExit(f"recorder: {exc}") from None

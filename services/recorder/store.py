@@ -1,0 +1,318 @@
+"""The event store and the projections in PostgreSQL (asyncpg).
+
+One transaction per batch: append the events (idempotent by ``event_id``), fold
+the events that were actually new into the projections, store dead letters,
+commit. The consumer commits its Kafka offsets only after that, so a crash
+anywhere before the commit replays the batch, and the replay adds nothing.
+
+How events are appended (measured on the 2-core development machine, 2000-row
+batches of 700-byte envelopes into the ``events`` table with its indexes,
+median of three runs, durable PostgreSQL):
+
+====================================================  ============
+plain ``COPY`` into ``events`` (no conflict handling)  ~24k rows/s
+``COPY`` into a temp table + ``INSERT … SELECT …       ~18k rows/s
+ON CONFLICT DO NOTHING RETURNING``
+``INSERT … SELECT * FROM unnest($1::uuid[], …) ON      ~18k rows/s
+CONFLICT DO NOTHING RETURNING``
+``executemany`` of ``INSERT … ON CONFLICT DO NOTHING``  ~14k rows/s
+====================================================  ============
+
+A batch almost never holds an event that is already stored: duplicates come
+only from redelivery after a crash, a rebalance, or a rehydrated broker. So
+the batch is first ``COPY``-ed straight into ``events`` (the raw speed), and
+only if that hits the ``event_id`` unique constraint is the transaction rolled
+back and the batch inserted with ``unnest … ON CONFLICT DO NOTHING RETURNING
+event_id``, which tells which events were new. That fallback does not need a
+temporary table (no DDL per connection, nothing to recreate after a reconnect)
+and measured as fast as the temp-table variant. A replayed batch is cheap
+either way: the ``COPY`` fails at its first row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import fields
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from schemas.events import Event, decode_event
+from schemas.reports import ReportSubmitted
+from services.recorder.domain import (
+    DEAD_LETTER_COLUMNS,
+    EVENT_COLUMNS,
+    PROJECTIONS,
+    REPORTS,
+    DeadLetterRow,
+    Key,
+    Projection,
+    Recorded,
+    rejection_submission,
+    report_keys,
+)
+from services.recorder.errors import BatchRejected, StoreNotReady, StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+__all__ = ["REQUIRED_TABLES", "EventStore", "is_transient"]
+
+REQUIRED_TABLES = ("events", *(p.table for p in PROJECTIONS), "dead_letters")
+"""Tables the recorder writes; all come from migrations 0001 and 0003."""
+
+# PostgreSQL types of each projection's key columns, for the unnest() lookups.
+_KEY_TYPES: dict[str, tuple[str, ...]] = {
+    "reports_current": ("uuid",),
+    "shelters_current": ("text",),
+    "orders_current": ("uuid",),
+    "broadcasts_current": ("uuid", "integer", "text", "text"),
+}
+
+_EVENT_TYPES = ("uuid", "text", "integer", "text", "integer", "bigint", "text", "timestamptz",
+                "timestamptz", "boolean", "text", "jsonb")
+
+
+def _column(name: str) -> str:
+    # "offset" is a reserved word; every other column name is a plain identifier.
+    return '"offset"' if name == "offset" else name
+
+
+_EVENT_COLUMN_LIST = ", ".join(_column(c) for c in EVENT_COLUMNS)
+_INSERT_NEW_EVENTS = (
+    f"insert into events ({_EVENT_COLUMN_LIST}) "
+    f"select {_EVENT_COLUMN_LIST} from unnest("
+    + ", ".join(f"${i + 1}::{t}[]" for i, t in enumerate(_EVENT_TYPES))
+    + f") with ordinality as incoming ({_EVENT_COLUMN_LIST}, ordinal) "
+    # Keep the batch's order (partition order within it): rehydration republishes
+    # in seq order, and that must be each key's original order.
+    "order by ordinal on conflict (event_id) do nothing returning event_id"
+)
+_INSERT_DEAD_LETTERS = (
+    f"insert into dead_letters ({', '.join(_column(c) for c in DEAD_LETTER_COLUMNS)}) "
+    f"values ({', '.join(f'${i + 1}' for i in range(len(DEAD_LETTER_COLUMNS)))}) "
+    "on conflict (namespace, letter_id) do nothing"
+)
+_SUBMISSIONS = (
+    "select event_id, envelope::text as envelope from events "
+    "where namespace = $1 and type = 'report.submitted' and event_id = any($2::uuid[])"
+)
+# Matches the partial expression index events_rejected_submission (migration 0003).
+_REJECTIONS_OF = (
+    "select envelope::text as envelope from events "
+    "where type = 'report.rejected' and namespace = $1 "
+    "and envelope #>> '{payload,submitted_event_id}' = any($2::text[])"
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for errors that say "the database is not reachable now", not "this is wrong".
+
+    Connection loss, a server shutting down or starting up, too many connections,
+    a deadlock or serialisation failure: retrying the same work later succeeds.
+    """
+    if isinstance(exc, asyncpg.exceptions.DataError):  # client-side encoding error
+        return False
+    if isinstance(exc, asyncpg.InterfaceError):
+        return "connection is closed" in str(exc)
+    return isinstance(exc, OSError | TimeoutError | asyncpg.PostgresConnectionError
+                      | asyncpg.OperatorInterventionError | asyncpg.InsufficientResourcesError
+                      | asyncpg.TransactionRollbackError)
+
+
+def _rejects_data(exc: BaseException) -> bool:
+    return isinstance(exc, asyncpg.DataError | asyncpg.IntegrityConstraintViolationError
+                      | asyncpg.exceptions.DataError)
+
+
+def _lock_key(namespace: str) -> int:
+    digest = hashlib.blake2b(f"sonae.recorder.projections\x1f{namespace}".encode(),
+                             digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+class EventStore:
+    """Append events, fold projections and keep dead letters, one transaction per batch."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def check_ready(self) -> None:
+        """Raise StoreNotReady naming the missing tables unless the schema is migrated."""
+        async with self._pool.acquire() as conn:
+            found = await conn.fetchrow(
+                "select " + ", ".join(f"to_regclass('{t}') is not null as {t}"
+                                      for t in REQUIRED_TABLES)
+            )
+        missing = [t for t in REQUIRED_TABLES if found is None or not found[t]]
+        if missing:
+            raise StoreNotReady(
+                f"the event store tables {', '.join(missing)} are missing: run `sonae db migrate`"
+            )
+
+    async def write(
+        self, events: Sequence[Recorded], letters: Sequence[DeadLetterRow] = ()
+    ) -> int:
+        """Store a batch in one transaction; return how many events were new.
+
+        Raises StoreUnavailable (transient: retry the same batch) or BatchRejected
+        (the data itself was refused: split the batch to find the bad record).
+        """
+        try:
+            async with self._pool.acquire() as conn:
+                return await self._write(conn, events, letters)
+        except (StoreUnavailable, BatchRejected):
+            raise
+        except Exception as exc:
+            if is_transient(exc):
+                raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
+            if _rejects_data(exc):
+                raise BatchRejected(f"{type(exc).__name__}: {exc}") from exc
+            if isinstance(exc, asyncpg.UndefinedTableError):
+                raise StoreNotReady(f"{exc}: run `sonae db migrate`") from exc
+            raise
+
+    async def _write(
+        self, conn: asyncpg.Connection, events: Sequence[Recorded],
+        letters: Sequence[DeadLetterRow],
+    ) -> int:
+        if events:
+            try:
+                async with conn.transaction():
+                    await conn.copy_records_to_table(
+                        "events", records=[r.row for r in events], columns=EVENT_COLUMNS)
+                    await self._after_append(conn, events, letters)
+                return len(events)
+            except asyncpg.UniqueViolationError as exc:
+                if exc.table_name != "events":
+                    raise
+                log.debug("batch holds stored events; inserting the new ones only")
+        async with conn.transaction():
+            new = await self._append_new(conn, events) if events else []
+            await self._after_append(conn, new, letters)
+        return len(new)
+
+    async def _append_new(
+        self, conn: asyncpg.Connection, events: Sequence[Recorded]
+    ) -> list[Recorded]:
+        columns = [list(column) for column in zip(*(r.row for r in events), strict=True)]
+        inserted = {row["event_id"] for row in await conn.fetch(_INSERT_NEW_EVENTS, *columns)}
+        # Within one batch an event may come twice (a producer retry); fold it once.
+        new: list[Recorded] = []
+        for recorded in events:
+            if recorded.row.event_id in inserted:
+                inserted.discard(recorded.row.event_id)
+                new.append(recorded)
+        return new
+
+    async def _after_append(
+        self, conn: asyncpg.Connection, new: Sequence[Recorded],
+        letters: Sequence[DeadLetterRow],
+    ) -> None:
+        by_namespace: dict[str, list[Event]] = {}
+        for recorded in new:
+            by_namespace.setdefault(recorded.row.namespace, []).append(recorded.event)
+        for namespace, events in by_namespace.items():
+            await self._project(conn, namespace, events)
+        if letters:
+            await conn.executemany(_INSERT_DEAD_LETTERS, letters)
+
+    async def _project(self, conn: asyncpg.Connection, namespace: str,
+                       events: Sequence[Event]) -> None:
+        work: dict[str, list[tuple[Key, Event]]] = {p.table: [] for p in PROJECTIONS}
+        for event in events:
+            for projection in PROJECTIONS:
+                for key in projection.keys(event):
+                    work[projection.table].append((key, event))
+        work[REPORTS.table].extend(await self._rejections(conn, namespace, events))
+        if not any(work.values()):
+            return
+        # Two recorders of one namespace (a scaled-out group) could otherwise fold the
+        # same aggregate from stale reads; the lock serialises projection updates only.
+        await conn.execute("select pg_advisory_xact_lock($1)", _lock_key(namespace))
+        for projection in PROJECTIONS:
+            pairs = work[projection.table]
+            if pairs:
+                await self._fold(conn, projection, namespace, pairs)
+
+    async def _rejections(self, conn: asyncpg.Connection, namespace: str,
+                          events: Sequence[Event]) -> list[tuple[Key, Event]]:
+        """Pair rejections with their report, whichever of the two was stored first."""
+        pairs: list[tuple[Key, Event]] = []
+        wanted = {s for s in map(rejection_submission, events) if s is not None}
+        rejections = [e for e in events if rejection_submission(e) is not None]
+        submitted = [e for e in events if isinstance(e, ReportSubmitted)]
+        if submitted:
+            # Rejections stored before their submission (they travel on another partition).
+            rows = await conn.fetch(_REJECTIONS_OF, namespace,
+                                    [str(e.event_id) for e in submitted])
+            rejections.extend(decode_event(r["envelope"]) for r in rows)
+            wanted.update(s for s in map(rejection_submission, rejections) if s is not None)
+        if not wanted:
+            return pairs
+        # The submissions are in `events` by now, this batch's included.
+        report_of: dict[UUID, Key] = {}
+        for row in await conn.fetch(_SUBMISSIONS, namespace, list(wanted)):
+            keys = report_keys(decode_event(row["envelope"]))
+            if keys:
+                report_of[row["event_id"]] = keys[0]
+        for rejection in rejections:
+            submission = rejection_submission(rejection)
+            if submission is not None and submission in report_of:
+                pairs.append((report_of[submission], rejection))
+        return pairs
+
+    async def _fold(self, conn: asyncpg.Connection, projection: Projection[Any],
+                    namespace: str, pairs: Sequence[tuple[Key, Event]]) -> None:
+        keys = list(dict.fromkeys(key for key, _ in pairs))
+        current = await _load(conn, projection, namespace, keys)
+        changed: dict[Key, Any] = {}
+        for key, event in pairs:
+            before = current.get(key)
+            after = projection.apply(before, event, key)
+            if after is not before:
+                current[key] = after
+                changed[key] = after
+        if changed:
+            await _upsert(conn, projection, namespace, changed.values())
+
+
+def _row_columns(projection: Projection[Any]) -> list[str]:
+    return [f.name for f in fields(projection.row_type)]
+
+
+async def _load(conn: asyncpg.Connection, projection: Projection[Any], namespace: str,
+                keys: Sequence[Key]) -> dict[Key, Any]:
+    columns = _row_columns(projection)
+    types = _KEY_TYPES[projection.table]
+    key_list = ", ".join(projection.key_columns)
+    query = (
+        f"select {', '.join(columns)} from {projection.table} where namespace = $1 "
+        f"and ({key_list}) in (select * from unnest("
+        + ", ".join(f"${i + 2}::{t}[]" for i, t in enumerate(types)) + "))"
+    )
+    key_arrays = [list(part) for part in zip(*keys, strict=True)]
+    out: dict[Key, Any] = {}
+    for record in await conn.fetch(query, namespace, *key_arrays):
+        # text[] comes back as a list; rows hold tuples so they stay hashable and frozen.
+        values = {c: tuple(v) if isinstance(v, list) else v for c, v in record.items()}
+        row = projection.row_type(**values)
+        out[projection.key_of(row)] = row
+    return out
+
+
+async def _upsert(conn: asyncpg.Connection, projection: Projection[Any], namespace: str,
+                  rows: Iterable[Any]) -> None:
+    columns = _row_columns(projection)
+    updates = ", ".join(f"{c} = excluded.{c}" for c in columns
+                        if c not in projection.key_columns)
+    query = (
+        f"insert into {projection.table} (namespace, {', '.join(columns)}, updated_at) "
+        f"values ($1, {', '.join(f'${i + 2}' for i in range(len(columns)))}, now()) "
+        f"on conflict (namespace, {', '.join(projection.key_columns)}) "
+        f"do update set {updates}, updated_at = now()"
+    )
+    await conn.executemany(
+        query, [(namespace, *(getattr(row, c) for c in columns)) for row in rows])

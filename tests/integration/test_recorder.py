@@ -1,0 +1,347 @@
+"""The recorder in-process against the real broker and PostgreSQL: exactly once,
+projections, offsets after the database commit, dead letters."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import pytest
+from aiokafka.structs import TopicPartition
+
+from infra.db.migrate import migrate
+from infra.kafka import clients
+from infra.kafka.compat import end_offsets
+from infra.settings import Settings, load_settings
+from infra.topics import ensure_topics
+from schemas.envelope import new_event
+from schemas.evacuation import OrderIssued, OrderLifted, OrderUpdated
+from schemas.events import Event
+from schemas.examples import example
+from schemas.hazards import GaugeReading
+from schemas.reports import ReportAccepted, ReportRejected, ReportSubmitted
+from schemas.topics import qualified
+from services.recorder.consumer import RecorderConfig, group_id, recorded_topics
+from services.recorder.domain import report_id_for
+from services.recorder.errors import StoreNotReady
+from services.recorder.main import serve
+from tests.support import produce_events, wait_for
+
+pytestmark = pytest.mark.integration
+
+T0 = datetime(2025, 8, 21, 5, 0, tzinfo=UTC)
+TEAM = "神田公園地区 防災会"
+
+
+# --- helpers shared with the other recorder test modules -----------------------------
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def report_pair(i: int, tag: str) -> tuple[ReportSubmitted, ReportAccepted]:
+    """A submission and its acceptance for report number ``i``."""
+    base = example("report.submitted")
+    assert isinstance(base, ReportSubmitted)
+    body = base.payload.model_copy(update={"client_report_id": f"{tag}-{i:06d}",
+                                           "area_id": ("kanda-koen", "kojimachi",
+                                                       "fujimi", "banchou")[i % 4]})
+    sub = new_event(ReportSubmitted, body, occurred_at=at(i), source="intake")
+    acc = new_event(
+        ReportAccepted,
+        {"report_id": report_id_for(TEAM, body.client_report_id),
+         "submitted_event_id": sub.event_id, "report": body, "outside_region": False,
+         "area_id": body.area_id},
+        occurred_at=at(i + 0.5), source="intake", cause=sub,
+    )
+    return sub, acc
+
+
+def gauge(i: int) -> GaugeReading:
+    """A gauge reading number ``i`` (one of four gauges)."""
+    return new_event(
+        GaugeReading,
+        {"gauge_id": f"gauge-{i % 4}", "level_m": 1.0 + (i % 300) / 100, "observed_at": at(i)},
+        occurred_at=at(i), source="gauge-feed",
+    )
+
+
+def mixed_events(n: int, tag: str) -> list[Event]:
+    """``n`` events: report submissions with acceptances, and gauge readings."""
+    out: list[Event] = []
+    i = 0
+    while len(out) < n:
+        if i % 3 == 2:
+            out.append(gauge(i))
+        else:
+            out.extend(report_pair(i, tag))
+        i += 1
+    return out[:n]
+
+
+def schema_dsn(database_url: str, schema: str) -> str:
+    """A DSN whose sessions use ``schema`` (asyncpg sends unknown query keys as settings)."""
+    return f"{database_url}?search_path={schema}"
+
+
+def recorder_settings(bootstrap: str, database_url: str, namespace: str) -> Settings:
+    return load_settings(kafka_bootstrap=bootstrap, database_url=database_url,
+                         namespace=namespace)
+
+
+async def migrate_pool(pool: asyncpg.Pool) -> None:
+    async with pool.acquire() as conn:
+        await migrate(conn)
+
+
+async def stored_ids(pool: asyncpg.Pool) -> list[uuid.UUID]:
+    rows = await pool.fetch("select event_id from events")
+    return [r["event_id"] for r in rows]
+
+
+async def stored_count(pool: asyncpg.Pool) -> int:
+    count: int = await pool.fetchval("select count(*) from events")
+    return count
+
+
+async def group_offsets(settings: Settings, group: str,
+                        topics: Iterable[str]) -> dict[TopicPartition, int]:
+    """Committed offsets of ``group`` (-1 where none), and end offsets, per partition."""
+    admin = clients.admin(settings)
+    await admin.start()
+    try:
+        meta = await admin.describe_topics(list(topics))
+        tps = [TopicPartition(m["topic"], p["partition"]) for m in meta for p in m["partitions"]]
+        committed = await admin.list_consumer_group_offsets(group, partitions=tps)
+        return {tp: committed[tp].offset if tp in committed else -1 for tp in tps}
+    finally:
+        await admin.close()
+
+
+async def topic_ends(settings: Settings, topics: Iterable[str]) -> dict[TopicPartition, int]:
+    consumer = clients.consumer(settings)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(t, p) for t in topics
+               for p in sorted(await _partitions(consumer, t))]
+        return await end_offsets(consumer, tps, profile=settings.kafka_profile)
+    finally:
+        await consumer.stop()
+
+
+async def _partitions(consumer: Any, topic: str) -> set[int]:
+    await consumer.topics()  # refresh metadata
+    parts: set[int] | None = consumer.partitions_for_topic(topic)
+    return parts or set()
+
+
+async def caught_up(settings: Settings) -> bool:
+    """True when the recorder's group has committed every record of its topics."""
+    topics = recorded_topics(settings.namespace)
+    committed = await group_offsets(settings, group_id(settings.namespace), topics)
+    ends = await topic_ends(settings, topics)
+    return all(committed.get(tp, -1) >= end for tp, end in ends.items() if end > 0)
+
+
+@asynccontextmanager
+async def running_recorder(
+    settings: Settings, config: RecorderConfig | None = None
+) -> AsyncIterator[asyncio.Task[None]]:
+    """The recorder's ``serve`` as a task; stopped (as by SIGTERM) on exit."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(serve(settings, stop, config=config))
+    try:
+        yield task
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 20)
+
+
+# --- tests ---------------------------------------------------------------------------
+
+async def test_events_are_stored_once_and_a_redelivery_adds_nothing(
+    kafka_bootstrap: str, database_url: str, db_schema: str, db_pool: asyncpg.Pool,
+    namespace: str,
+) -> None:
+    """Every produced event is stored exactly once; producing them all again stores nothing."""
+    await migrate_pool(db_pool)
+    settings = recorder_settings(kafka_bootstrap, schema_dsn(database_url, db_schema), namespace)
+    await ensure_topics(settings)
+    events = mixed_events(3000, "once")
+    await produce_events(kafka_bootstrap, namespace, events)
+    async with running_recorder(settings):
+        await wait_for(lambda: stored_count(db_pool), timeout=30, what="first events stored")
+        await wait_for(lambda: _equals(stored_count(db_pool), len(events)), timeout=30,
+                       what="all events stored")
+        await produce_events(kafka_bootstrap, namespace, events)  # a full redelivery
+        await wait_for(lambda: caught_up(settings), timeout=30, what="redelivery consumed")
+    assert sorted(await stored_ids(db_pool)) == sorted(e.event_id for e in events)
+    rows = await db_pool.fetch(
+        "select namespace, topic, key, type, envelope::text as envelope from events "
+        "where type = 'report.accepted' limit 5")
+    assert {r["namespace"] for r in rows} == {namespace}
+    assert all(r["topic"] == qualified("reports", namespace) for r in rows)
+    reports = await db_pool.fetchval(
+        "select count(*) from reports_current where status = 'accepted'")
+    assert reports == sum(1 for e in events if e.type == "report.accepted")
+
+
+async def _equals(value: Any, expected: Any) -> bool:
+    return bool(await value == expected)
+
+
+async def test_projections_follow_versions_and_event_time(
+    kafka_bootstrap: str, database_url: str, db_schema: str, db_pool: asyncpg.Pool,
+    namespace: str,
+) -> None:
+    """Orders keep their highest version, a rejection stored before its submission still
+    joins its report, and deliveries keep their final outcome."""
+    await migrate_pool(db_pool)
+    settings = recorder_settings(kafka_bootstrap, schema_dsn(database_url, db_schema), namespace)
+    await ensure_topics(settings)
+    order_id = uuid.uuid4()
+    issued = example("evacuation.order_issued")
+    updated = example("evacuation.order_updated")
+    lifted = example("evacuation.order_lifted")
+    v1 = new_event(OrderIssued, issued.payload.model_copy(update={"order_id": order_id}),
+                   occurred_at=at(0), source="evacuation-decision")
+    v2 = new_event(OrderUpdated, updated.payload.model_copy(update={"order_id": order_id}),
+                   occurred_at=at(10), source="evacuation-decision")
+    v3 = new_event(OrderLifted, lifted.payload.model_copy(update={"order_id": order_id}),
+                   occurred_at=at(20), source="evacuation-decision")
+    sub, acc = report_pair(1, "proj")
+    rejected_sub, _ = report_pair(2, "proj")
+    rejection = new_event(
+        ReportRejected,
+        {"client_report_id": rejected_sub.payload.client_report_id,
+         "submitted_event_id": rejected_sub.event_id,
+         "reasons": [{"code": "duplicate", "message": "already reported"}]},
+        occurred_at=at(3), source="intake", cause=rejected_sub)
+    requested = example("broadcast.requested")
+    delivered = example("broadcast.delivered")
+    failed_late = example("broadcast.failed").model_copy(update={
+        "event_id": uuid.uuid4(),
+        "payload": example("broadcast.failed").payload.model_copy(
+            update={"language": "ja", "channel": "public-feed", "attempt": 1})})
+    async with running_recorder(settings):
+        # Old version last, acceptance before submission, rejection before its submission.
+        await produce_events(kafka_bootstrap, namespace,
+                             [v1, v3, v2, acc, rejection, requested, delivered])
+        await wait_for(lambda: _equals(stored_count(db_pool), 7), timeout=20, what="7 events")
+        await produce_events(kafka_bootstrap, namespace, [sub, rejected_sub, failed_late])
+        await wait_for(lambda: _equals(stored_count(db_pool), 10), timeout=20, what="10 events")
+    order_row = await db_pool.fetchrow(
+        "select version, status, level, last_event_id, namespace from orders_current "
+        "where order_id = $1", order_id)
+    assert order_row is not None
+    assert (order_row["version"], order_row["status"]) == (3, "lifted")
+    assert (order_row["last_event_id"], order_row["namespace"]) == (v3.event_id, namespace)
+    reports = {r["report_id"]: r for r in await db_pool.fetch(
+        "select report_id, status, area_id, outside_region, submitted_event_id, reasons::text "
+        "from reports_current")}
+    accepted_row = reports[acc.payload.report_id]
+    assert (accepted_row["status"], accepted_row["outside_region"]) == ("accepted", False)
+    assert accepted_row["submitted_event_id"] == sub.event_id
+    rejected_row = reports[report_id_for(TEAM, rejected_sub.payload.client_report_id)]
+    assert rejected_row["status"] == "rejected"
+    assert "already reported" in rejected_row["reasons"]
+    deliveries = {(r["language"], r["channel"]): r for r in await db_pool.fetch(
+        "select language, channel, status, attempt, kind from broadcasts_current")}
+    assert len(deliveries) == 8  # 4 languages x 2 channels
+    assert deliveries[("ja", "public-feed")]["status"] == "delivered"
+    assert deliveries[("en", "webhook")]["status"] == "requested"
+    assert {r["kind"] for r in deliveries.values()} == {"order_issued"}
+
+
+async def test_offsets_are_committed_only_after_the_rows_exist(
+    kafka_bootstrap: str, database_url: str, db_schema: str, db_pool: asyncpg.Pool,
+    namespace: str,
+) -> None:
+    """While the database cannot take the batch, the group's committed offsets stay put."""
+    await migrate_pool(db_pool)
+    settings = recorder_settings(kafka_bootstrap, schema_dsn(database_url, db_schema), namespace)
+    await ensure_topics(settings)
+    events = mixed_events(200, "lag")
+    topics = recorded_topics(namespace)
+    async with db_pool.acquire() as blocker:
+        lock = blocker.transaction()
+        await lock.start()
+        # Holds the recorder's COPY until this transaction ends.
+        await blocker.execute("lock table events in access exclusive mode")
+        released = False
+        try:
+            async with running_recorder(settings):
+                await produce_events(kafka_bootstrap, namespace, events)
+
+                async def recorder_waits_for_the_lock() -> bool:
+                    waiting: int = await db_pool.fetchval(
+                        "select count(*) from pg_locks where not granted "
+                        "and relation = 'events'::regclass")
+                    return waiting > 0
+
+                await wait_for(recorder_waits_for_the_lock, timeout=20,
+                               what="the recorder blocked on the events table")
+                committed = await group_offsets(settings, group_id(namespace), topics)
+                assert all(offset <= 0 for offset in committed.values()), committed
+                await lock.rollback()
+                released = True
+                await wait_for(lambda: _equals(stored_count(db_pool), len(events)),
+                               timeout=20, what="events stored after the lock")
+                await wait_for(lambda: caught_up(settings), timeout=20, what="offsets committed")
+        finally:
+            if not released:
+                await lock.rollback()
+
+
+async def test_undecodable_record_is_dead_lettered_and_its_partition_continues(
+    kafka_bootstrap: str, database_url: str, db_schema: str, db_pool: asyncpg.Pool,
+    namespace: str,
+) -> None:
+    """Bytes that are not an event go to the deadletter topic (and dead_letters); the
+    event behind them on the same partition is stored."""
+    await migrate_pool(db_pool)
+    settings = recorder_settings(kafka_bootstrap, schema_dsn(database_url, db_schema), namespace)
+    await ensure_topics(settings)
+    sub, acc = report_pair(7, "poison")
+    producer = clients.producer(settings)
+    await producer.start()
+    try:
+        topic = qualified("reports", namespace)
+        key = (sub.payload.area_id or "").encode()
+        await producer.send_and_wait(topic, b'{"type": "report.submitted", "oops"', key=key)
+        await producer.send_and_wait(topic, b'{"type": "report.unknown"}', key=key)
+    finally:
+        await producer.stop()
+    await produce_events(kafka_bootstrap, namespace, [sub, acc])
+    async with running_recorder(settings):
+        await wait_for(lambda: _equals(stored_count(db_pool), 2), timeout=20,
+                       what="the events behind the poison")
+
+        async def letters() -> list[asyncpg.Record]:
+            return list(await db_pool.fetch(
+                "select topic, service, error, letter::text from dead_letters order by \"offset\""))
+
+        rows = await wait_for(lambda: _len_is(letters(), 2), timeout=20, what="2 dead letters")
+    assert {r["topic"] for r in rows} == {topic}
+    assert {r["service"] for r in rows} == {"recorder"}
+    assert "MalformedEvent" in rows[0]["error"]
+    assert "UnknownEventType" in rows[1]["error"]
+
+
+async def _len_is(rows: Any, n: int) -> Any:
+    got = await rows
+    return got if len(got) == n else None
+
+
+async def test_recorder_refuses_to_start_on_an_unmigrated_database(
+    kafka_bootstrap: str, database_url: str, db_schema: str, namespace: str,
+) -> None:
+    """Without the event store tables the recorder stops at once and says to migrate."""
+    settings = recorder_settings(kafka_bootstrap, schema_dsn(database_url, db_schema), namespace)
+    with pytest.raises(StoreNotReady, match="sonae db migrate"):
+        await asyncio.wait_for(serve(settings, asyncio.Event()), 20)
