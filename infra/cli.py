@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from infra.embedded.processes import EmbeddedError
+from infra.embedded.processes import EmbeddedError, process_alive
 from infra.settings import ENV_PREFIX, Settings, SettingsError, load_settings
 
 log = logging.getLogger("sonae")
@@ -141,23 +141,14 @@ def down(data_dir: Path | None, timeout: float) -> None:
         return
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not _pid_alive(state.pid):
+        if not process_alive(state.pid):
             click.echo(f"Sonae stopped (pid {state.pid}).")
             return
         time.sleep(0.2)
-    if _pid_alive(state.pid):
+    if process_alive(state.pid):
         os.killpg(state.pid, signal.SIGKILL)
     raise click.ClickException(f"the stack (pid {state.pid}) did not stop within {timeout:.0f}s "
                                "and was killed")
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    stat = Path(f"/proc/{pid}/stat")
-    return not (stat.exists() and stat.read_text().split()[2] == "Z")
 
 
 @main.command()

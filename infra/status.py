@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer
@@ -13,6 +11,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import TopicPartition
 
 from infra.db.migrate import current_version
+from infra.embedded.processes import process_alive
 from infra.kafka.compat import end_offsets
 from infra.settings import Settings
 from infra.stack import StackState
@@ -41,19 +40,6 @@ class StatusReport:
         return bool(self.parts) and all(p.ok for p in self.parts)
 
 
-def _alive(pid: int | None) -> bool:
-    if pid is None:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    stat = Path(f"/proc/{pid}/stat")
-    return not (stat.exists() and stat.read_text().split()[2] == "Z")
-
-
 async def collect_status(settings: Settings, *, explicit_kafka: bool = False,
                          explicit_database: bool = False) -> StatusReport:
     """Probe the stack described by the state file (or the given addresses)."""
@@ -66,7 +52,7 @@ async def collect_status(settings: Settings, *, explicit_kafka: bool = False,
         bootstrap = settings.kafka_bootstrap if explicit_kafka else state.kafka_bootstrap
         dsn = settings.database_url if explicit_database else state.database_url
         namespace = state.namespace
-        report.parts.append(PartStatus("sonae up", _alive(state.pid),
+        report.parts.append(PartStatus("sonae up", process_alive(state.pid),
                                        f"pid {state.pid}, {state.status}"))
     elif not (explicit_kafka or explicit_database):
         report.parts.append(PartStatus("sonae up", False,
@@ -75,7 +61,7 @@ async def collect_status(settings: Settings, *, explicit_kafka: bool = False,
     report.parts.append(await _postgres_part(dsn))
     if state is not None:
         for name, pid in sorted(state.services.items()):
-            report.parts.append(PartStatus(f"service {name}", _alive(pid),
+            report.parts.append(PartStatus(f"service {name}", process_alive(pid),
                                            f"pid {pid}" if pid else "restarting"))
     kafka_ok = any(p.name == "kafka" and p.ok for p in report.parts)
     if kafka_ok:

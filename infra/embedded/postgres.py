@@ -22,6 +22,7 @@ from infra.embedded.processes import (
     BinaryNotFound,
     StaleState,
     StartFailed,
+    process_alive,
     require_free_port,
     spawn,
     stop_group,
@@ -205,7 +206,7 @@ class EmbeddedPostgres:
                 pid = int(pidfile.read_text().splitlines()[0])
             except (ValueError, IndexError):
                 pid = -1
-            if pid > 0 and _process_alive(pid):
+            if pid > 0 and process_alive(pid):
                 raise StaleState(
                     f"a PostgreSQL server (pid {pid}) is already running on {pgdata}, probably "
                     f"from an earlier `sonae up`. Stop it with `sonae down` or `kill {pid}`."
@@ -261,12 +262,3 @@ class EmbeddedPostgres:
             stop_group(self._proc, sig=signal.SIGKILL, timeout=5)
             self._proc = None
 
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

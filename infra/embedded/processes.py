@@ -111,6 +111,23 @@ def _kill_group(pgid: int, sig: int) -> None:
         os.killpg(pgid, sig)
 
 
+def process_alive(pid: int | None) -> bool:
+    """True when ``pid`` is a running process (a zombie counts as gone)."""
+    if pid is None or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    # A zombie still answers kill(0) until its parent reaps it.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
 def port_is_free(host: str, port: int) -> bool:
     """True when nothing accepts connections on ``host:port`` and we could bind it."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import io
-import os
 import sys
 from pathlib import Path
 
+from infra.embedded.processes import process_alive
 from infra.supervisor import Backoff, ProcessSpec, Supervisor
 from tests.support import wait_for
 
@@ -28,16 +28,6 @@ signal.signal(signal.SIGTERM, signal.SIG_IGN)
 print("stubborn", flush=True)
 time.sleep(120)
 """
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie still answers kill(0); read its state to tell.
-    stat = Path(f"/proc/{pid}/stat")
-    return stat.exists() and stat.read_text().split()[2] != "Z"
 
 
 async def test_crashed_service_is_restarted_and_output_prefixed(tmp_path: Path) -> None:
@@ -80,7 +70,7 @@ async def test_stop_terminates_every_process_and_kills_stubborn_ones(tmp_path: P
     assert len(pids) == 2
     sup.stop()
     await asyncio.wait_for(runner, 15)
-    assert not any(_alive(pid) for pid in pids)
+    assert not any(process_alive(pid) for pid in pids)
 
 
 def test_backoff_doubles_up_to_its_maximum() -> None:
