@@ -1,0 +1,252 @@
+"""The intake HTTP API (aiohttp): routes, auth, limits and error mapping.
+
+Request pipeline, outermost first:
+
+1. metrics — every response is counted by route template, method and status;
+2. errors — every refusal becomes a JSON :class:`~services.intake.domain.ErrorBody`
+   with the right status; storage outages are 503 with Retry-After; anything
+   unexpected is logged and 500 (bad input never gets there);
+3. auth — ``/v1/*`` except the OpenAPI document needs ``Authorization: Bearer``
+   (401 missing/invalid/expired, 403 for a ``public`` token), then the token
+   bucket of the token's subject (429 with Retry-After);
+4. the handler — role check (403), Content-Type (415), size while reading
+   (413, before the whole body is buffered), JSON (400), then the service
+   (202/200/409/422, 404).
+
+Limits are module constants until they become ``SONAE_*`` settings.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Any, Final
+
+from aiohttp import web
+from pydantic import SecretStr
+
+from services.common.auth import (
+    AuthError,
+    Principal,
+    Role,
+    TokenMissing,
+    bearer_token,
+    verify_token,
+)
+from services.intake.domain import (
+    Action,
+    IntakeError,
+    NotPermitted,
+    RateLimiter,
+    check_client_id,
+    parse_json,
+    require,
+    retry_after_seconds,
+)
+from services.intake.openapi import openapi_document
+from services.intake.relay import TRANSIENT, Relay
+from services.intake.service import Intake, Outcome
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "CAP_TYPES",
+    "JSON_TYPES",
+    "MAX_CAP_BYTES",
+    "MAX_JSON_BYTES",
+    "RATE_BURST",
+    "RATE_PER_SECOND",
+    "build_app",
+]
+
+MAX_JSON_BYTES: Final = 64 * 1024
+"""Largest JSON body: a report's longest text (2000 characters) is under 8 KiB in UTF-8."""
+MAX_CAP_BYTES: Final = 1024 * 1024
+"""Largest CAP document (alerts with detailed polygons run to hundreds of KiB)."""
+RATE_BURST: Final = 20
+"""Requests a token may make at once."""
+RATE_PER_SECOND: Final = 5.0
+"""Sustained requests per second per token subject."""
+JSON_TYPES: Final = frozenset({"application/json"})
+CAP_TYPES: Final = frozenset({"application/cap+xml", "application/xml", "text/xml"})
+_PUBLIC_PATHS: Final = frozenset({"/healthz", "/metrics", "/v1/openapi.json"})
+_PRINCIPAL: Final = web.RequestKey("principal", Principal)
+
+
+class _Refusal(Exception):
+    """An HTTP-level refusal (size, media type, rate) with its status and headers."""
+
+    def __init__(self, status: int, code: str, message: str,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+        self.headers = headers or {}
+
+
+_dumps = partial(json.dumps, ensure_ascii=False, separators=(",", ":"))
+
+
+def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response(body, status=status, dumps=_dumps, headers=headers)
+
+
+def _error(status: int, code: str, message: str,
+           headers: dict[str, str] | None = None) -> web.Response:
+    return _json(status, {"error": code, "message": message}, headers)
+
+
+def build_app(
+    intake: Intake,
+    *,
+    secret: str | SecretStr,
+    relay: Relay | None = None,
+    limiter: RateLimiter | None = None,
+    max_json_bytes: int = MAX_JSON_BYTES,
+    max_cap_bytes: int = MAX_CAP_BYTES,
+    monotonic: Callable[[], float] = time.monotonic,
+) -> web.Application:
+    """The aiohttp application around ``intake``; nothing connects until it is served."""
+    metrics = intake.metrics
+    limiter = limiter or RateLimiter(RATE_BURST, RATE_PER_SECOND)
+
+    @web.middleware
+    async def count(request: web.Request,
+                    handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                    ) -> web.StreamResponse:
+        response = await handler(request)
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else "unmatched"
+        metrics.requests.labels(route, request.method, str(response.status)).inc()
+        return response
+
+    @web.middleware
+    async def errors(request: web.Request,
+                     handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                     ) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except IntakeError as e:
+            return _json(e.status, e.body())
+        except AuthError as e:
+            challenge = 'Bearer realm="sonae"'
+            if not isinstance(e, TokenMissing):
+                challenge += ', error="invalid_token"'
+            return _error(401, "unauthorized", str(e), {"WWW-Authenticate": challenge})
+        except _Refusal as e:
+            return _error(e.status, e.code, e.message, e.headers)
+        except web.HTTPException as e:
+            # Router 404/405 and friends: same JSON shape as every other error.
+            headers = {k: v for k, v in e.headers.items() if k.lower() == "allow"}
+            code = {404: "not_found", 405: "method_not_allowed",
+                    413: "too_large"}.get(e.status, "http_error")
+            return _error(e.status, code, e.reason, headers)
+        except TRANSIENT as e:
+            log.warning("storage unavailable for %s %s: %s", request.method, request.path, e)
+            return _error(503, "unavailable", "storage is unavailable; retry shortly",
+                          {"Retry-After": "1"})
+
+    @web.middleware
+    async def authenticate(request: web.Request,
+                           handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                           ) -> web.StreamResponse:
+        if request.path in _PUBLIC_PATHS or request.match_info.http_exception is not None:
+            return await handler(request)
+        principal = verify_token(secret, bearer_token(request.headers.get("Authorization")))
+        if principal.role is Role.PUBLIC:
+            raise NotPermitted("a public token cannot use intake")
+        wait = limiter.take(principal.subject, monotonic())
+        if wait > 0:
+            seconds = retry_after_seconds(wait)
+            raise _Refusal(429, "rate_limited",
+                           f"too many requests for {principal.subject}; retry in {seconds} s",
+                           {"Retry-After": str(seconds)})
+        request[_PRINCIPAL] = principal
+        return await handler(request)
+
+    async def body(request: web.Request, types: frozenset[str], limit: int) -> bytes:
+        if request.content_type not in types:
+            raise _Refusal(415, "unsupported_media_type",
+                           f"Content-Type must be {' or '.join(sorted(types))}, "
+                           f"not {request.content_type}")
+        if types is JSON_TYPES and request.charset not in (None, "utf-8", "utf8"):
+            raise _Refusal(415, "unsupported_media_type", "JSON must be UTF-8")
+        too_large = _Refusal(413, "too_large", f"the body exceeds {limit} bytes")
+        if request.content_length is not None and request.content_length > limit:
+            raise too_large
+        data = bytearray()
+        async for chunk in request.content.iter_chunked(64 * 1024):
+            data += chunk
+            if len(data) > limit:
+                raise too_large
+        return bytes(data)
+
+    def answer(outcome: Outcome) -> web.Response:
+        headers = {}
+        links = outcome.body.get("links")
+        if outcome.status in (200, 202) and isinstance(links, dict) and "self" in links:
+            headers["Location"] = str(links["self"])
+        return _json(outcome.status, outcome.body, headers)
+
+    async def post_report(request: web.Request) -> web.Response:
+        principal = request[_PRINCIPAL]
+        require(principal, Action.REPORT)
+        document = parse_json(await body(request, JSON_TYPES, max_json_bytes))
+        return answer(await intake.submit_report(principal, document))
+
+    async def get_report(request: web.Request) -> web.Response:
+        return answer(await intake.report(request[_PRINCIPAL], request.match_info["id"]))
+
+    async def post_shelter_status(request: web.Request) -> web.Response:
+        principal = request[_PRINCIPAL]
+        require(principal, Action.SHELTER_STATUS)
+        key = check_client_id(request.headers.get("Idempotency-Key"))
+        document = parse_json(await body(request, JSON_TYPES, max_json_bytes))
+        return answer(await intake.submit_shelter_status(
+            principal, request.match_info["shelter_id"], document, key))
+
+    async def post_hazard(request: web.Request) -> web.Response:
+        principal = request[_PRINCIPAL]
+        require(principal, Action.HAZARD_OBSERVATION)
+        key = check_client_id(request.headers.get("Idempotency-Key"))
+        document = parse_json(await body(request, JSON_TYPES, max_json_bytes))
+        return answer(await intake.submit_hazard(principal, document, key))
+
+    async def post_cap(request: web.Request) -> web.Response:
+        principal = request[_PRINCIPAL]
+        require(principal, Action.CAP)
+        return answer(await intake.submit_cap(principal,
+                                              await body(request, CAP_TYPES, max_cap_bytes)))
+
+    async def healthz(request: web.Request) -> web.Response:
+        try:
+            backlog = await intake.store.backlog()
+        except TRANSIENT as e:
+            return _json(503, {"status": "unavailable", "database": f"unreachable: {e}"})
+        metrics.outbox_backlog.set(backlog)
+        broker = "unknown" if relay is None else (
+            "connected" if relay.connected else "disconnected")
+        return _json(200, {"status": "ok", "database": "ok", "broker": broker,
+                           "outbox_backlog": backlog, "region": intake.region.id})
+
+    async def prometheus(request: web.Request) -> web.Response:
+        payload, content_type = metrics.render()
+        return web.Response(body=payload, headers={"Content-Type": content_type})
+
+    async def openapi(request: web.Request) -> web.Response:
+        return _json(200, openapi_document())
+
+    # The size of what aiohttp itself would buffer is bounded too (we stream).
+    app = web.Application(middlewares=[count, errors, authenticate],
+                          client_max_size=max(max_json_bytes, max_cap_bytes) + 1)
+    app.router.add_post("/v1/reports", post_report)
+    app.router.add_get("/v1/reports/{id}", get_report)
+    app.router.add_post("/v1/shelters/{shelter_id}/status", post_shelter_status)
+    app.router.add_post("/v1/hazards/observations", post_hazard)
+    app.router.add_post("/v1/cap", post_cap)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", prometheus)
+    app.router.add_get("/v1/openapi.json", openapi)
+    return app

@@ -1,0 +1,111 @@
+"""Wiring of the intake process: HTTP server, outbox relay and raw ingest in one task group.
+
+``main(settings)`` is the registered entry point (``sonae service run intake``).
+Migrations are applied by ``sonae up`` / ``sonae db migrate``, not here; intake
+refuses to start, naming the fix, when its tables are missing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+from typing import Final
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+from aiohttp import web
+
+from infra.kafka import clients
+from infra.settings import Settings
+from infra.topics import ensure_topics
+from schemas.region import RegionPackError, load_region
+from services.common.runtime import run_service
+from services.intake.http import build_app
+from services.intake.ingest import Ingest
+from services.intake.metrics import IntakeMetrics
+from services.intake.relay import Relay
+from services.intake.service import Intake
+from services.intake.store import IntakeTablesMissing, Store
+
+log = logging.getLogger(__name__)
+
+__all__ = ["IntakeStartupError", "main", "serve"]
+
+HTTP_SHUTDOWN_GRACE: Final = 5.0
+"""Seconds in-flight HTTP requests get to finish on SIGTERM."""
+PRODUCER_REQUEST_TIMEOUT_MS: Final = 10_000
+"""Fail a produce (and retry it) after this long rather than aiokafka's 40 s default."""
+
+
+class IntakeStartupError(RuntimeError):
+    """Intake cannot start; the message says what to fix."""
+
+
+def _redacted(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+async def serve(settings: Settings, stop: asyncio.Event) -> None:
+    """Run intake until ``stop`` is set."""
+    try:
+        region = load_region(settings.region)
+    except RegionPackError as e:
+        raise IntakeStartupError(f"cannot load region pack {settings.region!r} "
+                                 f"(SONAE_REGION): {e}") from None
+    try:
+        pool = await asyncpg.create_pool(settings.database_url, min_size=2, max_size=10)
+    except (OSError, asyncpg.PostgresError) as e:
+        raise IntakeStartupError(f"cannot reach PostgreSQL at {_redacted(settings.database_url)} "
+                                 f"(SONAE_DATABASE_URL): {e}") from None
+    try:
+        store = Store(pool, settings.namespace)
+        await store.check_tables()
+        metrics = IntakeMetrics()
+        intake = Intake(store, region, metrics=metrics)
+        relay = Relay(
+            store,
+            lambda: clients.producer(settings, request_timeout_ms=PRODUCER_REQUEST_TIMEOUT_MS),
+            metrics=metrics,
+            on_connect=lambda: ensure_topics(settings),
+        )
+        ingest = Ingest(intake, settings)
+        runner = web.AppRunner(build_app(intake, secret=settings.token_secret, relay=relay),
+                               access_log=None)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, settings.host, settings.intake_port,
+                               shutdown_timeout=HTTP_SHUTDOWN_GRACE)
+            try:
+                await site.start()
+            except OSError as e:
+                raise IntakeStartupError(
+                    f"cannot listen on {settings.host}:{settings.intake_port} "
+                    f"(SONAE_INTAKE_PORT): {e}") from None
+            log.info("intake listening on http://%s:%d (namespace %r, region %s)",
+                     settings.host, settings.intake_port, settings.namespace, region.id)
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(relay.run(stop), name="intake-relay")
+                tg.create_task(ingest.run(stop), name="intake-ingest")
+        finally:
+            await runner.cleanup()
+    finally:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(pool.close(), 5.0)
+
+
+def main(settings: Settings) -> None:
+    """Blocking entry point: serve until SIGTERM; exit 2 with a one-line reason if unable."""
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=settings.log_level, stream=sys.stderr,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        run_service(serve, settings)
+    except (IntakeStartupError, IntakeTablesMissing) as e:
+        log.error("intake cannot start: %s", e)
+        raise SystemExit(2) from None

@@ -1,0 +1,310 @@
+"""Intake's handlers: one path from a validated input to a committed outbox write.
+
+HTTP (:mod:`services.intake.http`) and the raw topic
+(:mod:`services.intake.ingest`) both call :class:`Intake`, so an input gets the
+same validation, permissions, enrichment and idempotency whichever way it came.
+Each ``submit_*`` returns an :class:`Outcome` (202 written, 200 identical
+resend, 409 conflict, 422 a *recorded* rejection) or raises an
+:class:`~services.intake.domain.IntakeError` for refusals that record nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from schemas.common import Problem, utc_now
+from schemas.envelope import Envelope, derive_id, new_event
+from schemas.hazards import HazardWarning
+from schemas.region import Region
+from services.common.auth import Principal
+from services.intake import cap
+from services.intake.domain import (
+    MAX_FUTURE_SKEW,
+    SOURCE,
+    Acknowledgement,
+    Action,
+    ClientIdConflict,
+    Decision,
+    FieldError,
+    IntakeError,
+    InvalidInput,
+    Kind,
+    Links,
+    ReportView,
+    UnknownReport,
+    WarningSummary,
+    canonical_hash,
+    hazard_event,
+    permitted,
+    readable_client_report_id,
+    report_events,
+    report_id_for,
+    report_rejected,
+    require,
+    shelter_event,
+    validate_hazard,
+    validate_report,
+    validate_shelter,
+)
+from services.intake.metrics import IntakeMetrics
+from services.intake.store import Recorded, ReportRow, Store, Write
+
+__all__ = ["Intake", "Outcome"]
+
+# Natural keys (a CAP sender + identifier) are unbounded text; a btree entry must
+# stay small, so long ones are stored as their hash.
+_MAX_CLIENT_ID = 200
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """An answer about one submission."""
+
+    status: int
+    """202 first receipt, 200 identical resend, 409 conflict, 422 recorded rejection."""
+    body: Mapping[str, Any]
+
+
+def _self_link(report_id: UUID) -> Links:
+    return Links(self_=f"/v1/reports/{report_id}")
+
+
+def _bounded(client_id: str) -> str:
+    if len(client_id) <= _MAX_CLIENT_ID:
+        return client_id
+    return "sha256:" + hashlib.sha256(client_id.encode("utf-8")).hexdigest()
+
+
+class Intake:
+    """Validate, authorise, enrich and durably record inputs."""
+
+    def __init__(
+        self,
+        store: Store,
+        region: Region,
+        *,
+        metrics: IntakeMetrics | None = None,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self.store = store
+        self.region = region
+        self.metrics = metrics or IntakeMetrics()
+        self._clock = clock
+        self._areas = cap.RegionAreas(region)
+
+    # --- reports ------------------------------------------------------------------
+
+    async def submit_report(self, principal: Principal, document: Any) -> Outcome:
+        """A damage report: ``report.submitted`` + ``report.accepted``, or a recorded rejection."""
+        require(principal, Action.REPORT)
+        now = self._clock()
+        scope = principal.subject
+        try:
+            request = validate_report(document, principal, self.region, now)
+        except InvalidInput as e:
+            client_report_id = readable_client_report_id(document)
+            if client_report_id is None:
+                self._count(Kind.REPORT, "invalid")
+                raise
+            return await self._reject_report(scope, client_report_id, document, e, now)
+        if request.exercise:
+            require(principal, Action.EXERCISE)
+        events = report_events(request, scope, self.region, now)
+        accepted = events.accepted.payload
+        ack = Acknowledgement(
+            event_id=events.submitted.event_id,
+            event_ids=[events.submitted.event_id, events.accepted.event_id],
+            report_id=events.report_id,
+            client_report_id=request.client_report_id,
+            area_id=accepted.area_id,
+            outside_region=accepted.outside_region,
+            links=_self_link(events.report_id),
+        ).as_json()
+        row = ReportRow(
+            report_id=events.report_id, scope=scope, client_report_id=request.client_report_id,
+            team=accepted.report.reporter.team, status="accepted", reasons=(),
+            area_id=accepted.area_id, outside_region=accepted.outside_region,
+            submitted_event_id=events.submitted.event_id,
+            accepted_event_id=events.accepted.event_id, rejected_event_id=None, received_at=now,
+        )
+        recorded = await self.store.record(Write(
+            kind=Kind.REPORT, scope=scope, client_id=request.client_report_id,
+            body_hash="report:" + canonical_hash(request.model_dump(mode="json")),
+            status_code=202, response=ack, events=(events.submitted, events.accepted),
+            report_id=events.report_id, report=row,
+        ))
+        return self._answer(Kind.REPORT, recorded, "client_report_id",
+                            request.client_report_id)
+
+    async def _reject_report(self, scope: str, client_report_id: str, document: Any,
+                             error: InvalidInput, now: datetime) -> Outcome:
+        body_hash = "rejected:" + canonical_hash(document)
+        rejected = report_rejected(client_report_id, scope, error.errors, body_hash, now)
+        report_id = report_id_for(scope, client_report_id)
+        body = {
+            **error.body(),
+            "status": "rejected",
+            "report_id": str(report_id),
+            "client_report_id": client_report_id,
+            "event_id": str(rejected.event_id),
+            "links": {"self": f"/v1/reports/{report_id}"},
+        }
+        reporter = document.get("reporter") if isinstance(document, dict) else None
+        team = reporter.get("team") if isinstance(reporter, dict) else None
+        row = ReportRow(
+            report_id=report_id, scope=scope, client_report_id=client_report_id,
+            team=team if isinstance(team, str) and 0 < len(team) <= 100 else None,
+            status="rejected",
+            reasons=[p.model_dump(mode="json") for p in rejected.payload.reasons],
+            area_id=None, outside_region=None, submitted_event_id=None, accepted_event_id=None,
+            rejected_event_id=rejected.event_id, received_at=now,
+        )
+        recorded = await self.store.record(Write(
+            kind=Kind.REPORT, scope=scope, client_id=client_report_id, body_hash=body_hash,
+            status_code=422, response=body, events=(rejected,), report_id=report_id,
+            report=row,
+        ))
+        return self._answer(Kind.REPORT, recorded, "client_report_id", client_report_id)
+
+    async def report(self, principal: Principal, ident: str) -> Outcome:
+        """A report's outcome by report id or client id (own team's; hq: any)."""
+        require(principal, Action.READ_REPORT)
+        scope = None if permitted(principal.role, Action.READ_ALL_REPORTS) else principal.subject
+        rows: list[ReportRow] = []
+        if len(ident) <= 100:
+            try:
+                rows = await self.store.find_reports(report_id=UUID(ident), scope=scope)
+            except ValueError:
+                rows = []
+            if not rows:
+                rows = await self.store.find_reports(client_report_id=ident, scope=scope)
+        if not rows:
+            raise UnknownReport(f"no report {ident[:100]!r} visible to {principal.subject}")
+        if len(rows) > 1:
+            ids = ", ".join(str(r.report_id) for r in rows)
+            raise ClientIdConflict(f"client id {ident!r} names several teams' reports; "
+                                   f"ask by report id: {ids}")
+        r = rows[0]
+        view = ReportView(
+            report_id=r.report_id, client_report_id=r.client_report_id, team=r.team,
+            status="accepted" if r.status == "accepted" else "rejected",
+            reasons=[Problem.model_validate(p) for p in r.reasons],
+            area_id=r.area_id, outside_region=r.outside_region,
+            submitted_event_id=r.submitted_event_id, accepted_event_id=r.accepted_event_id,
+            rejected_event_id=r.rejected_event_id, received_at=r.received_at,
+            updated_at=r.updated_at or r.received_at, links=_self_link(r.report_id),
+        )
+        return Outcome(200, view.as_json())
+
+    # --- shelters and hazards ---------------------------------------------------------
+
+    async def submit_shelter_status(self, principal: Principal, shelter_id: str, document: Any,
+                                    client_id: str | None) -> Outcome:
+        """Shelter opening, closing, occupancy or needs → one ``shelter.*`` event."""
+        require(principal, Action.SHELTER_STATUS)
+        now = self._clock()
+        try:
+            request = validate_shelter(document, shelter_id, principal, self.region, now)
+        except IntakeError:
+            self._count(Kind.SHELTER, "invalid")
+            raise
+        if request.exercise:
+            require(principal, Action.EXERCISE)
+        event = shelter_event(request, principal.subject, client_id, now)
+        return await self._write_one(Kind.SHELTER, principal.subject, client_id,
+                                     canonical_hash(request.model_dump(mode="json")), (event,))
+
+    async def submit_hazard(self, principal: Principal, document: Any,
+                            client_id: str | None) -> Outcome:
+        """A gauge reading, warning or seismic intensity → one ``hazard.*`` event."""
+        require(principal, Action.HAZARD_OBSERVATION)
+        now = self._clock()
+        try:
+            request = validate_hazard(document, self.region, now)
+        except IntakeError:
+            self._count(Kind.HAZARD, "invalid")
+            raise
+        if request.exercise:
+            require(principal, Action.EXERCISE)
+        event = hazard_event(request, principal.subject, client_id, now)
+        return await self._write_one(Kind.HAZARD, principal.subject, client_id,
+                                     canonical_hash(request.model_dump(mode="json")), (event,))
+
+    async def submit_cap(self, principal: Principal, xml: bytes) -> Outcome:
+        """An external CAP 1.2 alert → one ``hazard.warning`` per mapped info block."""
+        require(principal, Action.CAP)
+        now = self._clock()
+        try:
+            alert = cap.read_alert(xml)
+            languages = tuple(dict.fromkeys((self.region.default_language, "en")))
+            mapped = cap.map_alert(alert, self._areas, preferred_languages=languages)
+            if mapped.occurred_at > now + MAX_FUTURE_SKEW:
+                raise InvalidInput("the alert was sent in the future", errors=[FieldError(
+                    "/alert/sent", f"is {mapped.occurred_at.isoformat()}, in the future",
+                    "in_future")])
+        except IntakeError:
+            self._count(Kind.CAP, "invalid")
+            raise
+        if mapped.exercise:
+            require(principal, Action.EXERCISE)
+        scope, client_id = principal.subject, _bounded(mapped.client_id)
+        events = tuple(
+            new_event(HazardWarning, w, occurred_at=mapped.occurred_at, source=SOURCE,
+                      recorded_at=now, exercise=mapped.exercise,
+                      event_id=derive_id("hazard.warning", scope, client_id, i))
+            for i, w in enumerate(mapped.warnings)
+        )
+        body_hash = canonical_hash(
+            {"exercise": mapped.exercise,
+             "warnings": [w.model_dump(mode="json") for w in mapped.warnings]})
+        extra = {
+            "warnings": [WarningSummary(
+                warning_id=w.warning_id, kind=w.kind,
+                alert_level_equivalent=w.alert_level_equivalent, area_ids=list(w.area_ids),
+            ) for w in mapped.warnings],
+            "skipped": list(mapped.skipped) or None,
+        }
+        return await self._write_one(Kind.CAP, scope, client_id, body_hash, events, extra)
+
+    # --- shared -----------------------------------------------------------------------
+
+    async def _write_one(self, kind: Kind, scope: str, client_id: str | None, body_hash: str,
+                         events: tuple[Envelope, ...],
+                         extra: Mapping[str, Any] | None = None) -> Outcome:
+        ack = Acknowledgement(
+            event_id=events[0].event_id, event_ids=[e.event_id for e in events],
+            client_id=client_id, **(extra or {}),
+        ).as_json()
+        recorded = await self.store.record(Write(
+            kind=kind, scope=scope, client_id=client_id, body_hash=f"{kind}:{body_hash}",
+            status_code=202, response=ack, events=events,
+        ))
+        return self._answer(kind, recorded, "client id", client_id or "")
+
+    def _answer(self, kind: Kind, recorded: Recorded, id_name: str, client_id: str) -> Outcome:
+        if recorded.decision is Decision.WRITE:
+            self._count(kind, "written" if recorded.status_code == 202 else "rejected")
+            return Outcome(recorded.status_code, recorded.response)
+        if recorded.decision is Decision.REPLAY:
+            self._count(kind, "replayed")
+            # An identical resend of an accepted input is 200 with the original body;
+            # of a rejected one, the original 422 (nothing new is recorded either way).
+            status = 200 if recorded.status_code == 202 else recorded.status_code
+            return Outcome(status, recorded.response)
+        self._count(kind, "conflict")
+        conflict = ClientIdConflict(
+            f"{id_name} {client_id!r} was already used for a different {kind.value}; "
+            "send a new id for a new input"
+        ).body()
+        for name in ("report_id", "client_report_id", "links"):
+            if name in recorded.response:
+                conflict[name] = recorded.response[name]
+        return Outcome(409, conflict)
+
+    def _count(self, kind: Kind, outcome: str) -> None:
+        self.metrics.submissions.labels(kind.value, outcome).inc()
