@@ -9,6 +9,10 @@ promise; these events are how it keeps and shows it.
 
 Languages and channels are configuration, not an enum: the region pack and the
 deployment decide them (Chiyoda: ja, en, zh, ko; public feed, webhooks, file).
+
+What residents read is ``broadcast.published`` on ``public.messages``: one
+record per (message, version, language) with the composed texts (push, SMS,
+full); webhook subscribers receive the same documents.
 """
 
 from __future__ import annotations
@@ -29,8 +33,11 @@ from pydantic import (
 
 from schemas.common import (
     INT_ONLY,
+    TEXT_PATTERN,
     UNIQUE_ITEMS,
+    AreaId,
     ContractModel,
+    ExternalId,
     Reason,
     ShelterId,
     Slug,
@@ -39,6 +46,8 @@ from schemas.common import (
     no_duplicates,
 )
 from schemas.envelope import Envelope
+from schemas.evacuation import OrderLevel
+from schemas.hazards import Hazard
 
 __all__ = [
     "BroadcastDelivered",
@@ -46,6 +55,8 @@ __all__ = [
     "BroadcastFailed",
     "BroadcastFailedPayload",
     "BroadcastKind",
+    "BroadcastPublished",
+    "BroadcastPublishedPayload",
     "BroadcastRequested",
     "BroadcastRequestedPayload",
     "Channel",
@@ -58,7 +69,7 @@ Language = Annotated[
     StringConstraints(pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8}){0,3}$", max_length=35),
     Field(examples=["ja", "en", "zh", "ko"]),
 ]
-Channel = Annotated[Slug, Field(examples=["public-feed", "webhook", "file"])]
+Channel = Annotated[Slug, Field(examples=["public-feed", "cap-feed", "webhook-city-app"])]
 """A configured delivery channel."""
 
 Attempt = Annotated[int, Strict(), Field(ge=1, le=1000)]
@@ -72,11 +83,26 @@ class BroadcastKind(StrEnum):
     ORDER_LIFTED = "order_lifted"
     SHELTER_OPENED = "shelter_opened"
     SHELTER_CLOSED = "shelter_closed"
+    SHELTER_FULL = "shelter_full"
 
 
 _ORDER_KINDS = frozenset(
     {BroadcastKind.ORDER_ISSUED, BroadcastKind.ORDER_UPDATED, BroadcastKind.ORDER_LIFTED}
 )
+
+
+def _subject_for_kind(value: object, info: ValidationInfo) -> object:
+    # An order message names its order, a shelter message its shelter, never both.
+    kind = info.data.get("kind")
+    if kind is None:
+        return value
+    wants_order = kind in _ORDER_KINDS
+    wanted = "order_id" if wants_order else "shelter_id"
+    if info.field_name == wanted and value is None:
+        raise ValueError(f"{wanted} is required for kind {kind.value}")
+    if info.field_name != wanted and value is not None:
+        raise ValueError(f"{info.field_name} is not allowed for kind {kind.value}")
+    return value
 
 
 class BroadcastRequestedPayload(ContractModel):
@@ -108,16 +134,7 @@ class BroadcastRequestedPayload(ContractModel):
     @field_validator("order_id", "shelter_id")
     @classmethod
     def _subject_fits_kind(cls, value: object, info: ValidationInfo) -> object:
-        kind = info.data.get("kind")
-        if kind is None:
-            return value
-        wants_order = kind in _ORDER_KINDS
-        wanted = "order_id" if wants_order else "shelter_id"
-        if info.field_name == wanted and value is None:
-            raise ValueError(f"{wanted} is required for kind {kind.value}")
-        if info.field_name != wanted and value is not None:
-            raise ValueError(f"{info.field_name} is not allowed for kind {kind.value}")
-        return value
+        return _subject_for_kind(value, info)
 
 
 class BroadcastRequested(Envelope):
@@ -189,3 +206,61 @@ class BroadcastFailed(Envelope):
     type: Literal["broadcast.failed"]
     schema_version: Annotated[Literal[1], INT_ONLY]
     payload: BroadcastFailedPayload
+
+
+def _text(max_length: int, *, min_length: int = 1) -> StringConstraints:
+    return StringConstraints(min_length=min_length, max_length=max_length, pattern=TEXT_PATTERN)
+
+
+class BroadcastPublishedPayload(ContractModel):
+    """One language of one message version, composed from the region pack's reviewed templates.
+
+    Drill traffic (envelope ``exercise`` true) carries the drill marking in every
+    text; it is never published on a live channel.
+    """
+
+    message_id: UUID
+    """Stable id of the message across versions (derived from the order or shelter)."""
+    version: Version
+    """Message version; a higher version supersedes the text of a lower one."""
+    kind: BroadcastKind
+    """What the message announces."""
+    order_id: UUID | None = Field(default=None, validate_default=True)
+    """The order announced (order kinds)."""
+    shelter_id: ShelterId | None = Field(default=None, validate_default=True)
+    """The shelter announced (shelter kinds)."""
+    language: Language
+    """Language of the texts (ja, en, zh, ko)."""
+    headline: Annotated[str, _text(200)]
+    """One line: the level's official wording, hazard and areas, or the shelter's news."""
+    push: Annotated[str, _text(400)]
+    """Short variant for app push notifications."""
+    sms: Annotated[str, _text(200)]
+    """SMS-length variant (at most 70 characters in Japanese, Chinese and Korean)."""
+    full: Annotated[str, _text(5000)]
+    """Full text: what, where, which shelters, what to do."""
+    area_ids: Annotated[
+        tuple[AreaId, ...],
+        Field(max_length=200, json_schema_extra=UNIQUE_ITEMS),
+        AfterValidator(no_duplicates),
+    ] = ()
+    """Areas the message concerns (an order's areas; a shelter's district)."""
+    level: OrderLevel | None = None
+    """The order's alert level (3, 4 or 5); null for shelter messages."""
+    hazard: Hazard | None = None
+    """The order's hazard; null for shelter messages."""
+    cap_identifier: ExternalId | None = None
+    """Identifier of the CAP 1.2 alert of this version (order kinds), served under /cap/alerts/."""
+
+    @field_validator("order_id", "shelter_id")
+    @classmethod
+    def _subject_fits_kind(cls, value: object, info: ValidationInfo) -> object:
+        return _subject_for_kind(value, info)
+
+
+class BroadcastPublished(Envelope):
+    """A public message was published in one language (public feed, webhooks)."""
+
+    type: Literal["broadcast.published"]
+    schema_version: Annotated[Literal[1], INT_ONLY]
+    payload: BroadcastPublishedPayload

@@ -23,20 +23,28 @@ from typing import Annotated, Any, TypeAlias, cast, get_args
 
 from pydantic import Field, TypeAdapter, ValidationError
 
-from schemas.broadcasts import BroadcastDelivered, BroadcastFailed, BroadcastRequested
+from schemas.broadcasts import (
+    BroadcastDelivered,
+    BroadcastFailed,
+    BroadcastPublished,
+    BroadcastRequested,
+)
 from schemas.common import dotted
 from schemas.envelope import Envelope
 from schemas.errors import FieldProblem, InvalidEvent, MalformedEvent, UnknownEventType
 from schemas.evacuation import (
+    CommandRejected,
     EvacuationCommand,
     EvacuationRecommended,
     OrderIssued,
     OrderLifted,
     OrderUpdated,
+    RecommendationClosed,
 )
-from schemas.hazards import GaugeReading, HazardWarning, SeismicIntensity
+from schemas.hazards import GaugeReading, HazardDataQuality, HazardWarning, SeismicIntensity
 from schemas.reports import ReportAccepted, ReportRejected, ReportSubmitted
 from schemas.shelters import (
+    ShelterAreaSummary,
     ShelterCapacityAlert,
     ShelterClosed,
     ShelterNeedsReported,
@@ -66,17 +74,22 @@ _AnyEvent: TypeAlias = (
     | ShelterNeedsReported
     | ShelterStatusChanged
     | ShelterCapacityAlert
+    | ShelterAreaSummary
     | GaugeReading
     | HazardWarning
     | SeismicIntensity
+    | HazardDataQuality
     | EvacuationRecommended
+    | RecommendationClosed
     | EvacuationCommand
+    | CommandRejected
     | OrderIssued
     | OrderUpdated
     | OrderLifted
     | BroadcastRequested
     | BroadcastDelivered
     | BroadcastFailed
+    | BroadcastPublished
 )
 
 Event: TypeAlias = Annotated[_AnyEvent, Field(discriminator="type")]

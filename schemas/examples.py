@@ -16,20 +16,28 @@ from datetime import datetime, timedelta, timezone
 from types import MappingProxyType
 from typing import Any, cast
 
-from schemas.broadcasts import BroadcastDelivered, BroadcastFailed, BroadcastRequested
+from schemas.broadcasts import (
+    BroadcastDelivered,
+    BroadcastFailed,
+    BroadcastPublished,
+    BroadcastRequested,
+)
 from schemas.deadletter import DeadLetter
 from schemas.envelope import Envelope, derive_id, new_event
 from schemas.evacuation import (
+    CommandRejected,
     EvacuationCommand,
     EvacuationRecommended,
     OrderIssued,
     OrderLifted,
     OrderUpdated,
+    RecommendationClosed,
 )
 from schemas.events import EVENT_CLASSES, Event
-from schemas.hazards import GaugeReading, HazardWarning, SeismicIntensity
+from schemas.hazards import GaugeReading, HazardDataQuality, HazardWarning, SeismicIntensity
 from schemas.reports import ReportAccepted, ReportRejected, ReportSubmitted
 from schemas.shelters import (
+    ShelterAreaSummary,
     ShelterCapacityAlert,
     ShelterClosed,
     ShelterNeedsReported,
@@ -109,6 +117,25 @@ def _build() -> dict[str, Envelope]:
             },
             -5,
             "jma-feed",
+        )
+    )
+    add(
+        _make(
+            HazardDataQuality,
+            {
+                "gauge_id": "nihonbashigawa-manaitabashi",
+                "status": "stale",
+                "last_observed_at": _at(-20),
+                "last_reading_event_id": derive_id("example", "reading", "manaitabashi"),
+                "silent_seconds": 1260,
+                "expected_period_seconds": 1200,
+                "area_ids": ["fujimi", "jimbocho", "kanda-koen", "kojimachi"],
+                "message": "日本橋川（俎橋）の水位が21分間届いていません（報告間隔10分の2倍を超過）。"
+                "最終観測値は判断に使いません。",
+            },
+            1,
+            "evacuation-decision",
+            cause=gauge,
         )
     )
     add(
@@ -213,6 +240,8 @@ def _build() -> dict[str, Envelope]:
             {
                 "shelter_id": _SHELTER,
                 "occupancy": 540,
+                "households": 212,
+                "special_care": 31,
                 "capacity": 650,
                 "reported_by": _SHELTER_TEAM,
             },
@@ -244,6 +273,8 @@ def _build() -> dict[str, Envelope]:
                 "previous_status": "open",
                 "name": "区立スポーツセンター",
                 "occupancy": 540,
+                "households": 212,
+                "special_care": 31,
                 "capacity": 650,
                 "needs": {"water": "ok", "food": "low", "medical": "ok", "sanitation": "low"},
                 "power": {"kind": "generator", "fuel_hours_left": 5.5},
@@ -254,6 +285,30 @@ def _build() -> dict[str, Envelope]:
             55,
             "shelter-tracker",
             cause=occupancy,
+        )
+    )
+    status_changed = out["shelter.status_changed"]
+    add(
+        _make(
+            ShelterAreaSummary,
+            {
+                "area_id": "kanda-koen",
+                "version": 7,
+                "shelters": {"closed": 1, "crowded": 1, "closing": 1},
+                "shelters_open": 1,
+                "capacity": 650,
+                "occupancy": 562,
+                "free_capacity": 110,
+                "by_hazard": [
+                    {"hazard": "flood", "shelters_open": 1, "free_capacity": 110},
+                    {"hazard": "storm_surge", "shelters_open": 1, "free_capacity": 110},
+                    {"hazard": "earthquake", "shelters_open": 1, "free_capacity": 110},
+                    {"hazard": "inland_flood", "shelters_open": 1, "free_capacity": 110},
+                ],
+            },
+            55,
+            "shelter-tracker",
+            cause=status_changed,
         )
     )
     add(
@@ -301,12 +356,47 @@ def _build() -> dict[str, Envelope]:
             {
                 "action": "approve",
                 "operator": "hq-duty-officer",
+                "operator_role": "hq",
                 "recommendation_id": _RECOMMENDATION_ID,
                 "reason": "現地の浸水報告と一致。承認する。",
             },
             8,
             "gateway",
             cause=recommended,
+        )
+    )
+    add(
+        _make(
+            RecommendationClosed,
+            {
+                "recommendation_id": derive_id("example", "recommendation", "fujimi"),
+                "kind": "issue",
+                "area_ids": ["fujimi"],
+                "level": 3,
+                "hazard": "flood",
+                "outcome": "rejected",
+                "reason": "富士見地区は高台で浸水想定区域外。現地確認のうえ見送る。",
+                "operator": "hq-duty-officer",
+                "command_event_id": derive_id("example", "command", "reject-fujimi"),
+            },
+            9,
+            "evacuation-decision",
+        )
+    )
+    add(
+        _make(
+            CommandRejected,
+            {
+                "command_event_id": derive_id("example", "command", "field-approve"),
+                "action": "approve",
+                "operator": "kanda-koen-team-3",
+                "operator_role": "field",
+                "recommendation_id": _RECOMMENDATION_ID,
+                "code": "forbidden_role",
+                "reason": "役割 field の利用者は避難の判断を指示できません（本部 hq のみ）。",
+            },
+            8.5,
+            "evacuation-decision",
         )
     )
     issued = add(
@@ -421,6 +511,33 @@ def _build() -> dict[str, Envelope]:
             8.2,
             "broadcaster",
             cause=requested,
+        )
+    )
+    add(
+        _make(
+            BroadcastPublished,
+            {
+                "message_id": _MESSAGE_ID,
+                "version": 1,
+                "kind": "order_issued",
+                "order_id": _ORDER_ID,
+                "language": "ja",
+                "headline": "警戒レベル4 避難指示（洪水）神田公園地区、万世橋地区",
+                "push": "千代田区：神田公園地区、万世橋地区に警戒レベル4 避難指示（洪水）。"
+                "危険な場所から全員避難してください。",
+                "sms": "警戒レベル4 避難指示（洪水）神田公園地区、万世橋地区。危険な場所から全員避難",
+                "full": "千代田区は神田公園地区、万世橋地区に警戒レベル4 避難指示を発令しました"
+                "（洪水）。\n危険な場所から全員避難してください。\n避難先：区立スポーツセンター、"
+                "神田一橋中学校\n避難所への移動が危険なときは、近くの安全な場所や"
+                "建物の上の階に避難してください。\n千代田区災害対策本部",
+                "area_ids": ["kanda-koen", "manseibashi"],
+                "level": 4,
+                "hazard": "flood",
+                "cap_identifier": f"sonae-chiyoda-{_ORDER_ID}-v1",
+            },
+            8.1,
+            "broadcaster",
+            cause=issued,
         )
     )
     return out

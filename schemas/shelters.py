@@ -8,6 +8,17 @@ full state, on a compacted topic) and ``shelter.capacity_alert``.
 State machine (owned by the tracker, recorded here as the vocabulary):
 closed → opening → open → crowded → full → closing → closed. A shelter's
 capacity comes from the region pack unless staff report the real figure.
+docs/shelter-tracker.md has the transition table, thresholds and hysteresis.
+
+Area aggregates (topic ``shelters.areas``, compacted, keyed by area):
+``shelter.area_summary`` counts an area's shelters by status and sums their
+capacity, occupancy and free capacity, in total and per designated hazard, for
+the evacuation decision and the COP.
+
+Added to version 1 before any publication outside tests (so without a version
+bump or an upcaster): ``households`` and ``special_care`` in
+``shelter.occupancy_reported`` and in ``ShelterState``, both optional with a
+null default; and the ``shelter.area_summary`` event.
 """
 
 from __future__ import annotations
@@ -20,6 +31,7 @@ from pydantic import AfterValidator, Field, Strict, ValidationInfo, field_valida
 from schemas.common import (
     INT_ONLY,
     UNIQUE_ITEMS,
+    AreaId,
     ContractModel,
     Count,
     Name,
@@ -35,12 +47,16 @@ from schemas.hazards import Hazard
 
 __all__ = [
     "AlertKind",
+    "AreaHazardCapacity",
+    "AreaStatusCounts",
     "ClosingStage",
     "NeedLevel",
     "Needs",
     "OpeningStage",
     "Power",
     "PowerKind",
+    "ShelterAreaSummary",
+    "ShelterAreaSummaryPayload",
     "ShelterCapacityAlert",
     "ShelterCapacityAlertPayload",
     "ShelterClosed",
@@ -58,6 +74,8 @@ __all__ = [
 
 Hours = Annotated[float, Strict(), Field(ge=0.0, le=10_000.0, allow_inf_nan=False)]
 """A duration in hours, 0..10000."""
+Total = Annotated[int, Strict(), Field(ge=0, le=10_000_000)]
+"""A sum of head counts or capacities over several shelters, 0..10000000."""
 
 
 class ShelterStatus(StrEnum):
@@ -200,6 +218,11 @@ class ShelterOccupancyReportedPayload(ContractModel):
     """The shelter (region-pack id)."""
     occupancy: Count
     """People currently sheltering."""
+    households: Count | None = None
+    """Households among them, if counted in this count."""
+    special_care: Count | None = None
+    """People needing special care among them (要配慮者: elderly, disabled, infants,
+    pregnant, ill), if counted in this count."""
     capacity: Count | None = None
     """Actual capacity if it differs from the region pack's planned figure."""
     reported_by: Reporter
@@ -263,6 +286,10 @@ class ShelterState(ContractModel):
     """Display name (from the region pack)."""
     occupancy: Count = 0
     """People sheltering at the last count."""
+    households: Count | None = None
+    """Households at the last count; null when that count did not include them."""
+    special_care: Count | None = None
+    """People needing special care at the last count; null when not counted."""
     capacity: Count | None = None
     """Capacity in use (reported, else planned); null when unknown."""
     needs: Needs = Needs()
@@ -352,3 +379,76 @@ class ShelterCapacityAlert(Envelope):
     type: Literal["shelter.capacity_alert"]
     schema_version: Annotated[Literal[1], INT_ONLY]
     payload: ShelterCapacityAlertPayload
+
+
+# --- area aggregates, derived by the shelter tracker --------------------------
+
+
+class AreaStatusCounts(ContractModel):
+    """How many of an area's shelters are in each status (never-reported ones are closed)."""
+
+    closed: Count = 0
+    """Closed (including shelters never reported)."""
+    opening: Count = 0
+    """Being prepared, not yet receiving evacuees."""
+    open: Count = 0
+    """Receiving evacuees, below the crowded threshold."""
+    crowded: Count = 0
+    """Receiving evacuees, at or above the crowded threshold."""
+    full: Count = 0
+    """At or above capacity."""
+    closing: Count = 0
+    """Not admitting; evacuees leaving."""
+
+
+class AreaHazardCapacity(ContractModel):
+    """Open shelters and free capacity in an area for one designated hazard."""
+
+    hazard: Hazard
+    """The hazard the counted shelters are designated for."""
+    shelters_open: Count
+    """Shelters designated for the hazard that are open, crowded or full."""
+    free_capacity: Total
+    """Free places in those of them that are open or crowded (full ones admit no one)."""
+
+
+def _one_entry_per_hazard(
+    entries: tuple[AreaHazardCapacity, ...],
+) -> tuple[AreaHazardCapacity, ...]:
+    hazards = [entry.hazard for entry in entries]
+    if len(set(hazards)) != len(hazards):
+        raise ValueError("each hazard may appear only once")
+    return entries
+
+
+class ShelterAreaSummaryPayload(ContractModel):
+    """The shelters of one area (district) at a glance; the compacted topic keeps the latest."""
+
+    area_id: AreaId
+    """The area (region-pack district id)."""
+    version: Version
+    """Increases by one with every change of this summary; consumers keep the highest."""
+    shelters: AreaStatusCounts
+    """The area's shelters (every one in the region pack) by status."""
+    shelters_open: Count
+    """Shelters open to evacuees: open, crowded or full."""
+    capacity: Total
+    """Capacity of the open, crowded and full shelters."""
+    occupancy: Total
+    """People at the area's shelters, whatever their status."""
+    free_capacity: Total
+    """Free places in open and crowded shelters (capacity minus occupancy, never below 0)."""
+    by_hazard: Annotated[
+        tuple[AreaHazardCapacity, ...],
+        Field(max_length=7),
+        AfterValidator(_one_entry_per_hazard),
+    ] = ()
+    """Per hazard some shelter of the area is designated for: open shelters, free capacity."""
+
+
+class ShelterAreaSummary(Envelope):
+    """The shelter tracker's summary of one area's shelters changed."""
+
+    type: Literal["shelter.area_summary"]
+    schema_version: Annotated[Literal[1], INT_ONLY]
+    payload: ShelterAreaSummaryPayload

@@ -18,10 +18,15 @@ that is not null is used:
   else the recommendation id, so proposals about one order stay ordered.
 - ``evacuation.commands``: the recommendation decided on, else the order
   lifted or updated, else the command's own event id (a fresh manual order).
+  A refusal (``evacuation.command_rejected``) is keyed like its command, so it
+  follows the command on the same partition.
 - ``evacuation.orders``: the order id. The topic is *compacted*: an order's
   latest version is its state, so a cold-starting consumer (gateway, broadcaster)
   reads current orders from the topic; the PostgreSQL event store keeps every
   version for audit.
+- ``shelters.areas``: the area (district) id. Compacted: an area's latest
+  summary is its state, so the evacuation decision and the COP read every
+  area's shelter availability from the topic on a cold start.
 - ``hazards.observations``: the gauge, warning or quake id (each is its own
   aggregate: readings of one gauge, updates of one warning stay ordered).
 
@@ -170,28 +175,54 @@ _SPECS = (
         key_paths=_frozen({"shelter.capacity_alert": ("payload.shelter_id",)}),
     ),
     TopicSpec(
+        name="shelters.areas",
+        description=(
+            "Per area: shelters by status, capacity, occupancy and free capacity, in total "
+            "and per designated hazard (latest kept by compaction)."
+        ),
+        key="area",
+        key_paths=_frozen({"shelter.area_summary": ("payload.area_id",)}),
+        cleanup="compact",
+    ),
+    TopicSpec(
         name="hazards.observations",
-        description="River gauge readings, warnings (JMA, CAP, manual), seismic intensity.",
+        description=(
+            "River gauge readings, warnings (JMA, CAP, manual), seismic intensity, and "
+            "gauge data-quality warnings from the decision service."
+        ),
         key="gauge, warning or quake",
         key_paths=_frozen(
             {
                 "hazard.gauge_reading": ("payload.gauge_id",),
                 "hazard.warning": ("payload.warning_id",),
                 "hazard.seismic_intensity": ("payload.quake_id",),
+                "hazard.data_quality": ("payload.gauge_id",),
             }
         ),
     ),
     TopicSpec(
         name="evacuation.recommendations",
-        description="Proposals from the decision rules, with rationale and evidence, for HQ.",
+        description=(
+            "Proposals from the decision rules, with rationale and evidence, for HQ; "
+            "and how each one that did not become an order was closed."
+        ),
         key="order (else recommendation)",
         key_paths=_frozen(
-            {"evacuation.recommended": ("payload.order_id", "payload.recommendation_id")}
+            {
+                "evacuation.recommended": ("payload.order_id", "payload.recommendation_id"),
+                "evacuation.recommendation_closed": (
+                    "payload.order_id",
+                    "payload.recommendation_id",
+                ),
+            }
         ),
     ),
     TopicSpec(
         name="evacuation.commands",
-        description="HQ commands: approve or reject a recommendation, issue or lift an order.",
+        description=(
+            "HQ commands: approve or reject a recommendation, issue or lift an order; "
+            "and the decision service's refusals."
+        ),
         key="recommendation (else order, else command)",
         key_paths=_frozen(
             {
@@ -199,7 +230,12 @@ _SPECS = (
                     "payload.recommendation_id",
                     "payload.order_id",
                     "event_id",
-                )
+                ),
+                "evacuation.command_rejected": (
+                    "payload.recommendation_id",
+                    "payload.order_id",
+                    "payload.command_event_id",
+                ),
             }
         ),
     ),
@@ -232,6 +268,15 @@ _SPECS = (
                 "broadcast.failed": ("payload.message_id",),
             }
         ),
+    ),
+    TopicSpec(
+        name="public.messages",
+        description=(
+            "What residents read: one record per message version and language with the "
+            "composed texts (the gateway streams it; webhook subscribers get the same documents)."
+        ),
+        key="message",
+        key_paths=_frozen({"broadcast.published": ("payload.message_id",)}),
     ),
     TopicSpec(
         name="deadletter",

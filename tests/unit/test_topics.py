@@ -42,9 +42,9 @@ def test_topic_names_are_valid_kafka_names_without_underscores() -> None:
 
 
 def test_state_topics_are_compacted_and_others_delete() -> None:
-    """shelters.state and evacuation.orders are compacted; the rest use retention."""
+    """shelters.state, shelters.areas and evacuation.orders are compacted; the rest delete."""
     compacted = {name for name, spec in CATALOGUE.items() if spec.cleanup == "compact"}
-    assert compacted == {"shelters.state", "evacuation.orders"}
+    assert compacted == {"shelters.state", "shelters.areas", "evacuation.orders"}
     for spec in CATALOGUE.values():
         assert spec.configs["cleanup.policy"] == spec.cleanup
         assert ("retention.ms" in spec.configs) == (spec.cleanup == "delete")
