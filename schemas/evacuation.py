@@ -7,7 +7,9 @@ manually, lift); the decision service turns an approval or a manual issue into
 ``evacuation.order_lifted``.
 
 Commands and events are named apart: :class:`EvacuationCommand` is a request
-by a person (it may be refused); the ``evacuation.order_*`` events are facts.
+by a person (it may be refused: ``evacuation.command_rejected`` says why); the
+``evacuation.order_*`` events and ``evacuation.recommendation_closed`` (a
+recommendation rejected by HQ, superseded or withdrawn) are facts.
 
 Levels follow the 5-level alert scale (警戒レベル); orders use 3 (高齢者等避難),
 4 (避難指示) and 5 (緊急安全確保).
@@ -42,6 +44,8 @@ __all__ = [
     "ALERT_LEVEL_LABELS_JA",
     "AlertLevel",
     "CommandAction",
+    "CommandRejected",
+    "CommandRejectedPayload",
     "EvacuationCommand",
     "EvacuationCommandPayload",
     "EvacuationRecommended",
@@ -53,7 +57,10 @@ __all__ = [
     "OrderLiftedPayload",
     "OrderUpdated",
     "OrderUpdatedPayload",
+    "RecommendationClosed",
+    "RecommendationClosedPayload",
     "RecommendationKind",
+    "RecommendationOutcome",
 ]
 
 
@@ -189,6 +196,10 @@ class EvacuationCommandPayload(ContractModel):
     """What HQ asks for."""
     operator: ActorId
     """The authenticated HQ user (token subject) who decided."""
+    # Added to version 1 with a default (the type had no producer outside tests):
+    # a command that does not state its role is refused, never assumed to be HQ's.
+    operator_role: Slug | None = None
+    """The role in the operator's token (``hq``, ``field``, ...); only ``hq`` may decide."""
     recommendation_id: UUID | None = Field(default=None, validate_default=True)
     """The recommendation approved or rejected."""
     order_id: UUID | None = Field(default=None, validate_default=True)
@@ -232,6 +243,84 @@ class EvacuationCommand(Envelope):
     type: Literal["evacuation.command"]
     schema_version: Annotated[Literal[1], INT_ONLY]
     payload: EvacuationCommandPayload
+
+
+# --- outcomes of recommendations and commands ------------------------------
+
+
+class RecommendationOutcome(StrEnum):
+    """How a recommendation ended without becoming (or changing) an order."""
+
+    REJECTED = "rejected"
+    """HQ rejected it, with a reason."""
+    SUPERSEDED = "superseded"
+    """A newer recommendation or an order change for the same area and hazard replaced it."""
+    WITHDRAWN = "withdrawn"
+    """The conditions that triggered it cleared before HQ decided."""
+
+
+class RecommendationClosedPayload(ContractModel):
+    """A recommendation that will not be carried out, and why."""
+
+    recommendation_id: UUID
+    """The recommendation closed."""
+    kind: RecommendationKind
+    """Its kind (issue, raise or lift)."""
+    order_id: UUID | None = None
+    """The order it would have raised or lifted; null for issue."""
+    area_ids: AreaIds
+    """Its areas."""
+    level: OrderLevel
+    """Its level."""
+    hazard: Hazard
+    """Its hazard."""
+    outcome: RecommendationOutcome
+    """Rejected by HQ, superseded, or withdrawn."""
+    reason: Reason
+    """HQ's reason for a rejection; otherwise what replaced it or what cleared."""
+    operator: ActorId | None = None
+    """The HQ operator who rejected it; null when the decision service closed it."""
+    command_event_id: UUID | None = None
+    """The rejecting command; null when the decision service closed it."""
+    superseded_by: UUID | None = None
+    """The recommendation or order that replaced it (outcome superseded)."""
+
+
+class RecommendationClosed(Envelope):
+    """A recommendation was rejected by HQ, superseded or withdrawn."""
+
+    type: Literal["evacuation.recommendation_closed"]
+    schema_version: Annotated[Literal[1], INT_ONLY]
+    payload: RecommendationClosedPayload
+
+
+class CommandRejectedPayload(ContractModel):
+    """Why the decision service refused an HQ command (the command changed nothing)."""
+
+    command_event_id: UUID
+    """The refused ``evacuation.command``."""
+    action: CommandAction
+    """What it asked for."""
+    operator: ActorId
+    """Who sent it."""
+    operator_role: Slug | None = None
+    """The role it stated (null when it stated none)."""
+    recommendation_id: UUID | None = None
+    """The recommendation it named, if any."""
+    order_id: UUID | None = None
+    """The order it named, if any."""
+    code: Slug
+    """Stable reason, e.g. ``forbidden_role``, ``unknown_recommendation``, ``superseded``."""
+    reason: Reason
+    """The reason in words (Japanese), shown to the operator."""
+
+
+class CommandRejected(Envelope):
+    """An HQ command was refused, with the reason."""
+
+    type: Literal["evacuation.command_rejected"]
+    schema_version: Annotated[Literal[1], INT_ONLY]
+    payload: CommandRejectedPayload
 
 
 # --- orders -----------------------------------------------------------------

@@ -6,7 +6,9 @@ events (which hazard an order is for).
 
 These events are produced by intake from machine sources (gauge feeds, JMA,
 ingested CAP alerts) and from manual entry, and consumed by the evacuation
-decision rules.
+decision rules. The decision service adds ``hazard.data_quality`` when a gauge
+falls silent for longer than its reporting period allows (and when it reports
+again), so a silent gauge never silently holds its last level.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Literal
+from uuid import UUID
 
 from pydantic import Field, Strict, ValidationInfo, field_validator
 
@@ -24,6 +27,7 @@ from schemas.common import (
     ContractModel,
     ExternalId,
     GaugeId,
+    LongText,
     ShortText,
     Slug,
     UtcDatetime,
@@ -33,9 +37,12 @@ from schemas.envelope import Envelope
 __all__ = [
     "HAZARD_LABELS_JA",
     "AreaIntensity",
+    "DataQualityStatus",
     "GaugeReading",
     "GaugeReadingPayload",
     "Hazard",
+    "HazardDataQuality",
+    "HazardDataQualityPayload",
     "HazardWarning",
     "HazardWarningPayload",
     "SeismicIntensity",
@@ -231,3 +238,44 @@ class SeismicIntensity(Envelope):
     type: Literal["hazard.seismic_intensity"]
     schema_version: Annotated[Literal[1], INT_ONLY]
     payload: SeismicIntensityPayload
+
+
+# --- data quality ----------------------------------------------------------
+
+
+class DataQualityStatus(StrEnum):
+    """Whether a source's data can be relied on."""
+
+    STALE = "stale"
+    """Silent for longer than its reporting period allows: its last value is not current."""
+    RESTORED = "restored"
+    """Reporting again after being stale."""
+
+
+class HazardDataQualityPayload(ContractModel):
+    """A gauge went silent (or came back), judged in event time."""
+
+    gauge_id: GaugeId
+    """The gauge, as defined in the region pack."""
+    status: DataQualityStatus
+    """Stale, or restored."""
+    last_observed_at: UtcDatetime
+    """When the gauge last measured (for restored: the measurement before the gap)."""
+    last_reading_event_id: UUID
+    """The ``hazard.gauge_reading`` with that measurement."""
+    silent_seconds: Annotated[int, Strict(), Field(ge=0, le=10_000_000)]
+    """How long it had been silent, in event time, when this was judged."""
+    expected_period_seconds: Annotated[int, Strict(), Field(gt=0, le=10_000_000)]
+    """The longest silence the rules allow (reporting period × stale factor)."""
+    area_ids: AreaIds
+    """The areas whose decisions rely on the gauge."""
+    message: Annotated[LongText, Field(min_length=1)]
+    """What HQ should know, in words (Japanese)."""
+
+
+class HazardDataQuality(Envelope):
+    """A gauge's data became stale, or was restored (decision service, event time)."""
+
+    type: Literal["hazard.data_quality"]
+    schema_version: Annotated[Literal[1], INT_ONLY]
+    payload: HazardDataQualityPayload
