@@ -271,6 +271,11 @@ def service_list() -> None:
 
 
 # --- commands contributed by service packages (one line each) ---------------------
+from services.intake.cli import report, shelter_status, token  # noqa: E402
+
+main.add_command(token)
+main.add_command(report)
+main.add_command(shelter_status)
 
 
 if __name__ == "__main__":

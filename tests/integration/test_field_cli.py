@@ -1,0 +1,161 @@
+"""The field CLI: a report is kept locally until intake acknowledges it, never lost or doubled."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from infra.embedded.processes import free_port
+from schemas.topics import qualified
+from services.common.auth import Role
+from tests.integration.test_intake_http import (
+    SHELTER,
+    Running,
+    make_settings,
+    read_topic,
+    start_intake,
+    token,
+)
+from tests.support import wait_for
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+async def running(kafka_bootstrap: str, database_url: str, namespace: str,
+                  db_pool: asyncpg.Pool) -> AsyncIterator[Running]:
+    """Intake for one test."""
+    async for r in start_intake(make_settings(kafka_bootstrap, database_url, namespace),
+                                db_pool):
+        yield r
+
+
+async def sonae(outbox: Path, url: str, *args: str, role: Role = Role.FIELD
+                ) -> tuple[int, str]:
+    """Run `sonae ARGS` as a real process; return its exit status and combined output."""
+    env = {**os.environ, "SONAE_FIELD_OUTBOX": str(outbox), "SONAE_INTAKE_URL": url,
+           "SONAE_TOKEN": token(role, "kanda-team-1")}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "infra.cli", *args, cwd=ROOT, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    out, _ = await asyncio.wait_for(process.communicate(), 60)
+    return process.returncode or 0, out.decode()
+
+
+REPORT = ("report", "--category", "fire", "--severity", "4", "--lat", "35.69282",
+          "--lon", "139.7658", "--text", "神田司町で火災")
+
+
+def entries(outbox: Path) -> list[dict[str, object]]:
+    """The CLI's outbox file."""
+    return [json.loads(line) for line in outbox.read_text().splitlines() if line.strip()]
+
+
+async def reports_on_topic(running: Running) -> list[dict[str, object]]:
+    """The report events published so far (once the outbox is drained)."""
+    await wait_for(lambda: _drained(running), what="outbox drained")
+    records = await read_topic(running.settings,
+                               qualified("reports", running.settings.namespace))
+    return [json.loads(r.value) for r in records if r.value]
+
+
+async def _drained(running: Running) -> bool:
+    return await running.backlog() == 0
+
+
+async def test_report_is_acknowledged_once(running: Running, tmp_path: Path) -> None:
+    """`sonae report` queues, sends and records the acknowledgement; one report on the topic."""
+    outbox = tmp_path / "outbox.jsonl"
+    status, out = await sonae(outbox, running.url, *REPORT)
+    assert status == 0, out
+    assert "acknowledged report" in out
+    [entry] = entries(outbox)
+    assert entry["status"] == "acknowledged"
+    status, out = await sonae(outbox, running.url, "report", "--pending")
+    assert (status, out.strip()) == (0, "nothing pending")
+    events = await reports_on_topic(running)
+    assert sorted(e["type"] for e in events) == ["report.accepted", "report.submitted"]
+
+    status, out = await sonae(outbox, running.url, "shelter-status", SHELTER, "open",
+                              "--capacity", "200", role=Role.SHELTER_STAFF)
+    assert status == 0, out
+
+
+async def test_unreachable_intake_keeps_the_report_pending(running: Running,
+                                                           tmp_path: Path) -> None:
+    """With intake unreachable the report stays pending and is listed; a flush delivers it."""
+    outbox = tmp_path / "outbox.jsonl"
+    dead = f"http://127.0.0.1:{free_port()}"
+    status, out = await sonae(outbox, dead, *REPORT, "--attempts", "1")
+    assert status == 75, out
+    [entry] = entries(outbox)
+    assert entry["status"] == "pending"
+    status, out = await sonae(outbox, dead, "report", "--pending")
+    assert status == 0 and str(entry["id"]) in out
+
+    status, out = await sonae(outbox, running.url, "report", "--flush")
+    assert status == 0, out
+    assert f"acknowledged report {entry['id']}" in out
+    assert entries(outbox)[0]["status"] == "acknowledged"
+    events = await reports_on_topic(running)
+    assert {e["payload"]["client_report_id"] for e in events if e["type"] ==  # type: ignore[index]
+            "report.submitted"} == {entry["id"]}
+
+
+@contextlib.asynccontextmanager
+async def reply_dropping_proxy(target_port: int) -> AsyncIterator[str]:
+    """A TCP proxy that forwards requests but cuts the connection when the reply starts."""
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", target_port)
+
+        async def pump() -> None:
+            while data := await reader.read(65536):
+                up_writer.write(data)
+                await up_writer.drain()
+
+        pumping = asyncio.create_task(pump())
+        try:
+            await up_reader.read(1)  # intake has answered, so it has committed
+        finally:
+            pumping.cancel()
+            writer.close()
+            up_writer.close()
+
+    port = free_port()
+    server = await asyncio.start_server(handle, "127.0.0.1", port)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_lost_reply_resend_is_200_not_a_second_report(running: Running,
+                                                            tmp_path: Path) -> None:
+    """When replies are lost the CLI resends the same id; intake answers 200 and no
+    second report is ever created."""
+    outbox = tmp_path / "outbox.jsonl"
+    port = int(running.url.rsplit(":", 1)[1])
+    async with reply_dropping_proxy(port) as flaky:
+        status, out = await sonae(outbox, flaky, *REPORT, "--attempts", "2")
+    assert status == 75, out
+    [entry] = entries(outbox)
+    assert entry["status"] == "pending" and entry["attempts"] == 2
+
+    status, out = await sonae(outbox, running.url, "report", "--flush")
+    assert status == 0, out
+    assert "(intake already had it)" in out  # a 200, not a second 202
+    events = await reports_on_topic(running)
+    assert sorted(e["type"] for e in events) == ["report.accepted", "report.submitted"]
+    async with running.pool.acquire() as conn:
+        assert await conn.fetchval("select count(*) from report_status") == 1
