@@ -22,7 +22,7 @@ role                  may
 Request bodies are the schemas' payload models plus a few request-only fields
 (``occurred_at``, ``exercise``, a discriminator), so validation, bounds and
 error paths are exactly those of the events. Fields the server can fill are
-filled *before* validation (:func:`prepare_report` and friends): a missing
+filled *before* validation (:func:`validate_report` and friends): a missing
 ``reporter`` / ``reported_by`` becomes ``{"team": <token subject>}`` and a
 shelter's id comes from the URL path.
 

@@ -147,6 +147,10 @@ def build_app(
             log.warning("storage unavailable for %s %s: %s", request.method, request.path, e)
             return _error(503, "unavailable", "storage is unavailable; retry shortly",
                           {"Retry-After": "1"})
+        except Exception:
+            # A bug, not bad input: logged with its traceback, answered in the usual shape.
+            log.exception("unexpected error in %s %s", request.method, request.path)
+            return _error(500, "internal", "internal error; the input was not recorded")
 
     @web.middleware
     async def authenticate(request: web.Request,
@@ -171,7 +175,7 @@ def build_app(
             raise _Refusal(415, "unsupported_media_type",
                            f"Content-Type must be {' or '.join(sorted(types))}, "
                            f"not {request.content_type}")
-        if types is JSON_TYPES and request.charset not in (None, "utf-8", "utf8"):
+        if types is JSON_TYPES and (request.charset or "utf-8").lower() not in ("utf-8", "utf8"):
             raise _Refusal(415, "unsupported_media_type", "JSON must be UTF-8")
         too_large = _Refusal(413, "too_large", f"the body exceeds {limit} bytes")
         if request.content_length is not None and request.content_length > limit:

@@ -11,6 +11,7 @@ resend, 409 conflict, 422 a *recorded* rejection) or raises an
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -59,6 +60,9 @@ __all__ = ["Intake", "Outcome"]
 # Natural keys (a CAP sender + identifier) are unbounded text; a btree entry must
 # stay small, so long ones are stored as their hash.
 _MAX_CLIENT_ID = 200
+# What a stored team name may be (schemas.common.Name): the rejected body's team is
+# kept only if it would have been valid, so no NUL ever reaches a text column.
+_TEAM = re.compile(r"[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]{1,100}")
 
 
 @dataclass(frozen=True)
@@ -158,7 +162,7 @@ class Intake:
         team = reporter.get("team") if isinstance(reporter, dict) else None
         row = ReportRow(
             report_id=report_id, scope=scope, client_report_id=client_report_id,
-            team=team if isinstance(team, str) and 0 < len(team) <= 100 else None,
+            team=team if isinstance(team, str) and _TEAM.fullmatch(team) else None,
             status="rejected",
             reasons=[p.model_dump(mode="json") for p in rejected.payload.reasons],
             area_id=None, outside_region=None, submitted_event_id=None, accepted_event_id=None,

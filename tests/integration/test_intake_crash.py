@@ -17,8 +17,8 @@ import asyncpg
 import pytest
 
 from infra.embedded.processes import free_port
-from infra.topics import ensure_topics
-from schemas.topics import qualified
+from infra.topics import describe_topics, ensure_topics
+from schemas.topics import CATALOGUE, qualified
 from services.common.auth import Role
 from tests.integration.test_intake_http import (
     SECRET,
@@ -119,11 +119,11 @@ async def test_broker_down_accepts_and_sigkill_loses_nothing(
         kafka_bootstrap: str, database_url: str, namespace: str, db_pool: asyncpg.Pool,
         intake_env: tuple[dict[str, str], Path]) -> None:
     """With the broker down intake still answers 202; killed with SIGKILL before publishing
-    and restarted against the broker, it publishes every acknowledged event exactly once."""
+    and restarted against a broker without its topics (as after a restart of the
+    memory-only broker), it creates them and publishes every acknowledged event once."""
     env, log = intake_env
     settings = make_settings(kafka_bootstrap, database_url, namespace)
-    await prepare_schema(db_pool)
-    await ensure_topics(settings, namespace)
+    await prepare_schema(db_pool)  # no topics: the namespace is empty on the broker
     intake = IntakeProcess(env, log)
     async with aiohttp.ClientSession() as session:
         try:
@@ -144,6 +144,8 @@ async def test_broker_down_accepts_and_sigkill_loses_nothing(
     published = [json.loads(r.value)["event_id"] for r in records if r.value]
     acknowledged = [event_id for ack in acks for event_id in ack["event_ids"]]
     assert sorted(published) == sorted(acknowledged)  # every one, each exactly once
+    described = {t.name: t for t in await describe_topics(settings, namespace)}
+    assert described[qualified("reports", namespace)].partitions == CATALOGUE["reports"].partitions
 
 
 async def test_sigkill_while_publishing_loses_and_doubles_nothing(

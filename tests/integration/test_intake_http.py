@@ -383,6 +383,9 @@ NASTY: list[bytes] = [
     b'{"client_report_id": "n-9", "' + b"k" * 5000 + b'": 1}',
     json.dumps({"client_report_id": "n-10", "location": None, "area_id": None,
                 "category": "fire", "severity": 1}).encode(),
+    json.dumps(report_body("n-11", severity=9, reporter={"team": "a\u0000b"})).encode(),
+    json.dumps(report_body("n-12", severity=9, **{"k\u0000": 1, "x" * 300: 2})).encode(),
+    json.dumps(report_body("n-13", exercise="yes", occurred_at="soon")).encode(),
 ]
 
 
