@@ -1,0 +1,633 @@
+"""The shelter tracker's rules: a pure state machine per shelter, and area aggregates.
+
+Nothing here does I/O or reads a clock: rules use event time (``occurred_at``)
+only, the caller passes ``recorded_at`` for the events it will publish, and
+every derived event id comes from :func:`~schemas.envelope.derive_id` over the
+input event's id, so replaying the same input yields the same events.
+
+Per shelter, :func:`decide` folds one update into the tracked state:
+
+    (Tracked, update) -> Decision(outcome, Tracked, events to emit, reason)
+
+- a duplicate ``event_id`` or an update older than the last applied one is
+  ignored (outcome ``duplicate`` / ``stale``, with the reason);
+- a count that is negative, over a sane bound, or inconsistent is rejected
+  (outcome ``rejected``, with the reason naming the field); the adapter
+  dead-letters it;
+- otherwise the new state is derived; if it differs from the current one its
+  version increases by one and ``shelter.status_changed`` is emitted, plus a
+  ``shelter.capacity_alert`` for every threshold crossed (with hysteresis).
+
+Per area, :func:`decide_area` folds the shelters' published states into one
+``shelter.area_summary``. docs/shelter-tracker.md has the transition table and
+the reasons for each decision.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Final, Self, TypeAlias
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from schemas.envelope import derive_id, new_event
+from schemas.hazards import Hazard
+from schemas.region import Region
+from schemas.shelters import (
+    AlertKind,
+    AreaHazardCapacity,
+    AreaStatusCounts,
+    ClosingStage,
+    Needs,
+    OpeningStage,
+    PowerKind,
+    ShelterAreaSummary,
+    ShelterAreaSummaryPayload,
+    ShelterCapacityAlert,
+    ShelterCapacityAlertPayload,
+    ShelterClosed,
+    ShelterNeedsReported,
+    ShelterOccupancyReported,
+    ShelterOpened,
+    ShelterState,
+    ShelterStatus,
+    ShelterStatusChanged,
+)
+
+__all__ = [
+    "DEFAULT_THRESHOLDS",
+    "SOURCE",
+    "AreaDecision",
+    "AreaShelter",
+    "AreaTracked",
+    "Decision",
+    "Outcome",
+    "ShelterPackSection",
+    "ShelterSite",
+    "ShelterTrackerError",
+    "ShelterUpdate",
+    "ShelterUpdateRejected",
+        "Thresholds",
+    "Tracked",
+    "UnknownShelter",
+    "decide",
+    "decide_area",
+    "shelter_sites",
+    "summarize_area",
+]
+
+SOURCE: Final = "shelter-tracker"
+"""The ``source`` of every event the tracker emits."""
+
+ShelterUpdate: TypeAlias = (
+    ShelterOpened | ShelterClosed | ShelterOccupancyReported | ShelterNeedsReported
+)
+"""The events on ``shelters.updates``."""
+
+ADMITTING: Final = frozenset({ShelterStatus.OPEN, ShelterStatus.CROWDED, ShelterStatus.FULL})
+"""Statuses of a shelter that is open to evacuees (full ones are open but admit no one)."""
+
+# How many event ids at the newest event time are remembered for deduplication.
+# Older duplicates are caught by the stale rule (they are older than the state);
+# a burst of more than this many updates with one identical timestamp is not a
+# real shelter's traffic.
+_IDS_AT_LAST_LIMIT: Final = 256
+
+
+# --- errors -------------------------------------------------------------------------
+
+
+class ShelterTrackerError(Exception):
+    """Base of the tracker's errors: the record cannot be applied (it is dead-lettered)."""
+
+
+class UnknownShelter(ShelterTrackerError):
+    """The update names a shelter that is not a shelter of the region pack."""
+
+
+class ShelterUpdateRejected(ShelterTrackerError):
+    """An update's values break a rule; ``field`` names the one at fault."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        self.message = message
+        super().__init__(f"{field}: {message}")
+
+
+# --- configuration: thresholds ----------------------------------------------------------
+
+
+class Thresholds(BaseModel):
+    """Capacity and fuel thresholds, with the hysteresis margins that stop flapping.
+
+    Occupancy thresholds are whole percentages of capacity (compared in integer
+    arithmetic, so 80 % of 650 is exactly 520); an alert is raised when the share
+    reaches its threshold and cleared only when it falls below the lower clearing
+    threshold. Fuel is in hours of generator running time.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    crowded_percent: Annotated[int, Field(ge=1, le=1000)] = 80
+    """Crowded at or above this share of capacity."""
+    crowded_clear_percent: Annotated[int, Field(ge=0, le=1000)] = 75
+    """A crowded shelter becomes open again only below this share."""
+    full_percent: Annotated[int, Field(ge=1, le=1000)] = 100
+    """Full at or above this share of capacity."""
+    full_clear_percent: Annotated[int, Field(ge=0, le=1000)] = 95
+    """A full shelter becomes crowded (or open) again only below this share."""
+    fuel_low_hours: Annotated[float, Field(gt=0, le=1000)] = 6.0
+    """Generator fuel alert below this many hours."""
+    fuel_clear_hours: Annotated[float, Field(gt=0, le=1000)] = 8.0
+    """The fuel alert clears only above this many hours."""
+    max_occupancy_factor: Annotated[int, Field(ge=1, le=100)] = 3
+    """A count above this multiple of capacity is refused as implausible (an extra digit)."""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        # Hysteresis needs each clearing threshold below its raising one; the
+        # crowded band below the full band keeps "full implies crowded" true.
+        if not self.crowded_clear_percent < self.crowded_percent:
+            raise ValueError("crowded_clear_percent must be below crowded_percent")
+        if not self.full_clear_percent < self.full_percent:
+            raise ValueError("full_clear_percent must be below full_percent")
+        if not self.crowded_percent <= self.full_clear_percent:
+            raise ValueError("crowded_percent must not exceed full_clear_percent")
+        if not self.fuel_low_hours < self.fuel_clear_hours:
+            raise ValueError("fuel_low_hours must be below fuel_clear_hours")
+        return self
+
+
+DEFAULT_THRESHOLDS: Final = Thresholds()
+"""Crowded ≥ 80 % (clears < 75 %), full ≥ 100 % (clears < 95 %), fuel < 6 h (clears > 8 h)."""
+
+
+class ShelterPackSection(BaseModel):
+    """The region pack's ``shelters.toml``: the tracker's thresholds for that region."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    format_version: int = 1
+    thresholds: Thresholds = DEFAULT_THRESHOLDS
+
+
+Hazards = tuple[Hazard, ...]
+
+
+@dataclass(frozen=True)
+class ShelterSite:
+    """What the region pack says about one shelter."""
+
+    shelter_id: str
+    name: str
+    area_id: str
+    planned_capacity: int | None
+    """The pack's capacity; None when the pack gives 0 (unknown)."""
+    hazards: Hazards
+    """Hazards it is designated for, in :class:`Hazard` order."""
+
+
+_HAZARD_ORDER: Final = {hazard: index for index, hazard in enumerate(Hazard)}
+
+
+def _sorted_hazards(hazards: Iterable[Hazard]) -> Hazards:
+    return tuple(sorted(set(hazards), key=_HAZARD_ORDER.__getitem__))
+
+
+def shelter_sites(region: Region) -> dict[str, ShelterSite]:
+    """Every designated shelter (指定避難所) of the region, by id, named in its default language.
+
+    Evacuation sites that are not shelters are left out, as intake refuses them.
+    """
+    names = region.names(region.default_language)
+    return {
+        site.id: ShelterSite(
+            shelter_id=site.id,
+            name=names[site.id],
+            area_id=site.district_id,
+            planned_capacity=site.capacity or None,
+            hazards=_sorted_hazards(site.hazards),
+        )
+        for site in region.sites
+        if site.is_shelter
+    }
+
+
+# --- the per-shelter state machine ----------------------------------------------------
+
+
+class Tracked(BaseModel):
+    """What the tracker keeps per shelter (its table value); ``state`` is what it publishes."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    state: ShelterState | None = None
+    """The last published state; None before the first update."""
+    alerts: tuple[AlertKind, ...] = ()
+    """Alerts raised and not yet cleared (the hysteresis latches), in a fixed order."""
+    last_occurred_at: datetime | None = None
+    """Event time of the newest applied update; older updates are stale."""
+    ids_at_last: tuple[UUID, ...] = ()
+    """Ids of the updates applied at ``last_occurred_at`` (deduplication)."""
+
+    def to_bytes(self) -> bytes:
+        """JSON for the table."""
+        return self.model_dump_json().encode("utf-8")
+
+    @classmethod
+    def from_bytes(cls, raw: bytes | None) -> Tracked:
+        """The table value back (a fresh shelter for None)."""
+        return cls() if raw is None else cls.model_validate_json(raw)
+
+
+class Outcome(StrEnum):
+    """What :func:`decide` did with an update."""
+
+    APPLIED = "applied"
+    """The state changed: a new version (and maybe alerts) to publish."""
+    UNCHANGED = "unchanged"
+    """Applied, but the state is the same (a repeat at the same event time)."""
+    DUPLICATE = "duplicate"
+    """This event id was applied already: no effect."""
+    STALE = "stale"
+    """Older than the state's last update: no effect."""
+    REJECTED = "rejected"
+    """Its values break a rule: no effect; the adapter dead-letters it."""
+
+
+ShelterOutput: TypeAlias = ShelterStatusChanged | ShelterCapacityAlert
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The result of folding one update into a shelter's tracked state."""
+
+    outcome: Outcome
+    tracked: Tracked
+    """The new tracked state (the old one unless applied or unchanged)."""
+    emit: tuple[ShelterOutput, ...] = ()
+    """Events to publish, in order: the status change first, then alerts."""
+    reason: str = ""
+    """Why it was ignored or rejected."""
+    rejection: ShelterUpdateRejected | None = None
+    """The broken rule, for ``rejected``."""
+
+    @property
+    def state_changed(self) -> ShelterStatusChanged | None:
+        """The ``shelter.status_changed`` to publish, if any."""
+        for event in self.emit:
+            if isinstance(event, ShelterStatusChanged):
+                return event
+        return None
+
+
+def decide(
+    tracked: Tracked,
+    event: ShelterUpdate,
+    site: ShelterSite,
+    *,
+    recorded_at: datetime,
+    thresholds: Thresholds = DEFAULT_THRESHOLDS,
+) -> Decision:
+    """Fold ``event`` into ``tracked``: the new state and the events to emit."""
+    if event.payload.shelter_id != site.shelter_id:
+        raise ValueError(f"update for {event.payload.shelter_id!r} applied to {site.shelter_id!r}")
+    if event.event_id in tracked.ids_at_last:
+        return Decision(Outcome.DUPLICATE, tracked,
+                        reason=f"event {event.event_id} was applied already")
+    last = tracked.last_occurred_at
+    if last is not None and event.occurred_at < last:
+        return Decision(
+            Outcome.STALE, tracked,
+            reason=f"occurred_at {event.occurred_at.isoformat()} is older than the state's "
+                   f"last update at {last.isoformat()}",
+        )
+    current = tracked.state or _initial_state(site)
+    try:
+        candidate = _apply(current, event)
+        _check_counts(candidate, event, thresholds)
+    except ShelterUpdateRejected as rejected:
+        return Decision(Outcome.REJECTED, tracked, reason=str(rejected), rejection=rejected)
+
+    alerts = _latches(tracked.alerts, candidate, thresholds)
+    if candidate.status in ADMITTING:
+        candidate = candidate.model_copy(update={"status": _admitting_status(alerts)})
+    seen = (*tracked.ids_at_last, event.event_id) if event.occurred_at == last \
+        else (event.event_id,)
+    bookkeeping = {"last_occurred_at": event.occurred_at,
+                   "ids_at_last": seen[-_IDS_AT_LAST_LIMIT:]}
+    if tracked.state is not None and _same(candidate, tracked.state):
+        return Decision(Outcome.UNCHANGED, tracked.model_copy(update=bookkeeping))
+
+    version = (tracked.state.version if tracked.state is not None else 0) + 1
+    state = ShelterState.model_validate({
+        **candidate.model_dump(),
+        "version": version,
+        "previous_status": tracked.state.status if tracked.state is not None else None,
+    })
+    changed = new_event(
+        ShelterStatusChanged, state, occurred_at=event.occurred_at, source=SOURCE, cause=event,
+        event_id=derive_id(SOURCE, event.event_id, "status_changed"), recorded_at=recorded_at,
+    )
+    emitted = _alerts(tracked.alerts, alerts, state, event, thresholds, recorded_at)
+    new_tracked = Tracked(state=state, alerts=alerts, **bookkeeping)
+    return Decision(Outcome.APPLIED, new_tracked, (changed, *emitted))
+
+
+def _initial_state(site: ShelterSite) -> ShelterState:
+    # Never published: the baseline the first update is applied to. Version 1 is
+    # a placeholder; the first published state gets version 1 of its own.
+    return ShelterState(
+        shelter_id=site.shelter_id, version=1, status=ShelterStatus.CLOSED, name=site.name,
+        capacity=site.planned_capacity, hazards=site.hazards,
+    )
+
+
+def _same(a: ShelterState, b: ShelterState) -> bool:
+    ignore = {"version", "previous_status"}
+    return a.model_dump(exclude=ignore) == b.model_dump(exclude=ignore)
+
+
+def _apply(current: ShelterState, event: ShelterUpdate) -> ShelterState:
+    """The state after ``event``, before thresholds refine open/crowded/full."""
+    status = current.status
+    update: dict[str, object] = {
+        "last_reported_by": event.payload.reported_by,
+        "last_reported_at": event.occurred_at,
+    }
+    if isinstance(event, ShelterOpened):
+        if event.payload.stage is OpeningStage.OPEN:
+            status = ShelterStatus.OPEN  # refined from the counts below
+        elif status not in ADMITTING:
+            # "opening" never demotes a shelter that is admitting people: residents
+            # have been told it is open; to stop admitting, staff close it.
+            status = ShelterStatus.OPENING
+        if event.payload.capacity is not None:
+            update["capacity"] = event.payload.capacity
+    elif isinstance(event, ShelterClosed):
+        if event.payload.stage is ClosingStage.CLOSED:
+            status = ShelterStatus.CLOSED
+            # Closed means everyone has left or been moved: the counts go to zero.
+            update.update(occupancy=0, households=0, special_care=0)
+        elif status is not ShelterStatus.CLOSED:
+            status = ShelterStatus.CLOSING  # a closed shelter has nothing left to close
+    elif isinstance(event, ShelterOccupancyReported):
+        # A head count is a snapshot: parts it did not count are unknown, not
+        # carried over from an older count they could contradict. The status is
+        # kept, so a count at a closed shelter is recorded and it stays closed.
+        update.update(occupancy=event.payload.occupancy,
+                      households=event.payload.households,
+                      special_care=event.payload.special_care)
+        if event.payload.capacity is not None:
+            update["capacity"] = event.payload.capacity
+    else:
+        update["needs"] = _merge_needs(current.needs, event.payload.needs)
+        if event.payload.power is not None:
+            update["power"] = event.payload.power
+    update["status"] = status
+    # model_copy skips validation; _check_counts and the final model_validate
+    # of the published state catch anything out of range.
+    return current.model_copy(update=update)
+
+
+def _merge_needs(old: Needs, new: Needs) -> Needs:
+    # A needs report is partial: a null level means "unchanged".
+    return Needs(
+        water=new.water if new.water is not None else old.water,
+        food=new.food if new.food is not None else old.food,
+        medical=new.medical if new.medical is not None else old.medical,
+        sanitation=new.sanitation if new.sanitation is not None else old.sanitation,
+    )
+
+
+def _check_counts(state: ShelterState, event: ShelterUpdate, thresholds: Thresholds) -> None:
+    """Refuse counts that are negative, implausibly high or contradict each other."""
+    # The contract already bounds every count to 0..100000 when decoding; these
+    # checks also hold for events built in code, and add the relative bounds.
+    reported_capacity = getattr(event.payload, "capacity", None)
+    if reported_capacity is not None and reported_capacity < 1:
+        raise ShelterUpdateRejected(
+            "payload.capacity", f"{reported_capacity} is not a capacity; a shelter that can "
+                                "take no one should be reported closing")
+    for name in ("occupancy", "households", "special_care"):
+        value = getattr(state, name)
+        if value is not None and value < 0:
+            raise ShelterUpdateRejected(f"payload.{name}", f"{value} is negative")
+    capacity = state.capacity
+    bound = thresholds.max_occupancy_factor
+    if capacity and state.occupancy > bound * capacity:
+        field = "payload.occupancy" if isinstance(event, ShelterOccupancyReported) \
+            else "payload.capacity"
+        raise ShelterUpdateRejected(
+            field, f"occupancy {state.occupancy} is more than {bound} times the capacity "
+                   f"{capacity}; check the count for an extra digit")
+    for name, label in (("households", "households"), ("special_care", "people needing care")):
+        value = getattr(state, name)
+        if value is not None and value > state.occupancy:
+            raise ShelterUpdateRejected(
+                f"payload.{name}", f"{value} {label} is more than the "
+                                   f"{state.occupancy} people counted")
+
+
+def _at_least(occupancy: int, capacity: int, percent: int) -> bool:
+    return occupancy * 100 >= capacity * percent
+
+
+def _latches(
+    active: Sequence[AlertKind], state: ShelterState, thresholds: Thresholds
+) -> tuple[AlertKind, ...]:
+    """The alerts that hold after this update: raise at a threshold, clear below its margin."""
+    if state.status is ShelterStatus.CLOSED:
+        return ()  # closing a shelter ends its alerts
+    was = set(active)
+    now: set[AlertKind] = set()
+    capacity, occupancy = state.capacity, state.occupancy
+    if capacity:  # unknown capacity: no share, no occupancy alerts
+        for kind, raise_at, clear_below in (
+            (AlertKind.CROWDED, thresholds.crowded_percent, thresholds.crowded_clear_percent),
+            (AlertKind.FULL, thresholds.full_percent, thresholds.full_clear_percent),
+        ):
+            limit = clear_below if kind in was else raise_at
+            if _at_least(occupancy, capacity, limit):
+                now.add(kind)
+    power = state.power
+    if power is not None and power.kind is PowerKind.GENERATOR \
+            and power.fuel_hours_left is not None:
+        hours = power.fuel_hours_left
+        low = hours <= thresholds.fuel_clear_hours if AlertKind.FUEL_LOW in was \
+            else hours < thresholds.fuel_low_hours
+        if low:
+            now.add(AlertKind.FUEL_LOW)
+    return tuple(kind for kind in _ALERT_ORDER if kind in now)
+
+
+_ALERT_ORDER: Final = (AlertKind.CROWDED, AlertKind.FULL, AlertKind.FUEL_LOW)
+
+
+def _admitting_status(alerts: Sequence[AlertKind]) -> ShelterStatus:
+    if AlertKind.FULL in alerts:
+        return ShelterStatus.FULL
+    if AlertKind.CROWDED in alerts:
+        return ShelterStatus.CROWDED
+    return ShelterStatus.OPEN
+
+
+def _alerts(
+    before: Sequence[AlertKind],
+    after: Sequence[AlertKind],
+    state: ShelterState,
+    cause: ShelterUpdate,
+    thresholds: Thresholds,
+    recorded_at: datetime,
+) -> list[ShelterCapacityAlert]:
+    """One alert per latch that changed: clearings first (highest first), then raisings."""
+    fuel = state.power.fuel_hours_left if state.power is not None else None
+    raised_at = {AlertKind.CROWDED: thresholds.crowded_percent / 100,
+                 AlertKind.FULL: thresholds.full_percent / 100,
+                 AlertKind.FUEL_LOW: thresholds.fuel_low_hours}
+    cleared_at = {AlertKind.CROWDED: thresholds.crowded_clear_percent / 100,
+                  AlertKind.FULL: thresholds.full_clear_percent / 100,
+                  AlertKind.FUEL_LOW: thresholds.fuel_clear_hours}
+    changes: list[tuple[AlertKind, AlertKind | None, float]] = [
+        (AlertKind.CLEARED, kind, cleared_at[kind])
+               for kind in reversed(_ALERT_ORDER) if kind in before and kind not in after]
+    changes += [(kind, None, raised_at[kind])
+                for kind in _ALERT_ORDER if kind in after and kind not in before]
+    out = []
+    for kind, cleared, threshold in changes:
+        payload = ShelterCapacityAlertPayload(
+            shelter_id=state.shelter_id, kind=kind, cleared_kind=cleared,
+            threshold=float(threshold), occupancy=state.occupancy, capacity=state.capacity,
+            fuel_hours_left=fuel if AlertKind.FUEL_LOW in (kind, cleared) else None,
+        )
+        out.append(new_event(
+            ShelterCapacityAlert, payload, occurred_at=cause.occurred_at, source=SOURCE,
+            cause=cause, recorded_at=recorded_at,
+            event_id=derive_id(SOURCE, cause.event_id, "alert", kind.value,
+                               cleared.value if cleared else ""),
+        ))
+    return out
+
+
+# --- area aggregates ----------------------------------------------------------------
+
+
+class AreaShelter(BaseModel):
+    """What an area summary needs of one shelter's published state."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    version: int
+    status: ShelterStatus
+    capacity: int | None
+    occupancy: int
+
+
+class AreaTracked(BaseModel):
+    """What the tracker keeps per area (its table value)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    shelters: dict[str, AreaShelter] = Field(default_factory=dict)
+    """The latest state of each of the area's shelters that has been reported."""
+    summary: ShelterAreaSummaryPayload | None = None
+    """The last published summary; None before the first."""
+
+    def to_bytes(self) -> bytes:
+        """JSON for the table."""
+        return self.model_dump_json().encode("utf-8")
+
+    @classmethod
+    def from_bytes(cls, raw: bytes | None) -> AreaTracked:
+        """The table value back (an empty area for None)."""
+        return cls() if raw is None else cls.model_validate_json(raw)
+
+
+@dataclass(frozen=True)
+class AreaDecision:
+    """The result of folding one shelter state into its area."""
+
+    tracked: AreaTracked
+    emit: ShelterAreaSummary | None
+    """The new summary to publish, if it changed."""
+    reason: str = ""
+    """Why nothing was published."""
+
+
+def summarize_area(
+    area_id: str,
+    version: int,
+    sites: Sequence[ShelterSite],
+    shelters: Mapping[str, AreaShelter],
+) -> ShelterAreaSummaryPayload:
+    """The summary of an area's shelters; those never reported count as closed."""
+    counts = dict.fromkeys(ShelterStatus, 0)
+    capacity = occupancy = free = shelters_open = 0
+    per_hazard = {hazard: [0, 0] for site in sites for hazard in site.hazards}
+    for site in sites:
+        entry = shelters.get(site.shelter_id)
+        status = entry.status if entry is not None else ShelterStatus.CLOSED
+        counts[status] += 1
+        if entry is None:
+            continue
+        occupancy += entry.occupancy
+        if status not in ADMITTING:
+            continue
+        shelters_open += 1
+        capacity += entry.capacity or 0
+        # A full shelter admits no one even if hysteresis leaves a few places.
+        room = 0 if status is ShelterStatus.FULL \
+            else max(0, (entry.capacity or 0) - entry.occupancy)
+        free += room
+        for hazard in site.hazards:
+            per_hazard[hazard][0] += 1
+            per_hazard[hazard][1] += room
+    return ShelterAreaSummaryPayload(
+        area_id=area_id, version=version,
+        shelters=AreaStatusCounts(**{status.value: n for status, n in counts.items()}),
+        shelters_open=shelters_open, capacity=capacity, occupancy=occupancy, free_capacity=free,
+        by_hazard=tuple(
+            AreaHazardCapacity(hazard=hazard, shelters_open=n, free_capacity=room)
+            for hazard, (n, room) in sorted(per_hazard.items(),
+                                            key=lambda item: _HAZARD_ORDER[item[0]])
+        ),
+    )
+
+
+def decide_area(
+    tracked: AreaTracked,
+    change: ShelterStatusChanged,
+    sites: Sequence[ShelterSite],
+    *,
+    recorded_at: datetime,
+) -> AreaDecision:
+    """Fold one shelter's new state into its area; publish a summary if it changed."""
+    state = change.payload
+    if state.shelter_id not in {site.shelter_id for site in sites}:
+        raise UnknownShelter(f"shelter {state.shelter_id!r} is not in this area")
+    known = tracked.shelters.get(state.shelter_id)
+    if known is not None and known.version >= state.version:
+        # At-least-once delivery and restarts replay states: keep the highest.
+        return AreaDecision(tracked, None, reason=f"version {state.version} of "
+                            f"{state.shelter_id} is not newer than {known.version}")
+    entry = AreaShelter(version=state.version, status=state.status, capacity=state.capacity,
+                        occupancy=state.occupancy)
+    shelters = {**tracked.shelters, state.shelter_id: entry}
+    area_id = sites[0].area_id
+    previous = tracked.summary
+    version = previous.version + 1 if previous is not None else 1
+    summary = summarize_area(area_id, version, sites, shelters)
+    if previous is not None and summary.model_dump(exclude={"version"}) == \
+            previous.model_dump(exclude={"version"}):
+        # Needs, power or a repeat count change the shelter but not the area.
+        return AreaDecision(tracked.model_copy(update={"shelters": shelters}), None,
+                            reason="the area's figures did not change")
+    event = new_event(
+        ShelterAreaSummary, summary, occurred_at=change.occurred_at, source=SOURCE, cause=change,
+        event_id=derive_id(SOURCE, change.event_id, "area_summary"), recorded_at=recorded_at,
+    )
+    return AreaDecision(AreaTracked(shelters=shelters, summary=summary), event)
