@@ -836,19 +836,19 @@ def report_events(
 
 
 def report_rejected(
-    client_report_id: str, scope: str, errors: Sequence[FieldError], body_hash: str,
-    now: datetime,
+    client_report_id: str, errors: Sequence[FieldError], now: datetime
 ) -> ReportRejected:
-    """``report.rejected`` for a body with a readable client id that failed validation."""
-    report_id = report_id_for(scope, client_report_id)
+    """``report.rejected`` for a body with a readable client id that failed validation.
+
+    Its id is random, not derived: one client id may be rejected several times
+    (each corrected attempt that is still wrong), and the idempotency record,
+    not the event id, is what stops an identical resend from writing again.
+    """
     payload = ReportRejectedPayload(
         client_report_id=client_report_id, reasons=to_problems(errors) or (
             Problem(code="invalid", message="the report is invalid"),),
     )
-    return new_event(
-        ReportRejected, payload, occurred_at=now, source=SOURCE, recorded_at=now,
-        event_id=derive_id("report.rejected", report_id, body_hash),
-    )
+    return new_event(ReportRejected, payload, occurred_at=now, source=SOURCE, recorded_at=now)
 
 
 def _event_id(event_type: str, scope: str, client_id: str | None, index: int = 0) -> UUID | None:

@@ -148,7 +148,7 @@ class Intake:
     async def _reject_report(self, scope: str, client_report_id: str, document: Any,
                              error: InvalidInput, now: datetime) -> Outcome:
         body_hash = "rejected:" + canonical_hash(document)
-        rejected = report_rejected(client_report_id, scope, error.errors, body_hash, now)
+        rejected = report_rejected(client_report_id, error.errors, now)
         report_id = report_id_for(scope, client_report_id)
         body = {
             **error.body(),

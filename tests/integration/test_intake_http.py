@@ -246,6 +246,10 @@ async def test_invalid_report_lists_every_error_and_is_recorded(running: Running
     assert body["status"] == "rejected"
     status, again, _ = await running.post("/v1/reports", bad, headers=auth(Role.FIELD))
     assert (status, again) == (422, body)  # same body: same answer, no second event
+    other_bad = report_body("fix-me", severity=0)
+    status, _, _ = await running.post("/v1/reports", other_bad, headers=auth(Role.FIELD))
+    status2, _, _ = await running.post("/v1/reports", bad, headers=auth(Role.FIELD))
+    assert (status, status2) == (422, 422)  # alternating wrong attempts are each recorded
 
     status, view = await running.get("/v1/reports/fix-me", auth(Role.FIELD))
     assert status == 200 and view["status"] == "rejected"
@@ -261,7 +265,7 @@ async def test_invalid_report_lists_every_error_and_is_recorded(running: Running
     await wait_for(lambda: _drained(running), what="outbox drained")
     records = await read_topic(running.settings, qualified("reports", running.settings.namespace))
     types = sorted(json.loads(r.value)["type"] for r in records if r.value)
-    assert types == ["report.accepted", "report.rejected", "report.submitted"]
+    assert types == ["report.accepted"] + ["report.rejected"] * 3 + ["report.submitted"]
 
 
 async def test_outside_the_ward_is_accepted_and_flagged(running: Running) -> None:

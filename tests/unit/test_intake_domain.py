@@ -209,7 +209,7 @@ def test_rejection_event_carries_the_reasons() -> None:
     """report.rejected names each field at fault."""
     with pytest.raises(InvalidInput) as caught:
         validate_report(report(severity=0), who(Role.FIELD), REGION, NOW)
-    event = report_rejected("r-1", "kanda-team-1", caught.value.errors, "h", NOW)
+    event = report_rejected("r-1", caught.value.errors, NOW)
     assert [p.field for p in event.payload.reasons] == ["severity"]
 
 
