@@ -37,8 +37,18 @@ class ServiceSpec:
         return cast("Callable[[Settings], None]", getattr(module, func))
 
 
-# Services land here as their issues are resolved.
-SERVICES: tuple[ServiceSpec, ...] = ()
+# Start order: producers of input first, consumers after; stop is the reverse.
+SERVICES: tuple[ServiceSpec, ...] = (
+    ServiceSpec(
+        name="intake",
+        entrypoint="services.intake.main:main",
+        description="Field reports, shelter status, hazard observations and CAP in; "
+                    "durable outbox to Kafka",
+        requires=frozenset({"SONAE_KAFKA_BOOTSTRAP", "SONAE_DATABASE_URL",
+                            "SONAE_TOKEN_SECRET"}),
+        addresses={"intake": "intake_port"},
+    ),
+)
 
 
 class UnknownService(KeyError):
