@@ -1,0 +1,197 @@
+"""Wiring of the broadcaster process: settings in; consumer, channel workers, relay and feed run.
+
+``main(settings)`` is what ``sonae service run broadcaster`` calls
+(``services.broadcaster.main:main``); ``python -m services.broadcaster.main``
+does the same with settings from the environment.
+
+Settings: the usual ``SONAE_*`` (Kafka, database, namespace, region, host,
+``broadcaster_port``) and, read here until they move into infra/settings.py:
+
+- ``SONAE_WEBHOOKS_FILE``: webhook subscribers (services/broadcaster/webhooks.py);
+- ``SONAE_CAP_BASE_URL``: absolute base of the feed's links, when behind a proxy;
+- ``SONAE_CAP_DIR``: also write each CAP document to this directory.
+
+The public feed and the CAP feed are live channels in the live namespace only;
+in a drill or test namespace they are that namespace's own, not live.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+from aiohttp import web
+
+from infra.kafka import clients
+from infra.settings import Settings, load_settings
+from infra.topics import ensure_topics
+from schemas.envelope import derive_id
+from schemas.region import RegionPackError, load_region
+from services.broadcaster.channels import (
+    CapFeedChannel,
+    Channel,
+    PublicFeedChannel,
+    WebhookChannel,
+)
+from services.broadcaster.consumer import (
+    BroadcastConsumer,
+    BroadcastService,
+    ConsumerConfig,
+    consumed_topics,
+    group_id,
+)
+from services.broadcaster.delivery import TRANSIENT_DB_ERRORS, DeliveryStore
+from services.broadcaster.dispatch import DispatchConfig, Dispatcher, OutboxRelay
+from services.broadcaster.domain import ChannelRoute, Planner
+from services.broadcaster.errors import BroadcasterError
+from services.broadcaster.feed import CapFeedStore
+from services.broadcaster.http import FeedInfo, make_app
+from services.broadcaster.templates import Composer, load_templates
+from services.broadcaster.webhooks import WebhookConfig, webhooks_from_env
+from services.common.bus import Publisher
+from services.common.runtime import run_service
+
+log = logging.getLogger(__name__)
+
+__all__ = ["CAP_BASE_URL_ENV", "CAP_DIR_ENV", "Options", "main", "serve"]
+
+CAP_BASE_URL_ENV = "SONAE_CAP_BASE_URL"
+CAP_DIR_ENV = "SONAE_CAP_DIR"
+
+
+@dataclass(frozen=True)
+class Options:
+    """What tests (and the environment) can change beyond Settings."""
+
+    webhooks: WebhookConfig | None = None
+    """Subscribers; None reads ``SONAE_WEBHOOKS_FILE``."""
+    dispatch: DispatchConfig | None = None
+    """Worker tuning; None takes the webhook file's [retry] and defaults."""
+    feeds_live: bool | None = None
+    """Force the public and CAP feeds live or not (default: live iff the namespace is live)."""
+    cap_dir: Path | None = None
+    cap_base_url: str | None = None
+    consumer: ConsumerConfig | None = None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Options:
+        """Options from ``SONAE_WEBHOOKS_FILE``, ``SONAE_CAP_DIR`` and ``SONAE_CAP_BASE_URL``."""
+        env = os.environ if environ is None else environ
+        directory = env.get(CAP_DIR_ENV, "").strip()
+        base = env.get(CAP_BASE_URL_ENV, "").strip()
+        return cls(webhooks=webhooks_from_env(env), cap_dir=Path(directory) if directory else None,
+                   cap_base_url=base or None)
+
+
+async def _connect(dsn: str, stop: asyncio.Event) -> asyncpg.Pool | None:
+    delay = 0.1
+    while not stop.is_set():
+        try:
+            pool: asyncpg.Pool = await asyncpg.create_pool(dsn, min_size=1, max_size=6)
+            return pool
+        except TRANSIENT_DB_ERRORS as e:
+            log.warning("PostgreSQL unreachable (%s); retrying in %.1fs", e, delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            delay = min(delay * 2, 5.0)
+    return None
+
+
+async def serve(settings: Settings, stop: asyncio.Event, *, options: Options | None = None) -> None:
+    """Run the broadcaster for the settings' namespace until ``stop`` is set."""
+    options = options if options is not None else Options.from_env()
+    namespace = settings.namespace
+    region = load_region(settings.region)
+    templates = load_templates(settings.region)
+    pending = templates.review.pending()
+    if pending:
+        log.warning("message wording in %s awaits review by the ward's translators",
+                    ", ".join(pending))
+    webhooks = options.webhooks if options.webhooks is not None else webhooks_from_env()
+    dispatch_config = options.dispatch or DispatchConfig(retry=webhooks.retry)
+
+    await ensure_topics(settings)
+    pool = await _connect(settings.database_url, stop)
+    if pool is None:
+        return
+    try:
+        store = DeliveryStore(pool, namespace)
+        await store.check_ready()
+        feed = CapFeedStore(pool)
+        producer = clients.producer(settings)
+        await producer.start()
+        session = aiohttp.ClientSession()
+        runner: web.AppRunner | None = None
+        try:
+            channels: list[Channel] = [
+                PublicFeedChannel(producer, namespace, live=options.feeds_live),
+                CapFeedChannel(feed, namespace, live=options.feeds_live,
+                               directory=options.cap_dir),
+                *(WebhookChannel(sub, session) for sub in webhooks.subscribers),
+            ]
+            routes = [ChannelRoute(c.name, c.live, c.languages,
+                                   "cap" if isinstance(c, CapFeedChannel) else "published")
+                      for c in channels]
+            planner = Planner(Composer(region, templates), namespace, routes)
+            service = BroadcastService(planner, store, sender=templates.cap.sender)
+            dispatcher = Dispatcher(channels, store, dispatch_config)
+            relay = OutboxRelay(store, producer)
+
+            info = FeedInfo(
+                feed_id=derive_id("cap-feed", region.id, namespace or "live"),
+                title=f"{templates.cap.sender_name.get(region.default_language)} — CAP",
+                author=templates.cap.sender_name.get(region.default_language),
+                base_url=options.cap_base_url,
+            )
+            runner = web.AppRunner(make_app(feed, pool, namespace, info), access_log=None)
+            await runner.setup()
+            await web.TCPSite(runner, settings.host, settings.broadcaster_port).start()
+            log.info("CAP feed on http://%s:%d/cap/alerts.atom; channels: %s", settings.host,
+                     settings.broadcaster_port,
+                     ", ".join(f"{c.name}{' (live)' if c.live else ''}" for c in channels))
+
+            def planned() -> None:
+                dispatcher.wake()
+                relay.wake()
+
+            consumer = clients.consumer(settings, *consumed_topics(namespace),
+                                        group_id=group_id(namespace))
+            await consumer.start()
+            try:
+                reader = BroadcastConsumer(consumer, service, Publisher(producer, namespace),
+                                           on_planned=planned, config=options.consumer)
+                async with asyncio.TaskGroup() as group:
+                    group.create_task(reader.run(stop), name="broadcaster-consumer")
+                    group.create_task(dispatcher.run(stop), name="broadcaster-dispatch")
+                    group.create_task(relay.run(stop), name="broadcaster-relay")
+            finally:
+                await consumer.stop()
+        finally:
+            if runner is not None:
+                await runner.cleanup()
+            await session.close()
+            await producer.stop()
+    finally:
+        await pool.close()
+
+
+def main(settings: Settings) -> None:
+    """Run the broadcaster process until SIGTERM (blocking)."""
+    try:
+        options = Options.from_env()
+        run_service(lambda s, stop: serve(s, stop, options=options), settings)
+    except (BroadcasterError, RegionPackError) as exc:
+        raise SystemExit(f"broadcaster: {exc}") from None
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=os.environ.get("SONAE_LOG_LEVEL", "INFO").upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    main(load_settings())
