@@ -32,16 +32,21 @@ async def connect_pool(dsn: str, stop: asyncio.Event | None = None) -> asyncpg.P
 
     Raises StoreUnavailable if ``stop`` is set before the database answers.
     """
+    # min_size=0: asyncpg keeps no connection floor, so while the server is down the
+    # pool does not log a traceback per background reconnect; the writer's own retry
+    # (with backoff) is the one place that reconnects.
+    pool: asyncpg.Pool = await asyncpg.create_pool(dsn, min_size=0, max_size=2)
     delay = 0.1
     while True:
         try:
-            # Two connections: the writer's, and one spare for the start-up check.
-            pool: asyncpg.Pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
+            await pool.fetchval("select 1")
             return pool
         except Exception as exc:
             if not is_transient(exc):
+                await pool.close()
                 raise
             if stop is not None and stop.is_set():
+                await pool.close()
                 raise StoreUnavailable(f"PostgreSQL unreachable at start: {exc}") from exc
             log.warning("PostgreSQL unreachable (%s); retrying in %.1fs", exc, delay)
             if stop is None:

@@ -31,6 +31,8 @@ either way: the ``COPY`` fails at its first row.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import logging
 from collections.abc import Iterable, Sequence
@@ -112,11 +114,30 @@ def is_transient(exc: BaseException) -> bool:
 
     Connection loss, a server shutting down or starting up, too many connections,
     a deadlock or serialisation failure: retrying the same work later succeeds.
+    The whole chain counts: a connection lost in the middle of a COPY surfaces as
+    "another operation is in progress" from the rollback that follows it.
     """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if _transient(current):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def _transient(exc: BaseException) -> bool:
     if isinstance(exc, asyncpg.exceptions.DataError):  # client-side encoding error
         return False
-    if isinstance(exc, asyncpg.InterfaceError):
-        return "connection is closed" in str(exc)
+    if isinstance(exc, asyncpg.InterfaceError | asyncpg.InternalClientError):
+        # When PostgreSQL shuts down it sends every session a FATAL message; a pooled
+        # connection that received it but is not closed yet refuses the next statement
+        # with these ("another operation (2) is in progress" = consuming that error).
+        # The writer drops the connection and retries on a fresh one.
+        text = str(exc)
+        return ("connection is closed" in text or "another operation" in text
+                or isinstance(exc, asyncpg.InternalClientError))
     return isinstance(exc, OSError | TimeoutError | asyncpg.PostgresConnectionError
                       | asyncpg.OperatorInterventionError | asyncpg.InsufficientResourcesError
                       | asyncpg.TransactionRollbackError)
@@ -125,6 +146,23 @@ def is_transient(exc: BaseException) -> bool:
 def _rejects_data(exc: BaseException) -> bool:
     return isinstance(exc, asyncpg.DataError | asyncpg.IntegrityConstraintViolationError
                       | asyncpg.exceptions.DataError)
+
+
+def _drop(conn: asyncpg.Connection) -> None:
+    # A connection the server closed is already detached from its pool proxy.
+    with contextlib.suppress(asyncpg.InterfaceError):
+        conn.terminate()
+
+
+def _translate(exc: Exception) -> Exception:
+    """The recorder's error for a driver error (or the error itself if it is neither)."""
+    if is_transient(exc):
+        return StoreUnavailable(f"{type(exc).__name__}: {exc}")
+    if _rejects_data(exc):
+        return BatchRejected(f"{type(exc).__name__}: {exc}")
+    if isinstance(exc, asyncpg.UndefinedTableError):
+        return StoreNotReady(f"{exc}: run `sonae db migrate`")
+    return exc
 
 
 def _lock_key(namespace: str) -> int:
@@ -161,18 +199,29 @@ class EventStore:
         (the data itself was refused: split the batch to find the bad record).
         """
         try:
-            async with self._pool.acquire() as conn:
-                return await self._write(conn, events, letters)
-        except (StoreUnavailable, BatchRejected):
+            conn = await self._pool.acquire()
+        except Exception as exc:
+            translated = _translate(exc)
+            if translated is exc:
+                raise
+            raise translated from exc
+        try:
+            return await self._write(conn, events, letters)
+        except asyncio.CancelledError:
+            _drop(conn)  # cancelled mid-statement: the connection's state is unknown
             raise
         except Exception as exc:
-            if is_transient(exc):
-                raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
-            if _rejects_data(exc):
-                raise BatchRejected(f"{type(exc).__name__}: {exc}") from exc
-            if isinstance(exc, asyncpg.UndefinedTableError):
-                raise StoreNotReady(f"{exc}: run `sonae db migrate`") from exc
-            raise
+            translated = _translate(exc)
+            if not isinstance(translated, BatchRejected):
+                # A failure in the middle of a statement can leave the connection unusable
+                # ("another operation is in progress"): drop it rather than reset it, and
+                # the next attempt gets a fresh one.
+                _drop(conn)
+            if translated is exc:
+                raise
+            raise translated from exc
+        finally:
+            await self._pool.release(conn)
 
     async def _write(
         self, conn: asyncpg.Connection, events: Sequence[Recorded],
