@@ -1,0 +1,489 @@
+"""The websocket protocol: hello, snapshot or resume, deltas; HQ commands and field reports.
+
+One JSON object per text frame, each with a ``type`` (docs/gateway-protocol.md).
+A connection must open with ``hello`` (token, last position, area filter); the
+server answers ``welcome`` and then a ``snapshot`` or the missed ``delta``
+messages, followed by live deltas and periodic ``heartbeat`` messages. HQ may
+send ``command`` (approve, reject, issue, lift: produced as
+``evacuation.command`` with the operator taken from the token); field teams
+may send ``report`` (forwarded to intake with their token, so validation,
+idempotency and durability are intake's). Every request with an ``id`` gets an
+``ack`` or an ``error`` with that id.
+
+Hardening: frames over :data:`MAX_MESSAGE_BYTES` close the connection (1009,
+by websockets); malformed JSON or unknown types get an ``error`` and the
+connection stays, until :data:`GARBAGE_LIMIT` of them within
+:data:`GARBAGE_WINDOW` seconds close it with 1008; browsers are admitted only
+from allowed origins (clients without an ``Origin`` header are not browsers
+and are admitted); a missing hello closes with 1008, a bad token with 4401, a
+role that has no view (``sensor``) with 4403.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from typing import Any, Final, Protocol
+
+import aiohttp
+import jwt
+from aiokafka.errors import KafkaError
+from pydantic import SecretStr, ValidationError
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
+from websockets.typing import Origin
+
+from schemas.common import utc_now
+from schemas.envelope import derive_id, new_event
+from schemas.evacuation import EvacuationCommand
+from schemas.events import problems_from
+from services.common.auth import AuthError, Principal, Role, verify_token
+from services.common.bus import Publisher
+from services.gateway.cop import Audience, Viewer
+from services.gateway.hub import CLIENT_QUEUE_SIZE, OVERLOAD, Client, Hub, Resume, encode
+from services.gateway.positions import InvalidPosition, Position, decode_position
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "GARBAGE_LIMIT",
+    "GARBAGE_WINDOW",
+    "HEARTBEAT_INTERVAL",
+    "HELLO_TIMEOUT",
+    "MAX_MESSAGE_BYTES",
+    "PING_INTERVAL",
+    "PING_TIMEOUT",
+    "Gateway",
+    "IntakeReports",
+    "ReportSink",
+    "allowed_origins",
+    "heartbeats",
+]
+
+MAX_MESSAGE_BYTES: Final = 64 * 1024
+"""Largest frame a client may send (a report's body is under 8 KiB)."""
+HELLO_TIMEOUT: Final = 10.0
+"""Seconds a new connection has to say hello."""
+READY_TIMEOUT: Final = 30.0
+"""Seconds a hello waits for the gateway's start-up catch-up before a partial snapshot."""
+CATCH_UP_TIMEOUT: Final = 5.0
+"""Seconds to wait for this gateway to reach a client's position (it just started)."""
+PING_INTERVAL: Final = 20.0
+"""Websocket pings keep idle connections alive through proxies and find dead peers."""
+PING_TIMEOUT: Final = 20.0
+"""A peer that does not answer a ping within this is dropped."""
+HEARTBEAT_INTERVAL: Final = 15.0
+"""Seconds between ``heartbeat`` messages (browsers cannot see pings)."""
+CLOSE_TIMEOUT: Final = 10.0
+"""Seconds a closing handshake may take before the connection is aborted."""
+GARBAGE_LIMIT: Final = 5
+"""Bad messages tolerated within :data:`GARBAGE_WINDOW` before closing with 1008."""
+GARBAGE_WINDOW: Final = 60.0
+EXTRA_ORIGINS: Final[tuple[str, ...]] = ()
+"""Browser origins admitted besides the dashboard's own (e.g. a reverse proxy's)."""
+
+POLICY = 1008
+UNAUTHORIZED = 4401
+FORBIDDEN = 4403
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+# Error codes that count as garbage: the client is not speaking the protocol.
+_GARBAGE: Final = frozenset({"malformed", "unknown_type", "invalid_id", "already_hello"})
+_COMMAND_FIELDS: Final = frozenset({"action", "recommendation_id", "order_id", "reason",
+                                    "area_ids", "level", "hazard", "designated_shelter_ids"})
+
+
+def allowed_origins(host: str, dashboard_port: int) -> list[Origin | None]:
+    """The dashboard's origins (and :data:`EXTRA_ORIGINS`); ``None`` admits non-browsers."""
+    hosts = {host, "127.0.0.1", "localhost"} if host in ("127.0.0.1", "localhost",
+                                                         "0.0.0.0") else {host}
+    origins: list[Origin | None] = [Origin(f"{scheme}://{h}:{dashboard_port}")
+                                    for h in sorted(hosts) for scheme in ("http", "https")]
+    origins.extend(Origin(o) for o in EXTRA_ORIGINS)
+    origins.append(None)
+    return origins
+
+
+class ReportSink(Protocol):
+    """Where field reports go: intake, with the reporter's own token."""
+
+    async def submit(self, token: str, body: Any) -> tuple[int, Any]:
+        """Submit a report body; return intake's HTTP status and JSON answer."""
+
+
+class IntakeReports:
+    """Forward reports to intake's HTTP API (its validation, idempotency and outbox)."""
+
+    def __init__(self, base_url: str, *, timeout: float = 10.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout = aiohttp.ClientTimeout(total=timeout)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def submit(self, token: str, body: Any) -> tuple[int, Any]:
+        """POST /v1/reports as the reporter."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=self.timeout)
+        async with self._session.post(
+                f"{self.base_url}/v1/reports", json=body,
+                headers={"Authorization": f"Bearer {token}"}) as response:
+            try:
+                answer = await response.json(content_type=None)
+            except ValueError:
+                answer = {"error": "unavailable", "message": f"intake answered {response.status}"}
+            return response.status, answer
+
+    async def close(self) -> None:
+        """Close the HTTP session."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+class _Refused(Exception):
+    """A request refused with an error reply (and, with ``close``, a close code)."""
+
+    def __init__(self, code: str, message: str, *, close: int | None = None,
+                 errors: Sequence[Mapping[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.close = close
+        self.errors = errors
+
+
+class _Session:
+    """What the server knows about one connection after its hello."""
+
+    def __init__(self, token: str | None, principal: Principal | None, viewer: Viewer) -> None:
+        self.token = token
+        self.principal = principal
+        self.viewer = viewer
+        self.garbage: deque[float] = deque()
+
+
+class Gateway:
+    """The websocket side of the gateway: one :meth:`handler` per connection."""
+
+    def __init__(self, hub: Hub, *, secret: str | SecretStr, namespace: str,
+                 area_ids: Sequence[str], publisher: Publisher | None = None,
+                 reports: ReportSink | None = None, queue_size: int = CLIENT_QUEUE_SIZE,
+                 clock: Callable[[], datetime] = utc_now) -> None:
+        self.hub = hub
+        self.queue_size = queue_size
+        self.secret = secret
+        self.namespace = namespace
+        self.area_ids = frozenset(area_ids)
+        self.publisher = publisher
+        self.reports = reports
+        self.clock = clock
+        self.drill = namespace.split(".")[0] == "drill"
+
+    # --- connection lifecycle -----------------------------------------------------
+
+    async def handler(self, ws: ServerConnection) -> None:
+        """Serve one connection until it closes."""
+        try:
+            session, position = await asyncio.wait_for(self._hello(ws), HELLO_TIMEOUT)
+        except TimeoutError:
+            await self._error(ws, None, "no_hello", "say hello first")
+            await _close(ws, POLICY, "no hello")
+            return
+        except _Refused as e:
+            await self._error(ws, None, e.code, e.message)
+            await _close(ws, e.close or POLICY, e.message[:120])
+            return
+        except ConnectionClosed:
+            return
+        await self._settle(position)
+        client = Client(ws, session.viewer, queue_size=self.queue_size)
+        attached = self.hub.attach(client, position, self._welcome(session))
+        log.debug("client attached (%s, %s)", session.viewer.audience.value,
+                  "snapshot" if attached.snapshot else f"resumed {attached.count}")
+        try:
+            async with asyncio.TaskGroup() as tg:
+                writer = tg.create_task(client.write_loop())
+                watchdog = tg.create_task(self._watch(ws, client))
+                try:
+                    await self._read_loop(ws, session)
+                finally:
+                    writer.cancel()
+                    watchdog.cancel()
+        finally:
+            self.hub.detach(client)
+
+    async def _settle(self, position: Position | None) -> None:
+        # A fresh gateway first catches up with the log; a client resuming a position
+        # another gateway gave it may also have to wait for this one to read that far.
+        try:
+            await asyncio.wait_for(self.hub.ready.wait(), READY_TIMEOUT)
+        except TimeoutError:
+            log.warning("not caught up after %.0fs; serving a partial picture", READY_TIMEOUT)
+        if position is None:
+            return
+        deadline = time.monotonic() + CATCH_UP_TIMEOUT
+        while self.hub.check(position) is Resume.BEHIND:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return  # attach() sends a snapshot of what this gateway has
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.hub.advanced(), remaining)
+
+    def _welcome(self, session: _Session) -> dict[str, Any]:
+        viewer = session.viewer
+        return {
+            "type": "welcome",
+            "role": viewer.audience.value,
+            "subject": session.principal.subject if session.principal else None,
+            "areas": sorted(viewer.areas) if viewer.areas is not None else None,
+            "own_areas": sorted(viewer.own_areas) if viewer.own_areas is not None else None,
+            "namespace": self.namespace,
+            "drill": self.drill,
+            "can_command": viewer.audience is Audience.HQ,
+            "can_report": session.principal is not None and viewer.audience is not Audience.PUBLIC,
+            "heartbeat_interval": HEARTBEAT_INTERVAL,
+        }
+
+    async def _watch(self, ws: ServerConnection, client: Client) -> None:
+        await client.overflowed.wait()
+        await _close(ws, OVERLOAD, "too far behind: reconnect with your last position")
+
+    # --- hello ----------------------------------------------------------------------
+
+    async def _hello(self, ws: ServerConnection) -> tuple[_Session, Position | None]:
+        garbage = 0
+        while True:
+            raw = await ws.recv()
+            try:
+                document = _parse(raw)
+                if document.get("type") != "hello":
+                    raise _Refused("hello_expected", "the first message must be a hello")
+                return self._session_from(document)
+            except _Refused as e:
+                if e.close is not None:
+                    raise
+                garbage += 1
+                if garbage >= GARBAGE_LIMIT:
+                    raise _Refused(e.code, e.message, close=POLICY) from None
+                await self._error(ws, None, e.code, e.message)
+
+    def _session_from(self, hello: Mapping[str, Any]) -> tuple[_Session, Position | None]:
+        unknown = set(hello) - {"type", "token", "position", "areas", "id"}
+        if unknown:
+            raise _Refused("invalid", f"unknown hello fields: {', '.join(sorted(unknown))}",
+                           close=POLICY)
+        token = hello.get("token")
+        if token is not None and (not isinstance(token, str) or len(token) > 8192):
+            raise _Refused("invalid", "token must be a string", close=POLICY)
+        areas = self._areas(hello.get("areas"), "areas")
+        principal = None
+        if token:
+            try:
+                principal = verify_token(self.secret, token)
+            except AuthError as e:
+                raise _Refused("unauthorized", str(e), close=UNAUTHORIZED) from None
+        viewer = self._viewer(principal, token, areas)
+        position = None
+        if hello.get("position") is not None:
+            try:
+                position = decode_position(hello["position"])
+            except InvalidPosition:
+                position = None  # unreadable: the client simply gets a snapshot
+        return _Session(token or None, principal, viewer), position
+
+    def _areas(self, value: Any, name: str) -> frozenset[str] | None:
+        if value is None:
+            return None
+        if not isinstance(value, list) or not all(isinstance(a, str) for a in value):
+            raise _Refused("invalid", f"{name} must be a list of area ids", close=POLICY)
+        unknown = sorted(set(value) - self.area_ids)
+        if unknown:
+            raise _Refused("invalid", f"unknown areas in {name}: {', '.join(unknown)}",
+                           close=POLICY)
+        return frozenset(value)
+
+    def _viewer(self, principal: Principal | None, token: str | None,
+                areas: frozenset[str] | None) -> Viewer:
+        if principal is None or principal.role is Role.PUBLIC:
+            return Viewer(Audience.PUBLIC, areas)
+        if principal.role is Role.HQ:
+            return Viewer(Audience.HQ, areas)
+        if principal.role in (Role.FIELD, Role.SHELTER_STAFF):
+            # A token may name the team's areas (claim "areas"); otherwise the team
+            # names them in its hello. Either way reports and shelters stop there.
+            # Named in the hello, they are the team's areas, not a filter of the rest.
+            claimed = jwt.decode(token or "", options={"verify_signature": False}).get("areas")
+            if claimed is None:
+                if not areas:
+                    raise _Refused("areas_required", "a field team must name its areas "
+                                   "(hello.areas, or an 'areas' claim in its token)",
+                                   close=POLICY)
+                return Viewer(Audience.FIELD, None, areas)
+            return Viewer(Audience.FIELD, areas, self._areas(claimed, "the token's areas"))
+        raise _Refused("forbidden", f"role {principal.role.value!r} has no view here",
+                       close=FORBIDDEN)
+
+    # --- requests -------------------------------------------------------------------
+
+    async def _read_loop(self, ws: ServerConnection, session: _Session) -> None:
+        with contextlib.suppress(ConnectionClosed):  # any close ends the connection's work
+            await self._requests(ws, session)
+
+    async def _requests(self, ws: ServerConnection, session: _Session) -> None:
+        async for raw in ws:
+            request_id = None
+            try:
+                document = _parse(raw)
+                request_id = _request_id(document)
+                kind = document.get("type")
+                if kind == "ping":
+                    await self._send(ws, {"type": "pong", "id": request_id})
+                elif kind == "command":
+                    await self._command(ws, session, document, request_id)
+                elif kind == "report":
+                    await self._report(ws, session, document, request_id)
+                elif kind == "hello":
+                    raise _Refused("already_hello", "hello was already said; reconnect to change")
+                else:
+                    raise _Refused("unknown_type", f"unknown message type {kind!r}; expected "
+                                   "ping, command or report")
+            except _Refused as e:
+                await self._error(ws, request_id, e.code, e.message, e.errors)
+                if e.code in _GARBAGE and self._too_much_garbage(session):
+                    await _close(ws, POLICY, "too many bad messages")
+                    return
+
+    def _too_much_garbage(self, session: _Session) -> bool:
+        now = time.monotonic()
+        session.garbage.append(now)
+        while session.garbage and session.garbage[0] < now - GARBAGE_WINDOW:
+            session.garbage.popleft()
+        return len(session.garbage) >= GARBAGE_LIMIT
+
+    async def _command(self, ws: ServerConnection, session: _Session,
+                       document: Mapping[str, Any], request_id: str | None) -> None:
+        principal = session.principal
+        if principal is None or principal.role is not Role.HQ:
+            raise _Refused("forbidden", "only HQ may send commands")
+        if principal.expires_at <= self.clock():
+            raise _Refused("unauthorized", "your token has expired; sign in again")
+        if request_id is None:
+            raise _Refused("invalid_id", "a command needs an id (used to deduplicate resends)")
+        unknown = set(document) - _COMMAND_FIELDS - {"type", "id"}
+        if unknown:
+            raise _Refused("invalid", f"unknown command fields: {', '.join(sorted(unknown))}",
+                           errors=[{"field": f, "message": "not a command field"}
+                                   for f in sorted(unknown)])
+        payload = {k: v for k, v in document.items() if k in _COMMAND_FIELDS}
+        payload["operator"] = principal.subject
+        payload["operator_role"] = principal.role.value
+        now = self.clock()
+        try:
+            event = new_event(EvacuationCommand, payload, occurred_at=now, recorded_at=now,
+                              source="gateway", exercise=self.drill,
+                              event_id=derive_id("gateway.command", principal.subject,
+                                                 request_id))
+        except ValidationError as e:
+            problems = problems_from(e)
+            raise _Refused("invalid", "; ".join(f"{p.field}: {p.message}" for p in problems),
+                           errors=[{"field": p.field.removeprefix("payload."),
+                                    "message": p.message} for p in problems]) from None
+        if self.publisher is None:
+            raise _Refused("unavailable", "commands are not enabled on this gateway")
+        try:
+            await self.publisher.publish(event)
+        except KafkaError as e:
+            log.warning("command %s not published: %s", event.event_id, e)
+            raise _Refused("unavailable", "the command could not be sent; retry with the "
+                           "same id") from None
+        log.info("command %s by %s: %s", event.event_id, principal.subject,
+                 event.payload.action.value)
+        await self._send(ws, {"type": "ack", "id": request_id, "event_id": str(event.event_id)})
+
+    async def _report(self, ws: ServerConnection, session: _Session,
+                      document: Mapping[str, Any], request_id: str | None) -> None:
+        if session.principal is None or session.token is None or (
+                session.viewer.audience is Audience.PUBLIC):
+            raise _Refused("forbidden", "sign in as a field team to send reports")
+        if request_id is None:
+            raise _Refused("invalid_id", "a report needs an id")
+        body = document.get("report")
+        if not isinstance(body, dict):
+            raise _Refused("invalid", "report must be an object (the body of POST /v1/reports)",
+                           errors=[{"field": "report", "message": "expected an object"}])
+        if self.reports is None:
+            raise _Refused("unavailable", "reports are not enabled on this gateway")
+        try:
+            status, answer = await self.reports.submit(session.token, body)
+        except (aiohttp.ClientError, TimeoutError) as e:
+            log.warning("intake unreachable for a report: %s", e)
+            raise _Refused("unavailable", "intake is unreachable; resend the same report "
+                           "(same client_report_id) shortly") from None
+        if status in (200, 202):
+            await self._send(ws, {"type": "ack", "id": request_id, "status": status,
+                                  "result": answer})
+            return
+        answer = answer if isinstance(answer, dict) else {}
+        raise _Refused(str(answer.get("error") or "rejected"),
+                       str(answer.get("message") or f"intake answered {status}"),
+                       errors=answer.get("errors"))
+
+    # --- replies ------------------------------------------------------------------
+
+    async def _send(self, ws: ServerConnection, message: Mapping[str, Any]) -> None:
+        # Replies share the connection with the fan-out; they are rare and small, so
+        # they go through websockets directly and may wait for the socket.
+        with contextlib.suppress(ConnectionClosed):
+            await ws.send(encode(message), text=True)
+
+    async def _error(self, ws: ServerConnection, request_id: str | None, code: str,
+                     message: str, errors: Sequence[Mapping[str, Any]] | None = None) -> None:
+        reply: dict[str, Any] = {"type": "error", "id": request_id, "code": code,
+                                 "message": message}
+        if errors:
+            reply["errors"] = list(errors)
+        await self._send(ws, reply)
+
+
+def _parse(raw: str | bytes) -> dict[str, Any]:
+    if isinstance(raw, bytes):
+        raise _Refused("malformed", "send JSON in text frames")
+    try:
+        document = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise _Refused("malformed", "not valid JSON") from None
+    if not isinstance(document, dict) or not isinstance(document.get("type"), str):
+        raise _Refused("malformed", "expected a JSON object with a string 'type'")
+    return document
+
+
+def _request_id(document: Mapping[str, Any]) -> str | None:
+    value = document.get("id")
+    if value is None:
+        return None
+    if not isinstance(value, str) or not _REQUEST_ID.fullmatch(value):
+        raise _Refused("invalid_id", "id must be 1-64 letters, digits and _.:- ")
+    return value
+
+
+async def _close(ws: ServerConnection, code: int, reason: str) -> None:
+    """Close with ``code``; abort if the peer does not take the close frame in time."""
+    try:
+        await asyncio.wait_for(ws.close(code, reason), CLOSE_TIMEOUT)
+    except TimeoutError:
+        ws.transport.abort()
+
+
+async def heartbeats(hub: Hub, stop: asyncio.Event,
+                     interval: float = HEARTBEAT_INTERVAL) -> None:
+    """Send the hub's heartbeat every ``interval`` seconds until ``stop``."""
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(stop.wait(), interval)
+        except TimeoutError:
+            hub.heartbeat()
