@@ -276,6 +276,10 @@ from services.intake.cli import report, shelter_status, token  # noqa: E402
 main.add_command(token)
 main.add_command(report)
 main.add_command(shelter_status)
+from services.recorder.cli import events, rehydrate  # noqa: E402
+
+main.add_command(events)
+main.add_command(rehydrate)
 
 
 if __name__ == "__main__":
