@@ -115,7 +115,11 @@ async def serve(settings: Settings, stop: asyncio.Event, *, options: Options | N
         log.warning("message wording in %s awaits review by the ward's translators",
                     ", ".join(pending))
     webhooks = options.webhooks if options.webhooks is not None else webhooks_from_env()
-    dispatch_config = options.dispatch or DispatchConfig(retry=webhooks.retry)
+    # A claim must outlive one attempt (the slowest subscriber's timeout), and no more:
+    # after a crash, the lease is how long an interrupted delivery waits to be retried.
+    slowest = max((sub.timeout for sub in webhooks.subscribers), default=2.0)
+    dispatch_config = options.dispatch or DispatchConfig(retry=webhooks.retry,
+                                                         lease=max(5.0, 2 * slowest + 2.0))
 
     await ensure_topics(settings)
     pool = await _connect(settings.database_url, stop)

@@ -1,0 +1,459 @@
+"""The broadcaster in-process against the real broker and PostgreSQL, with a local webhook receiver:
+public feed, CAP over HTTP, signed webhooks, no duplicates, backoff and circuit, drill guard."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import uuid
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import pytest
+from aiohttp import web
+from lxml import etree
+
+from infra.db.migrate import migrate
+from infra.embedded.processes import free_port
+from infra.settings import Settings, load_settings
+from schemas.broadcasts import BroadcastFailed, BroadcastPublished
+from schemas.envelope import Envelope, new_event
+from schemas.evacuation import OrderIssued, OrderLifted, OrderUpdated
+from schemas.events import decode_event
+from schemas.examples import example
+from services.broadcaster.channels import (
+    DELIVERY_ID_HEADER,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    Outgoing,
+    WebhookChannel,
+    WebhookSubscriber,
+    verify,
+)
+from services.broadcaster.delivery import DeliveryStore
+from services.broadcaster.dispatch import ChannelWorker, DispatchConfig
+from services.broadcaster.domain import delivery_id_for, message_id_for_order
+from services.broadcaster.errors import DrillRefused
+from services.broadcaster.main import Options, serve
+from services.broadcaster.webhooks import RetrySettings, WebhookConfig
+from tests.support import consume_events, produce_events, wait_for
+
+pytestmark = pytest.mark.integration
+
+XSD = Path("schemas/cap/CAP-v1.2.xsd")
+CAP = {"cap": "urn:oasis:names:tc:emergency:cap:1.2"}
+ATOM = {"atom": "http://www.w3.org/2005/Atom"}
+SECRET = b"test-webhook-secret-0123456789-abcdef"
+LANGS = {"ja", "en", "zh", "ko"}
+T0 = datetime(2025, 8, 21, 5, 0, tzinfo=UTC)
+
+
+# --- helpers shared with test_broadcaster_crash.py -------------------------------------
+
+
+@dataclass
+class Request:
+    """One request the receiver got."""
+
+    hook: str
+    headers: dict[str, str]
+    body: bytes
+    at: datetime
+
+    @property
+    def event(self) -> BroadcastPublished:
+        event = decode_event(self.body)
+        assert isinstance(event, BroadcastPublished)
+        return event
+
+
+@dataclass
+class Receiver:
+    """A local webhook endpoint: /hook/<name> answers 200, or 503 for names in ``failing``,
+    after ``slow[name]`` seconds."""
+
+    failing: set[str] = field(default_factory=set)
+    slow: dict[str, float] = field(default_factory=dict)
+    requests: list[Request] = field(default_factory=list)
+    port: int = 0
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.port}/hook/{name}"
+
+    def of(self, name: str) -> list[Request]:
+        return [r for r in self.requests if r.hook == name]
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        self.requests.append(Request(name, dict(request.headers), await request.read(),
+                                     datetime.now(UTC)))
+        if name in self.slow:
+            await asyncio.sleep(self.slow[name])  # a slow subscriber, not a test wait
+        return web.Response(status=503 if name in self.failing else 200, text="ok")
+
+
+@asynccontextmanager
+async def receiver(**kwargs: Any) -> AsyncIterator[Receiver]:
+    """Run a :class:`Receiver` on 127.0.0.1 for the block."""
+    recv = Receiver(**kwargs)
+    app = web.Application()
+    app.router.add_post("/hook/{name}", recv._handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    recv.port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", recv.port).start()
+    try:
+        yield recv
+    finally:
+        await runner.cleanup()
+
+
+def subscriber(recv: Receiver, name: str, *, live: bool = True,
+               languages: tuple[str, ...] = ("ja", "en", "zh", "ko")) -> WebhookSubscriber:
+    return WebhookSubscriber(name=name, url=recv.url(name), secret=SECRET, languages=languages,
+                             live=live, timeout=5.0)
+
+
+def schema_dsn(database_url: str, schema: str) -> str:
+    """A DSN whose sessions use ``schema`` (asyncpg passes unknown query keys as settings)."""
+    return f"{database_url}?search_path={schema}"
+
+
+async def migrated(pool: asyncpg.Pool) -> None:
+    async with pool.acquire() as conn:
+        await migrate(conn)
+
+
+def order_events(tag: str, *, exercise: bool = False, areas: tuple[str, ...] = ("kanda-koen",),
+                 versions: int = 3) -> list[Envelope]:
+    """Issued, updated (level 5, more areas) and lifted versions of a fresh order."""
+    order_id = uuid.uuid5(uuid.NAMESPACE_URL, f"sonae-test-order-{tag}-{uuid.uuid4()}")
+    issued = example("evacuation.order_issued")
+    assert isinstance(issued, OrderIssued)
+    body = issued.payload.model_copy(update={"order_id": order_id, "area_ids": areas})
+    first = new_event(OrderIssued, body, occurred_at=T0, source="evacuation-decision",
+                      exercise=exercise)
+    out: list[Envelope] = [first]
+    updated = example("evacuation.order_updated")
+    assert isinstance(updated, OrderUpdated)
+    out.append(new_event(
+        OrderUpdated, updated.payload.model_copy(update={"order_id": order_id}),
+        occurred_at=T0 + timedelta(minutes=60), source="evacuation-decision", cause=first))
+    lifted = example("evacuation.order_lifted")
+    assert isinstance(lifted, OrderLifted)
+    out.append(new_event(
+        OrderLifted, lifted.payload.model_copy(update={"order_id": order_id}),
+        occurred_at=T0 + timedelta(hours=9), source="evacuation-decision", cause=first))
+    return out[:versions]
+
+
+async def delivery_states(pool: asyncpg.Pool) -> dict[str, int]:
+    rows = await pool.fetch("select state, count(*) as n from broadcast_deliveries group by state")
+    return {r["state"]: r["n"] for r in rows}
+
+
+async def count_delivered(pool: asyncpg.Pool, channel: str | None = None) -> int:
+    n: int = await pool.fetchval(
+        "select count(*) from broadcast_deliveries where state = 'delivered' "
+        "and ($1::text is null or channel = $1)", channel)
+    return n
+
+
+async def outbox_events(pool: asyncpg.Pool) -> list[Envelope]:
+    rows = await pool.fetch("select value from broadcast_outbox order by id")
+    return [decode_event(bytes(r["value"])) for r in rows]
+
+
+def settings_for(kafka_bootstrap: str, database_url: str, db_schema: str,
+                 namespace: str) -> Settings:
+    return load_settings(kafka_bootstrap=kafka_bootstrap,
+                         database_url=schema_dsn(database_url, db_schema),
+                         namespace=namespace, broadcaster_port=free_port(), host="127.0.0.1")
+
+
+@asynccontextmanager
+async def running(settings: Settings, options: Options) -> AsyncIterator[None]:
+    """Run the broadcaster in this event loop for the block; stop it cleanly afterwards."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(serve(settings, stop, options=options))
+    try:
+        yield
+    finally:
+        stop.set()
+        try:
+            await asyncio.wait_for(task, 30)
+        except BaseException:
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+            raise
+
+
+def fast_retry(**overrides: Any) -> DispatchConfig:
+    retry = RetrySettings(**{"max_attempts": 8, "base_delay_seconds": 0.2,
+                             "max_delay_seconds": 1.0, "failures_to_down": 5,
+                             "probe_interval_seconds": 60.0, **overrides})
+    return DispatchConfig(retry=retry, poll_interval=0.2, lease=10.0)
+
+
+def xsd() -> Any:
+    return etree.XMLSchema(etree.parse(str(XSD)))
+
+
+def published_keys(events: Iterable[Envelope]) -> list[tuple[uuid.UUID, int, str]]:
+    keys = []
+    for e in events:
+        assert isinstance(e, BroadcastPublished)
+        keys.append((e.payload.message_id, e.payload.version, e.payload.language))
+    return keys
+
+
+# --- tests -----------------------------------------------------------------------------
+
+
+async def test_order_reaches_public_feed_cap_feed_and_signed_webhooks(
+    kafka_bootstrap: str, database_url: str, db_schema: str, db_pool: asyncpg.Pool,
+    namespace: str,
+) -> None:
+    """One order: 4 public-feed messages, its CAP in the Atom feed, 4 signed webhook POSTs."""
+    await migrated(db_pool)
+    settings = settings_for(kafka_bootstrap, database_url, db_schema, namespace)
+    (issued,) = order_events("one", versions=1)
+    assert isinstance(issued, OrderIssued)
+    async with receiver() as recv:
+        options = Options(webhooks=WebhookConfig(subscribers=(subscriber(recv, "app"),)),
+                          dispatch=fast_retry())
+        async with running(settings, options):
+            await produce_events(kafka_bootstrap, namespace, [issued])
+            await wait_for(lambda: _all_delivered(db_pool, 9), timeout=30,
+                           what="9 deliveries (4 feed + 4 webhook + 1 CAP)")
+
+            feed = await consume_events(kafka_bootstrap, namespace, "public.messages", count=4)
+            assert {e.payload.language for e in feed if isinstance(e, BroadcastPublished)} == LANGS
+            assert all(not e.exercise and e.causation_id == issued.event_id for e in feed)
+
+            hooks = recv.of("app")
+            assert len(hooks) == 4
+            assert {r.event.payload.language for r in hooks} == LANGS
+            assert len({r.headers[DELIVERY_ID_HEADER] for r in hooks}) == 4
+            for r in hooks:
+                assert verify(SECRET, r.headers[TIMESTAMP_HEADER], r.body,
+                              r.headers[SIGNATURE_HEADER])
+                assert not verify(b"wrong-secret-wrong-secret-wrong-secret", r.headers[
+                    TIMESTAMP_HEADER], r.body, r.headers[SIGNATURE_HEADER])
+                assert r.event.event_id in {e.event_id for e in feed}  # the same documents
+            ja = next(r.event for r in hooks if r.event.payload.language == "ja")
+            assert ja.payload.headline.startswith("警戒レベル4 避難指示（洪水）")
+            assert len(ja.payload.sms) <= 70
+
+            base = f"http://127.0.0.1:{settings.broadcaster_port}"
+            async with aiohttp.ClientSession() as http:
+                async with http.get(f"{base}/cap/alerts.atom") as response:
+                    assert response.status == 200
+                    assert response.content_type == "application/atom+xml"
+                    atom = etree.fromstring(await response.read())
+                links = atom.findall("atom:entry/atom:link[@rel='alternate']", namespaces=ATOM)
+                assert len(links) == 1
+                async with http.get(links[0].get("href")) as response:
+                    assert response.status == 200
+                    assert response.content_type == "application/cap+xml"
+                    cap = etree.fromstring(await response.read())
+                async with http.get(f"{base}/healthz") as response:
+                    assert response.status == 200
+                async with http.get(f"{base}/cap/alerts/nope.xml") as response:
+                    assert response.status == 404
+            assert xsd().validate(cap), xsd().error_log
+            assert cap.findtext("cap:status", namespaces=CAP) == "Actual"
+            assert cap.findtext("cap:msgType", namespaces=CAP) == "Alert"
+            assert str(issued.payload.order_id) in cap.findtext("cap:identifier", namespaces=CAP)
+            assert len(cap.findall("cap:info", namespaces=CAP)) == 4
+
+            await wait_for(lambda: _outbox_sent(db_pool), timeout=15, what="outbox published")
+            outcomes = await consume_events(kafka_bootstrap, namespace, "broadcasts.deliveries",
+                                            count=9)
+            assert {e.type for e in outcomes} == {"broadcast.delivered"}
+
+
+async def _all_delivered(pool: asyncpg.Pool, expected: int) -> bool:
+    return await count_delivered(pool) == expected
+
+
+async def _outbox_sent(pool: asyncpg.Pool) -> bool:
+    unsent = await pool.fetchval("select count(*) from broadcast_outbox where sent_at is null")
+    return bool(unsent == 0)
+
+
+async def test_redelivered_records_send_nothing_twice(
+    kafka_bootstrap: str, database_url: str, db_schema: str, db_pool: asyncpg.Pool,
+    namespace: str,
+) -> None:
+    """Producing an order's records again plans and sends nothing a second time."""
+    await migrated(db_pool)
+    settings = settings_for(kafka_bootstrap, database_url, db_schema, namespace)
+    issued, updated, lifted = order_events("dup")
+    async with receiver() as recv:
+        options = Options(webhooks=WebhookConfig(subscribers=(subscriber(recv, "app"),)),
+                          dispatch=fast_retry())
+        async with running(settings, options):
+            await produce_events(kafka_bootstrap, namespace, [issued])
+            await wait_for(lambda: _all_delivered(db_pool, 9), timeout=30, what="v1 delivered")
+            await produce_events(kafka_bootstrap, namespace, [updated])
+            await wait_for(lambda: _all_delivered(db_pool, 18), timeout=30, what="v2 delivered")
+            # The same records again (as after a consumer-group reset), then v3 behind
+            # them on the same partition: once v3 is delivered the duplicates were read.
+            await produce_events(kafka_bootstrap, namespace, [issued, updated, issued, lifted])
+            await wait_for(lambda: _all_delivered(db_pool, 27), timeout=30, what="v3 delivered")
+            await wait_for(lambda: _outbox_sent(db_pool), timeout=15, what="outbox published")
+
+            hooks = recv.of("app")
+            keys = [(r.event.payload.version, r.event.payload.language) for r in hooks]
+            assert sorted(keys) == sorted((v, lang) for v in (1, 2, 3) for lang in LANGS)
+            assert len({r.headers[DELIVERY_ID_HEADER] for r in hooks}) == 12
+            feed = await consume_events(kafka_bootstrap, namespace, "public.messages", count=12)
+            assert len(set(published_keys(feed))) == 12
+            rows = await db_pool.fetch("select identifier, msg_type from cap_alerts "
+                                       "order by version")
+            assert [r["msg_type"] for r in rows] == ["Alert", "Update", "Cancel"]
+            assert await delivery_states(db_pool) == {"delivered": 27}
+            assert await db_pool.fetchval("select count(*) from broadcast_messages") == 3
+
+
+async def test_failing_subscriber_backs_off_and_goes_down_without_delaying_a_healthy_one(
+    kafka_bootstrap: str, database_url: str, db_schema: str, db_pool: asyncpg.Pool,
+    namespace: str,
+) -> None:
+    """A slow 503 subscriber is retried after backoff, then marked down; the other is not held."""
+    await migrated(db_pool)
+    settings = settings_for(kafka_bootstrap, database_url, db_schema, namespace)
+    (issued,) = order_events("down", versions=1)
+    async with receiver(failing={"broken"}, slow={"broken": 1.0}) as recv:
+        options = Options(
+            webhooks=WebhookConfig(subscribers=(subscriber(recv, "healthy"),
+                                                subscriber(recv, "broken"))),
+            dispatch=fast_retry(failures_to_down=6, probe_interval_seconds=120.0))
+        async with running(settings, options):
+            await produce_events(kafka_bootstrap, namespace, [issued])
+            await wait_for(lambda: len(recv.of("healthy")) == 4, timeout=30,
+                           what="the healthy subscriber served")
+            health = await wait_for(
+                lambda: db_pool.fetchrow(
+                    "select * from webhook_subscribers where channel = 'webhook-broken' "
+                    "and state = 'down'"),
+                timeout=60, what="the broken subscriber marked down")
+            assert health["consecutive_failures"] == 6
+            assert health["next_probe_at"] > health["down_since"]
+            await wait_for(lambda: _outbox_sent(db_pool), timeout=15, what="outbox published")
+
+            healthy, broken = recv.of("healthy"), recv.of("broken")
+            # Independent workers: the healthy subscriber was done before the broken one's
+            # second (one-second) request even started.
+            assert max(r.at for r in healthy) < broken[1].at
+            assert await count_delivered(db_pool, "webhook-healthy") == 4
+            assert await count_delivered(db_pool, "webhook-broken") == 0
+            # Down means no more attempts until the probe: exactly the six that failed,
+            # four first attempts and two retries reusing their delivery's id.
+            assert len(broken) == 6
+            ids = [r.headers[DELIVERY_ID_HEADER] for r in broken]
+            assert len(set(ids)) == 4
+
+            failed = [e for e in await outbox_events(db_pool) if isinstance(e, BroadcastFailed)
+                      and e.payload.channel == "webhook-broken"]
+            assert len(failed) == 6
+            for e in failed:
+                assert e.payload.will_retry and "HTTP 503" in e.payload.error
+                assert e.payload.next_attempt_at is not None
+                assert e.payload.next_attempt_at > e.occurred_at
+            assert "marked down after 6 consecutive failures" in failed[-1].payload.error
+            # Each retry came no earlier than the backoff its failure announced.
+            first_failure = {}
+            for e in failed:
+                first_failure.setdefault((e.payload.language, e.payload.attempt), e)
+            for r in broken:
+                attempts = [x for x in broken if x.headers[DELIVERY_ID_HEADER]
+                            == r.headers[DELIVERY_ID_HEADER]]
+                if len(attempts) == 2 and r is attempts[1]:
+                    language = r.event.payload.language
+                    announced = first_failure[(language, 1)].payload.next_attempt_at
+                    assert announced is not None and r.at >= announced
+            states = sorted(r["state"] for r in await db_pool.fetch(
+                "select state from broadcast_deliveries where channel = 'webhook-broken'"))
+            assert states == ["retry"] * 4
+
+
+async def test_exercise_orders_reach_no_live_channel(
+    kafka_bootstrap: str, database_url: str, db_schema: str, db_pool: asyncpg.Pool,
+    namespace: str,
+) -> None:
+    """A drill order reaches only the drill webhook; every live channel refuses it, recorded."""
+    await migrated(db_pool)
+    settings = settings_for(kafka_bootstrap, database_url, db_schema, namespace)
+    (drill,) = order_events("drill", exercise=True, versions=1)
+    async with receiver() as recv:
+        options = Options(
+            webhooks=WebhookConfig(subscribers=(subscriber(recv, "live"),
+                                                subscriber(recv, "drill", live=False))),
+            dispatch=fast_retry(), feeds_live=True)  # as in the live namespace
+        async with running(settings, options):
+            await produce_events(kafka_bootstrap, namespace, [drill])
+            await wait_for(lambda: len(recv.of("drill")) == 4, timeout=30,
+                           what="the drill webhook served")
+            await wait_for(lambda: _outbox_sent(db_pool), timeout=15, what="outbox published")
+            states = {(r["channel"], r["state"]) for r in await db_pool.fetch(
+                "select channel, state from broadcast_deliveries")}
+            assert states == {("webhook-drill", "delivered"), ("webhook-live", "refused"),
+                              ("public-feed", "refused"), ("cap-feed", "refused")}
+            assert recv.of("live") == []
+            assert await db_pool.fetchval("select count(*) from cap_alerts") == 0
+            for r in recv.of("drill"):
+                event = r.event
+                assert event.exercise
+                marker = {"ja": "【訓練】", "en": "[DRILL]", "zh": "【演练】", "ko": "[훈련]"}
+                assert event.payload.sms.startswith(marker[event.payload.language])
+            refusals = [e for e in await outbox_events(db_pool) if isinstance(e, BroadcastFailed)]
+            assert len(refusals) == 4 + 4 + 1
+            assert all("exercise message refused by live channel" in e.payload.error
+                       and not e.payload.will_retry for e in refusals)
+
+
+async def test_channel_layer_refuses_a_drill_that_reached_a_live_queue(
+    db_pool: asyncpg.Pool,
+) -> None:
+    """Even a drill delivery queued for a live webhook (a planning bug) is refused at send time."""
+    await migrated(db_pool)
+    async with receiver() as recv, aiohttp.ClientSession() as session:
+        live = WebhookChannel(subscriber(recv, "live"), session)
+        message_id = message_id_for_order(uuid.uuid4())
+        delivery_id = delivery_id_for("", message_id, 1, "ja", live.name)
+        outgoing = Outgoing("", message_id, 1, "ja", live.name, delivery_id, exercise=True,
+                            attempt=1, body=b"{}")
+        with pytest.raises(DrillRefused):
+            await live.send(outgoing)
+
+        await db_pool.execute(
+            """insert into broadcast_deliveries (namespace, message_id, version, language,
+                   channel, delivery_id, state, exercise, cause_event_id, correlation_id, body)
+               values ('', $1, 1, 'ja', $2, $3, 'pending', true, $4, $4, '\\x7b7d')""",
+            message_id, live.name, delivery_id, uuid.uuid4())
+        worker = ChannelWorker(live, DeliveryStore(db_pool, ""), fast_retry())
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop))
+        try:
+            await wait_for(lambda: db_pool.fetchval(
+                "select state = 'refused' from broadcast_deliveries"), timeout=15,
+                what="the worker's refusal")
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 15)
+        assert recv.requests == []
+        reason = await db_pool.fetchval("select last_error from broadcast_deliveries")
+        assert reason == "exercise message refused by live channel webhook-live"
+        (event,) = await outbox_events(db_pool)
+        assert event.type == "broadcast.failed" and event.exercise
+        assert json.loads(event.model_dump_json())["payload"]["will_retry"] is False
