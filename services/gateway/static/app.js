@@ -1,0 +1,371 @@
+// Sonae dashboard: mirrors the gateway's picture (snapshot + deltas) and draws it.
+// Every piece of text from the server is inserted with textContent or as an SVG
+// text node, never as HTML; the page's CSP forbids inline scripts as a second line.
+"use strict";
+
+(function () {
+  const NS = "http://www.w3.org/2000/svg";
+  const S = { lang: "ja", region: null, config: null, state: {}, position: null,
+              welcome: null, ws: null, backoff: 500, lastMessage: 0, pending: {}, notes: {} };
+
+  // --- tokens and language ---------------------------------------------------------
+  function readHash() {
+    const params = new URLSearchParams(location.hash.slice(1));
+    if (params.get("token")) sessionStorage.setItem("sonae.token", params.get("token"));
+    if (params.get("areas")) sessionStorage.setItem("sonae.areas", params.get("areas"));
+    if (params.get("lang")) localStorage.setItem("sonae.lang", params.get("lang"));
+    if (location.hash) history.replaceState(null, "", location.pathname + location.search);
+  }
+  const token = () => sessionStorage.getItem("sonae.token");
+  const areas = () => {
+    const text = sessionStorage.getItem("sonae.areas");
+    return text ? text.split(",").filter(Boolean) : null;
+  };
+  const t = (key) => (window.SONAE_I18N[S.lang] || {})[key] || window.SONAE_I18N.en[key] || key;
+  const name = (names) => (names && (names[S.lang] || names.ja)) || "";
+  const areaName = (id) => {
+    const d = S.region && S.region.districts.find((x) => x.id === id);
+    return d ? name(d.names) : id;
+  };
+  const siteName = (id) => {
+    const s = S.region && S.region.sites.find((x) => x.id === id);
+    return s ? name(s.names) : id;
+  };
+
+  function el(tag, attrs, ...children) {
+    const node = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (k === "class") node.className = v;
+      else if (k === "style") node.style.cssText = v;  // CSSOM: allowed by the CSP, unlike the attribute
+      else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+      else node.setAttribute(k, v);
+    }
+    for (const child of children) {
+      if (child === null || child === undefined) continue;
+      node.append(typeof child === "string" || typeof child === "number"
+        ? document.createTextNode(String(child)) : child);
+    }
+    return node;
+  }
+  function fill(id, items) {
+    const list = document.getElementById(id);
+    list.replaceChildren(...items);
+  }
+  function time(iso) {
+    if (!iso) return "";
+    const d = new Date(iso);
+    return d.toLocaleString(S.lang === "zh" ? "zh-CN" : S.lang, { month: "numeric",
+      day: "numeric", hour: "2-digit", minute: "2-digit" });
+  }
+  function levelBadge(level, lifted) {
+    return el("span", { class: "badge " + (lifted ? "lifted" : "l" + level) },
+      t("level") + " " + level);
+  }
+
+  // --- connection ------------------------------------------------------------------
+  function setConn(state) {
+    const node = document.getElementById("conn");
+    node.dataset.state = state;
+    node.textContent = t(state);
+  }
+  function connect() {
+    setConn("connecting");
+    const scheme = location.protocol === "https:" ? "wss" : "ws";
+    const ws = new WebSocket(`${scheme}://${location.hostname}:${S.config.websocket_port}/`);
+    S.ws = ws;
+    ws.onopen = () => {
+      const hello = { type: "hello", token: token(), position: S.position };
+      if (areas()) hello.areas = areas();
+      ws.send(JSON.stringify(hello));
+    };
+    ws.onmessage = (event) => {
+      S.lastMessage = Date.now();
+      let message;
+      try { message = JSON.parse(event.data); } catch (e) { return; }
+      receive(message);
+    };
+    ws.onclose = (event) => {
+      if (S.ws !== ws) return;
+      setConn("offline");
+      if (event.code === 4401) sessionStorage.removeItem("sonae.token");  // bad token: public
+      // Resume from the last position; the server sends exactly what was missed.
+      setTimeout(connect, S.backoff);
+      S.backoff = Math.min(S.backoff * 2, 10000);
+    };
+  }
+  function watchdog() {
+    // Browsers cannot see websocket pings: the server's heartbeat says the link lives.
+    const limit = 2.5 * 1000 * ((S.welcome && S.welcome.heartbeat_interval) || 15);
+    if (S.ws && S.ws.readyState === WebSocket.OPEN && Date.now() - S.lastMessage > limit) {
+      S.ws.close();
+    }
+  }
+  function receive(message) {
+    switch (message.type) {
+      case "welcome":
+        S.welcome = message; S.backoff = 500; setConn("live");
+        if (message.resume === "snapshot") S.state = {};
+        break;
+      case "snapshot":
+        S.state = message.state; S.position = message.position; break;
+      case "delta":
+        for (const change of message.changes) {
+          const kind = S.state[change.kind] || (S.state[change.kind] = {});
+          if (change.value === null) delete kind[change.id]; else kind[change.id] = change.value;
+        }
+        S.position = message.position; break;
+      case "heartbeat":
+        S.position = message.position; break;
+      case "ack": case "error":
+        if (message.id && S.pending[message.id]) {
+          const recId = S.pending[message.id];
+          S.notes[recId] = message.type === "ack" ? t("sent") : message.message;
+          delete S.pending[message.id];
+        }
+        break;
+      default: break;
+    }
+    schedule();
+  }
+  function command(fields, recId) {
+    const id = "c-" + Date.now().toString(36) + Math.random().toString(36).slice(2, 8);
+    S.pending[id] = recId;
+    S.ws.send(JSON.stringify({ type: "command", id, ...fields }));
+  }
+
+  // --- drawing ---------------------------------------------------------------------
+  let queued = false;
+  function schedule() {
+    if (queued) return;
+    queued = true;
+    requestAnimationFrame(() => { queued = false; render(); });
+  }
+  function projector() {
+    let minX = Infinity, minY = Infinity, maxX = -Infinity, maxY = -Infinity;
+    const rings = [];
+    for (const d of S.region.districts) {
+      const polys = d.geometry.type === "Polygon" ? [d.geometry.coordinates] : d.geometry.coordinates;
+      for (const poly of polys) for (const ring of poly) for (const [x, y] of ring) {
+        minX = Math.min(minX, x); maxX = Math.max(maxX, x);
+        minY = Math.min(minY, y); maxY = Math.max(maxY, y);
+      }
+      rings.push(d);
+    }
+    const k = Math.cos(((minY + maxY) / 2) * Math.PI / 180);  // equirectangular, true at mid-latitude
+    const scale = Math.min(960 / ((maxX - minX) * k), 660 / (maxY - minY));
+    return ([x, y]) => [20 + (x - minX) * k * scale, 20 + (maxY - y) * scale];
+  }
+  function drawMap() {
+    const svg = document.getElementById("map");
+    const project = S.project || (S.project = projector());
+    const nodes = [];
+    const areasState = S.state.area || {};
+    for (const d of S.region.districts) {
+      const level = (areasState[d.id] || {}).level;
+      const polys = d.geometry.type === "Polygon" ? [d.geometry.coordinates] : d.geometry.coordinates;
+      let path = "";
+      let cx = 0, cy = 0, n = 0;
+      for (const poly of polys) for (const ring of poly) {
+        ring.forEach((pt, i) => {
+          const [x, y] = project(pt);
+          path += (i ? "L" : "M") + x.toFixed(1) + " " + y.toFixed(1);
+          cx += x; cy += y; n += 1;
+        });
+        path += "Z";
+      }
+      const shape = document.createElementNS(NS, "path");
+      shape.setAttribute("d", path);
+      shape.setAttribute("class", level ? "l" + level : "l0");
+      shape.setAttribute("data-area", d.id);
+      const title = document.createElementNS(NS, "title");
+      title.textContent = name(d.names) + (level ? " — " + t("level") + " " + level : "");
+      shape.append(title);
+      nodes.push(shape);
+      const label = document.createElementNS(NS, "text");
+      label.setAttribute("x", (cx / n).toFixed(1));
+      label.setAttribute("y", (cy / n).toFixed(1));
+      label.setAttribute("text-anchor", "middle");
+      label.textContent = name(d.names);
+      nodes.push(label);
+    }
+    const shelters = S.state.shelter || {};
+    for (const site of S.region.sites.filter((s) => s.shelter)) {
+      const [x, y] = project([site.lon, site.lat]);
+      const status = (shelters[site.id] || {}).status || "closed";
+      const dot = document.createElementNS(NS, "circle");
+      dot.setAttribute("cx", x.toFixed(1)); dot.setAttribute("cy", y.toFixed(1));
+      dot.setAttribute("r", status === "closed" ? 4 : 7);
+      dot.setAttribute("fill", { open: "#2a7", crowded: "#e90", full: "#d22", opening: "#69c" }[status] || "#999");
+      const title = document.createElementNS(NS, "title");
+      title.textContent = name(site.names) + " — " + t(status);
+      dot.append(title);
+      nodes.push(dot);
+    }
+    svg.replaceChildren(...nodes);
+    fill("legend", [3, 4, 5].map((l) => el("li", {}, el("span", { class: "badge l" + l }, String(l)),
+      t("L" + l))));
+  }
+  function render() {
+    if (!S.region) return;
+    document.documentElement.lang = S.lang;
+    for (const node of document.querySelectorAll("[data-i18n]")) node.textContent = t(node.dataset.i18n);
+    document.getElementById("region-name").textContent = name(S.region.names);
+    const role = (S.welcome && S.welcome.role) || "public";
+    document.getElementById("who").textContent = t(role + "_view") +
+      (S.welcome && S.welcome.subject ? " · " + S.welcome.subject : "");
+    document.getElementById("signin").hidden = Boolean(token());
+    document.getElementById("signout").hidden = !token();
+    const exercise = ((S.state.meta || {}).cop || {}).exercise;
+    document.getElementById("drill").hidden = !(S.config.drill || (S.welcome && S.welcome.drill) || exercise);
+    setConn(document.getElementById("conn").dataset.state);
+    document.getElementById("position").textContent = S.position ? "@" + S.position.slice(0, 16) : "";
+    drawMap();
+    renderRecommendations(role);
+    renderOrders();
+    renderShelters();
+    renderReports();
+    renderGauges();
+    renderWarnings();
+    renderMessages();
+  }
+  const byTime = (field) => (a, b) => String(b[field] || "").localeCompare(String(a[field] || ""));
+
+  function renderRecommendations(role) {
+    const panel = document.getElementById("recommendations-panel");
+    const recs = Object.values(S.state.recommendation || {});
+    panel.hidden = role !== "hq";
+    fill("recommendations", recs.sort(byTime("occurred_at")).slice(0, 30).map((r) => {
+      const actions = el("div", {});
+      if (r.status === "pending" && S.welcome && S.welcome.can_command) {
+        const reason = el("input", { type: "text", placeholder: t("reason"), "aria-label": t("reason") });
+        actions.append(
+          el("button", { class: "approve", type: "button", "data-recommendation": r.recommendation_id,
+            onclick: () => command({ action: "approve", recommendation_id: r.recommendation_id },
+              r.recommendation_id) }, t("approve")), " ",
+          reason, " ",
+          el("button", { class: "reject", type: "button", onclick: () => {
+            if (!reason.value.trim()) { reason.focus(); return; }
+            command({ action: "reject", recommendation_id: r.recommendation_id,
+              reason: reason.value.trim() }, r.recommendation_id);
+          } }, t("reject")));
+      }
+      const resolution = r.resolution || {};
+      return el("li", { "data-recommendation": r.recommendation_id },
+        levelBadge(r.level), t(r.hazard), " · ", r.area_ids.map(areaName).join("、"),
+        el("div", { class: "muted" }, t(r.status), " · ", r.kind, " · ", time(r.occurred_at)),
+        el("div", { class: "rationale" }, r.rationale),
+        resolution.reason ? el("div", { class: "note" }, resolution.reason) : null,
+        S.notes[r.recommendation_id] ? el("div", { class: "note" }, S.notes[r.recommendation_id]) : null,
+        actions);
+    }));
+  }
+  function renderOrders() {
+    const orders = Object.values(S.state.order || {}).sort(byTime("changed_at"));
+    fill("orders", orders.map((o) => el("li", { "data-order": o.order_id },
+      levelBadge(o.level, o.status === "lifted"), t("L" + o.level), " (", t(o.hazard), ") ",
+      el("strong", {}, t(o.status)),
+      el("div", {}, o.area_ids.map(areaName).join("、")),
+      o.designated_shelter_ids.length ? el("div", { class: "muted" },
+        o.designated_shelter_ids.map(siteName).join("、")) : null,
+      el("div", { class: "muted" }, time(o.changed_at), o.issued_by ? " · " + o.issued_by : ""))));
+  }
+  function renderShelters() {
+    const shelters = Object.values(S.state.shelter || {});
+    fill("shelters", shelters.sort((a, b) => siteName(a.shelter_id).localeCompare(siteName(b.shelter_id)))
+      .map((s) => {
+        const site = S.region.sites.find((x) => x.id === s.shelter_id);
+        const capacity = s.capacity || (site && site.capacity) || 0;
+        const share = capacity && s.occupancy !== undefined ? Math.min(1, s.occupancy / capacity) : null;
+        const bar = share === null ? null : el("div", { class: "bar " + s.status },
+          el("div", { style: "width:" + Math.round(share * 100) + "%" }));
+        const power = s.power ? t("power") + ": " + t(s.power.kind === "none" ? "power_none" : s.power.kind) +
+          (s.power.fuel_hours_left !== null && s.power.fuel_hours_left !== undefined
+            ? " (" + s.power.fuel_hours_left + " h)" : "") : null;
+        return el("li", { "data-shelter": s.shelter_id },
+          el("strong", {}, siteName(s.shelter_id)), " ",
+          el("span", { class: "status-" + s.status }, t(s.status)),
+          s.occupancy !== undefined ? el("span", { class: "muted" }, " " + s.occupancy + " / " + capacity) : null,
+          bar,
+          power ? el("div", { class: "muted" }, power) : null,
+          el("div", { class: "muted" }, t("hazards") + ": " + (s.hazards || []).map(t).join("、")));
+      }));
+  }
+  function renderReports() {
+    const reports = Object.values(S.state.report || {});
+    document.getElementById("reports-panel").hidden = !S.state.report;
+    fill("reports", reports.sort(byTime("occurred_at")).slice(0, 50).map((r) => {
+      const c = r.casualties || {};
+      const hurt = (c.injured || 0) + (c.dead || 0) + (c.missing || 0) + (c.trapped || 0);
+      return el("li", { "data-report": r.report_id },
+        el("strong", {}, r.category), " · ", t("severity"), " ", r.severity, " · ",
+        areaName(r.area_id || "—"),
+        el("div", { class: "muted" }, time(r.occurred_at), " · ", (r.reporter || {}).team || "",
+          (r.reporter || {}).name ? " (" + r.reporter.name + ")" : ""),
+        hurt ? el("div", {}, t("casualties") + ": " + JSON.stringify(c)) : null,
+        r.description ? el("div", {}, r.description) : null);
+    }));
+  }
+  function renderGauges() {
+    const gauges = Object.values(S.state.gauge || {});
+    document.getElementById("gauges-panel").hidden = !S.state.gauge;
+    fill("gauges", gauges.map((g) => {
+      const info = S.region.gauges.find((x) => x.id === g.gauge_id);
+      const thresholds = info ? Object.entries(info.thresholds) : [];
+      const top = thresholds.length ? thresholds[thresholds.length - 1][1] * 1.2 : g.level_m * 1.2;
+      const bar = el("div", { class: "bar" + (g.stage === "flood_danger" ? " full" : g.stage ? " crowded" : "") },
+        el("div", { style: "width:" + Math.round(Math.min(1, g.level_m / top) * 100) + "%" }));
+      return el("li", { "data-gauge": g.gauge_id },
+        el("strong", {}, info ? name(info.river_names) + "（" + name(info.station_names) + "）" : g.gauge_id),
+        " " + g.level_m.toFixed(2) + " m ", el("span", {}, t(g.stage || "below")),
+        g.stale ? el("span", { class: "stale" }, " " + t("stale")) : null,
+        bar,
+        el("div", { class: "muted" }, thresholds.map(([k, v]) => t(k) + " " + v + " m").join(" / ")),
+        el("div", { class: "muted" }, time(g.observed_at)));
+    }));
+  }
+  function renderWarnings() {
+    const warnings = Object.values(S.state.warning || {}).filter((w) => w.in_force);
+    document.getElementById("warnings-panel").hidden = !S.state.warning;
+    fill("warnings", warnings.sort(byTime("issued_at")).map((w) => el("li", {},
+      el("strong", {}, w.name), " · ", t("level") + " " + w.alert_level_equivalent,
+      el("div", { class: "muted" }, w.area_ids.map(areaName).join("、"), " · ", time(w.issued_at)))));
+  }
+  function renderMessages() {
+    const messages = Object.values(S.state.message || {}).sort(byTime("published_at"));
+    fill("messages", messages.slice(0, 50).map((m) => {
+      const text = (m.texts || {})[S.lang] || (m.texts || {}).ja;
+      const deliveries = m.deliveries ? Object.entries(m.deliveries) : [];
+      return el("li", { "data-message": m.message_id },
+        el("strong", {}, text ? text.headline : m.kind),
+        text ? el("div", { class: "rationale" }, text.full) : null,
+        el("div", { class: "muted" }, time(m.published_at || m.requested_at), " · v" + m.version,
+          deliveries.length ? " · " + deliveries.map(([k, v]) => k + " " + v.status).join(", ") : ""));
+    }));
+  }
+
+  // --- start -----------------------------------------------------------------------
+  async function start() {
+    readHash();
+    S.lang = localStorage.getItem("sonae.lang") || "ja";
+    const select = document.getElementById("lang");
+    select.value = S.lang;
+    select.addEventListener("change", () => {
+      S.lang = select.value; localStorage.setItem("sonae.lang", S.lang); render();
+    });
+    document.getElementById("signin").addEventListener("click", () => {
+      const value = window.prompt(t("token_prompt"));
+      if (value) { sessionStorage.setItem("sonae.token", value.trim()); S.position = null; S.ws.close(); }
+    });
+    document.getElementById("signout").addEventListener("click", () => {
+      sessionStorage.removeItem("sonae.token"); S.position = null; S.state = {}; S.ws.close();
+    });
+    [S.config, S.region] = await Promise.all([
+      fetch("/config.json").then((r) => r.json()), fetch("/region.json").then((r) => r.json())]);
+    if (!localStorage.getItem("sonae.lang")) { S.lang = S.region.default_language; select.value = S.lang; }
+    document.getElementById("attribution").textContent = S.region.attribution.join(" / ");
+    render();
+    connect();
+    setInterval(watchdog, 2000);
+  }
+  start();
+})();

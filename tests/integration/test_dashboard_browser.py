@@ -1,0 +1,167 @@
+"""The dashboard in headless Chromium: a report through intake appears, Approve makes an order.
+
+Needs Debian's ``chromium`` and the Python ``playwright`` package
+(``infra/tools/install_browser.sh``). Without them this test FAILS with the
+command to run: it never skips. The screenshot goes to ``test-artifacts/``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from aiohttp import web
+
+from infra.db.migrate import migrate
+from infra.embedded.processes import free_port
+from infra.kafka import clients
+from infra.settings import Settings
+from schemas.envelope import new_event
+from schemas.evacuation import EvacuationCommand, OrderIssued
+from schemas.region import load_region
+from services.common.auth import Role
+from services.gateway.server import IntakeReports
+from services.intake.domain import RateLimiter
+from services.intake.http import build_app
+from services.intake.metrics import IntakeMetrics
+from services.intake.relay import Relay
+from services.intake.service import Intake
+from services.intake.store import Store
+from tests.integration.test_gateway_helpers import fresh, gateway, gateway_settings, token
+from tests.support import consume_events, produce_events
+
+pytestmark = pytest.mark.integration
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+INSTALL = "run infra/tools/install_browser.sh as root (apt-get install -y chromium " \
+          "fonts-noto-cjk; .venv/bin/pip install playwright)"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run",
+                 "--disable-quic"]
+
+
+def chromium() -> str:
+    """The chromium executable, or a loud failure saying how to install it."""
+    path = shutil.which("chromium")
+    if path is None:
+        pytest.fail(f"Debian's chromium is not installed: {INSTALL}", pytrace=False)
+    try:
+        import playwright  # noqa: F401
+    except ImportError:
+        pytest.fail(f"the playwright Python package is not installed: {INSTALL}", pytrace=False)
+    return path
+
+
+async def serve_intake(settings: Settings, pool: asyncpg.Pool) -> AsyncIterator[str]:
+    """Intake in-process (HTTP + outbox relay) on a free port; yields its base URL."""
+    import asyncio
+
+    async with pool.acquire() as conn:
+        await migrate(conn)
+    store = Store(pool, settings.namespace)
+    metrics = IntakeMetrics()
+    intake = Intake(store, load_region(), metrics=metrics)
+    relay = Relay(store, lambda: clients.producer(settings), metrics=metrics, poll_interval=0.1)
+    runner = web.AppRunner(build_app(intake, secret=settings.token_secret, relay=relay,
+                                     limiter=RateLimiter(1000, 1000)), access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    stop = asyncio.Event()
+    task = asyncio.create_task(relay.run(stop))
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+        await runner.cleanup()
+
+
+async def test_dashboard_shows_a_report_and_approve_issues_the_order(
+        kafka_bootstrap: str, namespace: str, db_pool: asyncpg.Pool) -> None:
+    """HQ's page (ja/en) shows a report sent to intake; Approve produces the command."""
+    executable = chromium()
+    from playwright.async_api import async_playwright, expect
+
+    settings = gateway_settings(kafka_bootstrap, namespace)
+    recommendation = fresh("evacuation.recommended")
+    rec_id = str(recommendation.payload.recommendation_id)  # type: ignore[attr-defined]
+    await produce_events(kafka_bootstrap, namespace, [recommendation])
+    ARTIFACTS.mkdir(exist_ok=True)
+    errors: list[str] = []  # uncaught errors in the page's script
+    async for intake_url in serve_intake(settings, db_pool):
+        reports = IntakeReports(intake_url)
+        async with gateway(settings, reports=reports) as gw, async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+            try:
+                page = await browser.new_page(viewport={"width": 1400, "height": 1000})
+                page.on("pageerror", lambda e: errors.append(str(e)))
+                hq = token(Role.HQ, "hq-duty-officer")
+                await page.goto(f"{gw.dashboard_url}#token={hq}&lang=ja")
+                await expect(page.locator("#conn")).to_have_attribute("data-state", "live")
+                await expect(page.locator("h2").first).to_have_text("避難の推奨")
+                await expect(page.locator(f'li[data-recommendation="{rec_id}"]')).to_be_visible()
+
+                # A report through intake's HTTP API reaches the page via Kafka.
+                description = f"神田司町で冠水 {uuid.uuid4().hex[:6]}"
+                status, answer = await reports.submit(token(Role.FIELD, "kanda-team"), {
+                    "client_report_id": "browser-1", "category": "flooding", "severity": 4,
+                    "area_id": "kanda-koen", "description": description})
+                assert status == 202, answer
+                await expect(page.locator("#reports")).to_contain_text(description,
+                                                                       timeout=20_000)
+
+                await page.locator("#lang").select_option("en")
+                await expect(page.locator("#recommendations-panel h2")).to_have_text(
+                    "Recommendations")
+                await page.locator(f'button.approve[data-recommendation="{rec_id}"]').click()
+                [command] = await consume_events(kafka_bootstrap, namespace,
+                                                 "evacuation.commands", count=1, timeout=20)
+                assert isinstance(command, EvacuationCommand)
+                assert command.payload.operator == "hq-duty-officer"
+                assert str(command.payload.recommendation_id) == rec_id
+
+                # The decision service is not running here: play its part.
+                order = order_for(recommendation.payload.model_dump(mode="json"), command)
+                await produce_events(kafka_bootstrap, namespace, [order])
+                order_id = str(order.payload.order_id)
+                await expect(page.locator(f'li[data-order="{order_id}"]')).to_contain_text(
+                    "In force", timeout=20_000)
+                await expect(page.locator('#map path[data-area="kanda-koen"]')).to_have_class(
+                    "l4")
+                await page.screenshot(path=str(ARTIFACTS / "dashboard-hq.png"), full_page=True)
+
+                # The public portal: same page, no token; no personal data.
+                public = await browser.new_page(viewport={"width": 1400, "height": 1000})
+                await public.goto(f"{gw.dashboard_url}#lang=ja")
+                await expect(public.locator("#conn")).to_have_attribute("data-state", "live")
+                await expect(public.locator(f'li[data-order="{order_id}"]')).to_be_visible()
+                text = await public.locator("body").inner_text()
+                assert description not in text and "kanda-team" not in text
+                assert await public.locator("#reports-panel").is_hidden()
+                await public.screenshot(path=str(ARTIFACTS / "dashboard-public.png"),
+                                        full_page=True)
+                assert errors == []
+            finally:
+                await browser.close()
+                await reports.close()
+
+
+def order_for(recommendation: dict[str, Any], command: EvacuationCommand) -> OrderIssued:
+    """The order the decision service would issue for an approved recommendation."""
+    now = datetime.now(UTC)
+    payload = {"order_id": str(uuid.uuid4()), "version": 1,
+               "area_ids": recommendation["area_ids"], "level": recommendation["level"],
+               "hazard": recommendation["hazard"],
+               "designated_shelter_ids": recommendation["suggested_shelter_ids"],
+               "issued_by": command.payload.operator, "approved_at": now - timedelta(seconds=1),
+               "recommendation_id": recommendation["recommendation_id"]}
+    return new_event(OrderIssued, json.loads(json.dumps(payload, default=str)),
+                     occurred_at=now, source="evacuation-decision", cause=command)
