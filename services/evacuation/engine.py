@@ -62,6 +62,7 @@ from services.evacuation.shelters import choose_shelters, designated_for
 from services.evacuation.signals import Signal, signals_for
 from services.evacuation.state import (
     CellState,
+    CommandSeen,
     DecisionState,
     GaugeState,
     OrderState,
@@ -150,13 +151,14 @@ class _Run:
         self.cells = dict(state.cells)
         self.recs = dict(state.recommendations)
         self.orders = dict(state.orders)
+        self.commands = dict(state.commands)
         self.out: list[Event] = []
 
     def result(self) -> tuple[DecisionState, tuple[Event, ...]]:
         state = DecisionState(
             watermark=self.now, gauges=self.gauges, warnings=self.warnings, quakes=self.quakes,
             reports=self.reports, shelters=self.shelters, cells=self.cells,
-            recommendations=self.recs, orders=self.orders,
+            recommendations=self.recs, orders=self.orders, commands=self.commands,
         )
         return state, tuple(self.out)
 
@@ -175,6 +177,9 @@ class _Run:
         elif isinstance(e, ShelterStatusChanged):
             self._shelter(e)
         elif isinstance(e, EvacuationCommand):
+            if str(e.event_id) in self.commands:
+                return  # redelivered: it was carried out (or refused) the first time
+            self.commands[str(e.event_id)] = CommandSeen(at=e.occurred_at)
             try:
                 self._command(e)
             except _Rejected as refused:
@@ -807,6 +812,8 @@ class _Run:
         for key in [k for k, o in self.orders.items()
                     if o.lifted and o.closed_at is not None and o.closed_at < cutoff]:
             del self.orders[key]
+        for key in [k for k, seen in self.commands.items() if seen.at < cutoff]:
+            del self.commands[key]
         for key in [k for k, w in self.warnings.items() if _warning_over(w, cutoff)]:
             del self.warnings[key]
         longest_hold = max((timedelta(minutes=r.hold_minutes) for r in self.c.rules.seismic),

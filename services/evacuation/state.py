@@ -27,6 +27,7 @@ from schemas.shelters import ShelterStatus
 
 __all__ = [
     "CellState",
+    "CommandSeen",
     "DecisionState",
     "GaugeState",
     "OrderState",
@@ -196,6 +197,12 @@ class CellState(_Frozen):
     that a lift can still be recommended after their sources were forgotten."""
 
 
+class CommandSeen(_Frozen):
+    """An HQ command already handled (carried out or refused)."""
+
+    at: datetime
+
+
 class DecisionState(_Frozen):
     """Everything the decision engine remembers."""
 
@@ -209,6 +216,8 @@ class DecisionState(_Frozen):
     cells: dict[str, CellState] = {}
     recommendations: dict[str, RecommendationState] = {}
     orders: dict[str, OrderState] = {}
+    commands: dict[str, CommandSeen] = {}
+    """Commands handled, by event id: a redelivered command is recognised and ignored."""
 
 
 def cell_key(area_id: str, hazard: Hazard) -> str:
@@ -228,6 +237,7 @@ _MAPS: Final[Mapping[str, type[_Frozen]]] = {
     "cells": CellState,
     "recommendations": RecommendationState,
     "orders": OrderState,
+    "commands": CommandSeen,
 }
 
 

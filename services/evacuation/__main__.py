@@ -1,0 +1,18 @@
+"""``python -m services.evacuation``: run the decision service with settings from SONAE_*."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from infra.settings import SettingsError, load_settings
+from services.evacuation.main import main
+
+if __name__ == "__main__":
+    try:
+        settings = load_settings()
+    except SettingsError as e:
+        sys.exit(str(e))
+    logging.basicConfig(level=settings.log_level,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    main(settings)
