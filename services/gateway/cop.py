@@ -331,8 +331,8 @@ def reduce(cop: COP, event: Event) -> tuple[COP, tuple[Delta, ...]]:
         tx.set(Kind.META, "cop", {"exercise": True})
     if handler is not None:
         handler(tx, event)
-    if not tx.deltas and not tx.areas:
-        return cop, ()
+    if not (tx.deltas or tx.areas or tx.top or tx.sources):
+        return cop, ()  # nothing changed, not even what decides later entities
     return tx.commit()
 
 
