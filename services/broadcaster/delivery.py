@@ -33,7 +33,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Final
 from uuid import UUID
@@ -362,6 +362,13 @@ class DeliveryStore:
         """Mark outbox rows published (inside the caller's transaction)."""
         await conn.execute("update broadcast_outbox set sent_at = now() where id = any($1)",
                            list(ids))
+
+    async def prune_outbox(self, older_than: timedelta) -> int:
+        """Delete outbox rows published more than ``older_than`` ago; return how many."""
+        async with self._pool.acquire() as conn:
+            status: str = await conn.execute(
+                "delete from broadcast_outbox where sent_at < now() - $1::interval", older_than)
+        return int(status.split()[-1])
 
     @property
     def pool(self) -> asyncpg.Pool:

@@ -8,8 +8,9 @@ and records each outcome.
 
 - **Retries**: a transient failure is retried after a full-jitter exponential
   backoff, ``uniform(0, min(max_delay, base_delay · 2^(attempt-1)))`` (or the
-  receiver's Retry-After if longer), up to ``max_attempts``; a permanent failure
-  (say HTTP 401) or the last attempt gives up. Every attempt that fails is a
+  receiver's Retry-After if longer). Webhooks get ``max_attempts``; a permanent
+  failure (say HTTP 401) or the last attempt gives up. The public and CAP feeds
+  (our own broker and database) are retried until they succeed. Every attempt that fails is a
   ``broadcast.failed`` (``will_retry`` says which).
 - **Circuit** (webhooks): after ``failures_to_down`` consecutive failures the
   subscriber is marked down (``webhook_subscribers``, a warning log line, and
@@ -73,6 +74,9 @@ DELIVERIES: Final = Counter(
 )
 
 _DB_BACKOFF_MAX: Final = 5.0
+_PRUNE_EVERY: Final = 3600.0
+OUTBOX_RETENTION: Final = timedelta(days=7)
+"""Published outbox rows are deleted after this long."""
 
 
 def backoff_delay(attempt: int, retry: RetrySettings, rng: random.Random) -> float:
@@ -157,12 +161,16 @@ class ChannelWorker:
     """Delivers one channel's queue until stopped."""
 
     def __init__(self, channel: Channel, store: DeliveryStore, config: DispatchConfig, *,
-                 circuit: Circuit | None = None, rng: random.Random | None = None,
+                 circuit: Circuit | None = None, bounded: bool = True,
+                 rng: random.Random | None = None,
                  clock: Callable[[], datetime] = utc_now) -> None:
         self.channel = channel
         self._store = store
         self._config = config
         self.circuit = circuit
+        # Our own feeds (broker, database) are retried until they come back: giving up
+        # would silently drop a public message. External subscribers get bounded attempts.
+        self._bounded = bounded
         self._rng = rng or random.Random()
         self._clock = clock
         self._wake = asyncio.Event()
@@ -264,7 +272,7 @@ class ChannelWorker:
                             result.error, self.circuit.probe_interval or 0)
         retry = self._config.retry
         retry_at: datetime | None = None
-        if not result.permanent and out.attempt < retry.max_attempts:
+        if not result.permanent and (not self._bounded or out.attempt < retry.max_attempts):
             delay = backoff_delay(out.attempt, retry, self._rng)
             if result.retry_after is not None:
                 delay = max(delay, min(result.retry_after, retry.max_delay_seconds))
@@ -306,6 +314,7 @@ class Dispatcher:
                 circuit=Circuit(channel.name, retry.failures_to_down,
                                 retry.probe_interval_seconds, retry.max_probe_interval_seconds)
                 if isinstance(channel, WebhookChannel) else None,
+                bounded=isinstance(channel, WebhookChannel),
             )
             for channel in channels
         )
@@ -336,6 +345,7 @@ class OutboxRelay:
         self._batch = batch
         self._poll = poll_interval
         self._wake = asyncio.Event()
+        self._next_prune = 0.0
         self.published = 0
 
     def wake(self) -> None:
@@ -362,10 +372,11 @@ class OutboxRelay:
         while not stop.is_set():
             try:
                 published = await self.publish_once()
+                if published == 0:
+                    await self._prune()
                 delay = 0.1
             except (KafkaError, *TRANSIENT_DB_ERRORS) as e:
                 log.warning("outbox relay: %s; retrying in %.1fs", e, delay)
-                published = 0
                 await self._wait(stop, delay)
                 delay = min(delay * 2, _DB_BACKOFF_MAX)
                 continue
@@ -375,6 +386,17 @@ class OutboxRelay:
             async with asyncio.timeout(3.0):
                 while await self.publish_once():
                     pass
+
+    async def _prune(self) -> None:
+        # Published rows are kept a while for inspection; the event store keeps every event.
+        now = asyncio.get_running_loop().time()
+        if now < self._next_prune:
+            return
+        self._next_prune = now + _PRUNE_EVERY
+        deleted = await self._store.prune_outbox(OUTBOX_RETENTION)
+        if deleted:
+            log.info("outbox relay: deleted %d published rows older than %s", deleted,
+                     OUTBOX_RETENTION)
 
     async def _wait(self, stop: asyncio.Event, seconds: float) -> None:
         self._wake.clear()

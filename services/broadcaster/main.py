@@ -156,7 +156,12 @@ async def serve(settings: Settings, stop: asyncio.Event, *, options: Options | N
             )
             runner = web.AppRunner(make_app(feed, pool, namespace, info), access_log=None)
             await runner.setup()
-            await web.TCPSite(runner, settings.host, settings.broadcaster_port).start()
+            try:
+                await web.TCPSite(runner, settings.host, settings.broadcaster_port).start()
+            except OSError as e:
+                raise BroadcasterError(
+                    f"cannot serve the CAP feed on {settings.host}:{settings.broadcaster_port} "
+                    f"(SONAE_HOST, SONAE_BROADCASTER_PORT): {e.strerror or e}") from e
             log.info("CAP feed on http://%s:%d/cap/alerts.atom; channels: %s", settings.host,
                      settings.broadcaster_port,
                      ", ".join(f"{c.name}{' (live)' if c.live else ''}" for c in channels))

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import json
 import uuid
 from collections.abc import AsyncIterator, Iterable
@@ -18,6 +20,7 @@ import aiohttp
 import asyncpg
 import pytest
 from aiohttp import web
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from lxml import etree
 
 from infra.db.migrate import migrate
@@ -28,6 +31,8 @@ from schemas.envelope import Envelope, new_event
 from schemas.evacuation import OrderIssued, OrderLifted, OrderUpdated
 from schemas.events import decode_event
 from schemas.examples import example
+from schemas.shelters import ShelterStatus, ShelterStatusChanged
+from schemas.topics import qualified
 from services.broadcaster.channels import (
     DELIVERY_ID_HEADER,
     SIGNATURE_HEADER,
@@ -35,14 +40,21 @@ from services.broadcaster.channels import (
     Outgoing,
     WebhookChannel,
     WebhookSubscriber,
+    sign,
     verify,
 )
 from services.broadcaster.delivery import DeliveryStore
 from services.broadcaster.dispatch import ChannelWorker, DispatchConfig
 from services.broadcaster.domain import delivery_id_for, message_id_for_order
-from services.broadcaster.errors import DrillRefused
+from services.broadcaster.errors import DrillRefused, WebhookConfigError
+from services.broadcaster.feed import CapFeedStore
 from services.broadcaster.main import Options, serve
-from services.broadcaster.webhooks import RetrySettings, WebhookConfig
+from services.broadcaster.webhooks import (
+    WEBHOOKS_ENV,
+    RetrySettings,
+    WebhookConfig,
+    webhooks_from_env,
+)
 from tests.support import consume_events, produce_events, wait_for
 
 pytestmark = pytest.mark.integration
@@ -269,6 +281,9 @@ async def test_order_reaches_public_feed_cap_feed_and_signed_webhooks(
                     assert response.status == 200
                 async with http.get(f"{base}/cap/alerts/nope.xml") as response:
                     assert response.status == 404
+                async with http.get(f"{base}/metrics") as response:
+                    assert response.status == 200
+                    assert "sonae_broadcaster_deliveries_total" in await response.text()
             assert xsd().validate(cap), xsd().error_log
             assert cap.findtext("cap:status", namespaces=CAP) == "Actual"
             assert cap.findtext("cap:msgType", namespaces=CAP) == "Alert"
@@ -321,6 +336,12 @@ async def test_redelivered_records_send_nothing_twice(
             rows = await db_pool.fetch("select identifier, msg_type from cap_alerts "
                                        "order by version")
             assert [r["msg_type"] for r in rows] == ["Alert", "Update", "Cancel"]
+            # The index lists the order's latest version only: the Cancel, while it is recent.
+            current = await CapFeedStore(db_pool).current(namespace, T0 + timedelta(hours=10))
+            assert [(e.identifier, e.msg_type) for e in current] == [
+                (rows[2]["identifier"], "Cancel")]
+            later = await CapFeedStore(db_pool).current(namespace, T0 + timedelta(days=3))
+            assert later == []
             assert await delivery_states(db_pool) == {"delivered": 27}
             assert await db_pool.fetchval("select count(*) from broadcast_messages") == 3
 
@@ -457,3 +478,133 @@ async def test_channel_layer_refuses_a_drill_that_reached_a_live_queue(
         (event,) = await outbox_events(db_pool)
         assert event.type == "broadcast.failed" and event.exercise
         assert json.loads(event.model_dump_json())["payload"]["will_retry"] is False
+
+
+def shelter_change(shelter_id: str, version: int, status: str, previous: str | None,
+                   minutes: float) -> ShelterStatusChanged:
+    base = example("shelter.status_changed")
+    assert isinstance(base, ShelterStatusChanged)
+    state = base.payload.model_copy(update={
+        "shelter_id": shelter_id, "version": version, "status": ShelterStatus(status),
+        "previous_status": ShelterStatus(previous) if previous else None})
+    return new_event(ShelterStatusChanged, state, occurred_at=T0 + timedelta(minutes=minutes),
+                     source="shelter-tracker")
+
+
+async def test_shelter_news_is_published_and_bad_records_are_dead_lettered(
+    kafka_bootstrap: str, database_url: str, db_schema: str, db_pool: asyncpg.Pool,
+    namespace: str,
+) -> None:
+    """Opened and full reach the feed (no CAP); crowding is not news; garbage is dead-lettered."""
+    await migrated(db_pool)
+    settings = settings_for(kafka_bootstrap, database_url, db_schema, namespace)
+    shelter = "e1310100006201"  # 区立スポーツセンター
+    changes = [shelter_change(shelter, 1, "open", "opening", 0),
+               shelter_change(shelter, 2, "crowded", "open", 10),  # still open: not news
+               shelter_change(shelter, 3, "full", "crowded", 20)]
+    async with running(settings, Options(webhooks=WebhookConfig(), dispatch=fast_retry())):
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+        await producer.start()
+        try:
+            await producer.send_and_wait(qualified("evacuation.orders", namespace),
+                                         b'{"not": "an event"}', key=b"junk")
+        finally:
+            await producer.stop()
+        await produce_events(kafka_bootstrap, namespace, changes)
+        await wait_for(lambda: _all_delivered(db_pool, 8), timeout=30,
+                       what="opened and full on the public feed")
+        feed = await consume_events(kafka_bootstrap, namespace, "public.messages", count=8)
+        kinds = {(e.payload.version, e.payload.kind.value) for e in feed
+                 if isinstance(e, BroadcastPublished)}
+        assert kinds == {(1, "shelter_opened"), (3, "shelter_full")}
+        ja = next(e for e in feed if isinstance(e, BroadcastPublished)
+                  and e.payload.language == "ja" and e.payload.version == 3)
+        assert ja.payload.sms.startswith("避難所満員：区立スポーツセンター")
+        assert ja.payload.cap_identifier is None and ja.payload.shelter_id == shelter
+        assert await db_pool.fetchval("select count(*) from cap_alerts") == 0
+        assert {r["channel"] for r in await db_pool.fetch(
+            "select distinct channel from broadcast_deliveries")} == {"public-feed"}
+        (letter,) = await _dead_letters(kafka_bootstrap, namespace, 1)
+        assert letter["service"] == "broadcaster" and "InvalidEvent" in letter["error"]
+
+
+async def _dead_letters(bootstrap: str, namespace: str, count: int) -> list[dict[str, Any]]:
+    consumer = AIOKafkaConsumer(qualified("deadletter", namespace), bootstrap_servers=bootstrap,
+                                auto_offset_reset="earliest", enable_auto_commit=False,
+                                fetch_max_wait_ms=50)
+    await consumer.start()
+    try:
+        got: list[dict[str, Any]] = []
+
+        async def more() -> bool:
+            batches = await consumer.getmany(timeout_ms=200)
+            got.extend(json.loads(r.value) for rs in batches.values() for r in rs
+                       if r.value is not None)
+            return len(got) >= count
+
+        await wait_for(more, timeout=20, what=f"{count} dead letters")
+        return got
+    finally:
+        await consumer.stop()
+
+
+async def test_a_down_subscriber_is_probed_and_recovers(
+    kafka_bootstrap: str, database_url: str, db_schema: str, db_pool: asyncpg.Pool,
+    namespace: str,
+) -> None:
+    """A down subscriber is probed; a successful probe marks it up and the backlog drains."""
+    await migrated(db_pool)
+    settings = settings_for(kafka_bootstrap, database_url, db_schema, namespace)
+    (issued,) = order_events("probe", versions=1)
+    async with receiver(failing={"flaky"}) as recv:
+        options = Options(
+            webhooks=WebhookConfig(subscribers=(subscriber(recv, "flaky"),)),
+            dispatch=fast_retry(failures_to_down=2, probe_interval_seconds=0.5))
+        async with running(settings, options):
+            await produce_events(kafka_bootstrap, namespace, [issued])
+            await wait_for(lambda: db_pool.fetchval(
+                "select state = 'down' from webhook_subscribers"), timeout=30,
+                what="marked down")
+            recv.failing.clear()  # the subscriber is fixed
+            await wait_for(lambda: count_delivered(db_pool, "webhook-flaky"), timeout=30,
+                           what="a successful probe")
+            await wait_for(lambda: _all_delivered(db_pool, 9), timeout=30, what="backlog drained")
+            row = await db_pool.fetchrow("select * from webhook_subscribers")
+            assert row["state"] == "up" and row["consecutive_failures"] == 0
+            assert row["down_since"] is None
+
+
+def test_webhook_file_is_read_and_bad_files_name_the_variable(tmp_path: Path) -> None:
+    """SONAE_WEBHOOKS_FILE: subscribers and retry tuning load; a bad field is named."""
+    good = tmp_path / "hooks.toml"
+    good.write_text(
+        '[retry]\nmax_attempts = 3\n\n[[subscribers]]\nname = "city-app"\n'
+        'url = "https://push.example.org/sonae"\nsecret_env = "HOOK_SECRET"\n'
+        'languages = ["ja", "en"]\nlive = false\n', encoding="utf-8")
+    config = webhooks_from_env({WEBHOOKS_ENV: str(good), "HOOK_SECRET": "s" * 40})
+    (sub,) = config.subscribers
+    assert (sub.name, sub.languages, sub.live, config.retry.max_attempts) == (
+        "city-app", ("ja", "en"), False, 3)
+    assert webhooks_from_env({}).subscribers == ()
+    with pytest.raises(WebhookConfigError, match=r"SONAE_WEBHOOKS_FILE=.*HOOK_SECRET"):
+        webhooks_from_env({WEBHOOKS_ENV: str(good)})
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[subscribers]]\nname = "Bad Name"\nurl = "ftp://x"\nsecret = "short"\n',
+                   encoding="utf-8")
+    with pytest.raises(WebhookConfigError, match=r"SONAE_WEBHOOKS_FILE=.*subscribers\.0\."):
+        webhooks_from_env({WEBHOOKS_ENV: str(bad)})
+    with pytest.raises(WebhookConfigError, match="does not exist"):
+        webhooks_from_env({WEBHOOKS_ENV: str(tmp_path / "missing.toml")})
+
+
+def test_signature_covers_timestamp_and_body() -> None:
+    """sha256=HMAC(secret, timestamp.body); a changed body, timestamp or stale time fails."""
+    body = b'{"x": 1}'
+    now = 1_755_752_880
+    signature = sign(SECRET, str(now), body)
+    expected = hmac.new(SECRET, f"{now}.".encode() + body, hashlib.sha256).hexdigest()
+    assert signature == f"sha256={expected}"
+    assert verify(SECRET, str(now), body, signature, now=now + 10)
+    assert not verify(SECRET, str(now), body + b" ", signature, now=now)
+    assert not verify(SECRET, str(now + 1), body, signature, now=now)
+    assert not verify(SECRET, str(now), body, signature, now=now + 301)  # a replay, later

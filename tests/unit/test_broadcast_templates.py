@@ -11,6 +11,8 @@ import pytest
 from schemas.broadcasts import BroadcastKind
 from schemas.hazards import Hazard
 from schemas.region import LANGUAGES, InvalidField, Region, load_region
+from schemas.shelters import ShelterState, ShelterStatus
+from services.broadcaster.domain import shelter_kind
 from services.broadcaster.errors import TemplateError
 from services.broadcaster.templates import (
     ORDER_KINDS,
@@ -213,3 +215,28 @@ def test_templates_model_requires_every_kind_hazard_and_level() -> None:
     assert set(load_templates("chiyoda").messages) == set(BroadcastKind)
     fields = Templates.model_fields
     assert {"levels", "hazards", "messages", "drill", "limits", "cap"} <= set(fields)
+
+
+@pytest.mark.parametrize(("previous", "status", "kind"), [
+    (None, "open", BroadcastKind.SHELTER_OPENED),
+    ("opening", "open", BroadcastKind.SHELTER_OPENED),
+    ("closed", "crowded", BroadcastKind.SHELTER_OPENED),
+    ("full", "crowded", BroadcastKind.SHELTER_OPENED),
+    ("crowded", "full", BroadcastKind.SHELTER_FULL),
+    ("open", "closing", BroadcastKind.SHELTER_CLOSED),
+    ("full", "closed", BroadcastKind.SHELTER_CLOSED),
+    ("open", "crowded", None),
+    ("crowded", "open", None),
+    ("closed", "opening", None),
+    ("opening", "closed", None),
+    ("closing", "closed", None),
+    ("full", "full", None),
+])
+def test_shelter_changes_that_are_public_news(
+    previous: str | None, status: str, kind: BroadcastKind | None
+) -> None:
+    """Accepting evacuees (again), full, and closing after being open are news; the rest not."""
+    state = ShelterState(shelter_id="e1310100006201", version=2, status=ShelterStatus(status),
+                         previous_status=ShelterStatus(previous) if previous else None,
+                         name="区立スポーツセンター")
+    assert shelter_kind(state) is kind
