@@ -25,6 +25,8 @@ from infra.embedded.processes import spawn, stop_group, tail
 from infra.kafka import clients, compat
 from infra.settings import KafkaProfile, Settings, load_settings
 from infra.topics import ensure_topics
+from schemas.deadletter import DeadLetter
+from schemas.errors import InvalidEvent
 from schemas.events import Event, decode_event
 from schemas.topics import qualified, route
 from services.evacuation.app import OUTPUT_TOPICS, app_id, input_log_topic
@@ -173,7 +175,10 @@ async def decisions(settings: Settings, want: int, worker: Worker) -> list[dict[
                 raise AssertionError(f"worker exited:\n{worker.log()}")
             for records in (await consumer.getmany(timeout_ms=200)).values():
                 for record in records:
-                    event = decode_event(record.value)
+                    try:
+                        event = decode_event(record.value)
+                    except InvalidEvent:
+                        continue  # the test's own poison message
                     if event.source != SOURCE:
                         continue  # the inputs on the shared topics
                     decision = normalise(event)
@@ -205,6 +210,26 @@ async def log_committed(settings: Settings, worker: Worker) -> bool:
         await asyncio.gather(admin.close(), reader.stop())
 
 
+async def dead_letter(settings: Settings) -> DeadLetter:
+    """The first record of the namespace's dead-letter topic."""
+    consumer = clients.consumer(settings)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(qualified("deadletter", settings.namespace), p) for p in range(4)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+
+        async def first() -> DeadLetter | None:
+            for records in (await consumer.getmany(timeout_ms=200)).values():
+                for record in records:
+                    return DeadLetter.model_validate_json(record.value)
+            return None
+
+        return await wait_for(first, timeout=30, interval=0.0, what="a dead letter")
+    finally:
+        await consumer.stop()
+
+
 def by_id(items: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {d["event_id"]: d for d in items}
 
@@ -218,6 +243,9 @@ async def test_a_scenario_through_the_worker_yields_the_golden_decisions(
     worker = Worker(settings, tmp_path / "worker.log")
     workers.append(worker)
     worker.start()
+    # A poison message first: dead-lettered with its error, and nothing behind it stops.
+    await producer.send_and_wait(qualified("hazards.observations", settings.namespace),
+                                 b'{"type": "hazard.gauge_reading"}', key=b"broken-feed")
     feed = Feed(settings, producer, worker)
     try:
         await feed.send(read_events(GOLDEN / name / "input.jsonl"))
@@ -228,6 +256,9 @@ async def test_a_scenario_through_the_worker_yields_the_golden_decisions(
     # HQ's approvals became versioned orders.
     issued = [d for d in got if d["type"] == "evacuation.order_issued"]
     assert {d["payload"]["area_ids"][0] for d in issued} == {"fujimi", "kojimachi", "jimbocho"}
+    letter = await dead_letter(settings)
+    assert (letter.service, letter.key) == (SOURCE, "broken-feed")
+    assert "schema_version" in letter.error
     # SIGTERM: a clean stop (exit 0) well inside the supervisor's grace (measured ~2 s).
     assert worker.stop() == 0, worker.log()
 

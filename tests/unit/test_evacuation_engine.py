@@ -436,6 +436,21 @@ def test_the_same_approval_delivered_twice_issues_one_order(chiyoda: EngineConfi
     assert refused.payload.code == "already_decided"  # type: ignore[union-attr]
 
 
+def test_an_old_command_redelivered_after_later_changes_is_not_applied_again(
+    chiyoda: EngineConfig,
+) -> None:
+    """A manual issue redelivered after a newer update does not roll the order back."""
+    feed = Feed(chiyoda)
+    first = feed.make(EvacuationCommand, {"action": "issue", "operator": "hq-duty-officer",
+                                          "operator_role": "hq", "area_ids": ["jimbocho"],
+                                          "level": 3, "hazard": "flood"}, 0)
+    feed.send(first)
+    feed.command("issue", 1, area_ids=["jimbocho"], level=5, hazard="flood")
+    assert feed.send(first) == []
+    order = feed.state.orders[str(feed.order("jimbocho"))]
+    assert (order.level, order.version) == (5, 2)
+
+
 # --- lifting and hysteresis -----------------------------------------------------------
 
 
