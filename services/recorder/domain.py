@@ -16,8 +16,8 @@ related events can sit on different ones). The orders:
   event id. The report's details (category, severity, area, position) come from
   the latest acceptance if there is one, else from the latest submission; an
   acceptance carries the validated report and the resolved area, so it is the
-  better source. A rejection names its report only through the submission it
-  refers to; the store resolves that (see :func:`rejection_submission`).
+  better source. Only an acceptance names the report id; a submission and a
+  rejection join their report through it (see :func:`report_submission`).
 - **shelters** (``shelter_id``): the ``shelter.status_changed`` with the highest
   ``version`` (the tracker increments it with every change), then event id.
 - **orders** (``order_id``): the highest ``version``, then event id; a lift is a
@@ -47,7 +47,6 @@ from uuid import UUID
 
 from schemas.broadcasts import BroadcastDelivered, BroadcastFailed, BroadcastRequested
 from schemas.deadletter import DeadLetter
-from schemas.envelope import derive_id
 from schemas.evacuation import OrderIssued, OrderLifted, OrderUpdated
 from schemas.events import Event
 from schemas.reports import ReportAccepted, ReportRejected, ReportSubmitted, ReportSubmittedPayload
@@ -85,9 +84,8 @@ __all__ = [
     "event_row",
     "key_text",
     "namespace_of",
-    "rejection_submission",
-    "report_id_for",
     "report_keys",
+    "report_submission",
 ]
 
 # --- the event store ---------------------------------------------------------------
@@ -291,32 +289,26 @@ class ReportRow:
     last_event_id: UUID
 
 
-def report_id_for(team: str, client_report_id: str) -> UUID:
-    """Sonae's id of a report: derived from the reporting team and the device's report id.
-
-    The same derivation intake uses for ``report.accepted``'s ``report_id`` (see
-    that field's description), so a submission and its acceptance meet in one row.
-    """
-    return derive_id("report", team, client_report_id)
-
-
 def report_keys(event: Event) -> tuple[Key, ...]:
-    """The report a report event is about; a rejection's is resolved by the store."""
-    if isinstance(event, ReportSubmitted):
-        return ((report_id_for(event.payload.reporter.team, event.payload.client_report_id),),)
+    """The report an event names by id: only an acceptance carries ``report_id``."""
     if isinstance(event, ReportAccepted):
         return ((event.payload.report_id,),)
     return ()
 
 
-def rejection_submission(event: Event) -> UUID | None:
-    """The ``report.submitted`` a rejection refers to, if it names one.
+def report_submission(event: Event) -> UUID | None:
+    """The ``report.submitted`` a report event is about (its own id for a submission).
 
-    A rejection carries no report id (nor the team it is derived from); it joins
-    its report through that submission. A rejection of input that never became a
-    submission has no report to join and stays in the event store only.
+    Intake derives ``report_id`` from the authenticated sender and the device's
+    id; a submission does not carry the sender, so only its acceptance can say
+    which report it is. Submissions and rejections therefore join their report
+    through the acceptance of the same submission, whichever is stored first (the
+    store resolves it). A rejection of input that never became a submission, or a
+    submission never accepted, has no report id and stays in the event store only.
     """
-    if isinstance(event, ReportRejected):
+    if isinstance(event, ReportSubmitted):
+        return event.event_id
+    if isinstance(event, ReportAccepted | ReportRejected):
         return event.payload.submitted_event_id
     return None
 

@@ -43,7 +43,7 @@ from uuid import UUID
 import asyncpg
 
 from schemas.events import Event, decode_event
-from schemas.reports import ReportSubmitted
+from schemas.reports import ReportAccepted, ReportRejected, ReportSubmitted
 from services.recorder.domain import (
     DEAD_LETTER_COLUMNS,
     EVENT_COLUMNS,
@@ -53,8 +53,7 @@ from services.recorder.domain import (
     Key,
     Projection,
     Recorded,
-    rejection_submission,
-    report_keys,
+    report_submission,
 )
 from services.recorder.errors import BatchRejected, StoreNotReady, StoreUnavailable
 
@@ -97,15 +96,19 @@ _INSERT_DEAD_LETTERS = (
     f"values ({', '.join(f'${i + 1}' for i in range(len(DEAD_LETTER_COLUMNS)))}) "
     "on conflict (namespace, letter_id) do nothing"
 )
-_SUBMISSIONS = (
-    "select event_id, envelope::text as envelope from events "
-    "where namespace = $1 and type = 'report.submitted' and event_id = any($2::uuid[])"
-)
-# Matches the partial expression index events_rejected_submission (migration 0003).
-_REJECTIONS_OF = (
+# Both match the partial expression index events_report_submission (migration 0003).
+_ACCEPTANCES_OF = (
     "select envelope::text as envelope from events "
-    "where type = 'report.rejected' and namespace = $1 "
+    "where namespace = $1 and type = 'report.accepted' "
     "and envelope #>> '{payload,submitted_event_id}' = any($2::text[])"
+)
+_SUBMISSIONS_AND_REJECTIONS_OF = (
+    "select event_id, envelope::text as envelope from events "
+    "where namespace = $1 and type = 'report.submitted' and event_id = any($2::uuid[]) "
+    "union all "
+    "select event_id, envelope::text as envelope from events "
+    "where namespace = $1 and type = 'report.rejected' "
+    "and envelope #>> '{payload,submitted_event_id}' = any($3::text[])"
 )
 
 
@@ -275,7 +278,7 @@ class EventStore:
             for projection in PROJECTIONS:
                 for key in projection.keys(event):
                     work[projection.table].append((key, event))
-        work[REPORTS.table].extend(await self._rejections(conn, namespace, events))
+        work[REPORTS.table].extend(await self._linked_reports(conn, namespace, events))
         if not any(work.values()):
             return
         # Two recorders of one namespace (a scaled-out group) could otherwise fold the
@@ -286,31 +289,42 @@ class EventStore:
             if pairs:
                 await self._fold(conn, projection, namespace, pairs)
 
-    async def _rejections(self, conn: asyncpg.Connection, namespace: str,
-                          events: Sequence[Event]) -> list[tuple[Key, Event]]:
-        """Pair rejections with their report, whichever of the two was stored first."""
+    async def _linked_reports(self, conn: asyncpg.Connection, namespace: str,
+                              events: Sequence[Event]) -> list[tuple[Key, Event]]:
+        """Pair submissions and rejections with the report their acceptance names.
+
+        Whichever of a report's events is stored first, the pairing happens in the
+        batch that stores the later one: a new submission or rejection looks for
+        an acceptance already stored, and a new acceptance fetches the submission
+        and rejections already stored. Folding one twice is harmless.
+        """
+        report_of: dict[UUID, UUID] = {}  # submission event id -> report id
+        for event in events:
+            if isinstance(event, ReportAccepted):
+                report_of[event.payload.submitted_event_id] = event.payload.report_id
+        linked: list[Event] = [e for e in events
+                               if isinstance(e, ReportSubmitted | ReportRejected)
+                               and report_submission(e) is not None]
+        unknown = {report_submission(e) for e in linked} - set(report_of)
+        if unknown:
+            for row in await conn.fetch(_ACCEPTANCES_OF, namespace,
+                                        [str(u) for u in unknown]):
+                acceptance = decode_event(row["envelope"])
+                if isinstance(acceptance, ReportAccepted):
+                    report_of[acceptance.payload.submitted_event_id] = acceptance.payload.report_id
+        new_acceptances = [e.payload.submitted_event_id for e in events
+                           if isinstance(e, ReportAccepted)]
+        if new_acceptances:
+            in_batch = {e.event_id for e in events}
+            for row in await conn.fetch(_SUBMISSIONS_AND_REJECTIONS_OF, namespace,
+                                        new_acceptances, [str(u) for u in new_acceptances]):
+                if row["event_id"] not in in_batch:
+                    linked.append(decode_event(row["envelope"]))
         pairs: list[tuple[Key, Event]] = []
-        wanted = {s for s in map(rejection_submission, events) if s is not None}
-        rejections = [e for e in events if rejection_submission(e) is not None]
-        submitted = [e for e in events if isinstance(e, ReportSubmitted)]
-        if submitted:
-            # Rejections stored before their submission (they travel on another partition).
-            rows = await conn.fetch(_REJECTIONS_OF, namespace,
-                                    [str(e.event_id) for e in submitted])
-            rejections.extend(decode_event(r["envelope"]) for r in rows)
-            wanted.update(s for s in map(rejection_submission, rejections) if s is not None)
-        if not wanted:
-            return pairs
-        # The submissions are in `events` by now, this batch's included.
-        report_of: dict[UUID, Key] = {}
-        for row in await conn.fetch(_SUBMISSIONS, namespace, list(wanted)):
-            keys = report_keys(decode_event(row["envelope"]))
-            if keys:
-                report_of[row["event_id"]] = keys[0]
-        for rejection in rejections:
-            submission = rejection_submission(rejection)
+        for event in linked:
+            submission = report_submission(event)
             if submission is not None and submission in report_of:
-                pairs.append((report_of[submission], rejection))
+                pairs.append(((report_of[submission],), event))
         return pairs
 
     async def _fold(self, conn: asyncpg.Connection, projection: Projection[Any],

@@ -19,7 +19,7 @@ from infra.kafka import clients
 from infra.kafka.compat import end_offsets
 from infra.settings import Settings, load_settings
 from infra.topics import ensure_topics
-from schemas.envelope import new_event
+from schemas.envelope import derive_id, new_event
 from schemas.evacuation import OrderIssued, OrderLifted, OrderUpdated
 from schemas.events import Event
 from schemas.examples import example
@@ -27,7 +27,6 @@ from schemas.hazards import GaugeReading
 from schemas.reports import ReportAccepted, ReportRejected, ReportSubmitted
 from schemas.topics import qualified
 from services.recorder.consumer import RecorderConfig, group_id, recorded_topics
-from services.recorder.domain import report_id_for
 from services.recorder.errors import StoreNotReady
 from services.recorder.main import serve
 from tests.support import produce_events, wait_for
@@ -35,7 +34,7 @@ from tests.support import produce_events, wait_for
 pytestmark = pytest.mark.integration
 
 T0 = datetime(2025, 8, 21, 5, 0, tzinfo=UTC)
-TEAM = "神田公園地区 防災会"
+SENDER = "field-team-7"  # intake derives report ids from the token subject
 
 
 # --- helpers shared with the other recorder test modules -----------------------------
@@ -54,7 +53,7 @@ def report_pair(i: int, tag: str) -> tuple[ReportSubmitted, ReportAccepted]:
     sub = new_event(ReportSubmitted, body, occurred_at=at(i), source="intake")
     acc = new_event(
         ReportAccepted,
-        {"report_id": report_id_for(TEAM, body.client_report_id),
+        {"report_id": derive_id("report", SENDER, body.client_report_id),
          "submitted_event_id": sub.event_id, "report": body, "outside_region": False,
          "area_id": body.area_id},
         occurred_at=at(i + 0.5), source="intake", cause=sub,
@@ -195,12 +194,21 @@ async def _equals(value: Any, expected: Any) -> bool:
     return bool(await value == expected)
 
 
+def rejection_of(sub: ReportSubmitted, seconds: float) -> ReportRejected:
+    return new_event(
+        ReportRejected,
+        {"client_report_id": sub.payload.client_report_id, "submitted_event_id": sub.event_id,
+         "reasons": [{"code": "duplicate", "message": "already reported"}]},
+        occurred_at=at(seconds), source="intake", cause=sub)
+
+
 async def test_projections_follow_versions_and_event_time(
     kafka_bootstrap: str, database_url: str, db_schema: str, db_pool: asyncpg.Pool,
     namespace: str,
 ) -> None:
-    """Orders keep their highest version, a rejection stored before its submission still
-    joins its report, and deliveries keep their final outcome."""
+    """Orders keep their highest version; a report's submission and rejection join it
+    through its acceptance in whatever order they are stored; deliveries keep their
+    final outcome."""
     await migrate_pool(db_pool)
     settings = recorder_settings(kafka_bootstrap, schema_dsn(database_url, db_schema), namespace)
     await ensure_topics(settings)
@@ -214,27 +222,26 @@ async def test_projections_follow_versions_and_event_time(
                    occurred_at=at(10), source="evacuation-decision")
     v3 = new_event(OrderLifted, lifted.payload.model_copy(update={"order_id": order_id}),
                    occurred_at=at(20), source="evacuation-decision")
-    sub, acc = report_pair(1, "proj")
-    rejected_sub, _ = report_pair(2, "proj")
-    rejection = new_event(
-        ReportRejected,
-        {"client_report_id": rejected_sub.payload.client_report_id,
-         "submitted_event_id": rejected_sub.event_id,
-         "reasons": [{"code": "duplicate", "message": "already reported"}]},
-        occurred_at=at(3), source="intake", cause=rejected_sub)
+    s1, a1 = report_pair(1, "proj")  # acceptance stored before its submission
+    s2, a2 = report_pair(2, "proj")  # rejected, then accepted later (event time)
+    r2 = rejection_of(s2, 2.25)
+    s3, a3 = report_pair(3, "proj")  # rejected last, rejection stored first
+    r3 = rejection_of(s3, 5)
     requested = example("broadcast.requested")
     delivered = example("broadcast.delivered")
     failed_late = example("broadcast.failed").model_copy(update={
         "event_id": uuid.uuid4(),
         "payload": example("broadcast.failed").payload.model_copy(
             update={"language": "ja", "channel": "public-feed", "attempt": 1})})
+    first = [v1, v3, v2, a1, s2, r2, r3, requested, delivered]
+    second = [s1, a2, s3, a3, failed_late]
     async with running_recorder(settings):
-        # Old version last, acceptance before submission, rejection before its submission.
-        await produce_events(kafka_bootstrap, namespace,
-                             [v1, v3, v2, acc, rejection, requested, delivered])
-        await wait_for(lambda: _equals(stored_count(db_pool), 7), timeout=20, what="7 events")
-        await produce_events(kafka_bootstrap, namespace, [sub, rejected_sub, failed_late])
-        await wait_for(lambda: _equals(stored_count(db_pool), 10), timeout=20, what="10 events")
+        await produce_events(kafka_bootstrap, namespace, first)
+        await wait_for(lambda: _equals(stored_count(db_pool), len(first)), timeout=20,
+                       what="the first round stored")
+        await produce_events(kafka_bootstrap, namespace, second)
+        await wait_for(lambda: _equals(stored_count(db_pool), len(first) + len(second)),
+                       timeout=20, what="the second round stored")
     order_row = await db_pool.fetchrow(
         "select version, status, level, last_event_id, namespace from orders_current "
         "where order_id = $1", order_id)
@@ -242,14 +249,16 @@ async def test_projections_follow_versions_and_event_time(
     assert (order_row["version"], order_row["status"]) == (3, "lifted")
     assert (order_row["last_event_id"], order_row["namespace"]) == (v3.event_id, namespace)
     reports = {r["report_id"]: r for r in await db_pool.fetch(
-        "select report_id, status, area_id, outside_region, submitted_event_id, reasons::text "
-        "from reports_current")}
-    accepted_row = reports[acc.payload.report_id]
-    assert (accepted_row["status"], accepted_row["outside_region"]) == ("accepted", False)
-    assert accepted_row["submitted_event_id"] == sub.event_id
-    rejected_row = reports[report_id_for(TEAM, rejected_sub.payload.client_report_id)]
-    assert rejected_row["status"] == "rejected"
-    assert "already reported" in rejected_row["reasons"]
+        "select report_id, status, area_id, outside_region, submitted_event_id, "
+        "reasons::text as reasons from reports_current")}
+    assert set(reports) == {a1.payload.report_id, a2.payload.report_id, a3.payload.report_id}
+    one, two, three = (reports[a.payload.report_id] for a in (a1, a2, a3))
+    assert (one["status"], one["outside_region"], one["submitted_event_id"]) == (
+        "accepted", False, s1.event_id)
+    assert (two["status"], two["reasons"], two["submitted_event_id"]) == (
+        "accepted", None, s2.event_id)
+    assert three["status"] == "rejected" and "already reported" in three["reasons"]
+    assert three["submitted_event_id"] == s3.event_id
     deliveries = {(r["language"], r["channel"]): r for r in await db_pool.fetch(
         "select language, channel, status, attempt, kind from broadcasts_current")}
     assert len(deliveries) == 8  # 4 languages x 2 channels

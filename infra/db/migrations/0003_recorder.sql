@@ -9,10 +9,10 @@
 -- functions in services/recorder/domain.py; every rule is order-independent, so a
 -- redelivery or a cross-partition reordering yields the same row.
 
--- A report.rejected names its report only through the report.submitted it refers
--- to; when the rejection is stored first, the submission finds it through this.
-create index events_rejected_submission on events ((envelope #>> '{payload,submitted_event_id}'))
-    where type = 'report.rejected';
+-- Only a report.accepted names its report id; the submission and any rejection join
+-- it through payload.submitted_event_id, whichever of them is stored first.
+create index events_report_submission on events ((envelope #>> '{payload,submitted_event_id}'))
+    where type in ('report.accepted', 'report.rejected');
 
 create table reports_current (
     namespace          text        not null,
