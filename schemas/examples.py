@@ -130,8 +130,8 @@ def _build() -> dict[str, Envelope]:
                 "silent_seconds": 1260,
                 "expected_period_seconds": 1200,
                 "area_ids": ["fujimi", "jimbocho", "kanda-koen", "kojimachi"],
-                "message": "日本橋川（俎橋）の水位が21分間届いていません（報告間隔10分の2倍を超過）。"
-                "最終観測値は判断に使いません。",
+                "message": "日本橋川（俎橋）の水位が21分間届いていません"
+                "（報告間隔10分の2倍を超過）。最終観測値は判断に使いません。",
             },
             1,
             "evacuation-decision",
