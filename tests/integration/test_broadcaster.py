@@ -548,30 +548,51 @@ async def _dead_letters(bootstrap: str, namespace: str, count: int) -> list[dict
         await consumer.stop()
 
 
-async def test_a_down_subscriber_is_probed_and_recovers(
+async def test_a_down_subscriber_is_probed_and_recovers_with_the_latest_version_only(
     kafka_bootstrap: str, database_url: str, db_schema: str, db_pool: asyncpg.Pool,
     namespace: str,
 ) -> None:
-    """A down subscriber is probed; a successful probe marks it up and the backlog drains."""
+    """While down, a newer version supersedes the backlog; a good probe brings it back up."""
     await migrated(db_pool)
     settings = settings_for(kafka_bootstrap, database_url, db_schema, namespace)
-    (issued,) = order_events("probe", versions=1)
+    issued, updated = order_events("probe", versions=2)
     async with receiver(failing={"flaky"}) as recv:
         options = Options(
             webhooks=WebhookConfig(subscribers=(subscriber(recv, "flaky"),)),
-            dispatch=fast_retry(failures_to_down=2, probe_interval_seconds=0.5))
+            dispatch=fast_retry(failures_to_down=2, probe_interval_seconds=2.0))
         async with running(settings, options):
             await produce_events(kafka_bootstrap, namespace, [issued])
             await wait_for(lambda: db_pool.fetchval(
                 "select state = 'down' from webhook_subscribers"), timeout=30,
                 what="marked down")
-            recv.failing.clear()  # the subscriber is fixed
+            await produce_events(kafka_bootstrap, namespace, [updated])
+            await wait_for(lambda: db_pool.fetchval(
+                "select count(*) = 4 from broadcast_deliveries where channel = 'webhook-flaky' "
+                "and version = 1 and state = 'superseded'"), timeout=30,
+                what="version 1 superseded in the down subscriber's queue")
+            fixed_at = len(recv.requests)
+            recv.failing.clear()  # the subscriber is fixed; the next probe succeeds
             await wait_for(lambda: count_delivered(db_pool, "webhook-flaky"), timeout=30,
                            what="a successful probe")
-            await wait_for(lambda: _all_delivered(db_pool, 9), timeout=30, what="backlog drained")
+            await wait_for(lambda: _delivered_on(db_pool, "webhook-flaky", 4), timeout=30,
+                           what="the backlog drained")
+            await wait_for(lambda: _outbox_sent(db_pool), timeout=15, what="outbox published")
             row = await db_pool.fetchrow("select * from webhook_subscribers")
             assert row["state"] == "up" and row["consecutive_failures"] == 0
             assert row["down_since"] is None
+            after = recv.requests[fixed_at:]
+            assert sorted((r.event.payload.version, r.event.payload.language) for r in after) == \
+                sorted((2, lang) for lang in LANGS)
+            superseded = [e for e in await outbox_events(db_pool)
+                          if isinstance(e, BroadcastFailed)
+                          and "superseded by version 2" in e.payload.error]
+            assert {(e.payload.channel, e.payload.version) for e in superseded} == {
+                ("webhook-flaky", 1)}
+            assert len(superseded) == 4
+
+
+async def _delivered_on(pool: asyncpg.Pool, channel: str, n: int) -> bool:
+    return await count_delivered(pool, channel) == n
 
 
 def test_webhook_file_is_read_and_bad_files_name_the_variable(tmp_path: Path) -> None:
