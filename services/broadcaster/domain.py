@@ -36,7 +36,6 @@ from schemas.evacuation import OrderIssued, OrderLifted, OrderUpdated
 from schemas.events import encode_event
 from schemas.region import Language
 from schemas.shelters import ShelterState, ShelterStatus, ShelterStatusChanged
-from schemas.topics import route
 from services.broadcaster.cap import (
     CapAlert,
     CapRef,
@@ -427,12 +426,6 @@ class Planner:
             occurred_at=now, source=SOURCE, cause=subject.cause, recorded_at=now,
             event_id=derive_id("broadcast.failed", delivery_id, "planned"),
         )
-
-
-def outbox_row(event: Envelope, namespace: str) -> tuple[str, bytes, bytes, UUID]:
-    """(topic, key, value, event_id) of an event for the outbox."""
-    routed = route(event, namespace)
-    return routed.topic, routed.key, routed.value, event.event_id
 
 
 def meta_json(meta: Mapping[str, Any]) -> str:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Final
 from uuid import UUID
 
@@ -56,7 +56,7 @@ def _sub(parent: Any, tag: str, text: str | None = None, **attrs: str) -> Any:
 
 
 def _rfc3339(moment: datetime) -> str:
-    return moment.astimezone().isoformat(timespec="seconds")
+    return moment.astimezone(UTC).isoformat(timespec="seconds")
 
 
 def render_atom(info: FeedInfo, entries: list[FeedEntry], base: str, now: datetime,
