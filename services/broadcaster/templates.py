@@ -35,7 +35,14 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Annotated, Literal, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+)
 
 from schemas.broadcasts import BroadcastKind
 from schemas.hazards import Hazard
@@ -121,12 +128,26 @@ class Limit(_Frozen):
         return value
 
 
+# The most each variant may hold on the wire (schemas.broadcasts.BroadcastPublishedPayload).
+_WIRE_MAX = {"headline": 200, "push": 400, "sms": 200}
+
+
 class Limits(_Frozen):
     """Length limits of the short variants."""
 
     headline: Limit
     push: Limit
     sms: Limit
+
+    @field_validator("headline", "push", "sms")
+    @classmethod
+    def _fits_the_wire(cls, value: Limit, info: ValidationInfo) -> Limit:
+        assert info.field_name is not None
+        most = _WIRE_MAX[info.field_name]
+        for lang in LANGUAGES:
+            if value.get(lang) > most:
+                raise ValueError(f"{lang}: at most {most} characters fit a published message")
+        return value
 
 
 class ReviewStatus(StrEnum):

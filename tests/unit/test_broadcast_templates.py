@@ -240,3 +240,15 @@ def test_shelter_changes_that_are_public_news(
                          previous_status=ShelterStatus(previous) if previous else None,
                          name="区立スポーツセンター")
     assert shelter_kind(state) is kind
+
+
+def test_limits_beyond_what_the_wire_carries_are_refused(tmp_path: Path) -> None:
+    """A pack cannot allow an SMS longer than broadcast.published carries (200 characters)."""
+    pack = tmp_path / "pack"
+    pack.mkdir()
+    text = Path("schemas/region/packs/testville/templates.toml").read_text(encoding="utf-8")
+    broken = text.replace("sms = { ja = 70,", "sms = { ja = 300,", 1)
+    assert broken != text
+    (pack / "templates.toml").write_text(broken, encoding="utf-8")
+    with pytest.raises(InvalidField, match=r"limits\.sms.*at most 200"):
+        load_templates(pack)
