@@ -59,7 +59,7 @@ from services.common.auth import Role
 from services.evacuation import text
 from services.evacuation.config import EngineConfig
 from services.evacuation.shelters import choose_shelters, designated_for
-from services.evacuation.signals import Signal, signals_for
+from services.evacuation.signals import Signal, index_reports, signals_for
 from services.evacuation.state import (
     CellState,
     CommandSeen,
@@ -155,7 +155,8 @@ class _Run:
         self.out: list[Event] = []
 
     def result(self) -> tuple[DecisionState, tuple[Event, ...]]:
-        state = DecisionState(
+        # Every part was built from validated models: no need to validate it all again.
+        state = DecisionState.model_construct(
             watermark=self.now, gauges=self.gauges, warnings=self.warnings, quakes=self.quakes,
             reports=self.reports, shelters=self.shelters, cells=self.cells,
             recommendations=self.recs, orders=self.orders, commands=self.commands,
@@ -372,10 +373,11 @@ class _Run:
 
     def _evaluate(self) -> None:
         view = self._view()
+        reports = index_reports(view)
         for area_id in self.c.area_ids:
             for hazard in Hazard:
                 key = cell_key(area_id, hazard)
-                signals = signals_for(self.c, view, area_id, hazard, self.now)
+                signals = signals_for(self.c, view, area_id, hazard, self.now, reports)
                 cell = self.cells.get(key)
                 if cell is None and not signals:
                     continue

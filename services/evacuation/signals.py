@@ -9,18 +9,19 @@ every signal of the cell has been clear for its rule's period (hysteresis).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from uuid import UUID
 
 from schemas.hazards import Hazard
+from schemas.reports import ReportCategory
 from services.evacuation import text
 from services.evacuation.config import EngineConfig, GaugeInfo
 from services.evacuation.rules import ClusterRule, SeismicRule, WarningKindRule
 from services.evacuation.state import DecisionState, GaugeState, ReportEntry, WarningState
 
-__all__ = ["Signal", "signals_for"]
+__all__ = ["ReportIndex", "Signal", "index_reports", "signals_for"]
 
 _MAX_EVIDENCE_PER_SIGNAL = 50
 
@@ -48,17 +49,38 @@ class Signal:
         return None if self.clear_since is None else self.clear_since + self.lift_after
 
 
+ReportIndex = Mapping[tuple[str, ReportCategory], Sequence[ReportEntry]]
+"""Reports by (area, category), each list in event-time order."""
+
+
+def index_reports(state: DecisionState) -> ReportIndex:
+    """Group the kept reports once per evaluation instead of scanning them per cell and rule."""
+    index: dict[tuple[str, ReportCategory], list[ReportEntry]] = {}
+    for report in state.reports.values():
+        index.setdefault((report.area_id, report.category), []).append(report)
+    for reports in index.values():
+        # The event id breaks ties so the order never depends on how the state was stored.
+        reports.sort(key=lambda r: (r.at, r.event_id))
+    return index
+
+
 def signals_for(
-    config: EngineConfig, state: DecisionState, area_id: str, hazard: Hazard, now: datetime
+    config: EngineConfig, state: DecisionState, area_id: str, hazard: Hazard, now: datetime,
+    reports: ReportIndex | None = None,
 ) -> list[Signal]:
-    """Every signal for ``(area_id, hazard)`` at event time ``now``, strongest first."""
+    """Every signal for ``(area_id, hazard)`` at event time ``now``, strongest first.
+
+    ``reports`` is :func:`index_reports` of ``state``, when the caller evaluates many cells.
+    """
+    if reports is None:
+        reports = index_reports(state)
     found: list[Signal] = []
     river = config.rules.river
     if river is not None and river.hazard is hazard:
         for gauge_id in config.gauges_by_area.get(area_id, ()):
             gauge = state.gauges.get(gauge_id)
             if gauge is not None:
-                found.extend(_river(config, state, config.gauges[gauge_id], gauge, now))
+                found.extend(_river(config, reports, config.gauges[gauge_id], gauge, now))
     for warning in state.warnings.values():
         signal = _warning(config, warning, area_id, hazard, now)
         if signal is not None:
@@ -85,7 +107,7 @@ def signals_for(
         ))
     for cluster in config.rules.report_clusters:
         if cluster.hazard is hazard:
-            signal = _cluster(config, state, cluster, area_id, now)
+            signal = _cluster(config, reports, cluster, area_id, now)
             if signal is not None:
                 found.append(signal)
     # Fully ordered (evidence breaks the last ties) so that the rationale does not
@@ -95,7 +117,7 @@ def signals_for(
 
 
 def _river(
-    config: EngineConfig, state: DecisionState, info: GaugeInfo, gauge: GaugeState, now: datetime
+    config: EngineConfig, index: ReportIndex, info: GaugeInfo, gauge: GaugeState, now: datetime
 ) -> Iterable[Signal]:
     river = config.rules.river
     assert river is not None  # the caller checked
@@ -141,10 +163,10 @@ def _river(
         return
     since = now - timedelta(minutes=observed.window_minutes)
     reports = sorted(
-        (r for r in state.reports.values()
-         if r.area_id in info.affected_area_ids and r.category is observed.category
-         and r.severity >= observed.min_severity and r.at > since),
-        key=lambda r: (r.at, str(r.event_id)),
+        (r for area_id in info.affected_area_ids
+         for r in index.get((area_id, observed.category), ())
+         if r.severity >= observed.min_severity and r.at > since),
+        key=lambda r: (r.at, r.event_id),
     )
     if not reports:
         return
@@ -227,14 +249,10 @@ def _seismic_rule(config: EngineConfig, rank: int) -> SeismicRule | None:
 
 
 def _cluster(
-    config: EngineConfig, state: DecisionState, rule: ClusterRule, area_id: str, now: datetime
+    config: EngineConfig, index: ReportIndex, rule: ClusterRule, area_id: str, now: datetime
 ) -> Signal | None:
-    reports: list[ReportEntry] = sorted(
-        (r for r in state.reports.values()
-         if r.area_id == area_id and r.category is rule.category
-         and r.severity >= rule.min_severity),
-        key=lambda r: (r.at, str(r.event_id)),
-    )
+    reports = [r for r in index.get((area_id, rule.category), ())
+               if r.severity >= rule.min_severity]
     window = timedelta(minutes=rule.window_minutes)
     # A run: `count` consecutive reports (in event time) spanning at most the window.
     # The condition "count reports within the window" holds from the run's last
