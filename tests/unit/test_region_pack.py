@@ -787,4 +787,4 @@ def test_extra_pack_section_loads_into_a_service_model(tmp_path: Path) -> None:
         load_pack_section(pack, "rules.toml", Rules)
     assert "rules.toml" in str(excinfo.value) and "window_minutes" in str(excinfo.value)
     with pytest.raises(InvalidPackFile, match="missing"):
-        load_pack_section(pack, "templates.toml", Rules)
+        load_pack_section(pack, "no-such-section.toml", Rules)
