@@ -38,10 +38,11 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
+from types import MappingProxyType
 from typing import Any, Generic, NamedTuple, TypeAlias, TypeVar
 from uuid import UUID
 
@@ -60,6 +61,7 @@ __all__ = [
     "EVENT_COLUMNS",
     "ORDERS",
     "PROJECTIONS",
+    "PROJECTIONS_FOR",
     "REPORTS",
     "SHELTERS",
     "BroadcastRow",
@@ -227,6 +229,8 @@ class Projection(Generic[R]):
     table: str
     key_columns: tuple[str, ...]
     row_type: type[R]
+    event_types: frozenset[str]
+    """The event types whose keys name rows of this projection."""
     keys: Callable[[Event], tuple[Key, ...]]
     """The keys of the rows an event changes (empty when it changes none)."""
     apply: Callable[[R | None, Event, Key], R]
@@ -322,68 +326,75 @@ def _reasons_json(event: ReportEvent) -> str | None:
 
 def apply_report(current: ReportRow | None, event: ReportEvent, report_id: UUID) -> ReportRow:
     """Fold a report event into the report ``report_id``."""
+    at, event_id = event.occurred_at, event.event_id
     status = _REPORT_STATUS[event.type]
-    row: ReportRow
-    if current is None:
-        row = ReportRow(
-            report_id=report_id, status=status, status_at=event.occurred_at,
-            status_event_id=event.event_id, reasons=_reasons_json(event),
-            submitted_event_id=None, submitted_at=None, client_report_id=None,
-            reporter_team=None, category=None, severity=None, area_id=None,
-            outside_region=None, lat=None, lon=None, report=None, details_at=None,
-            details_event_id=None, last_event_id=event.event_id,
-        )
-    else:
-        row = current
-        candidate = (event.occurred_at, _STATUS_RANK[status], event.event_id)
-        if candidate > (row.status_at, _STATUS_RANK[row.status], row.status_event_id):
-            row = replace(row, status=status, status_at=event.occurred_at,
-                          status_event_id=event.event_id, reasons=_reasons_json(event))
+    # Which field groups this event wins (see the module docstring for the orders).
+    takes_status = current is None or (
+        (at, _STATUS_RANK[status], event_id)
+        > (current.status_at, _STATUS_RANK[current.status], current.status_event_id))
+    takes_submission = isinstance(event, ReportSubmitted) and (
+        current is None or current.submitted_at is None or current.submitted_event_id is None
+        or (at, event_id) > (current.submitted_at, current.submitted_event_id))
+    body: ReportSubmittedPayload | None = None
+    area_id: str | None = None
+    outside_region: bool | None = None
     if isinstance(event, ReportSubmitted):
-        if (row.submitted_at is None or row.submitted_event_id is None
-                or (event.occurred_at, event.event_id)
-                > (row.submitted_at, row.submitted_event_id)):
-            row = replace(row, submitted_event_id=event.event_id, submitted_at=event.occurred_at)
-        row = _report_details(row, event, event.payload, area_id=event.payload.area_id,
-                              outside_region=None)
+        body, area_id = event.payload, event.payload.area_id
     elif isinstance(event, ReportAccepted):
-        row = _report_details(row, event, event.payload.report, area_id=event.payload.area_id,
-                              outside_region=event.payload.outside_region)
-    if row is current:
+        body, area_id = event.payload.report, event.payload.area_id
+        outside_region = event.payload.outside_region
+    takes_details = body is not None and (
+        current is None or current.details_at is None or current.details_event_id is None
+        # Details from an acceptance (outside_region set) outrank any submission's.
+        or ((0 if outside_region is None else 1, at, event_id)
+            > (0 if current.outside_region is None else 1, current.details_at,
+               current.details_event_id)))
+    if current is not None and not (takes_status or takes_submission or takes_details):
         return current
-    return replace(row, last_event_id=event.event_id)
-
-
-def _report_details(
-    row: ReportRow,
-    event: ReportSubmitted | ReportAccepted,
-    body: ReportSubmittedPayload,
-    *,
-    area_id: str | None,
-    outside_region: bool | None,
-) -> ReportRow:
-    # Details from an acceptance (outside_region set) outrank any submission's.
-    rank = 0 if outside_region is None else 1
-    if row.details_at is not None and row.details_event_id is not None:
-        current_rank = 0 if row.outside_region is None else 1
-        if ((rank, event.occurred_at, event.event_id)
-                <= (current_rank, row.details_at, row.details_event_id)):
-            return row
-    location = body.location
-    return replace(
-        row,
-        client_report_id=body.client_report_id,
-        reporter_team=body.reporter.team,
-        category=body.category.value,
-        severity=body.severity,
-        area_id=area_id,
-        outside_region=outside_region,
-        lat=location.lat if location is not None else None,
-        lon=location.lon if location is not None else None,
-        report=body.model_dump_json(),
-        details_at=event.occurred_at,
-        details_event_id=event.event_id,
+    # One constructor call rather than a dataclasses.replace per group: this runs for
+    # every report event, and replace() is the slow part of a fold.
+    keep = current
+    location = body.location if body is not None else None
+    return ReportRow(
+        report_id=report_id,
+        status=status if takes_status or keep is None else keep.status,
+        status_at=at if takes_status or keep is None else keep.status_at,
+        status_event_id=event_id if takes_status or keep is None else keep.status_event_id,
+        reasons=(_reasons_json(event) if takes_status or keep is None else keep.reasons),
+        submitted_event_id=(event_id if takes_submission
+                            else keep.submitted_event_id if keep is not None else None),
+        submitted_at=at if takes_submission else keep.submitted_at if keep is not None else None,
+        **(_details(body, at, event_id, area_id, outside_region, location)
+           if takes_details and body is not None else _kept_details(keep)),
+        last_event_id=event_id,
     )
+
+
+def _details(body: ReportSubmittedPayload, at: datetime, event_id: UUID, area_id: str | None,
+             outside_region: bool | None, location: Any) -> dict[str, Any]:
+    return {
+        "client_report_id": body.client_report_id,
+        "reporter_team": body.reporter.team,
+        "category": body.category.value,
+        "severity": body.severity,
+        "area_id": area_id,
+        "outside_region": outside_region,
+        "lat": location.lat if location is not None else None,
+        "lon": location.lon if location is not None else None,
+        "report": body.model_dump_json(),
+        "details_at": at,
+        "details_event_id": event_id,
+    }
+
+
+_DETAIL_FIELDS = ("client_report_id", "reporter_team", "category", "severity", "area_id",
+                  "outside_region", "lat", "lon", "report", "details_at", "details_event_id")
+
+
+def _kept_details(row: ReportRow | None) -> dict[str, Any]:
+    if row is None:
+        return dict.fromkeys(_DETAIL_FIELDS)
+    return {name: getattr(row, name) for name in _DETAIL_FIELDS}
 
 
 def _apply_report(current: ReportRow | None, event: Event, key: Key) -> ReportRow:
@@ -393,7 +404,8 @@ def _apply_report(current: ReportRow | None, event: Event, key: Key) -> ReportRo
 
 
 REPORTS: Projection[ReportRow] = Projection(
-    "reports_current", ("report_id",), ReportRow, report_keys, _apply_report
+    "reports_current", ("report_id",), ReportRow, frozenset({ReportAccepted.EVENT_TYPE}),
+    report_keys, _apply_report,
 )
 
 
@@ -447,7 +459,8 @@ def _apply_shelter(current: ShelterRow | None, event: Event, key: Key) -> Shelte
 
 
 SHELTERS: Projection[ShelterRow] = Projection(
-    "shelters_current", ("shelter_id",), ShelterRow, _shelter_keys, _apply_shelter
+    "shelters_current", ("shelter_id",), ShelterRow,
+    frozenset({ShelterStatusChanged.EVENT_TYPE}), _shelter_keys, _apply_shelter,
 )
 
 
@@ -526,7 +539,9 @@ def _apply_order(current: OrderRow | None, event: Event, key: Key) -> OrderRow:
 
 
 ORDERS: Projection[OrderRow] = Projection(
-    "orders_current", ("order_id",), OrderRow, _order_keys, _apply_order
+    "orders_current", ("order_id",), OrderRow,
+    frozenset(c.EVENT_TYPE for c in (OrderIssued, OrderUpdated, OrderLifted)),
+    _order_keys, _apply_order,
 )
 
 
@@ -637,9 +652,16 @@ BROADCASTS: Projection[BroadcastRow] = Projection(
     "broadcasts_current",
     ("message_id", "version", "language", "channel"),
     BroadcastRow,
+    frozenset(c.EVENT_TYPE for c in (BroadcastRequested, BroadcastDelivered, BroadcastFailed)),
     broadcast_keys,
     _apply_broadcast,
 )
 
 PROJECTIONS: tuple[Projection[Any], ...] = (REPORTS, SHELTERS, ORDERS, BROADCASTS)
 """Every projection the recorder keeps, with its table."""
+
+PROJECTIONS_FOR: Mapping[str, tuple[Projection[Any], ...]] = MappingProxyType({
+    event_type: tuple(p for p in PROJECTIONS if event_type in p.event_types)
+    for p in PROJECTIONS for event_type in p.event_types
+})
+"""Event type -> the projections it names rows of (most types: none)."""

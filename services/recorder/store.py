@@ -48,6 +48,7 @@ from services.recorder.domain import (
     DEAD_LETTER_COLUMNS,
     EVENT_COLUMNS,
     PROJECTIONS,
+    PROJECTIONS_FOR,
     REPORTS,
     DeadLetterRow,
     Key,
@@ -275,7 +276,7 @@ class EventStore:
                        events: Sequence[Event]) -> None:
         work: dict[str, list[tuple[Key, Event]]] = {p.table: [] for p in PROJECTIONS}
         for event in events:
-            for projection in PROJECTIONS:
+            for projection in PROJECTIONS_FOR.get(event.type, ()):
                 for key in projection.keys(event):
                     work[projection.table].append((key, event))
         work[REPORTS.table].extend(await self._linked_reports(conn, namespace, events))
