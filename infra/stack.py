@@ -156,13 +156,15 @@ async def run_up(
             if not external_kafka:
                 broker = EmbeddedBroker(port=settings.embedded_kafka_port,
                                         log_path=logs / "tansu.log")
-                await asyncio.to_thread(broker.start)
+                # Started from the main thread on purpose: the parent-death signal is tied
+                # to the thread that forks, and a worker thread may exit before we do.
+                broker.start()
                 settings = settings.model_copy(update={"kafka_bootstrap": broker.bootstrap})
                 state.embedded_kafka_pid = broker.pid
             if not external_database:
                 postgres = EmbeddedPostgres(data_dir=data_dir / "postgres",
                                             port=settings.embedded_postgres_port)
-                await asyncio.to_thread(postgres.start)
+                postgres.start()
                 settings = settings.model_copy(update={"database_url": postgres.url})
                 state.embedded_postgres_pid = postgres.pid
             state.kafka_bootstrap = settings.kafka_bootstrap

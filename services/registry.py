@@ -48,6 +48,13 @@ SERVICES: tuple[ServiceSpec, ...] = (
                             "SONAE_TOKEN_SECRET"}),
         addresses={"intake": "intake_port"},
     ),
+    ServiceSpec(
+        name="broadcaster",
+        entrypoint="services.broadcaster.main:main",
+        description="Orders and shelter changes to public messages in ja/en/zh/ko, CAP 1.2 "
+                    "feed, signed webhooks",
+        addresses={"cap feed": "broadcaster_port"},
+    ),
 )
 
 

@@ -22,6 +22,9 @@ ROOT = Path(__file__).resolve().parents[2]
 def _env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SONAE_")}
     env["PYTHONUNBUFFERED"] = "1"
+    # The services' own ports, so a stack under test never collides with another.
+    for name in ("INTAKE", "GATEWAY", "DASHBOARD", "BROADCASTER"):
+        env[f"SONAE_{name}_PORT"] = str(free_port())
     return env
 
 
