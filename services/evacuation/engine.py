@@ -393,6 +393,11 @@ class _Run:
         if signals:
             clear = all(s.clear_since is not None for s in signals)
             liftable = max(s.liftable_at for s in signals if s.liftable_at) if clear else None
+            if liftable is not None and order is not None:
+                # An order HQ issued (or raised) while the conditions were already clear
+                # gets its own full period before a lift is proposed, not an instant one.
+                liftable = max(liftable,
+                               order.approved_at + max(s.lift_after for s in signals))
             cell = cell.model_copy(update={"liftable_at": liftable})
         else:
             # Every source was forgotten (retention): what the cell last saw stands. A

@@ -499,6 +499,20 @@ def test_rising_above_the_lower_threshold_restarts_the_period(chiyoda: EngineCon
     assert len(lifts_for(both_gauges(feed, 3.0, 190), "jimbocho")) == 1
 
 
+def test_an_order_issued_in_clear_conditions_waits_a_full_period_before_a_lift(
+    chiyoda: EngineConfig,
+) -> None:
+    """A manual order while the river is low: no instant lift, one after the period."""
+    feed = Feed(chiyoda)
+    for minutes in range(0, 210, 10):  # low and reporting: clear since 0
+        both_gauges(feed, 2.0, minutes)
+    out = feed.command("issue", 200, area_ids=["jimbocho"], level=3, hazard="flood")
+    assert only(out, EvacuationRecommended) == []
+    for minutes in range(210, 320, 10):
+        assert lifts_for(both_gauges(feed, 2.0, minutes), "jimbocho") == [], minutes
+    assert len(lifts_for(both_gauges(feed, 2.0, 320), "jimbocho")) == 1
+
+
 def test_a_rejected_lift_is_not_recommended_again_in_the_same_clear_spell(
     chiyoda: EngineConfig,
 ) -> None:
