@@ -42,12 +42,13 @@ T0 = datetime(2025, 8, 21, 5, 0, tzinfo=UTC)  # 14:00 JST
 KANDA = "kandagawa-ochanomizu"  # affects fujimi, jimbocho, manseibashi, izumibashi
 KANDA_AREAS = ["fujimi", "jimbocho", "manseibashi", "izumibashi"]
 REGION = load_region("chiyoda")
+CHIYODA = load_config("chiyoda")
 
 
 @pytest.fixture(scope="module")
 def chiyoda() -> EngineConfig:
     """Chiyoda's pack and rules."""
-    return load_config("chiyoda")
+    return CHIYODA
 
 
 def with_rules(config: EngineConfig, **changes: Any) -> EngineConfig:
@@ -285,7 +286,7 @@ def test_no_site_is_ever_named_for_a_hazard_it_is_not_designated_for(
     views: dict[str, tuple[ShelterStatus, int]], area: str, hazard: Hazard
 ) -> None:
     """Whatever the shelters' states, suggestions and openings are designated for the hazard."""
-    config = load_config("chiyoda")
+    config = CHIYODA
     shelters = {sid: ShelterView(shelter_id=sid, version=1, status=status, occupancy=occ,
                                  capacity=None) for sid, (status, occ) in views.items()}
     choice = choose_shelters(config, shelters, area, hazard)
