@@ -49,6 +49,13 @@ SERVICES: tuple[ServiceSpec, ...] = (
         addresses={"intake": "intake_port"},
     ),
     ServiceSpec(
+        name="evacuation",
+        entrypoint="services.evacuation.main:main",
+        description="Rules over hazards, reports and shelters → recommendations; HQ "
+                    "commands → orders on the 5-level scale",
+        requires=frozenset({"SONAE_KAFKA_BOOTSTRAP"}),
+    ),
+    ServiceSpec(
         name="broadcaster",
         entrypoint="services.broadcaster.main:main",
         description="Orders and shelter changes to public messages in ja/en/zh/ko, CAP 1.2 "
