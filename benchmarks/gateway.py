@@ -1,0 +1,424 @@
+"""Gateway benchmark: fan-out against raw ``websockets.broadcast``, and report → delta latency.
+
+Part 1 (fan-out, no broker): one gateway websocket server in this process, N
+clients (1,000 and 5,000) in two client processes. The same run sends K
+changes through the gateway's hub (reduce, per-role view, encode, bounded
+queues) and K pre-encoded messages of the same size with raw
+``websockets.broadcast`` to the same connections. Printed per mode: delivery
+latency p50/p99 at a steady rate, and messages/s delivered for a burst.
+Clients timestamp arrival with CLOCK_MONOTONIC, which is system-wide on Linux,
+so latencies across processes are comparable.
+
+Part 2 (end to end, embedded broker and PostgreSQL started here): HTTP POST
+to intake (in-process: validation, outbox in PostgreSQL, relay to Kafka) →
+gateway (Kafka consumer, reducer, fan-out) → a websocket client; p50/p99 at
+100 and 500 reports/s.
+
+    .venv/bin/python benchmarks/gateway.py                 # both parts, ~3 min
+    .venv/bin/python benchmarks/gateway.py --clients 1000 --skip-e2e
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import re
+import resource
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from websockets.asyncio.client import connect
+from websockets.asyncio.server import broadcast, serve
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from schemas.envelope import new_event
+from schemas.examples import example
+from schemas.region import load_region
+from schemas.reports import ReportAccepted
+from services.common.auth import Role, issue_token
+from services.gateway.cop import COP, Audience, RegionIndex, Viewer
+from services.gateway.hub import Hub
+from services.gateway.server import Gateway
+
+SECRET = "benchmark-secret-0123456789abcdef0123456789"
+STAMP = re.compile(rb"bench:(\w+):(\d+):([0-9.]+)")
+REGION = load_region()
+
+
+def raise_fd_limit(wanted: int) -> None:
+    """Allow enough sockets for the clients (each costs one descriptor per side)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, hard), hard))
+
+
+def percentile(values: list[float], p: float) -> float:
+    """The p-th percentile (nearest rank)."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
+
+
+def stamped_report(phase: str, seq: int, area: str = "kanda-koen") -> ReportAccepted:
+    """A report whose description carries the phase, sequence and send time."""
+    base = example("report.accepted")
+    body = base.payload.model_dump(mode="json")
+    body.update(report_id=str(uuid.uuid4()), area_id=area)
+    body["report"] = {**body["report"], "area_id": area,
+                      "description": f"bench:{phase}:{seq}:{time.monotonic():.6f}"}
+    return new_event(ReportAccepted, body, occurred_at=datetime.now(UTC), source="intake")
+
+
+# --- client processes -------------------------------------------------------------------
+
+
+def client_process(url: str, count: int, hq: str, ready: Any, results: Any,
+                   phases: dict[str, int]) -> None:
+    """Open ``count`` connections; record arrival latency of every stamped message."""
+    asyncio.run(_clients(url, count, hq, ready, results, phases))
+
+
+async def _clients(url: str, count: int, hq: str, ready: Any, results: Any,
+                   phases: dict[str, int]) -> None:
+    latencies: dict[str, list[float]] = {p: [] for p in phases}
+    last: dict[str, float] = {}
+    first: dict[str, float] = {}
+    done = asyncio.Event()
+    expected = sum(phases.values()) * count
+    got = 0
+
+    async def one(i: int) -> None:
+        nonlocal got
+        async with connect(url, compression=None, max_queue=None, open_timeout=60,
+                           ping_interval=None) as ws:
+            await ws.send(json.dumps({"type": "hello", "token": hq}))
+            async for raw in ws:
+                data = raw if isinstance(raw, bytes) else raw.encode()
+                now = time.monotonic()
+                for match in STAMP.finditer(data):
+                    phase = match.group(1).decode()
+                    latencies[phase].append(now - float(match.group(3)))
+                    first.setdefault(phase, now)
+                    last[phase] = now
+                    got += 1
+                    if got >= expected:
+                        done.set()
+                if done.is_set():
+                    return
+
+    tasks = []
+    for i in range(count):
+        tasks.append(asyncio.create_task(one(i)))
+        if i % 200 == 199:
+            await asyncio.sleep(0.05)  # do not overrun the server's accept backlog
+    ready.put(count)
+    with suppress(TimeoutError):
+        await asyncio.wait_for(done.wait(), 600)
+    for task in tasks:
+        task.cancel()
+    # Send a sample of latencies (every one would be millions of floats at 5,000 clients).
+    sample = {p: v[:: max(1, len(v) // 20_000)] for p, v in latencies.items()}
+    counts = {p: len(v) for p, v in latencies.items()}
+    results.put((sample, counts, first, last))
+
+
+# --- part 1: fan-out --------------------------------------------------------------------
+
+
+async def fan_out(clients: int, steady: int, rate: float, burst: int) -> dict[str, Any]:
+    """Gateway fan-out against raw broadcast to the same ``clients`` connections."""
+    hub = Hub(COP.empty(RegionIndex.from_region(REGION)), "bench", [("reports", 0)],
+              history_size=1000)
+    hub.set_marker(("reports", 0), b"benchmrk")
+    hub.ready.set()
+    gateway = Gateway(hub, secret=SECRET, namespace="bench",
+                      area_ids=[d.id for d in REGION.districts])
+    hq = issue_token(SECRET, Role.HQ, "bench-hq", timedelta(hours=1))
+    phases = {"gw_steady": steady, "raw_steady": steady, "gw_burst": burst,
+              "raw_burst": burst}
+    async with serve(gateway.handler, "127.0.0.1", 0, compression=None, max_size=65536,
+                     ping_interval=None, backlog=4096) as server:
+        port = server.sockets[0].getsockname()[1]
+        url = f"ws://127.0.0.1:{port}/"
+        ctx = mp.get_context("spawn")
+        ready, results = ctx.Queue(), ctx.Queue()
+        halves = [clients // 2, clients - clients // 2]
+        procs = [ctx.Process(target=client_process, args=(url, n, hq, ready, results, phases))
+                 for n in halves]
+        for p in procs:
+            p.start()
+        deadline = time.monotonic() + 300
+        while len(hub.clients) < clients and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.2)  # polling a count: clients attach in the server's tasks
+        assert len(hub.clients) == clients, f"only {len(hub.clients)} of {clients} attached"
+        await asyncio.sleep(1.0)  # let the snapshots drain
+        connections = [c.ws for c in hub.clients]
+        offset = 0
+        # The raw messages are what the gateway sends for the same change (HQ view).
+        sample = _delta_bytes(hub, stamped_report("x", 0))
+
+        async def gateway_send(phase: str, seq: int) -> None:
+            nonlocal offset
+            hub.apply(("reports", 0), offset, stamped_report(phase, seq))
+            offset += 1
+
+        async def raw_send(phase: str, seq: int) -> None:
+            stamp = f"bench:{phase}:{seq}:{time.monotonic():.6f}".encode()
+            broadcast(connections, STAMP.sub(stamp, sample), text=True)
+
+        timings: dict[str, float] = {}
+        for phase, send, n, pause in (("gw_steady", gateway_send, steady, 1 / rate),
+                                      ("raw_steady", raw_send, steady, 1 / rate),
+                                      ("gw_burst", gateway_send, burst, 0.0),
+                                      ("raw_burst", raw_send, burst, 0.0)):
+            start = time.monotonic()
+            for seq in range(n):
+                await send(phase, seq)
+                await asyncio.sleep(pause)
+            timings[phase] = start
+            await asyncio.sleep(2.0)
+        collected = [results.get(timeout=600) for _ in procs]
+        for p in procs:
+            p.join(30)
+    return _summarise(collected, timings, clients, phases)
+
+
+def _delta_bytes(hub: Hub, event: ReportAccepted) -> bytes:
+    from services.gateway.cop import reduce
+    from services.gateway.hub import _delta_message
+
+    _, deltas = reduce(hub.cop, event)
+    data = _delta_message(hub.position_text(), deltas, Viewer(Audience.HQ))
+    assert data is not None
+    return data
+
+
+def _summarise(collected: list[Any], timings: dict[str, float], clients: int,
+               phases: dict[str, int]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for phase, n in phases.items():
+        lat = [x for sample, *_ in collected for x in sample[phase]]
+        count = sum(counts[phase] for _, counts, *_ in collected)
+        last = max(lasts.get(phase, 0.0) for *_, lasts in collected)
+        duration = max(last - timings[phase], 1e-9)
+        out[phase] = {"delivered": count, "expected": n * clients,
+                      "p50_ms": 1000 * statistics.median(lat) if lat else float("nan"),
+                      "p99_ms": 1000 * percentile(lat, 99) if lat else float("nan"),
+                      "msgs_per_s": count / duration}
+    return out
+
+
+# --- part 2: report → delta -------------------------------------------------------------
+
+
+@asynccontextmanager
+async def embedded_stack() -> AsyncIterator[tuple[str, str]]:
+    """The embedded broker and PostgreSQL, as the test session starts them."""
+    from infra.embedded.broker import EmbeddedBroker
+    from infra.embedded.postgres import EmbeddedPostgres
+    from infra.embedded.processes import free_port
+
+    base = Path(tempfile.mkdtemp(prefix="sonae-bench-"))
+    broker = EmbeddedBroker(port=free_port(), log_path=base / "tansu.log")
+    postgres = EmbeddedPostgres(data_dir=base / "postgres", port=free_port(), durable=False)
+    broker.start()
+    try:
+        postgres.start()
+        try:
+            yield broker.bootstrap, postgres.url
+        finally:
+            postgres.stop()
+    finally:
+        broker.stop()
+
+
+async def report_to_delta(rates: list[int], seconds: float) -> dict[int, dict[str, float]]:
+    """POST /v1/reports → websocket delta, at each rate (a namespace per rate)."""
+    import asyncpg
+
+    from infra.db.migrate import migrate
+
+    out: dict[int, dict[str, float]] = {}
+    async with embedded_stack() as (bootstrap, database_url):
+        conn = await asyncpg.connect(database_url)
+        try:
+            await migrate(conn)
+        finally:
+            await conn.close()
+        for rate in rates:
+            out[rate] = await _one_rate(bootstrap, database_url, rate, seconds)
+            out[-rate] = await _one_rate(bootstrap, database_url, rate, seconds, direct=True)
+    return out
+
+
+@asynccontextmanager
+async def _intake(settings: Any, pool: Any) -> AsyncIterator[str]:
+    """Intake in this process (HTTP, outbox, relay), unthrottled; yields its URL."""
+    from aiohttp import web
+
+    from infra.embedded.processes import free_port
+    from infra.kafka import clients as kafka_clients
+    from services.intake.domain import RateLimiter
+    from services.intake.http import build_app
+    from services.intake.metrics import IntakeMetrics
+    from services.intake.relay import Relay
+    from services.intake.service import Intake
+    from services.intake.store import Store
+
+    metrics = IntakeMetrics()
+    store = Store(pool, settings.namespace)
+    relay = Relay(store, lambda: kafka_clients.producer(settings), metrics=metrics)
+    runner = web.AppRunner(build_app(Intake(store, REGION, metrics=metrics), secret=SECRET,
+                                     relay=relay, limiter=RateLimiter(1e9, 1e9)),
+                           access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    stop = asyncio.Event()
+    relay_task = asyncio.create_task(relay.run(stop))
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop.set()
+        await asyncio.wait_for(relay_task, 10)
+        await runner.cleanup()
+
+
+async def _one_rate(bootstrap: str, database_url: str, rate: int, seconds: float, *,
+                    direct: bool = False) -> dict[str, float]:
+    """One rate; ``direct`` produces report.accepted to Kafka instead of POSTing to intake."""
+    import aiohttp
+    import asyncpg
+
+    from infra.embedded.processes import free_port
+    from infra.kafka import clients as kafka_clients
+    from infra.settings import load_settings
+    from services.common.bus import Publisher
+    from services.gateway.main import running
+
+    settings = load_settings(kafka_bootstrap=bootstrap, database_url=database_url,
+                             namespace=f"bench{rate}{'k' if direct else ''}",
+                             token_secret=SECRET)
+    field = issue_token(SECRET, Role.FIELD, "bench-field", timedelta(hours=1))
+    hq = issue_token(SECRET, Role.HQ, "bench-hq", timedelta(hours=1))
+    total = int(rate * seconds)
+    sent: dict[str, float] = {}
+    latencies: list[float] = []
+    pool = await asyncpg.create_pool(database_url, min_size=2, max_size=10)
+    try:
+        async with _intake(settings, pool) as intake_url, running(
+                settings, websocket_port=free_port(), dashboard_port=free_port()) as gw:
+            await gw.hub.ready.wait()
+            async with connect(gw.websocket_url, compression=None, max_queue=None) as ws, \
+                    aiohttp.ClientSession() as http:
+                await ws.send(json.dumps({"type": "hello", "token": hq}))
+
+                async def read() -> None:
+                    async for raw in ws:
+                        now = time.monotonic()
+                        text = raw if isinstance(raw, str) else raw.decode()
+                        for m in re.finditer(r'"description":"(b[0-9a-f]+)"', text):
+                            if m.group(1) in sent:
+                                latencies.append(now - sent.pop(m.group(1)))
+                        if len(latencies) >= total:
+                            return
+
+                producer = kafka_clients.producer(settings)
+                await producer.start()
+                publisher = Publisher(producer, settings.namespace)
+
+                async def post(i: int) -> None:
+                    cid = "b" + uuid.uuid4().hex[:20]
+                    if direct:
+                        event = stamped_report("e2e", i, REGION.districts[i % 6].id)
+                        payload = event.payload.model_dump(mode="json")
+                        payload["report"]["description"] = cid
+                        sent[cid] = time.monotonic()
+                        await publisher.publish(new_event(
+                            ReportAccepted, payload, occurred_at=event.occurred_at,
+                            source="intake"))
+                        return
+                    body = {"client_report_id": cid, "category": "flooding", "severity": 3,
+                            "area_id": REGION.districts[i % len(REGION.districts)].id,
+                            "description": cid}
+                    sent[cid] = time.monotonic()
+                    async with http.post(f"{intake_url}/v1/reports", json=body,
+                                         headers={"Authorization": f"Bearer {field}"}) as r:
+                        if r.status != 202:
+                            raise RuntimeError(f"intake answered {r.status}")
+
+                reader = asyncio.create_task(read())
+                posts = []
+                start = time.monotonic()
+                for i in range(total):
+                    delay = start + i / rate - time.monotonic()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    posts.append(asyncio.create_task(post(i)))
+                await asyncio.gather(*posts)
+                achieved = total / (time.monotonic() - start)
+                with suppress(TimeoutError):
+                    await asyncio.wait_for(reader, 60)
+                await producer.stop()
+    finally:
+        await pool.close()
+    return {"reports": total, "received": len(latencies), "offered_rate": achieved,
+            "p50_ms": 1000 * statistics.median(latencies),
+            "p99_ms": 1000 * percentile(latencies, 99)}
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--clients", type=int, nargs="+", default=[1000, 5000])
+    parser.add_argument("--steady", type=int, default=50, help="changes per steady phase")
+    parser.add_argument("--rate", type=float, default=10.0, help="steady changes per second")
+    parser.add_argument("--burst", type=int, default=50, help="changes per burst phase")
+    parser.add_argument("--rates", type=int, nargs="+", default=[100, 500])
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--skip-e2e", action="store_true")
+    parser.add_argument("--skip-fanout", action="store_true")
+    args = parser.parse_args()
+    raise_fd_limit(4 * max(args.clients) + 1024)
+    if not args.skip_fanout:
+        print(f"fan-out: HQ view, report deltas (~{len(_sample_size())} bytes), "
+              f"steady {args.rate:g}/s x {args.steady}, burst {args.burst} back to back")
+        print(f"{'clients':>8} {'mode':>8} {'p50 ms':>8} {'p99 ms':>8} {'burst msg/s':>12} "
+              f"{'delivered':>10} {'ratio':>6}")
+        for n in args.clients:
+            r = await fan_out(n, args.steady, args.rate, args.burst)
+            ratio = r["gw_burst"]["msgs_per_s"] / r["raw_burst"]["msgs_per_s"]
+            for mode, steady, burst in (("gateway", "gw_steady", "gw_burst"),
+                                        ("raw", "raw_steady", "raw_burst")):
+                delivered = r[steady]["delivered"] + r[burst]["delivered"]
+                expected = r[steady]["expected"] + r[burst]["expected"]
+                print(f"{n:>8} {mode:>8} {r[steady]['p50_ms']:>8.1f} {r[steady]['p99_ms']:>8.1f} "
+                      f"{r[burst]['msgs_per_s']:>12,.0f} {delivered:>5}/{expected:<5}"
+                      f"{ratio if mode == 'gateway' else 1.0:>6.2f}")
+    if not args.skip_e2e:
+        print("report -> delta: POST /v1/reports (intake, outbox, relay) -> Kafka -> gateway "
+              "-> websocket (HQ view)")
+        results = await report_to_delta(args.rates, args.seconds)
+        for rate, r in results.items():
+            path = "via intake HTTP " if rate > 0 else "Kafka -> gateway"
+            print(f"  {path} {abs(rate):>4}/s offered ({r['offered_rate']:.0f}/s achieved): "
+                  f"p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, "
+                  f"{r['received']}/{r['reports']} received")
+
+
+def _sample_size() -> bytes:
+    hub = Hub(COP.empty(RegionIndex.from_region(REGION)), "bench", [("reports", 0)])
+    return _delta_bytes(hub, stamped_report("x", 0))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
