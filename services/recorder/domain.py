@@ -108,7 +108,7 @@ class EventRow(NamedTuple):
     exercise: bool
     namespace: str
     envelope: str
-    """The event as canonical JSON (``encode_event``), stored as jsonb."""
+    """The event's JSON, stored as jsonb (as received unless it was upcast)."""
 
 
 EVENT_COLUMNS: tuple[str, ...] = EventRow._fields
@@ -157,8 +157,8 @@ def event_row(
 ) -> EventRow:
     """The ``events`` row for ``event``, read from ``topic[partition]@offset`` with ``key``.
 
-    ``envelope`` is the event's canonical JSON (``encode_event``); the caller
-    encodes it so that this module stays free of serialisation choices.
+    ``envelope`` is the event's JSON; which bytes (as received, or re-encoded after
+    an upcast) is the caller's choice, so this module stays free of serialisation.
     """
     return EventRow(
         event_id=event.event_id,

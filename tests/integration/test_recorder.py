@@ -4,6 +4,7 @@ projections, offsets after the database commit, dead letters."""
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
@@ -21,7 +22,7 @@ from infra.settings import Settings, load_settings
 from infra.topics import ensure_topics
 from schemas.envelope import derive_id, new_event
 from schemas.evacuation import OrderIssued, OrderLifted, OrderUpdated
-from schemas.events import Event
+from schemas.events import Event, decode_event, encode_event
 from schemas.examples import example
 from schemas.hazards import GaugeReading
 from schemas.reports import ReportAccepted, ReportRejected, ReportSubmitted
@@ -345,6 +346,38 @@ async def test_undecodable_record_is_dead_lettered_and_its_partition_continues(
 async def _len_is(rows: Any, n: int) -> Any:
     got = await rows
     return got if len(got) == n else None
+
+
+async def test_an_older_schema_version_is_stored_in_its_current_shape(
+    kafka_bootstrap: str, database_url: str, db_schema: str, db_pool: asyncpg.Pool,
+    namespace: str,
+) -> None:
+    """A report.submitted v1 (flat lat/lon) is stored upcast to v2; others as received."""
+    await migrate_pool(db_pool)
+    settings = recorder_settings(kafka_bootstrap, schema_dsn(database_url, db_schema), namespace)
+    await ensure_topics(settings)
+    sub, acc = report_pair(11, "v1")
+    document = json.loads(encode_event(sub))
+    location = document["payload"].pop("location")
+    document["payload"].update(lat=location["lat"], lon=location["lon"])
+    document["schema_version"] = 1
+    producer = clients.producer(settings)
+    await producer.start()
+    try:
+        await producer.send_and_wait(qualified("reports", namespace),
+                                     json.dumps(document).encode(), key=b"kojimachi")
+    finally:
+        await producer.stop()
+    await produce_events(kafka_bootstrap, namespace, [acc])
+    async with running_recorder(settings):
+        await wait_for(lambda: _equals(stored_count(db_pool), 2), timeout=20, what="2 events")
+    rows = {r["type"]: r for r in await db_pool.fetch(
+        "select type, schema_version, envelope::text as envelope from events")}
+    upcast = rows["report.submitted"]
+    assert upcast["schema_version"] == 2
+    assert decode_event(upcast["envelope"]) == sub
+    assert json.loads(upcast["envelope"])["payload"]["location"] == location
+    assert decode_event(rows["report.accepted"]["envelope"]) == acc
 
 
 async def test_recorder_refuses_to_start_on_an_unmigrated_database(

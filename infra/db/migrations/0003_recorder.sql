@@ -10,8 +10,10 @@
 -- redelivery or a cross-partition reordering yields the same row.
 
 -- Only a report.accepted names its report id; the submission and any rejection join
--- it through payload.submitted_event_id, whichever of them is stored first.
-create index events_report_submission on events ((envelope #>> '{payload,submitted_event_id}'))
+-- it through payload.submitted_event_id, whichever of them is stored first. Compared
+-- as uuid: the envelope is stored as the producer wrote it (any letter case).
+create index events_report_submission
+    on events (((envelope #>> '{payload,submitted_event_id}')::uuid))
     where type in ('report.accepted', 'report.rejected');
 
 create table reports_current (
