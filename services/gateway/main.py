@@ -39,6 +39,7 @@ from services.gateway.server import (
     IntakeReports,
     ReportSink,
     allowed_origins,
+    close_connection,
     heartbeats,
 )
 from services.gateway.source import LogReplaced, Source
@@ -152,8 +153,8 @@ async def _read_log(settings: Settings, hub: Hub, source: Source, pool: asyncpg.
             # reconnect; they will get fresh snapshots (their epoch no longer matches).
             log.warning("log replaced (%s): rebuilding the picture", e)
             await source.stop()
-            for client in list(hub.clients):
-                await client.ws.close(SERVICE_RESTART, "log replaced: reconnect")
+            await asyncio.gather(*(close_connection(c.ws, SERVICE_RESTART, "log replaced")
+                                   for c in list(hub.clients)))
             hub.reset()
             await source.start()
 

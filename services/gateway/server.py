@@ -64,6 +64,7 @@ __all__ = [
     "IntakeReports",
     "ReportSink",
     "allowed_origins",
+    "close_connection",
     "heartbeats",
 ]
 
@@ -192,11 +193,11 @@ class Gateway:
             session, position = await asyncio.wait_for(self._hello(ws), HELLO_TIMEOUT)
         except TimeoutError:
             await self._error(ws, None, "no_hello", "say hello first")
-            await _close(ws, POLICY, "no hello")
+            await close_connection(ws, POLICY, "no hello")
             return
         except _Refused as e:
             await self._error(ws, None, e.code, e.message)
-            await _close(ws, e.close or POLICY, e.message[:120])
+            await close_connection(ws, e.close or POLICY, e.message[:120])
             return
         except ConnectionClosed:
             return
@@ -251,7 +252,7 @@ class Gateway:
 
     async def _watch(self, ws: ServerConnection, client: Client) -> None:
         await client.overflowed.wait()
-        await _close(ws, OVERLOAD, "too far behind: reconnect with your last position")
+        await close_connection(ws, OVERLOAD, "too far behind: reconnect with your last position")
 
     # --- hello ----------------------------------------------------------------------
 
@@ -355,7 +356,7 @@ class Gateway:
             except _Refused as e:
                 await self._error(ws, request_id, e.code, e.message, e.errors)
                 if e.code in _GARBAGE and self._too_much_garbage(session):
-                    await _close(ws, POLICY, "too many bad messages")
+                    await close_connection(ws, POLICY, "too many bad messages")
                     return
 
     def _too_much_garbage(self, session: _Session) -> bool:
@@ -471,7 +472,7 @@ def _request_id(document: Mapping[str, Any]) -> str | None:
     return value
 
 
-async def _close(ws: ServerConnection, code: int, reason: str) -> None:
+async def close_connection(ws: ServerConnection, code: int, reason: str) -> None:
     """Close with ``code``; abort if the peer does not take the close frame in time."""
     try:
         await asyncio.wait_for(ws.close(code, reason), CLOSE_TIMEOUT)
