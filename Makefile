@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt 2>/dev/null | cksum | cut -d' ' -f1)
 
-.PHONY: demo test lint typecheck pytest install clean constraints
+.PHONY: demo test lint typecheck pytest install clean constraints browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,11 @@ install: $(STAMP)
 demo: install
 	$(BIN)/sonae up
 
-test: install lint typecheck pytest
+test: install browser lint typecheck pytest
+
+# Debian's chromium and CJK fonts for the dashboard's browser test (apt, as root).
+browser: install
+	infra/tools/install_browser.sh $(VENV)
 
 lint: install
 	$(BIN)/ruff check .

@@ -74,6 +74,16 @@ class Settings(BaseSettings):
     embedded_kafka_port: Port = 19092
     embedded_postgres_port: Port = 15432
     log_level: str = Field(default="INFO", description="Python logging level name.")
+    intake_url: str | None = Field(
+        default=None,
+        description="Intake's base URL as other processes reach it (the gateway forwards "
+                    "field reports there); default http://HOST:INTAKE_PORT.",
+    )
+
+    @property
+    def intake_base_url(self) -> str:
+        """Where intake's HTTP API is reached from this process."""
+        return (self.intake_url or f"http://{self.host}:{self.intake_port}").rstrip("/")
 
     @field_validator("kafka_bootstrap")
     @classmethod
@@ -106,6 +116,13 @@ class Settings(BaseSettings):
             raise ValueError("must be at least 32 characters")
         return value
 
+    @field_validator("intake_url")
+    @classmethod
+    def _intake_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
+        return value or None
+
     @field_validator("log_level")
     @classmethod
     def _log_level(cls, value: str) -> str:
@@ -122,6 +139,8 @@ class Settings(BaseSettings):
                 value = value.get_secret_value()
             elif isinstance(value, StrEnum):
                 value = value.value
+            elif value is None:
+                continue  # unset optional settings stay unset in the child
             out[f"{ENV_PREFIX}{name.upper()}"] = str(value)
         return out
 

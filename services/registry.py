@@ -56,6 +56,14 @@ SERVICES: tuple[ServiceSpec, ...] = (
         requires=frozenset({"SONAE_KAFKA_BOOTSTRAP"}),
     ),
     ServiceSpec(
+        name="gateway",
+        entrypoint="services.gateway.main:main",
+        description="Common operating picture over websockets (snapshot, deltas, resume); "
+                    "dashboard and public portal",
+        requires=frozenset({"SONAE_KAFKA_BOOTSTRAP", "SONAE_TOKEN_SECRET"}),
+        addresses={"dashboard": "dashboard_port", "websocket": "gateway_port"},
+    ),
+    ServiceSpec(
         name="broadcaster",
         entrypoint="services.broadcaster.main:main",
         description="Orders and shelter changes to public messages in ja/en/zh/ko, CAP 1.2 "

@@ -167,7 +167,7 @@ async def serve_gateway(settings: Settings, stop: asyncio.Event) -> None:
         raise GatewayStartupError(f"cannot load region pack {settings.region!r} "
                                   f"(SONAE_REGION): {e}") from None
     pool = await _store_pool(settings)
-    reports = IntakeReports(f"http://{settings.host}:{settings.intake_port}")
+    reports = IntakeReports(settings.intake_base_url)
     try:
         async with running(settings, region=region, pool=pool, reports=reports) as gw:
             log.info("gateway: websocket %s, dashboard %s (namespace %r)",

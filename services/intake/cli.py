@@ -284,7 +284,7 @@ def _default_intake() -> str:
         settings = load_settings()
     except SettingsError:
         return "http://127.0.0.1:8080"
-    return f"http://{settings.host}:{settings.intake_port}"
+    return settings.intake_base_url
 
 
 def _common(f: Any) -> Any:
