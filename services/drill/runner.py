@@ -1,0 +1,473 @@
+"""The replayer: produces a drill log's inputs into a namespace, paced or at max speed.
+
+:mod:`services.drill.replay` computes what to send and when; this module sends
+it, and keeps the order the decision service reads it in.
+
+**Why order needs care.** The evacuation decision merges four topics of four
+partitions into one input log and decides in that log's order. Kafka keeps order
+only within a partition, so events produced back to back on different
+partitions may be merged in either order, and the decisions would differ from
+run to run. Paced at a speed factor, inputs are normally far enough apart; at
+max speed they are not. So when a decision service consumes the namespace, the
+replayer is *synchronised* (``sync``): before it sends an input to another
+topic or key than the inputs still in flight, it waits until those have reached
+the decision service's input log (a shelter update: until the shelter state it
+caused has). Inputs to one topic and key are pipelined, since the partition
+keeps their order. This costs about one hop per change of key; without a
+decision service (benchmark, raw replays) everything is pipelined.
+
+**HQ commands** are sent at their place in event-time order, once the replayed
+recommendation or order they answer has appeared (:mod:`services.drill.hq`), and
+never sooner after it than the recorded delay divided by the speed.
+
+**Stopping**: setting ``stop`` ends the replay after the event being sent;
+what was sent is acknowledged, and the result says how far it got.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Final
+
+from aiokafka import AIOKafkaProducer
+
+from infra.kafka import clients
+from infra.settings import Settings
+from infra.topics import ensure_topics
+from schemas.common import utc_now
+from schemas.evacuation import EvacuationCommand
+from schemas.topics import LIVE, route, validate_namespace
+from services.drill.errors import NotIsolated, ServicesFailed
+from services.drill.hq import (
+    CommandMatcher,
+    HqMode,
+    Resolved,
+    Unresolvable,
+    passthrough_command,
+    rewrite_command,
+)
+from services.drill.logformat import DrillLog
+from services.drill.replay import (
+    IdMap,
+    Step,
+    Template,
+    TimeMode,
+    format_time,
+    plan,
+    prepare,
+    render,
+)
+from services.drill.watch import NamespaceWatcher, watching
+from services.evacuation.app import input_log_topic
+
+__all__ = [
+    "ProgressFn",
+    "ReplayOptions",
+    "ReplayResult",
+    "SkippedCommand",
+    "detect_services",
+    "replay",
+]
+
+log = logging.getLogger(__name__)
+
+_DIRECT_INPUTS: Final = frozenset({
+    "hazard.gauge_reading", "hazard.warning", "hazard.seismic_intensity", "report.accepted",
+    "evacuation.command",
+})
+"""Inputs the decision service reads straight from their topics."""
+_SHELTER_UPDATES: Final = frozenset({
+    "shelter.opened", "shelter.closed", "shelter.occupancy_reported", "shelter.needs_reported",
+})
+"""Inputs it reads through the shelter tracker (as ``shelter.status_changed``)."""
+_WINDOW: Final = 2000
+"""Acknowledgements awaited per window at max speed: bounds memory, keeps the pipeline full."""
+_PROGRESS_EVERY: Final = 500
+
+
+@dataclass(frozen=True)
+class ReplayOptions:
+    """How to replay (see docs/drills.md)."""
+
+    speed: float | None = None
+    """Speed factor (60 = an hour in a minute); None = as fast as the broker takes it."""
+    time_mode: TimeMode = TimeMode.SHIFT
+    hq: HqMode = HqMode.REPLAY
+    sync: bool | None = None
+    """Keep the decision order (see the module docstring); None = when a decision
+    service consumes the namespace."""
+    anchor: datetime | None = None
+    """New event time of the first input; None = now."""
+    salt: str | None = None
+    """Separates runs replayed into one namespace (see :class:`services.drill.replay.IdMap`)."""
+    allow_live: bool = False
+    """Only the demo replays into a stack's own (possibly live) namespace."""
+    first_timeout: float = 120.0
+    """How long the first input may take to reach a service that is still starting."""
+    step_timeout: float = 30.0
+    """How long any later input may take to reach the decision service's log."""
+    shelter_timeout: float = 5.0
+    """How long to wait for a shelter update's state change before taking it as no change."""
+    resolve_timeout: float = 30.0
+    """Longest wait for the recommendation or order a recorded command answers."""
+    resolve_idle: float = 3.0
+    """Stop waiting for it once the services have been idle this long."""
+
+
+@dataclass(frozen=True)
+class SkippedCommand:
+    """A recorded HQ command the replay did not send."""
+
+    index: int
+    original_id: str
+    action: str
+    reason: str
+
+
+@dataclass
+class ReplayResult:
+    """How a replay went."""
+
+    namespace: str
+    total: int
+    sent: int = 0
+    stopped: bool = False
+    anchor: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    last_original_at: datetime | None = None
+    """Recorded event time of the last input sent."""
+    last_replayed_at: datetime | None = None
+    """Its replayed event time."""
+    synced: bool = False
+    decision_service: bool = False
+    shelter_tracker: bool = False
+    commands_replayed: int = 0
+    commands_unresolved: int = 0
+    """Commands sent with mapped ids because no decision service could be matched against."""
+    commands_left_to_hq: int = 0
+    skipped: list[SkippedCommand] = field(default_factory=list)
+    options: ReplayOptions = field(default_factory=ReplayOptions)
+
+    def manifest(self) -> dict[str, Any]:
+        """A JSON-ready summary (written next to the after-action report)."""
+        def t(value: datetime | None) -> str | None:
+            return None if value is None else format_time(value)
+        return {
+            "namespace": self.namespace, "total": self.total, "sent": self.sent,
+            "stopped": self.stopped, "anchor": t(self.anchor),
+            "started_at": t(self.started_at), "finished_at": t(self.finished_at),
+            "last_original_at": t(self.last_original_at),
+            "last_replayed_at": t(self.last_replayed_at),
+            "speed": self.options.speed, "time_mode": self.options.time_mode.value,
+            "hq": self.options.hq.value, "salt": self.options.salt, "synced": self.synced,
+            "decision_service": self.decision_service, "shelter_tracker": self.shelter_tracker,
+            "commands_replayed": self.commands_replayed,
+            "commands_unresolved": self.commands_unresolved,
+            "commands_left_to_hq": self.commands_left_to_hq,
+            "skipped_commands": [s.__dict__ for s in self.skipped],
+        }
+
+
+ProgressFn = Callable[[int, int, float, "Step | None"], None]
+"""``(sent, total, seconds behind schedule, last step sent)``."""
+
+
+def tracker_changelog(namespace: str) -> str:
+    """The shelter tracker's table changelog topic: proof it has run in ``namespace``.
+
+    Follows the apps' id convention ``sonae-<service>[-<namespace>]`` and faust's
+    ``<app id>-<table>-changelog``; the tracker keeps its shelters in table ``shelters``.
+    """
+    return f"sonae-shelter-tracker{('-' + namespace) if namespace else ''}-shelters-changelog"
+
+
+async def detect_services(settings: Settings, namespace: str) -> tuple[bool, bool]:
+    """(decision service, shelter tracker) have run in ``namespace`` (their topics exist)."""
+    admin = clients.admin(settings)
+    await admin.start()
+    try:
+        topics = set(await admin.list_topics())
+    finally:
+        await admin.close()
+    return input_log_topic(namespace) in topics, tracker_changelog(namespace) in topics
+
+
+class _Sequencer:
+    """Holds an input back until the in-flight inputs of other keys reached the decision log."""
+
+    def __init__(self, watcher: NamespaceWatcher, result: ReplayResult, options: ReplayOptions,
+                 stop: asyncio.Event, where: str) -> None:
+        self.watcher = watcher
+        self.result = result
+        self.options = options
+        self.stop = stop
+        self.where = where
+        self.group: list[Step] = []
+        self.sent_at: dict[int, float] = {}
+        self.first_direct = True
+        self.first_shelter = True
+
+    def relevant(self, step: Step) -> bool:
+        kind = step.original.type
+        if kind in _DIRECT_INPUTS:
+            return self.result.decision_service
+        if kind in _SHELTER_UPDATES:
+            return self.result.shelter_tracker
+        return False
+
+    def confirmed(self, step: Step, now: float) -> bool:
+        event_id = str(step.event_id)
+        if step.original.type in _DIRECT_INPUTS:
+            return event_id in self.watcher.merged
+        state = self.watcher.state_for.get(event_id)
+        if state is None:
+            # An update that changes nothing yields no state: after a while, take it so.
+            waited = now - self.sent_at.get(step.index, now)
+            return not self.first_shelter and waited >= self.options.shelter_timeout
+        return not self.result.decision_service or state in self.watcher.merged
+
+    async def before(self, step: Step) -> None:
+        if self.group and (self.group[0].topic, self.group[0].key) != (step.topic, step.key):
+            await self.settle()
+
+    def sent(self, step: Step) -> None:
+        if self.relevant(step):
+            self.group.append(step)
+            self.sent_at[step.index] = time.monotonic()
+
+    def _group_confirmed(self) -> bool:
+        now = time.monotonic()
+        return all(self.confirmed(s, now) for s in self.group)
+
+    async def settle(self) -> None:
+        """Wait until every input in flight has reached the decision log (or raise)."""
+        while self.group and not self.stop.is_set():
+            first = (self.first_shelter and any(s.original.type in _SHELTER_UPDATES
+                                                for s in self.group)) \
+                or (self.first_direct and any(s.original.type in _DIRECT_INPUTS
+                                              for s in self.group))
+            timeout = self.options.first_timeout if first else self.options.step_timeout
+            group = self.group
+            ok = await self.watcher.wait_until(self._group_confirmed, timeout=timeout,
+                                               stop=self.stop)
+            if ok:
+                if any(s.original.type in _DIRECT_INPUTS for s in group):
+                    self.first_direct = False
+                if any(s.original.type in _SHELTER_UPDATES for s in group):
+                    self.first_shelter = False
+                self.group = []
+                return
+            if self.stop.is_set():
+                return
+            self._give_up(group)
+
+    def _give_up(self, group: list[Step]) -> None:
+        missing = [s for s in group if not self.confirmed(s, time.monotonic())]
+        shelters = [s for s in missing if s.original.type in _SHELTER_UPDATES
+                    and str(s.event_id) not in self.watcher.state_for]
+        if shelters and self.first_shelter and len(shelters) == len(missing):
+            # The tracker's topics exist but it produced nothing: it is not running.
+            log.warning("no shelter state came back for %s in %s; replaying shelter updates "
+                        "without waiting for the shelter tracker", shelters[0].original.type,
+                        self.where)
+            self.result.shelter_tracker = False
+            self.first_shelter = False
+            self.group = [s for s in group if s not in shelters]
+            return
+        step = missing[0]
+        raise ServicesFailed(
+            f"{step.original.type} #{step.index} did not reach the evacuation decision's input "
+            f"log in {self.where} in time; is the decision service running there? (see its "
+            "log, or replay with --no-sync to send without keeping the decision order)"
+        )
+
+
+async def replay(settings: Settings, drill_log: DrillLog, namespace: str,
+                 options: ReplayOptions = ReplayOptions(), *,
+                 stop: asyncio.Event | None = None, progress: ProgressFn | None = None,
+                 services: tuple[bool, bool] | None = None,
+                 templates: Sequence[Template | None] | None = None) -> ReplayResult:
+    """Replay ``drill_log``'s inputs into ``namespace``; return how it went.
+
+    ``services``: (decision service, shelter tracker) known to run in the namespace
+    (the caller started them); None detects them from their topics. ``templates``:
+    :func:`services.drill.replay.prepare` output computed beforehand (benchmarks).
+    """
+    validate_namespace(namespace)
+    if namespace == LIVE and not options.allow_live:
+        raise NotIsolated("a drill never replays into the live namespace; choose a drill "
+                          "namespace such as drill.2025-08-21")
+    stop = stop if stop is not None else asyncio.Event()
+    await ensure_topics(settings, namespace)
+    decisions, tracker = services if services is not None \
+        else await detect_services(settings, namespace)
+    inputs = drill_log.inputs
+    result = ReplayResult(namespace=namespace, total=len(inputs), options=options,
+                          decision_service=decisions, shelter_tracker=tracker)
+    result.synced = (decisions and options.sync is not False) or bool(options.sync)
+    ids = IdMap(namespace, options.salt)
+    anchor = options.anchor if options.anchor is not None else utc_now()
+    result.anchor = anchor
+    prepared = templates if templates is not None else prepare(inputs)
+    steps = plan(inputs, prepared, namespace=namespace, ids=ids, anchor=anchor,
+                 speed=options.speed, mode=options.time_mode)
+    matcher = CommandMatcher(drill_log.references, ids)
+    needs_watcher = result.synced or (decisions and options.hq is HqMode.REPLAY)
+    # Larger batches at max speed: this is a bulk load; paced events go out at once.
+    tuning: dict[str, Any] = ({"linger_ms": 5, "max_batch_size": 256 * 1024}
+                              if options.speed is None and not result.synced else {})
+    producer = clients.producer(settings, **tuning)
+    await producer.start()
+    result.started_at = utc_now()
+    try:
+        if needs_watcher:
+            async with watching(settings, namespace, matcher.observe) as watcher:
+                await _send(producer, steps, result, options, ids, matcher, watcher, stop,
+                            progress)
+        else:
+            await _send(producer, steps, result, options, ids, matcher, None, stop, progress)
+    finally:
+        await producer.stop()
+        result.finished_at = utc_now()
+    return result
+
+
+async def _send(producer: AIOKafkaProducer, steps: list[Step], result: ReplayResult,
+                options: ReplayOptions, ids: IdMap, matcher: CommandMatcher,
+                watcher: NamespaceWatcher | None, stop: asyncio.Event,
+                progress: ProgressFn | None) -> None:
+    namespace = result.namespace
+    sequencer = _Sequencer(watcher, result, options, stop, namespace) \
+        if watcher is not None and result.synced else None
+    pending: list[asyncio.Future[Any]] = []
+    submitted = 0
+    started = time.monotonic()
+    stamp_at = 0.0
+    stamp = ""
+    last: Step | None = None
+    behind = 0.0
+
+    async def drain() -> None:
+        nonlocal pending
+        if pending:
+            await asyncio.gather(*pending)
+            result.sent += len(pending)
+            pending = []
+
+    for step in steps:
+        if stop.is_set():
+            break
+        if options.speed is not None:
+            due = started + step.at
+            behind = max(0.0, time.monotonic() - due)
+            if not await _sleep_until(due, stop):
+                break
+        now = time.monotonic()
+        if now - stamp_at > 0.001:  # recorded_at is "now": refreshed per millisecond
+            stamp_at, stamp = now, format_time(utc_now())
+        if step.template is None:
+            if sequencer is not None:
+                await sequencer.settle()  # what the command answers can only follow those
+            sent = await _command(step, result, options, ids, matcher, watcher, stop, started)
+            if sent is None:
+                continue
+            topic, key, value = sent
+        else:
+            topic, key = step.topic, step.key
+            value = render(step.template, ids, step.delta, stamp)
+        if sequencer is not None:
+            await sequencer.before(step)
+        pending.append(await producer.send(topic, value, key=key))
+        submitted += 1
+        last = step
+        result.last_original_at = step.original.occurred_at
+        result.last_replayed_at = step.occurred_at
+        if sequencer is not None:
+            sequencer.sent(step)
+        if len(pending) >= _WINDOW:
+            await drain()
+        if progress is not None and (options.speed is not None or sequencer is not None
+                                     or submitted % _PROGRESS_EVERY == 0):
+            progress(result.sent + len(pending), result.total, behind, last)
+    if stop.is_set():
+        result.stopped = True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(drain(), 15)
+    else:
+        await drain()
+        if sequencer is not None:
+            await sequencer.settle()
+    if progress is not None:
+        progress(result.sent, result.total, behind, last)
+
+
+async def _sleep_until(due: float, stop: asyncio.Event) -> bool:
+    """Sleep until the monotonic time ``due``; False if ``stop`` was set meanwhile."""
+    delay = due - time.monotonic()
+    if delay <= 0:
+        return not stop.is_set()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), delay)
+    return not stop.is_set()
+
+
+async def _command(step: Step, result: ReplayResult, options: ReplayOptions, ids: IdMap,
+                   matcher: CommandMatcher, watcher: NamespaceWatcher | None,
+                   stop: asyncio.Event, started: float) -> tuple[str, bytes, bytes] | None:
+    """The topic, key and bytes of a recorded HQ command, or None when it is not sent."""
+    command = step.original
+    assert isinstance(command, EvacuationCommand)
+    action = command.payload.action.value
+    if options.hq is HqMode.INTERACTIVE:
+        result.commands_left_to_hq += 1
+        return None
+    recorded_at = utc_now()
+    if watcher is None or not result.decision_service:
+        sent = passthrough_command(command, event_id=step.event_id, ids=ids,
+                                   occurred_at=step.occurred_at, recorded_at=recorded_at)
+        result.commands_unresolved += 1
+        routed = route(sent, result.namespace)
+        return routed.topic, routed.key, routed.value
+    resolved = matcher.resolve(command)
+    if resolved is None:
+        await watcher.wait_until(lambda: matcher.resolve(command) is not None,
+                                 timeout=options.resolve_timeout, idle=options.resolve_idle,
+                                 stop=stop)
+        resolved = matcher.resolve(command) or matcher.resolve(command, final=True)
+    if not isinstance(resolved, Resolved):
+        reason = resolved.reason if isinstance(resolved, Unresolvable) else (
+            "the replayed run made no matching recommendation or order")
+        result.skipped.append(SkippedCommand(step.index, str(command.event_id), action, reason))
+        log.info("skipped recorded %s command %s: %s", action, command.event_id, reason)
+        return None
+    occurred_at = step.occurred_at
+    if resolved.cause is not None and resolved.recorded_cause_at is not None:
+        delay = command.occurred_at - resolved.recorded_cause_at
+        factor = _event_time_factor(options)
+        occurred_at = max(occurred_at, resolved.cause.occurred_at + delay * factor)
+        seen = watcher.seen_at.get(str(resolved.cause.event_id))
+        if options.speed is not None and seen is not None:
+            # The recorded delay after the recommendation, scaled, even when the replayed
+            # run decided later than the original did.
+            due = max(started + step.at, seen + delay.total_seconds() / options.speed)
+            if not await _sleep_until(due, stop):
+                return None
+    sent = rewrite_command(command, resolved, event_id=step.event_id, ids=ids,
+                           occurred_at=occurred_at, recorded_at=utc_now())
+    result.commands_replayed += 1
+    routed = route(sent, result.namespace)
+    return routed.topic, routed.key, routed.value
+
+
+def _event_time_factor(options: ReplayOptions) -> float:
+    if options.time_mode is TimeMode.SHIFT:
+        return 1.0
+    return 0.0 if options.speed is None else 1.0 / options.speed
+

@@ -1,0 +1,321 @@
+"""Write the shipped demo scenario ``chiyoda-heavy-rain.jsonl`` (run by hand, output checked in).
+
+    .venv/bin/python -m services.drill.scenarios.build_heavy_rain
+
+A heavy-rain afternoon in 千代田区, 12:40–18:00 JST (illustrative: the gauge and
+its thresholds are the region pack's illustrative ones):
+
+- 大雨注意報 at 12:40 (level 2: informs, decides nothing);
+- 神田川 at お茶の水橋 (``kandagawa-ochanomizu``, every 10 minutes) rises through
+  氾濫注意水位 3.5 m, 避難判断水位 4.2 m (level 3 for its four districts) and
+  氾濫危険水位 4.8 m (level 4), peaks at 5.1 m, and falls below 氾濫注意水位 at 15:40;
+- flooding reported in 万世橋 and 和泉橋 with the river above 氾濫危険水位
+  (flooding observed: level 5), water on roads in 神保町;
+- four flood shelters open and fill (one becomes crowded, one full), and empty
+  again in the evening;
+- 土砂災害警戒情報 for 富士見 and 麹町 (level 4, landslide), cancelled at 16:40;
+- HQ approves most recommendations within minutes, rejects one, and approves
+  the lifts proposed two hours (flood) and one hour (landslide) after the all-clear.
+
+The log is what a recorded day would be: the inputs (reports as submitted and
+accepted, shelter updates, hazard observations, HQ commands) and, as references,
+the decisions of an "original run". That run is computed here with the pure
+shelter tracker and the pure evacuation engine, which is also how the HQ
+commands learn the recommendation ids they answer.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Final
+from uuid import UUID
+
+from schemas.envelope import Envelope, derive_id, new_event
+from schemas.evacuation import EvacuationCommand, RecommendationKind
+from schemas.events import Event
+from schemas.hazards import GaugeReading, Hazard, HazardWarning
+from schemas.region import load_pack_section, load_region
+from schemas.reports import ReportAccepted, ReportSubmitted
+from schemas.shelters import ShelterNeedsReported, ShelterOccupancyReported, ShelterOpened
+from services.drill.logformat import DrillLog, RecordedFrom, build_log, write_log
+from services.evacuation.config import load_config
+from services.evacuation.engine import step
+from services.evacuation.state import DecisionState, RecommendationStatus
+from services.shelter_tracker.domain import (
+    ShelterPackSection,
+    ShelterUpdate,
+    Tracked,
+    decide,
+    shelter_sites,
+)
+
+__all__ = ["NAME", "build", "main"]
+
+NAME: Final = "chiyoda-heavy-rain"
+HERE: Final = Path(__file__).resolve().parent
+OUTPUT: Final = HERE / f"{NAME}.jsonl"
+JST: Final = timezone(timedelta(hours=9), "JST")
+DAY: Final = (2025, 8, 21)
+GAUGE: Final = "kandagawa-ochanomizu"
+HQ: Final = "hq-duty-officer"
+
+REGION = load_region("chiyoda")
+NAMES = REGION.names("ja")
+SITES = shelter_sites(REGION)
+THRESHOLDS = load_pack_section("chiyoda", "shelters.toml", ShelterPackSection).thresholds
+
+
+def at(hhmm: str) -> datetime:
+    """A time of the scenario's day, JST."""
+    hour, minute = (int(part) for part in hhmm.split(":"))
+    return datetime(*DAY, hour, minute, tzinfo=JST)
+
+
+class Run:
+    """The scenario as it unfolds: inputs in order, and the original run's decisions."""
+
+    def __init__(self) -> None:
+        self.config = load_config("chiyoda")
+        self.state = DecisionState()
+        self.tracked: dict[str, Tracked] = {}
+        self.inputs: list[Envelope] = []
+        self.references: list[Envelope] = []
+
+    def _id(self, *parts: str) -> UUID:
+        return derive_id("scenario", NAME, *parts)
+
+    def _decide(self, event: Event) -> None:
+        """Feed an event to the pure engine, as the decision service would."""
+        self.state, emitted = step(self.config, self.state, event)
+        self.references.extend(e for e in emitted if e.type != "hazard.data_quality")
+
+    def _add(self, cls: type[Envelope], payload: dict[str, Any], when: datetime, source: str,
+             name: str, cause: Envelope | None = None) -> Envelope:
+        event = new_event(cls, payload, occurred_at=when, source=source, cause=cause,
+                          recorded_at=when + timedelta(seconds=2), event_id=self._id(name))
+        self.inputs.append(event)
+        return event
+
+    # --- inputs ---------------------------------------------------------------------
+
+    def gauge(self, when: datetime, level_m: float) -> None:
+        event = self._add(GaugeReading, {"gauge_id": GAUGE, "level_m": level_m,
+                                         "observed_at": when}, when, "gauge-feed",
+                          f"gauge-{when:%H%M}")
+        self._decide(event)  # type: ignore[arg-type]
+
+    def warning(self, when: datetime, warning_id: str, kind: str, name: str, level: int,
+                areas: list[str], hazard: str | None, action: str = "issued") -> None:
+        event = self._add(HazardWarning, {
+            "warning_id": warning_id, "action": action, "kind": kind, "name": name,
+            "hazard": hazard, "alert_level_equivalent": level, "area_ids": areas,
+            "issued_at": when, "source": "jma",
+        }, when, "jma-feed", f"warning-{warning_id}-{action}-{when:%H%M}")
+        self._decide(event)  # type: ignore[arg-type]
+
+    def report(self, when: datetime, client_id: str, area_id: str, severity: int,
+               description: str, team: str, category: str = "flooding") -> None:
+        body = {"client_report_id": client_id, "category": category, "severity": severity,
+                "area_id": area_id, "description": description, "reporter": {"team": team}}
+        submitted = self._add(ReportSubmitted, body, when, "intake", f"submitted-{client_id}")
+        accepted = self._add(ReportAccepted, {
+            "report_id": derive_id("report", team, client_id),
+            "submitted_event_id": submitted.event_id, "report": body,
+            "outside_region": False, "area_id": area_id,
+        }, when + timedelta(seconds=1), "intake", f"accepted-{client_id}", cause=submitted)
+        self._decide(accepted)  # type: ignore[arg-type]
+
+    def _shelter(self, cls: type[Envelope], when: datetime, shelter_id: str, name: str,
+                 **fields: Any) -> None:
+        team = {"team": f"{NAMES[shelter_id]} 避難所運営班"}
+        event = self._add(cls, {"shelter_id": shelter_id, "reported_by": team, **fields},
+                          when, "intake", f"{name}-{shelter_id}-{when:%H%M}")
+        assert isinstance(event, ShelterUpdate)
+        decision = decide(self.tracked.get(shelter_id, Tracked()), event, SITES[shelter_id],
+                          recorded_at=event.recorded_at, thresholds=THRESHOLDS)
+        assert decision.rejection is None, decision.reason
+        self.tracked[shelter_id] = decision.tracked
+        changed = decision.state_changed
+        if changed is not None:
+            self._decide(changed)
+
+    def opening(self, when: datetime, shelter_id: str, stage: str = "open") -> None:
+        self._shelter(ShelterOpened, when, shelter_id, f"opened-{stage}", stage=stage)
+
+    def count(self, when: datetime, shelter_id: str, occupancy: int) -> None:
+        self._shelter(ShelterOccupancyReported, when, shelter_id, "count", occupancy=occupancy)
+
+    def needs(self, when: datetime, shelter_id: str, **needs: str) -> None:
+        self._shelter(ShelterNeedsReported, when, shelter_id, "needs", needs=needs)
+
+    def command(self, when: datetime, action: str, reason: str | None = None,
+                **fields: Any) -> None:
+        payload = {"action": action, "operator": HQ, "operator_role": "hq",
+                   **({"reason": reason} if reason else {}), **fields}
+        event = self._add(EvacuationCommand, payload, when, "gateway",
+                          f"command-{action}-{when:%H%M}-{len(self.inputs)}")
+        self._decide(event)  # type: ignore[arg-type]
+
+    # --- HQ -------------------------------------------------------------------------
+
+    def open_recommendations(self, hazard: str, kind: RecommendationKind | None = None
+                             ) -> list[tuple[str, UUID, int]]:
+        """(area, recommendation id, level) of the open recommendations for ``hazard``."""
+        out = []
+        for rec in self.state.recommendations.values():
+            if rec.status is RecommendationStatus.OPEN and rec.hazard is Hazard(hazard) \
+                    and (kind is None or rec.kind is kind):
+                out.append((rec.area_id, rec.recommendation_id, rec.level))
+        return sorted(out)
+
+    def decide_all(self, when: datetime, hazard: str, *, reject: dict[str, str] | None = None,
+                   reason: str | None = None, kind: RecommendationKind | None = None) -> None:
+        """HQ approves every open recommendation for ``hazard`` (rejecting those named)."""
+        reject = reject or {}
+        for minute, (area, rec_id, _level) in enumerate(self.open_recommendations(hazard, kind)):
+            moment = when + timedelta(seconds=40 * minute)
+            if area in reject:
+                self.command(moment, "reject", reject[area], recommendation_id=str(rec_id))
+            else:
+                self.command(moment, "approve", reason, recommendation_id=str(rec_id))
+
+
+KANDA: Final = [
+    ("13:00", 2.40), ("13:10", 2.55), ("13:20", 2.80), ("13:30", 3.15), ("13:40", 3.55),
+    ("13:50", 3.90), ("14:00", 4.25), ("14:10", 4.50), ("14:20", 4.85), ("14:30", 5.00),
+    ("14:40", 5.10), ("14:50", 4.95), ("15:00", 4.60), ("15:10", 4.20), ("15:20", 3.90),
+    ("15:30", 3.60), ("15:40", 3.30), ("15:50", 3.10), ("16:00", 2.95), ("16:10", 2.80),
+    ("16:20", 2.70), ("16:30", 2.60), ("16:40", 2.50), ("16:50", 2.45), ("17:00", 2.40),
+    ("17:10", 2.35), ("17:20", 2.30), ("17:30", 2.25), ("17:40", 2.20), ("17:50", 2.20),
+    ("18:00", 2.15),
+]
+"""神田川 at お茶の水橋 (m): 避難判断水位 at 14:00, 氾濫危険水位 at 14:20,
+below 氾濫注意水位 from 15:40."""
+
+KANDA_SPORTS = "e1310100006201"  # 区立スポーツセンター (神田公園, 800)
+HITOTSUBASHI = "e1310100005201"  # 神田一橋中学校 (神保町, 500)
+KUDAN = "e1310100001201"         # 九段小学校 (富士見, 500)
+JIMBOCHO_2 = "e1310100031201"    # 神保町地区の避難所 (500)
+LANDSLIDE_WARNING = "jma-20250821-1445-landslide"
+
+
+def timeline(run: Run) -> list[tuple[datetime, Callable[[], None]]]:
+    """Everything that happens, with its time; same-minute entries keep this order."""
+    m = run
+    events: list[tuple[datetime, Callable[[], None]]] = [
+        (at("12:40"), lambda: m.warning(at("12:40"), "jma-20250821-1240-advisory",
+                                        "heavy_rain_advisory", "大雨注意報", 2,
+                                        [d.id for d in REGION.districts], None)),
+    ]
+    events += [(at(t), lambda t=t, v=v: m.gauge(at(t), v)) for t, v in KANDA]  # type: ignore[misc]
+    flooding = [
+        ("14:24", "msb-0001", "manseibashi", 4, "外神田一丁目、神田川沿いの道路が冠水。",
+         "万世橋地区 防災会"),
+        ("14:31", "izb-0001", "izumibashi", 4, "神田佐久間町で道路冠水、車両が立ち往生。",
+         "和泉橋地区 防災会"),
+        ("14:33", "msb-0002", "manseibashi", 5,
+         "神田須田町で神田川から越水、床上浸水。取り残された住民あり。", "万世橋地区 防災会"),
+        ("14:38", "izb-0002", "izumibashi", 5, "神田和泉町の地下室に浸水、2名救助要請。",
+         "和泉橋地区 防災会"),
+        ("14:42", "jbc-0001", "jimbocho", 3, "西神田の交差点で冠水、通行困難。",
+         "神保町地区 防災会"),
+        ("15:05", "jbc-0002", "jimbocho", 3, "神田三崎町の側溝があふれている。",
+         "神保町地区 防災会"),
+    ]
+    events += [(at(t), lambda t=t, c=c, a=a, s=s, d=d, team=team:  # type: ignore[misc]
+                m.report(at(t), c, a, s, d, team)) for t, c, a, s, d, team in flooding]
+    shelters = [
+        ("13:45", lambda: m.opening(at("13:45"), HITOTSUBASHI, "opening")),
+        ("13:45", lambda: m.opening(at("13:45"), KANDA_SPORTS, "opening")),
+        ("13:55", lambda: m.opening(at("13:55"), HITOTSUBASHI)),
+        ("13:55", lambda: m.opening(at("13:55"), KANDA_SPORTS)),
+        ("14:03", lambda: m.opening(at("14:03"), KUDAN)),
+        ("14:15", lambda: m.count(at("14:15"), HITOTSUBASHI, 90)),
+        ("14:15", lambda: m.count(at("14:15"), KANDA_SPORTS, 140)),
+        ("14:26", lambda: m.opening(at("14:26"), JIMBOCHO_2)),
+        ("14:35", lambda: m.count(at("14:35"), HITOTSUBASHI, 260)),
+        ("14:35", lambda: m.count(at("14:35"), KANDA_SPORTS, 380)),
+        ("14:45", lambda: m.count(at("14:45"), KUDAN, 120)),
+        ("14:55", lambda: m.count(at("14:55"), HITOTSUBASHI, 410)),
+        ("14:55", lambda: m.count(at("14:55"), KANDA_SPORTS, 560)),
+        ("15:00", lambda: m.count(at("15:00"), JIMBOCHO_2, 230)),
+        ("15:15", lambda: m.count(at("15:15"), HITOTSUBASHI, 500)),
+        ("15:15", lambda: m.count(at("15:15"), KANDA_SPORTS, 660)),
+        ("15:20", lambda: m.needs(at("15:20"), HITOTSUBASHI, water="low", food="ok")),
+        ("15:25", lambda: m.count(at("15:25"), KUDAN, 240)),
+        ("15:35", lambda: m.count(at("15:35"), JIMBOCHO_2, 360)),
+        ("15:45", lambda: m.count(at("15:45"), KANDA_SPORTS, 700)),
+        ("16:15", lambda: m.count(at("16:15"), HITOTSUBASHI, 430)),
+        ("16:15", lambda: m.count(at("16:15"), KANDA_SPORTS, 610)),
+        ("16:20", lambda: m.needs(at("16:20"), HITOTSUBASHI, water="ok")),
+        ("16:45", lambda: m.count(at("16:45"), KUDAN, 150)),
+        ("17:00", lambda: m.count(at("17:00"), HITOTSUBASHI, 300)),
+        ("17:00", lambda: m.count(at("17:00"), KANDA_SPORTS, 420)),
+        ("17:30", lambda: m.count(at("17:30"), JIMBOCHO_2, 180)),
+        ("17:55", lambda: m.count(at("17:55"), HITOTSUBASHI, 160)),
+        ("17:55", lambda: m.count(at("17:55"), KANDA_SPORTS, 250)),
+    ]
+    events += [(at(t), add) for t, add in shelters]
+    landslide = ["fujimi", "kojimachi"]
+    events += [
+        (at("14:45"), lambda: m.warning(at("14:45"), LANDSLIDE_WARNING, "landslide_alert",
+                                        "土砂災害警戒情報", 4, landslide, "landslide")),
+        (at("16:40"), lambda: m.warning(at("16:40"), LANDSLIDE_WARNING, "landslide_alert",
+                                        "土砂災害警戒情報", 4, landslide, "landslide",
+                                        action="cancelled")),
+    ]
+    hq = [
+        # Level 3 (避難判断水位): 富士見 is rejected; the rest approved.
+        ("14:06", lambda: m.decide_all(at("14:06"), "flood", reject={
+            "fujimi": "富士見地区の浸水想定区域は限られる。水位の推移を見て判断する。"},
+            reason="神田川が避難判断水位に到達。高齢者等の避難を開始する。")),
+        # Level 4 (氾濫危険水位): all four, 富士見 included.
+        ("14:24", lambda: m.decide_all(at("14:24"), "flood",
+                                       reason="神田川が氾濫危険水位を超過。")),
+        # Level 5 after flooding reported along the river.
+        ("14:36", lambda: m.decide_all(at("14:36"), "flood",
+                                       reason="越水・浸水の報告あり。緊急安全確保。")),
+        ("14:50", lambda: m.decide_all(at("14:50"), "landslide",
+                                       reason="土砂災害警戒情報の発表を受けて避難指示。")),
+        # Lifts, proposed by the rules after the hysteresis periods.
+        ("17:45", lambda: m.decide_all(at("17:45"), "landslide", kind=RecommendationKind.LIFT,
+                                       reason="警戒情報の解除から1時間、土砂災害の報告なし。")),
+        ("17:50", lambda: m.decide_all(at("17:50"), "flood", kind=RecommendationKind.LIFT,
+                                       reason="神田川が氾濫注意水位を2時間以上下回った。")),
+    ]
+    events += [(at(t), add) for t, add in hq]
+    return events
+
+
+def build() -> DrillLog:
+    """The scenario as a drill log."""
+    run = Run()
+    for _, add in sorted(timeline(run), key=lambda item: item[0]):
+        add()
+    return build_log(
+        [*run.inputs, *run.references], region="chiyoda",
+        recorded_from=RecordedFrom(kind="scenario",
+                                   generator="services/drill/scenarios/build_heavy_rain.py"),
+        since=at("12:40"), until=at("18:01"),
+        description=("大雨の午後（千代田区）: 神田川の増水と氾濫危険水位超過、"
+                     "万世橋・和泉橋の浸水、避難所の開設と混雑、土砂災害警戒情報、解除まで。"
+                     "Illustrative data."),
+    )
+
+
+def main() -> None:
+    log = build()
+    with OUTPUT.open("wb") as out:
+        write_log(log, out)
+    kinds: dict[str, int] = {}
+    for event in log.references:
+        kinds[event.type] = kinds.get(event.type, 0) + 1
+    print(f"{OUTPUT.name}: {log.header.inputs} inputs, {log.header.references} references "
+          f"({', '.join(f'{k} {v}' for k, v in sorted(kinds.items()))})", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
