@@ -280,6 +280,9 @@ from services.recorder.cli import events, rehydrate  # noqa: E402
 
 main.add_command(events)
 main.add_command(rehydrate)
+from services.drill.cli import drill  # noqa: E402
+
+main.add_command(drill)
 
 
 if __name__ == "__main__":
