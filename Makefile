@@ -32,8 +32,10 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
+# Three workers, whole files per worker: most tests wait on brokers and processes, not CPU.
+PYTEST_WORKERS ?= 3
 pytest: install
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile
 
 # Re-resolve the pinned set after changing dependencies in pyproject.toml.
 constraints: $(BIN)/python
