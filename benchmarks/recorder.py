@@ -70,6 +70,40 @@ ROOT = Path(__file__).resolve().parents[1]
 SECRET = "benchmark-secret-0123456789abcdef0123456789"
 BATCH = 2000
 T0 = datetime(2025, 8, 21, 5, 0, tzinfo=UTC)
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu(pid: int) -> float:
+    """User + system CPU seconds of one process (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+
+
+def postgres_cpu(postmaster: int) -> float:
+    """CPU seconds of the postmaster and its live children (backends, WAL writer, ...).
+
+    Children, not a process group: PostgreSQL puts each child in a group of its own.
+    """
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # exited meanwhile
+        if int(entry.name) == postmaster or int(fields[1]) == postmaster:
+            total += (int(fields[11]) + int(fields[12])) / _CLK_TCK
+    return total
+
+
+@dataclass
+class Rate:
+    """A throughput, and the CPU it took per 1,000 items (client side, PostgreSQL side)."""
+
+    per_s: float
+    client_ms: float = 0.0
+    postgres_ms: float = 0.0
 
 # --- the event mix -------------------------------------------------------------------
 
@@ -120,9 +154,17 @@ def make_events(n: int, tag: str) -> list[Event]:
 # --- the stack -----------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Stack:
+    bootstrap: str
+    dsn: str
+    postgres_pid: int
+    """The postmaster, parent of every backend."""
+
+
 @asynccontextmanager
-async def embedded_stack(durable: bool) -> AsyncIterator[tuple[str, str]]:
-    """An embedded broker and PostgreSQL of the benchmark's own: (bootstrap, dsn)."""
+async def embedded_stack(durable: bool) -> AsyncIterator[Stack]:
+    """An embedded broker and PostgreSQL of the benchmark's own."""
     with tempfile.TemporaryDirectory(prefix="sonae-bench-") as tmp:
         broker = EmbeddedBroker(port=free_port(), log_path=Path(tmp) / "tansu.log")
         postgres = EmbeddedPostgres(data_dir=Path(tmp) / "pg", port=free_port(),
@@ -136,7 +178,8 @@ async def embedded_stack(durable: bool) -> AsyncIterator[tuple[str, str]]:
                     await migrate(conn)
                 finally:
                     await conn.close()
-                yield broker.bootstrap, postgres.url
+                assert postgres.pid is not None
+                yield Stack(broker.bootstrap, postgres.url, postgres.pid)
             finally:
                 await asyncio.to_thread(postgres.stop)
         finally:
@@ -165,26 +208,30 @@ async def produce(settings: Settings, events: Sequence[Event]) -> float:
         await producer.stop()
 
 
-async def raw_copy(dsn: str, events: Sequence[Event], namespace: str) -> float:
+async def raw_copy(stack: Stack, events: Sequence[Event], namespace: str) -> Rate:
     """COPY of pre-built rows into ``events`` in recorder-sized transactions; rows/s."""
     rows: list[EventRow] = []
     for offset, event in enumerate(events):
         r = route(event, namespace)
         rows.append(event_row(event, topic=r.topic, partition=offset % 4, offset=offset,
                               key=r.key.decode(), envelope=r.value.decode()))
-    conn = await asyncpg.connect(dsn)
+    conn = await asyncpg.connect(stack.dsn)
     try:
+        cpu0, pg0 = process_cpu(os.getpid()), postgres_cpu(stack.postgres_pid)
         start = time.perf_counter()
         for i in range(0, len(rows), BATCH):
             async with conn.transaction():
                 await conn.copy_records_to_table("events", records=rows[i:i + BATCH],
                                                  columns=EVENT_COLUMNS)
-        return len(rows) / (time.perf_counter() - start)
+        elapsed = time.perf_counter() - start
+        cpu1, pg1 = process_cpu(os.getpid()), postgres_cpu(stack.postgres_pid)
     finally:
         await conn.close()
+    per_k = 1000 * 1000 / len(rows)
+    return Rate(len(rows) / elapsed, (cpu1 - cpu0) * per_k, (pg1 - pg0) * per_k)
 
 
-async def insert_strategies(dsn: str, n: int, tag: str) -> dict[str, float]:
+async def insert_strategies(stack: Stack, n: int, tag: str) -> dict[str, float]:
     """rows/s of the ways to append a batch idempotently (the choice in recorder/store.py)."""
     from services.recorder import store
 
@@ -212,7 +259,7 @@ async def insert_strategies(dsn: str, n: int, tag: str) -> dict[str, float]:
                                "on conflict (event_id) do nothing", rows)
 
     out: dict[str, float] = {}
-    conn = await asyncpg.connect(dsn)
+    conn = await asyncpg.connect(stack.dsn)
     try:
         for name, write in (("COPY (no conflict handling)", plain),
                             ("COPY to temp + INSERT…SELECT ON CONFLICT", temp_table),
@@ -234,7 +281,8 @@ async def insert_strategies(dsn: str, n: int, tag: str) -> dict[str, float]:
     return out
 
 
-async def recorder(settings: Settings, events: Sequence[Event], log: Path) -> float:
+async def recorder(settings: Settings, stack: Stack, events: Sequence[Event],
+                   log: Path) -> Rate:
     """The recorder process draining pre-produced events; events/s by the DB clock."""
     await ensure_topics(settings)
     await produce(settings, events)
@@ -244,15 +292,32 @@ async def recorder(settings: Settings, events: Sequence[Event], log: Path) -> fl
         proc = spawn([sys.executable, "-c", code], log=out, cwd=ROOT,
                      env={**os.environ, **settings.env()})
     conn = await asyncpg.connect(settings.database_url)
+
+    async def stored() -> int:
+        count: int = await conn.fetchval(
+            "select count(*) from events where namespace = $1", settings.namespace)
+        return count
+
     try:
         deadline = time.monotonic() + 600
-        while await conn.fetchval("select count(*) from events where namespace = $1",
-                                  settings.namespace) < len(events):
+        first = 0
+        while first == 0 or first < len(events):
             if proc.poll() is not None:
                 raise RuntimeError(f"the recorder exited; see {log}")
             if time.monotonic() > deadline:
                 raise RuntimeError("the recorder did not drain the events in 10 minutes")
-            await asyncio.sleep(0.2)
+            first = await stored()
+            if first == 0:
+                await asyncio.sleep(0.02)
+            else:
+                break
+        # CPU from the first stored batch on: start-up and group join are not counted.
+        cpu0, pg0 = process_cpu(proc.pid), postgres_cpu(stack.postgres_pid)
+        while (count := await stored()) < len(events):
+            if proc.poll() is not None:
+                raise RuntimeError(f"the recorder exited; see {log}")
+            await asyncio.sleep(0.1)
+        cpu1, pg1 = process_cpu(proc.pid), postgres_cpu(stack.postgres_pid)
         batches = await conn.fetch(
             "select stored_at, count(*) as n from events where namespace = $1 "
             "group by stored_at order by stored_at", settings.namespace)
@@ -263,7 +328,8 @@ async def recorder(settings: Settings, events: Sequence[Event], log: Path) -> fl
         raise RuntimeError("one batch only: use more --events")
     span: float = (batches[-1]["stored_at"] - batches[0]["stored_at"]).total_seconds()
     drained: int = len(events) - batches[-1]["n"]
-    return drained / span
+    per_k = 1000 * 1000 / max(1, count - first)
+    return Rate(drained / span, (cpu1 - cpu0) * per_k, (pg1 - pg0) * per_k)
 
 
 # --- intake --------------------------------------------------------------------------
@@ -374,8 +440,8 @@ async def intake(bootstrap: str, dsn: str, namespace: str, *, concurrency: int,
 @dataclass
 class Results:
     produce: list[float] = field(default_factory=list)
-    copy: list[float] = field(default_factory=list)
-    recorder: list[float] = field(default_factory=list)
+    copy: list[Rate] = field(default_factory=list)
+    recorder: list[Rate] = field(default_factory=list)
     intake: IntakeFigures | None = None
     inserts: dict[str, list[float]] = field(default_factory=dict)
 
@@ -395,23 +461,32 @@ def machine() -> str:
 
 
 def report(results: Results, args: argparse.Namespace) -> str:
-    def med(values: list[float]) -> float:
+    def med(values: Sequence[float]) -> float:
         return statistics.median(values)
 
-    def spread(values: list[float]) -> str:
+    def spread(values: Sequence[float]) -> str:
         return " / ".join(f"{v:,.0f}" for v in values)
 
-    produce, copy, rec = med(results.produce), med(results.copy), med(results.recorder)
+    def cpu(rates: list[Rate]) -> str:
+        return (f"{med([r.client_ms for r in rates]):.0f} + "
+                f"{med([r.postgres_ms for r in rates]):.0f}")
+
+    produce = med(results.produce)
+    copy = med([r.per_s for r in results.copy])
+    rec = med([r.per_s for r in results.recorder])
     lines = [
-        f"events per run: {args.events:,}; runs: {args.repeat} (median, then each run)",
+        f"events per run: {args.events:,}; runs: {args.repeat} (median, then each run); "
+        "CPU ms per 1,000 events: client process + PostgreSQL (all backends)",
         "",
-        "| layer | rate (median) | runs | ratio |",
-        "|---|---:|---:|---:|",
+        "| layer | rate (median) | runs | CPU ms / 1k | ratio |",
+        "|---|---:|---:|---:|---:|",
         f"| raw aiokafka produce, acks=all, pipelined | {produce:,.0f} msg/s | "
-        f"{spread(results.produce)} | |",
-        f"| raw asyncpg COPY into `events` | {copy:,.0f} rows/s | {spread(results.copy)} | |",
-        f"| recorder, end to end (decode, store, projections, commit) | {rec:,.0f} events/s | "
-        f"{spread(results.recorder)} | **{rec / copy:.0%}** of raw COPY |",
+        f"{spread(results.produce)} | | |",
+        f"| raw asyncpg COPY into `events` | {copy:,.0f} rows/s | "
+        f"{spread([r.per_s for r in results.copy])} | {cpu(results.copy)} | |",
+        f"| recorder, end to end (fetch, decode, store, projections, commit) | "
+        f"{rec:,.0f} events/s | {spread([r.per_s for r in results.recorder])} | "
+        f"{cpu(results.recorder)} | **{rec / copy:.0%}** of raw COPY |",
     ]
     if results.intake is not None:
         i = results.intake
@@ -419,7 +494,7 @@ def report(results: Results, args: argparse.Namespace) -> str:
             f"| intake `POST /v1/reports`, {args.concurrency} connections, "
             f"{args.intake_seconds:.0f} s | {i.reports_per_s:,.0f} reports/s "
             f"(p50 {i.p50_ms:.1f} ms, p99 {i.p99_ms:.1f} ms) "
-            f"| 1 | **{i.reports_per_s / produce:.1%}** of raw produce |")
+            f"| 1 | | **{i.reports_per_s / produce:.1%}** of raw produce |")
         lines.append("")
         lines.append(f"intake: {i.errors} non-202 answers; the relay emptied the outbox "
                      f"{i.drained_s:.1f} s after the last request")
@@ -449,28 +524,28 @@ async def main() -> None:
     def progress(text: str) -> None:
         print(text, file=sys.stderr, flush=True)
 
-    async with embedded_stack(durable=not args.fast_postgres) as (bootstrap, dsn):
+    async with embedded_stack(durable=not args.fast_postgres) as stack:
         with tempfile.TemporaryDirectory(prefix="sonae-bench-logs-") as logs:
             for run in range(args.repeat):
                 tag = f"r{run}"
-                raw = settings_for(bootstrap, dsn, f"rawproduce{run}")
+                raw = settings_for(stack.bootstrap, stack.dsn, f"rawproduce{run}")
                 await ensure_topics(raw)
                 results.produce.append(await produce(raw, make_events(args.events, tag + "p")))
                 progress(f"run {run + 1}: raw produce {results.produce[-1]:,.0f} msg/s")
                 results.copy.append(
-                    await raw_copy(dsn, make_events(args.events, tag + "c"), f"rawcopy{run}"))
-                progress(f"run {run + 1}: raw COPY {results.copy[-1]:,.0f} rows/s")
+                    await raw_copy(stack, make_events(args.events, tag + "c"), f"rawcopy{run}"))
+                progress(f"run {run + 1}: raw COPY {results.copy[-1]}")
                 results.recorder.append(await recorder(
-                    settings_for(bootstrap, dsn, f"recorder{run}"),
+                    settings_for(stack.bootstrap, stack.dsn, f"recorder{run}"), stack,
                     make_events(args.events, tag + "r"), Path(logs) / f"recorder{run}.log"))
-                progress(f"run {run + 1}: recorder {results.recorder[-1]:,.0f} events/s")
+                progress(f"run {run + 1}: recorder {results.recorder[-1]}")
                 if args.compare_inserts:
-                    timed = await insert_strategies(dsn, args.events, f"insert{run}x")
+                    timed = await insert_strategies(stack, args.events, f"insert{run}x")
                     for name, rate in timed.items():
                         results.inserts.setdefault(name, []).append(rate)
                     progress(f"run {run + 1}: inserts {timed}")
             if args.intake_seconds > 0:
-                results.intake = await intake(bootstrap, dsn, "intakebench",
+                results.intake = await intake(stack.bootstrap, stack.dsn, "intakebench",
                                               concurrency=args.concurrency,
                                               seconds=args.intake_seconds)
                 progress(f"intake {results.intake.reports_per_s:,.0f} reports/s")

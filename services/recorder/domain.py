@@ -287,7 +287,6 @@ class ReportRow:
     outside_region: bool | None
     lat: float | None
     lon: float | None
-    report: str | None
     details_at: datetime | None
     details_event_id: UUID | None
     last_event_id: UUID
@@ -381,14 +380,13 @@ def _details(body: ReportSubmittedPayload, at: datetime, event_id: UUID, area_id
         "outside_region": outside_region,
         "lat": location.lat if location is not None else None,
         "lon": location.lon if location is not None else None,
-        "report": body.model_dump_json(),
         "details_at": at,
         "details_event_id": event_id,
     }
 
 
 _DETAIL_FIELDS = ("client_report_id", "reporter_team", "category", "severity", "area_id",
-                  "outside_region", "lat", "lon", "report", "details_at", "details_event_id")
+                  "outside_region", "lat", "lon", "details_at", "details_event_id")
 
 
 def _kept_details(row: ReportRow | None) -> dict[str, Any]:

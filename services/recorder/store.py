@@ -97,7 +97,8 @@ _INSERT_DEAD_LETTERS = (
     f"values ({', '.join(f'${i + 1}' for i in range(len(DEAD_LETTER_COLUMNS)))}) "
     "on conflict (namespace, letter_id) do nothing"
 )
-# Both match the partial expression index events_report_submission (migration 0003).
+# Each matches its partial expression index (events_accepted_submission,
+# events_rejected_submission; migration 0003).
 _ACCEPTANCES_OF = (
     "select envelope::text as envelope from events "
     "where namespace = $1 and type = 'report.accepted' "

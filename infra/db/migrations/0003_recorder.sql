@@ -10,11 +10,16 @@
 -- redelivery or a cross-partition reordering yields the same row.
 
 -- Only a report.accepted names its report id; the submission and any rejection join
--- it through payload.submitted_event_id, whichever of them is stored first. Compared
--- as uuid: the envelope is stored as the producer wrote it (any letter case).
-create index events_report_submission
+-- it through payload.submitted_event_id, whichever of them is stored first. Two small
+-- partial indexes (not one over both types): a lookup of rejections must not wade
+-- through every acceptance. Compared as uuid: the envelope is stored as the
+-- producer wrote it (any letter case).
+create index events_accepted_submission
     on events (((envelope #>> '{payload,submitted_event_id}')::uuid))
-    where type in ('report.accepted', 'report.rejected');
+    where type = 'report.accepted';
+create index events_rejected_submission
+    on events (((envelope #>> '{payload,submitted_event_id}')::uuid))
+    where type = 'report.rejected';
 
 create table reports_current (
     namespace          text        not null,
@@ -33,9 +38,8 @@ create table reports_current (
     outside_region     boolean,               -- null until accepted
     lat                double precision,
     lon                double precision,
-    report             jsonb,                 -- the report body (HQ only: may name a person)
     details_at         timestamptz,
-    details_event_id   uuid,
+    details_event_id   uuid,                  -- join events on it for the whole report body
     last_event_id      uuid        not null,
     updated_at         timestamptz not null default now(),
     primary key (namespace, report_id)
