@@ -157,9 +157,11 @@ class Comparison:
     @property
     def delta(self) -> dict[str, float | None]:
         """Drill minus original, per step (event time, seconds)."""
-        return {k: (None if self.drill.get(k) is None or self.original.get(k) is None
-                    else self.drill[k] - self.original[k])  # type: ignore[operator]
-                for k in self.drill}
+        out: dict[str, float | None] = {}
+        for step, mine in self.drill.items():
+            theirs = self.original.get(step)
+            out[step] = None if mine is None or theirs is None else mine - theirs
+        return out
 
 
 @dataclass

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from schemas.envelope import derive_id, new_event
+from schemas.envelope import Envelope, derive_id, new_event
 from schemas.evacuation import EvacuationCommand, EvacuationRecommended
 from schemas.events import Event, decode_event, encode_event
 from schemas.examples import example
@@ -80,8 +80,8 @@ def warning(minutes: float) -> HazardWarning:
     }, occurred_at=when, source="jma-feed")
 
 
-def as_events(*events: object) -> list[Event]:
-    return [decode_event(encode_event(e)) for e in events]  # type: ignore[arg-type]
+def as_events(*events: Envelope) -> list[Event]:
+    return [decode_event(encode_event(e)) for e in events]
 
 
 # --- times ---------------------------------------------------------------------------

@@ -29,13 +29,14 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any, Final
 from uuid import UUID
 
 from schemas.envelope import Envelope, derive_id, new_event
 from schemas.evacuation import EvacuationCommand, RecommendationKind
-from schemas.events import Event
+from schemas.events import Event, decode_event, encode_event
 from schemas.hazards import GaugeReading, Hazard, HazardWarning
 from schemas.region import load_pack_section, load_region
 from schemas.reports import ReportAccepted, ReportSubmitted
@@ -93,9 +94,10 @@ class Run:
         self.references.extend(e for e in emitted if e.type != "hazard.data_quality")
 
     def _add(self, cls: type[Envelope], payload: dict[str, Any], when: datetime, source: str,
-             name: str, cause: Envelope | None = None) -> Envelope:
-        event = new_event(cls, payload, occurred_at=when, source=source, cause=cause,
-                          recorded_at=when + timedelta(seconds=2), event_id=self._id(name))
+             name: str, cause: Envelope | None = None) -> Event:
+        made = new_event(cls, payload, occurred_at=when, source=source, cause=cause,
+                         recorded_at=when + timedelta(seconds=2), event_id=self._id(name))
+        event = decode_event(encode_event(made))  # as the union member, canonical
         self.inputs.append(event)
         return event
 
@@ -105,7 +107,7 @@ class Run:
         event = self._add(GaugeReading, {"gauge_id": GAUGE, "level_m": level_m,
                                          "observed_at": when}, when, "gauge-feed",
                           f"gauge-{when:%H%M}")
-        self._decide(event)  # type: ignore[arg-type]
+        self._decide(event)
 
     def warning(self, when: datetime, warning_id: str, kind: str, name: str, level: int,
                 areas: list[str], hazard: str | None, action: str = "issued") -> None:
@@ -114,7 +116,7 @@ class Run:
             "hazard": hazard, "alert_level_equivalent": level, "area_ids": areas,
             "issued_at": when, "source": "jma",
         }, when, "jma-feed", f"warning-{warning_id}-{action}-{when:%H%M}")
-        self._decide(event)  # type: ignore[arg-type]
+        self._decide(event)
 
     def report(self, when: datetime, client_id: str, area_id: str, severity: int,
                description: str, team: str, category: str = "flooding") -> None:
@@ -126,7 +128,7 @@ class Run:
             "submitted_event_id": submitted.event_id, "report": body,
             "outside_region": False, "area_id": area_id,
         }, when + timedelta(seconds=1), "intake", f"accepted-{client_id}", cause=submitted)
-        self._decide(accepted)  # type: ignore[arg-type]
+        self._decide(accepted)
 
     def _shelter(self, cls: type[Envelope], when: datetime, shelter_id: str, name: str,
                  **fields: Any) -> None:
@@ -157,7 +159,7 @@ class Run:
                    **({"reason": reason} if reason else {}), **fields}
         event = self._add(EvacuationCommand, payload, when, "gateway",
                           f"command-{action}-{when:%H%M}-{len(self.inputs)}")
-        self._decide(event)  # type: ignore[arg-type]
+        self._decide(event)
 
     # --- HQ -------------------------------------------------------------------------
 
@@ -210,7 +212,7 @@ def timeline(run: Run) -> list[tuple[datetime, Callable[[], None]]]:
                                         "heavy_rain_advisory", "大雨注意報", 2,
                                         [d.id for d in REGION.districts], None)),
     ]
-    events += [(at(t), lambda t=t, v=v: m.gauge(at(t), v)) for t, v in KANDA]  # type: ignore[misc]
+    events += [(at(t), partial(m.gauge, at(t), v)) for t, v in KANDA]
     flooding = [
         ("14:24", "msb-0001", "manseibashi", 4, "外神田一丁目、神田川沿いの道路が冠水。",
          "万世橋地区 防災会"),
@@ -225,8 +227,8 @@ def timeline(run: Run) -> list[tuple[datetime, Callable[[], None]]]:
         ("15:05", "jbc-0002", "jimbocho", 3, "神田三崎町の側溝があふれている。",
          "神保町地区 防災会"),
     ]
-    events += [(at(t), lambda t=t, c=c, a=a, s=s, d=d, team=team:  # type: ignore[misc]
-                m.report(at(t), c, a, s, d, team)) for t, c, a, s, d, team in flooding]
+    events += [(at(t), partial(m.report, at(t), c, a, s, d, team))
+               for t, c, a, s, d, team in flooding]
     shelters = [
         ("13:45", lambda: m.opening(at("13:45"), HITOTSUBASHI, "opening")),
         ("13:45", lambda: m.opening(at("13:45"), KANDA_SPORTS, "opening")),
