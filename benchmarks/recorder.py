@@ -7,7 +7,7 @@ of record runs), then measures, ``--repeat`` times each, interleaved:
   every acknowledgement), the service producer configuration, N pre-encoded events
   to the catalogue topics with their real keys;
 - **raw COPY**: asyncpg ``copy_records_to_table`` of N event rows into the same
-  ``events`` table (same indexes), 2000-row transactions like the recorder's;
+  ``events`` table (same indexes), in transactions of the recorder's largest batch;
 - **recorder**: N events produced first, then the recorder started as its own
   process (``services.recorder.main``) drains them into the store, projections
   included. Its rate is taken from the database's own clock: batches are stamped
@@ -64,11 +64,12 @@ from schemas.hazards import GaugeReading
 from schemas.reports import ReportAccepted, ReportSubmitted
 from schemas.shelters import ShelterStatusChanged
 from schemas.topics import route
+from services.recorder.consumer import RecorderConfig
 from services.recorder.domain import EVENT_COLUMNS, EventRow, event_row
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "benchmark-secret-0123456789abcdef0123456789"
-BATCH = 2000
+BATCH = RecorderConfig().max_records  # the recorder's largest transaction
 T0 = datetime(2025, 8, 21, 5, 0, tzinfo=UTC)
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -499,7 +500,7 @@ def report(results: Results, args: argparse.Namespace) -> str:
         lines.append(f"intake: {i.errors} non-202 answers; the relay emptied the outbox "
                      f"{i.drained_s:.1f} s after the last request")
     if results.inserts:
-        lines += ["", "appending a batch idempotently (2000-row transactions, median):", "",
+        lines += ["", f"appending a batch idempotently ({BATCH}-row transactions, median):", "",
                   "| strategy | rows/s |", "|---|---:|"]
         lines += [f"| {name} | {med(v):,.0f} |" for name, v in results.inserts.items()]
     lines += ["", f"machine: {machine()}"]

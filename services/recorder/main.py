@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 
 import asyncpg
 
@@ -90,6 +91,9 @@ async def serve(settings: Settings, stop: asyncio.Event,
 
 def main(settings: Settings) -> None:
     """Run the recorder process until SIGTERM (blocking)."""
+    if not logging.getLogger().handlers:  # started directly rather than by `sonae`
+        logging.basicConfig(level=settings.log_level, stream=sys.stderr,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         run_service(serve, settings)
     except RecorderError as exc:

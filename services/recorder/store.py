@@ -5,28 +5,29 @@ the events that were actually new into the projections, store dead letters,
 commit. The consumer commits its Kafka offsets only after that, so a crash
 anywhere before the commit replays the batch, and the replay adds nothing.
 
-How events are appended (measured on the 2-core development machine, 2000-row
-batches of 700-byte envelopes into the ``events`` table with its indexes,
-median of three runs, durable PostgreSQL):
+How events are appended (``benchmarks/recorder.py --compare-inserts`` on the 2-core
+development machine, 5,000-row transactions into ``events`` with its indexes, durable
+PostgreSQL, median of three; figures in docs/benchmarks.md):
 
-====================================================  ============
-plain ``COPY`` into ``events`` (no conflict handling)  ~24k rows/s
-``COPY`` into a temp table + ``INSERT … SELECT …       ~18k rows/s
-ON CONFLICT DO NOTHING RETURNING``
-``INSERT … SELECT * FROM unnest($1::uuid[], …) ON      ~18k rows/s
+=========================================================  ============
+plain ``COPY`` into ``events`` (no conflict handling)       ~18.5k rows/s
+``COPY`` into a temp table + ``INSERT … SELECT … ON          ~13k rows/s
 CONFLICT DO NOTHING RETURNING``
-``executemany`` of ``INSERT … ON CONFLICT DO NOTHING``  ~14k rows/s
-====================================================  ============
+``INSERT … SELECT * FROM unnest($1::uuid[], …) ON           ~12k rows/s
+CONFLICT DO NOTHING RETURNING``
+``executemany`` of ``INSERT … ON CONFLICT DO NOTHING``      ~11k rows/s
+=========================================================  ============
 
 A batch almost never holds an event that is already stored: duplicates come
 only from redelivery after a crash, a rebalance, or a rehydrated broker. So
 the batch is first ``COPY``-ed straight into ``events`` (the raw speed), and
 only if that hits the ``event_id`` unique constraint is the transaction rolled
 back and the batch inserted with ``unnest … ON CONFLICT DO NOTHING RETURNING
-event_id``, which tells which events were new. That fallback does not need a
-temporary table (no DDL per connection, nothing to recreate after a reconnect)
-and measured as fast as the temp-table variant. A replayed batch is cheap
-either way: the ``COPY`` fails at its first row.
+event_id``, which tells which events were new. For that fallback the unnest
+form was chosen over the temp table although they measure within noise of each
+other (they swap places between runs): it needs no DDL per connection and
+nothing to recreate after a reconnect. A replayed batch is cheap either way:
+the ``COPY`` fails at its first row.
 """
 
 from __future__ import annotations

@@ -31,8 +31,7 @@ from tests.support import produce_events, wait_for
 
 pytestmark = pytest.mark.integration
 
-_RECORDER = ("import logging; logging.basicConfig(level=logging.INFO); "
-             "from services.recorder.main import main; "
+_RECORDER = ("from services.recorder.main import main; "
              "from infra.settings import load_settings; main(load_settings())")
 _CHUNK = 250
 
