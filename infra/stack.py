@@ -128,6 +128,10 @@ async def prepare(settings: Settings, *, out: TextIO) -> None:
               else "  migrations  up to date\n")
     created = await ensure_topics(settings)
     out.write(f"  topics      {len(created)} created\n" if created else "  topics      present\n")
+    # The embedded broker forgets everything when it stops; the event store does not.
+    from services.recorder.rehydrate import rehydrate_if_empty
+
+    await rehydrate_if_empty(settings, out=out)
 
 
 async def run_up(

@@ -49,6 +49,17 @@ SERVICES: tuple[ServiceSpec, ...] = (
         addresses={"intake": "intake_port"},
     ),
     ServiceSpec(
+        name="recorder",
+        entrypoint="services.recorder.main:main",
+        description="Every event into the PostgreSQL event store once, with projections",
+    ),
+    ServiceSpec(
+        name="shelter-tracker",
+        entrypoint="services.shelter_tracker.main:main",
+        description="Shelter state machine, capacity and fuel alerts, area summaries",
+        requires=frozenset({"SONAE_KAFKA_BOOTSTRAP"}),
+    ),
+    ServiceSpec(
         name="evacuation",
         entrypoint="services.evacuation.main:main",
         description="Rules over hazards, reports and shelters → recommendations; HQ "

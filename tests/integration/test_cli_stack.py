@@ -164,3 +164,38 @@ def test_bad_setting_names_the_variable(tmp_path: Path) -> None:
                             text=True, timeout=30, check=False)
     assert result.returncode == 1
     assert "SONAE_NAMESPACE" in result.stderr
+
+
+async def test_store_rehydrates_an_empty_broker_on_the_next_up(tmp_path: Path) -> None:
+    """Events recorded before the embedded broker was lost are back on it after `sonae up`."""
+    import asyncpg
+
+    from schemas.examples import example
+    from tests.support import consume_events, produce_events, wait_for
+
+    data = tmp_path / "durable"
+    events = [example("report.submitted"), example("report.accepted")]
+    first = UpProcess(data)
+    try:
+        state = first.wait_ready()
+        await produce_events(f"127.0.0.1:{first.kafka_port}", "", events)
+        conn = await asyncpg.connect(str(state["database_url"]))
+        try:
+            ids = [e.event_id for e in events]
+            await wait_for(lambda: conn.fetchval(
+                "select count(*) = $2 from events where event_id = any($1::uuid[])", ids,
+                len(ids)), timeout=60, what="the recorder to store the events")
+        finally:
+            await conn.close()
+        first.proc.send_signal(signal.SIGTERM)
+        assert first.proc.wait(60) == 0, first.output()
+    finally:
+        first.stop()
+    second = UpProcess(data)
+    try:
+        second.wait_ready()
+        assert "events republished from the event store" in second.output(), second.output()
+        got = await consume_events(f"127.0.0.1:{second.kafka_port}", "", "reports", count=2)
+        assert {e.event_id for e in got} == {e.event_id for e in events}
+    finally:
+        second.stop()
