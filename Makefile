@@ -18,7 +18,7 @@ $(STAMP): $(BIN)/python pyproject.toml constraints.txt
 install: $(STAMP)
 
 demo: install
-	$(BIN)/sonae up
+	$(BIN)/sonae up --namespace drill.demo --demo
 
 test: install browser lint typecheck pytest
 

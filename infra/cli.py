@@ -68,9 +68,12 @@ def main() -> None:
                    "default 15432].")
 @click.option("--detach", is_flag=True,
               help="Run in the background; stop it with `sonae down`.")
+@click.option("--demo", is_flag=True,
+              help="Once up, replay the shipped heavy-rain scenario (a 5-minute show, every "
+                   "event flagged exercise) so the dashboard moves.")
 def up(kafka: str | None, database_url: str | None, namespace: str | None,
        data_dir: Path | None, kafka_port: int | None, postgres_port: int | None,
-       detach: bool) -> None:
+       detach: bool, demo: bool) -> None:
     """Start the broker and database unless given, migrate, create topics, run every service."""
     settings = _settings(kafka_bootstrap=kafka, database_url=database_url, namespace=namespace,
                          data_dir=data_dir, embedded_kafka_port=kafka_port,
@@ -85,7 +88,7 @@ def up(kafka: str | None, database_url: str | None, namespace: str | None,
 
     try:
         asyncio.run(run_up(settings, external_kafka=external_kafka,
-                           external_database=external_db))
+                           external_database=external_db, demo=demo))
     except EmbeddedError as exc:
         raise click.ClickException(str(exc)) from None
 

@@ -139,6 +139,7 @@ async def run_up(
     *,
     external_kafka: bool,
     external_database: bool,
+    demo: bool = False,
     out: TextIO = sys.stdout,
 ) -> None:
     """Run the stack in the foreground until SIGINT or SIGTERM."""
@@ -189,6 +190,10 @@ async def run_up(
                 _announce(settings, state, out)
                 refresher = tg.create_task(_refresh_state(state, supervisor, data_dir),
                                            name="state-refresh")
+                if demo:
+                    from services.drill.demo import run_demo
+
+                    tg.create_task(run_demo(settings, out=out, stop=stop), name="demo")
                 await stop.wait()
                 refresher.cancel()
                 out.write("Stopping Sonae…\n")
