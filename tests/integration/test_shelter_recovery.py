@@ -263,8 +263,12 @@ async def test_two_workers_split_the_shelters_and_one_takes_over_when_the_other_
         # take them from where a's committed offsets left off, none skipped.
         second = after_the_kill(3)
         await produce_events(settings.kafka_bootstrap, settings.namespace, second)
-        await wait_for(lambda: b.check_alive() or owned_partitions(b) == partitions,
-                       timeout=READY_TIMEOUT, interval=0.1, what="b to own every partition")
+        def b_owns_all() -> bool:
+            b.check_alive()
+            return owned_partitions(b) == partitions
+
+        await wait_for(b_owns_all, timeout=READY_TIMEOUT, interval=0.1,
+                       what="b to own every partition")
         await states.until(
             lambda r: all(len(v) == wanted[k] + 1 for k, v in versions(r).items()),
             timeout=READY_TIMEOUT, what="every state after the failover", worker=b)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import statistics
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from infra.kafka import clients
 from infra.settings import Settings, load_settings
 from infra.topics import ensure_topics
 from schemas.envelope import Envelope, new_event
@@ -66,8 +66,7 @@ def caused_by(reader: TopicReader, cause: Envelope) -> list[Any]:
 
 
 async def send_raw(settings: Settings, topic: str, key: bytes, value: bytes) -> None:
-    from infra.kafka import clients
-
+    """Produce bytes as they are (possibly not an event at all) to a catalogue topic."""
     producer = clients.producer(settings)
     await producer.start()
     try:
@@ -76,17 +75,11 @@ async def send_raw(settings: Settings, topic: str, key: bytes, value: bytes) -> 
         await producer.stop()
 
 
-@pytest.fixture
-def workdir(tmp_path: Path) -> Iterator[Path]:
-    """Where the test's workers keep their logs and data."""
-    yield tmp_path
-
-
 async def test_updates_change_state_alert_once_per_crossing_and_summarise_areas(
-    settings: Settings, workdir: Path
+    settings: Settings, tmp_path: Path
 ) -> None:
     """Each update becomes a new state version within a second; alerts fire once; areas follow."""
-    async with workers(settings, workdir) as start, \
+    async with workers(settings, tmp_path) as start, \
             readers(settings, "shelters.state", "shelters.alerts", "shelters.areas") as (
                 states, alerts, areas):
         worker = start("tracker")
@@ -178,10 +171,10 @@ async def test_updates_change_state_alert_once_per_crossing_and_summarise_areas(
 
 
 async def test_bad_records_are_dead_lettered_with_the_reason_and_processing_goes_on(
-    settings: Settings, workdir: Path
+    settings: Settings, tmp_path: Path
 ) -> None:
     """Unreadable, unknown, mis-keyed and implausible updates go to deadletter; the next applies."""
-    async with workers(settings, workdir) as start, \
+    async with workers(settings, tmp_path) as start, \
             readers(settings, "shelters.state", "deadletter") as (states, letters):
         worker = start("tracker")
         good = update(ShelterOpened, 0, shelter_id="tv-school")
@@ -224,9 +217,9 @@ async def test_bad_records_are_dead_lettered_with_the_reason_and_processing_goes
         worker.check_alive()
 
 
-async def test_the_worker_stops_cleanly_on_sigterm(settings: Settings, workdir: Path) -> None:
+async def test_the_worker_stops_cleanly_on_sigterm(settings: Settings, tmp_path: Path) -> None:
     """SIGTERM stops a running worker with status 0 well within the supervisor's grace."""
-    async with workers(settings, workdir) as start, \
+    async with workers(settings, tmp_path) as start, \
             readers(settings, "shelters.state") as (states,):
         worker: TrackerWorker = start("tracker")
         first = update(ShelterOpened, 0, shelter_id="tv-gym")
