@@ -23,9 +23,10 @@ log = logging.getLogger(__name__)
 
 # faust, mode and aiokafka log every start, rebalance and commit at INFO; the
 # tracker's own decisions are what an operator wants to read at INFO. mode logs
-# a service under its class's module, so the app and consumer classes of the
-# Kafka layer log as infra.kafka.compat.
-_CHATTY = ("faust", "mode", "aiokafka", "infra.kafka.compat")
+# a service under its class's module, so the Kafka layer's app and consumer log
+# as infra.kafka.compat, and our table manager and recovery as .recovery.
+_CHATTY = ("faust", "mode", "aiokafka", "infra.kafka.compat",
+           "services.shelter_tracker.recovery")
 
 
 def main(settings: Settings) -> None:
