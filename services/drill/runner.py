@@ -30,10 +30,11 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
+from uuid import UUID
 
 from aiokafka import AIOKafkaProducer
 
@@ -88,7 +89,6 @@ _SHELTER_UPDATES: Final = frozenset({
 """Inputs it reads through the shelter tracker (as ``shelter.status_changed``)."""
 _WINDOW: Final = 2000
 """Acknowledgements awaited per window at max speed: bounds memory, keeps the pipeline full."""
-_PROGRESS_EVERY: Final = 500
 
 
 @dataclass(frozen=True)
@@ -223,13 +223,13 @@ class _Sequencer:
         return False
 
     def confirmed(self, step: Step, now: float) -> bool:
-        event_id = str(step.event_id)
+        event_id = step.event_id
         if step.original.type in _DIRECT_INPUTS:
             return event_id in self.watcher.merged
         state = self.watcher.state_for.get(event_id)
         if state is None:
             # An update that changes nothing yields no state: after a while, take it so.
-            waited = now - self.sent_at.get(step.index, now)
+            waited = now - self.sent_at.get(step.position, now)
             return not self.first_shelter and waited >= self.options.shelter_timeout
         return not self.result.decision_service or state in self.watcher.merged
 
@@ -240,7 +240,7 @@ class _Sequencer:
     def sent(self, step: Step) -> None:
         if self.relevant(step):
             self.group.append(step)
-            self.sent_at[step.index] = time.monotonic()
+            self.sent_at[step.position] = time.monotonic()
 
     def _group_confirmed(self) -> bool:
         now = time.monotonic()
@@ -283,7 +283,7 @@ class _Sequencer:
             return
         step = missing[0]
         raise ServicesFailed(
-            f"{step.original.type} #{step.index} did not reach the evacuation decision's input "
+            f"{step.original.type} #{step.position} did not reach the evacuation decision's input "
             f"log in {self.where} in time; is the decision service running there? (see its "
             "log, or replay with --no-sync to send without keeping the decision order)"
         )
@@ -346,11 +346,12 @@ async def _send(producer: AIOKafkaProducer, steps: list[Step], result: ReplayRes
     namespace = result.namespace
     sequencer = _Sequencer(watcher, result, options, stop, namespace) \
         if watcher is not None and result.synced else None
+    if options.speed is None and sequencer is None:
+        await _send_bulk(producer, steps, result, options, ids, matcher, watcher, stop,
+                         progress)
+        return
     pending: list[asyncio.Future[Any]] = []
-    submitted = 0
     started = time.monotonic()
-    stamp_at = 0.0
-    stamp = ""
     last: Step | None = None
     behind = 0.0
 
@@ -369,9 +370,6 @@ async def _send(producer: AIOKafkaProducer, steps: list[Step], result: ReplayRes
             behind = max(0.0, time.monotonic() - due)
             if not await _sleep_until(due, stop):
                 break
-        now = time.monotonic()
-        if now - stamp_at > 0.001:  # recorded_at is "now": refreshed per millisecond
-            stamp_at, stamp = now, format_time(utc_now())
         if step.template is None:
             if sequencer is not None:
                 await sequencer.settle()  # what the command answers can only follow those
@@ -381,11 +379,10 @@ async def _send(producer: AIOKafkaProducer, steps: list[Step], result: ReplayRes
             topic, key, value = sent
         else:
             topic, key = step.topic, step.key
-            value = render(step.template, ids, step.delta, stamp)
+            value = render(step.template, ids, step.delta, format_time(utc_now()))
         if sequencer is not None:
             await sequencer.before(step)
         pending.append(await producer.send(topic, value, key=key))
-        submitted += 1
         last = step
         result.last_original_at = step.original.occurred_at
         result.last_replayed_at = step.occurred_at
@@ -393,19 +390,72 @@ async def _send(producer: AIOKafkaProducer, steps: list[Step], result: ReplayRes
             sequencer.sent(step)
         if len(pending) >= _WINDOW:
             await drain()
-        if progress is not None and (options.speed is not None or sequencer is not None
-                                     or submitted % _PROGRESS_EVERY == 0):
+        if progress is not None:
             progress(result.sent + len(pending), result.total, behind, last)
+    await _finish(drain, result, stop)
+    if sequencer is not None and not stop.is_set():
+        await sequencer.settle()
+    if progress is not None:
+        progress(result.sent, result.total, behind, last)
+
+
+async def _send_bulk(producer: AIOKafkaProducer, steps: list[Step], result: ReplayResult,
+                     options: ReplayOptions, ids: IdMap, matcher: CommandMatcher,
+                     watcher: NamespaceWatcher | None, stop: asyncio.Event,
+                     progress: ProgressFn | None) -> None:
+    """Max speed with nobody to keep in step with: pipelined, acknowledged per window.
+
+    ``recorded_at`` is stamped once per window (a few milliseconds of sending): the hot
+    loop does nothing but render and hand the record to the producer.
+    """
+    pending: list[asyncio.Future[Any]] = []
+    send = producer.send
+    stamp = format_time(utc_now())
+    started = time.monotonic()
+    last: Step | None = None
+
+    async def drain() -> None:
+        nonlocal pending
+        if pending:
+            await asyncio.gather(*pending)
+            result.sent += len(pending)
+            pending = []
+
+    for step in steps:
+        if step.template is None:
+            sent = await _command(step, result, options, ids, matcher, watcher, stop, started)
+            if sent is None:
+                continue
+            topic, key, value = sent
+        else:
+            topic, key = step.topic, step.key
+            value = render(step.template, ids, step.delta, stamp)
+        pending.append(await send(topic, value, key=key))
+        last = step
+        if len(pending) >= _WINDOW:
+            await drain()
+            stamp = format_time(utc_now())
+            if progress is not None:
+                progress(result.sent, result.total, 0.0, last)
+            if stop.is_set():
+                break
+    if last is not None:
+        result.last_original_at = last.original.occurred_at
+        result.last_replayed_at = last.occurred_at
+    await _finish(drain, result, stop)
+    if progress is not None:
+        progress(result.sent, result.total, 0.0, last)
+
+
+async def _finish(drain: Callable[[], Awaitable[None]], result: ReplayResult,
+                  stop: asyncio.Event) -> None:
+    """Await what is in flight; a stopped replay gives the broker a bounded time."""
     if stop.is_set():
         result.stopped = True
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(drain(), 15)
     else:
         await drain()
-        if sequencer is not None:
-            await sequencer.settle()
-    if progress is not None:
-        progress(result.sent, result.total, behind, last)
 
 
 async def _sleep_until(due: float, stop: asyncio.Event) -> bool:
@@ -430,7 +480,7 @@ async def _command(step: Step, result: ReplayResult, options: ReplayOptions, ids
         return None
     recorded_at = utc_now()
     if watcher is None or not result.decision_service:
-        sent = passthrough_command(command, event_id=step.event_id, ids=ids,
+        sent = passthrough_command(command, event_id=UUID(step.event_id), ids=ids,
                                    occurred_at=step.occurred_at, recorded_at=recorded_at)
         result.commands_unresolved += 1
         routed = route(sent, result.namespace)
@@ -444,7 +494,7 @@ async def _command(step: Step, result: ReplayResult, options: ReplayOptions, ids
     if not isinstance(resolved, Resolved):
         reason = resolved.reason if isinstance(resolved, Unresolvable) else (
             "the replayed run made no matching recommendation or order")
-        result.skipped.append(SkippedCommand(step.index, str(command.event_id), action, reason))
+        result.skipped.append(SkippedCommand(step.position, str(command.event_id), action, reason))
         log.info("skipped recorded %s command %s: %s", action, command.event_id, reason)
         return None
     occurred_at = step.occurred_at
@@ -459,7 +509,7 @@ async def _command(step: Step, result: ReplayResult, options: ReplayOptions, ids
             due = max(started + step.at, seen + delay.total_seconds() / options.speed)
             if not await _sleep_until(due, stop):
                 return None
-    sent = rewrite_command(command, resolved, event_id=step.event_id, ids=ids,
+    sent = rewrite_command(command, resolved, event_id=UUID(step.event_id), ids=ids,
                            occurred_at=occurred_at, recorded_at=utc_now())
     result.commands_replayed += 1
     routed = route(sent, result.namespace)

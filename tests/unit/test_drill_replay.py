@@ -155,7 +155,8 @@ def test_rendering_remaps_ids_shifts_times_and_forces_exercise() -> None:
     rendered = [decode_event(render(s.template, ids, s.delta, "2030-01-01T00:00:09Z"))
                 for s in steps if s.template is not None]
     for original, new, step in zip(events, rendered, steps, strict=True):
-        assert new.event_id == derive_id("drill", "drill.x", original.event_id) == step.event_id
+        assert new.event_id == derive_id("drill", "drill.x", original.event_id) \
+            == UUID(step.event_id)
         assert new.correlation_id == ids(original.correlation_id)
         assert new.exercise is True
         assert new.occurred_at == ANCHOR + (original.occurred_at - T0) == step.occurred_at
