@@ -48,6 +48,7 @@ from faust.transport.drivers import TRANSPORTS
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from infra.kafka.errors import EndOffsetsUnavailable, UnsupportedOnEmbeddedBroker
+from infra.kafka.faust_recovery import HoldStreamsTableManager
 from infra.settings import KafkaProfile, Settings
 
 log = logging.getLogger(__name__)
@@ -292,6 +293,9 @@ def faust_settings(settings: Settings, *, compat: TansuCompat | None = None) -> 
         # Workers run with --without-web (quirk 7); this stops the app asking for it.
         "web_enabled": False,
         "datadir": str(settings.data_dir / "faust"),
+        # faust 0.15.3 drops records queued around the end of a table recovery
+        # (restart, failover); infra/kafka/faust_recovery.py explains and fixes it.
+        "TableManager": HoldStreamsTableManager,
     }
     if settings.kafka_profile is KafkaProfile.APACHE:
         options["broker"] = [f"kafka://{host}" for host in hosts]

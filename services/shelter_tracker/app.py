@@ -74,7 +74,6 @@ from services.shelter_tracker.domain import (
     decide_area,
     shelter_sites,
 )
-from services.shelter_tracker.recovery import HoldStreamsTableManager
 
 __all__ = [
     "PACK_SECTION",
@@ -136,10 +135,7 @@ class ShelterTracker:
         updates_partitions = CATALOGUE["shelters.updates"].partitions
         areas_partitions = CATALOGUE["shelters.areas"].partitions
         self.app: SonaeFaustApp = make_app(
-            app_id(ns), settings, topic_partitions=updates_partitions,
-            # Recovery that does not drop the first records after a rebalance
-            # (services/shelter_tracker/recovery.py).
-            TableManager=HoldStreamsTableManager, **faust_options,
+            app_id(ns), settings, topic_partitions=updates_partitions, **faust_options,
         )
         app = self.app
         self.updates = app.topic(qualified("shelters.updates", ns), **_RAW)

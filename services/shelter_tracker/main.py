@@ -24,9 +24,9 @@ log = logging.getLogger(__name__)
 # faust, mode and aiokafka log every start, rebalance and commit at INFO; the
 # tracker's own decisions are what an operator wants to read at INFO. mode logs
 # a service under its class's module, so the Kafka layer's app and consumer log
-# as infra.kafka.compat, and our table manager and recovery as .recovery.
+# as infra.kafka.compat, and the table manager and recovery as infra.kafka.faust_recovery.
 _CHATTY = ("faust", "mode", "aiokafka", "infra.kafka.compat",
-           "services.shelter_tracker.recovery")
+           "infra.kafka.faust_recovery")
 
 
 def main(settings: Settings) -> None:

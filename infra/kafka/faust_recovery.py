@@ -4,7 +4,9 @@ faust-streaming 0.15.3 loses records when a worker starts or takes over
 partitions while records are waiting, in two ways (both reproduced by
 tests/integration/test_shelter_recovery.py, which lost an update in 8 of 23
 runs before this module and none in 38 after; the lost update was never
-applied and the partition's committed offset stuck before it):
+applied and the partition's committed offset stuck before it). These are
+faust bugs, not the embedded broker's, so :func:`infra.kafka.compat.faust_settings`
+applies the fix in both profiles:
 
 1. **The queue clearing.** When table recovery ends,
    ``Recovery.on_recovery_completed`` resumes the stream partitions, seeks them
@@ -25,13 +27,11 @@ Fixes, both around faust rather than inside it:
   fetch that could include them is in flight; then it resumes them. Their
   first records are read from the committed offsets, in order. Records the
   previous owner processed but had not committed come again and are
-  ignored as duplicates by :func:`~services.shelter_tracker.domain.decide`.
+  ignored as duplicates by the services (every Sonae faust agent is
+  idempotent by event id).
 - :class:`FetchGuard` fetches a snapshot of the active partitions (never the
   live set) and nothing at all when none is active, and counts the fetches in
   flight for the recovery to wait on.
-
-Both belong in the Kafka layer (infra/kafka/compat.py) for every faust
-service; they live here until the layer adopts them.
 """
 
 from __future__ import annotations
