@@ -1,8 +1,8 @@
 """Drills on the real broker and PostgreSQL: record, isolated replay, services, report, verify.
 
-The decision services are the registered ones (services/registry.py) started
-for the drill namespace by the drill runner itself; services not registered
-yet (the shelter tracker, at the time of writing) are skipped by name.
+The decision services (shelter tracker, evacuation, broadcaster) are the
+registered ones (services/registry.py), started for each drill namespace by the
+drill runner itself and stopped by it.
 """
 
 from __future__ import annotations
@@ -230,6 +230,11 @@ async def test_with_the_decision_services_the_report_has_latencies_and_verify_ag
     assert report.comparison is not None and report.unmatched_original == 0
     assert all(d in (None, 0.0) for c in report.comparison
                for k, d in c.delta.items() if not k.startswith("message_"))
+    if "shelter-tracker" in registered:
+        # Shelter updates went through the tracker, in step with the decision service.
+        assert first.result.shelter_tracker
+        curve = report.shelters["e1310100005201"]  # 神田一橋中学校 fills to capacity
+        assert curve["peak"] == 500 and "crowded" in curve["first"]
     messages = [c for c in approved if c.messages]
     assert messages and all(set(c.messages) <= {"ja", "en", "zh", "ko"} for c in messages)
     # Live operations saw none of it: no live topic (public feed included) moved.
