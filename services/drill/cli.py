@@ -274,7 +274,8 @@ def record_command(since: datetime | None, until: datetime | None, output: Path,
               help="Where to write the after-action report [default: drill-reports/<ns>].")
 @click.option("--no-report", is_flag=True, help="Do not write an after-action report.")
 @click.option("--hold", is_flag=True,
-              help="Keep the drill's services running after the replay until Ctrl-C.")
+              help="Keep the drill's services running after the replay until Ctrl-C "
+                   "(always with --hq interactive).")
 @_kafka_option
 @_database_option
 @_data_dir_option
@@ -293,6 +294,8 @@ def run_command(log_name: str, speed: float | None, max_speed: bool, namespace: 
     options = ReplayOptions(speed=None if max_speed else speed, time_mode=TimeMode(time_mode),
                             hq=HqMode(hq), sync=sync)
     directory = None if no_report else (report_dir or Path("drill-reports") / ns)
+    # People deciding on the dashboard need the services after the log has run out.
+    hold = hold or (options.hq is HqMode.INTERACTIVE and not no_services)
     code = _run(lambda stop: _drill_run(settings, log, ns, options, stop=stop,
                                         start_services=not no_services, report_dir=directory,
                                         hold=hold))

@@ -234,7 +234,9 @@ class _Sequencer:
         return not self.result.decision_service or state in self.watcher.merged
 
     async def before(self, step: Step) -> None:
-        if self.group and (self.group[0].topic, self.group[0].key) != (step.topic, step.key):
+        # Only inputs the decision service reads need a place in its order.
+        if self.group and self.relevant(step) \
+                and (self.group[0].topic, self.group[0].key) != (step.topic, step.key):
             await self.settle()
 
     def sent(self, step: Step) -> None:
