@@ -278,8 +278,10 @@ async def test_cold_start_from_the_event_store_matches_reading_the_broker(
             "insert into events (event_id, type, schema_version, topic, partition, \"offset\", "
             "occurred_at, recorded_at, namespace, envelope) values ($1::uuid, $2, $3, $4, $5, "
             "$6, $7::text::timestamptz, $8::text::timestamptz, $9, $10::jsonb)", rows)
-        # One partition's stored offsets point at a different event: not this log.
-        stale = rows[0]
+        # One partition's newest stored offset points at a different event: not this log.
+        # (The gateway checks each partition's newest stored record against the broker.)
+        stale_tp = (rows[0][3], rows[0][4])
+        stale = max((r for r in rows if (r[3], r[4]) == stale_tp), key=lambda r: r[5])
         await conn.execute("update events set event_id = gen_random_uuid() where event_id = $1",
                            stale[0])
     async with gateway(settings) as plain, gateway(settings, pool=db_pool) as seeded:
