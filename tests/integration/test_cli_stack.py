@@ -49,13 +49,14 @@ class UpProcess:
         self.data_dir = data_dir
         self.kafka_port = free_port()
         self.postgres_port = free_port()
+        self.env = _env()
         self.log = data_dir.parent / f"{data_dir.name}-up.log"
         self._logfile = open(self.log, "w")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "infra.cli", "up", "--data-dir", str(data_dir),
              "--kafka-port", str(self.kafka_port), "--postgres-port", str(self.postgres_port),
              *extra],
-            cwd=ROOT, env=_env(), stdout=self._logfile, stderr=subprocess.STDOUT,
+            cwd=ROOT, env=self.env, stdout=self._logfile, stderr=subprocess.STDOUT,
         )
 
     def output(self) -> str:
