@@ -1,11 +1,24 @@
 """PostgreSQL adapter: idempotency records, the outbox and report outcomes.
 
-Every write happens in one transaction: the idempotency decision (the existing
-record is read ``FOR UPDATE``, so two concurrent resends serialise), the
-record itself, the events' outbox rows and the report's status. Only after
-that transaction commits does intake acknowledge, so an acknowledged input is
-never lost; and because the decision and the outbox rows commit together, a
-client id can never produce a second event.
+Every write is decided and applied in one transaction: the idempotency decision
+(the existing record is read ``FOR UPDATE``, so two concurrent resends
+serialise), the record itself, the events' outbox rows and the report's status.
+Only after that transaction commits does intake acknowledge, so an acknowledged
+input is never lost; and because the decision and the outbox rows commit
+together, a client id can never produce a second event.
+
+Group commit: a durable commit (an fsync) costs far more than the statements
+before it, so concurrent writes share one. :meth:`Store.record` queues its
+write; one committer task takes every write that queued while the previous
+commit was in flight (up to :data:`MAX_GROUP`), applies them with one statement
+per table, commits once and then answers each waiter. Every key occurs at most
+once in a group (a second write of the same key waits for the next group, so it
+sees the first one's record); each write still gets its own decision (written,
+replayed, conflict). If the server refuses any statement of the group, the whole
+transaction rolls back and the group is written again one write at a time, each
+in a savepoint of one new transaction, so a failing write fails alone and no
+write is ever half applied. A caller is answered only after the commit that
+holds its write, or with the error that kept it from being committed.
 
 The relay side (:meth:`Store.publish_batch`) locks a batch of unsent rows,
 hands them to a publish callback and marks them sent in the same transaction:
@@ -15,8 +28,10 @@ again on restart (at-least-once; consumers deduplicate by ``event_id``).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -32,6 +47,7 @@ from services.intake.domain import Decision, ExistingRequest, Kind, decide
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "MAX_GROUP",
     "REQUIRED_TABLES",
     "IntakeTablesMissing",
     "OutboxRow",
@@ -48,6 +64,58 @@ REQUIRED_TABLES: Final = ("intake_requests", "outbox", "report_status")
 # time, so the outbox's id order (and thus per-key order) reaches Kafka intact.
 _RELAY_LOCK_CLASS: Final = 0x534E4145  # "SNAE"
 _MAX_ATTEMPTS: Final = 3
+MAX_GROUP: Final = 500
+"""Most writes in one group transaction (bounds its size and the locks it holds)."""
+
+_SELECT_REQUESTS: Final = """
+    select r.kind, r.scope, r.client_id, r.body_hash, r.status_code, r.response
+    from intake_requests r
+    join unnest($1::text[], $2::text[], $3::text[]) as k(kind, scope, client_id)
+        using (kind, scope, client_id)
+    for update of r
+"""
+# event_ids travel as comma-joined text: unnest() would flatten a uuid[][] parameter.
+_INSERT_REQUESTS: Final = """
+    insert into intake_requests (kind, scope, client_id, body_hash, status_code, response,
+        report_id, event_ids)
+    select kind, scope, client_id, body_hash, status_code, response::jsonb, report_id,
+        string_to_array(event_ids, ',')::uuid[]
+    from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int4[], $6::text[],
+        $7::uuid[], $8::text[])
+        as u(kind, scope, client_id, body_hash, status_code, response, report_id, event_ids)
+"""
+_UPDATE_REQUEST: Final = """
+    update intake_requests set body_hash = $4, status_code = $5, response = $6::jsonb,
+        report_id = $7, event_ids = $8, updated_at = now()
+    where kind = $1 and scope = $2 and client_id = $3
+"""
+# One statement for the group: the NOTIFY trigger fires once, and "with ordinality"
+# keeps the outbox ids in arrival order (per-key order on Kafka follows id order).
+_INSERT_OUTBOX: Final = """
+    insert into outbox (topic, key, value, event_id, event_type)
+    select topic, key, value, event_id, event_type
+    from unnest($1::text[], $2::bytea[], $3::bytea[], $4::uuid[], $5::text[])
+        with ordinality as u(topic, key, value, event_id, event_type, n)
+    order by n
+"""
+_UPSERT_REPORTS: Final = """
+    insert into report_status (report_id, scope, client_report_id, team, status, reasons,
+        area_id, outside_region, submitted_event_id, accepted_event_id, rejected_event_id,
+        received_at)
+    select report_id, scope, client_report_id, team, status, reasons::jsonb, area_id,
+        outside_region, submitted_event_id, accepted_event_id, rejected_event_id, received_at
+    from unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+        $7::text[], $8::bool[], $9::uuid[], $10::uuid[], $11::uuid[], $12::timestamptz[])
+        as u(report_id, scope, client_report_id, team, status, reasons, area_id,
+             outside_region, submitted_event_id, accepted_event_id, rejected_event_id,
+             received_at)
+    on conflict (report_id) do update set
+        team = excluded.team, status = excluded.status, reasons = excluded.reasons,
+        area_id = excluded.area_id, outside_region = excluded.outside_region,
+        submitted_event_id = excluded.submitted_event_id,
+        accepted_event_id = excluded.accepted_event_id,
+        rejected_event_id = excluded.rejected_event_id, updated_at = now()
+"""
 
 
 class IntakeTablesMissing(RuntimeError):
@@ -111,6 +179,25 @@ class OutboxRow:
     event_id: UUID
 
 
+@dataclass(frozen=True)
+class _Prepared:
+    """A write with what the database needs of it already encoded."""
+
+    write: Write
+    key: tuple[str, str, str] | None
+    """(kind, scope, client id), or None for a write without idempotency."""
+    outbox: tuple[tuple[str, bytes | None, bytes, UUID, str], ...]
+    """(topic, key, value, event id, event type) per event, in order."""
+    response_json: str
+    event_ids: str
+    """The event ids, comma-joined (see _INSERT_REQUESTS)."""
+
+
+def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
+    """Rows to one list per column: the array parameters of an ``unnest`` insert."""
+    return [[row[i] for row in rows] for i in range(width)]
+
+
 def _json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
@@ -124,9 +211,13 @@ def _loads(value: Any) -> Any:
 class Store:
     """Intake's tables, through an asyncpg pool whose search_path holds them."""
 
-    def __init__(self, pool: asyncpg.Pool, namespace: str) -> None:
+    def __init__(self, pool: asyncpg.Pool, namespace: str, *,
+                 max_group: int = MAX_GROUP) -> None:
         self.pool = pool
         self.namespace = namespace
+        self.max_group = max_group
+        self._pending: deque[tuple[_Prepared, asyncio.Future[Recorded]]] = deque()
+        self._committer: asyncio.Task[None] | None = None
 
     async def check_tables(self) -> None:
         """Raise :class:`IntakeTablesMissing` naming what is missing and how to fix it."""
@@ -143,19 +234,170 @@ class Store:
     # --- writes ---------------------------------------------------------------------
 
     async def record(self, write: Write) -> Recorded:
-        """Decide on ``write`` against its idempotency record and apply it, atomically."""
+        """Decide on ``write`` against its idempotency record and apply it, durably.
+
+        Returns only after the transaction holding the write has committed. Writes
+        that arrive while a commit is in flight wait for it and then share the next
+        transaction (group commit, see the module docstring); each still gets its
+        own decision and answer.
+        """
+        prepared = self._prepare(write)
+        future: asyncio.Future[Recorded] = asyncio.get_running_loop().create_future()
+        self._pending.append((prepared, future))
+        if self._committer is None or self._committer.done():
+            # Started on demand and ends when the queue is empty, so a Store needs no
+            # lifecycle of its own; every waiter is answered by it, success or error.
+            self._committer = asyncio.create_task(self._commit_pending(),
+                                                  name="intake-group-commit")
+        return await future
+
+    def _prepare(self, write: Write) -> _Prepared:
+        # Encoding happens in the caller's task, before the write joins a group, so
+        # the committer holds its connection only for the round trips.
+        outbox = []
+        for event in write.events:
+            routed = route(event, self.namespace)
+            outbox.append((routed.topic, routed.key, routed.value, event.event_id, event.type))
+        key = None if write.client_id is None else (write.kind.value, write.scope,
+                                                     write.client_id)
+        return _Prepared(write, key, tuple(outbox), _json(write.response),
+                         ",".join(str(e.event_id) for e in write.events))
+
+    async def _commit_pending(self) -> None:
+        group: list[tuple[_Prepared, asyncio.Future[Recorded]]] = []
+        try:
+            while self._pending:
+                group, later, keys = [], [], set()
+                while self._pending and len(group) < self.max_group:
+                    item = self._pending.popleft()
+                    if item[1].done():
+                        continue  # the caller went away before its write started
+                    if item[0].key is not None and item[0].key in keys:
+                        # The second write of one key must see the first one's record:
+                        # it goes into the next group, in its order.
+                        later.append(item)
+                        continue
+                    if item[0].key is not None:
+                        keys.add(item[0].key)
+                    group.append(item)
+                self._pending.extendleft(reversed(later))
+                if group:
+                    results = await self._commit_group([p for p, _ in group])
+                    for (_, future), result in zip(group, results, strict=True):
+                        if future.done():
+                            continue
+                        if isinstance(result, BaseException):
+                            future.set_exception(result)
+                        else:
+                            future.set_result(result)
+                group = []
+        except BaseException as e:
+            # Cancelled (the loop is shutting down) or a bug: no waiter may hang.
+            waiting = [f for _, f in group] + [f for _, f in self._pending]
+            self._pending.clear()
+            for future in waiting:
+                if future.done():
+                    continue
+                if isinstance(e, Exception):
+                    future.set_exception(e)
+                else:
+                    future.cancel()
+            raise
+
+    async def _commit_group(self, group: list[_Prepared]) -> list[Recorded | Exception]:
+        """One transaction for the whole group; if the server refuses any part of it, one
+        savepoint per write in a new transaction, so one bad write fails alone."""
+        try:
+            async with self.pool.acquire() as conn:
+                try:
+                    async with conn.transaction():
+                        return list(await self._write_group(conn, group))
+                except Exception as e:
+                    # A refused statement or a value that cannot be encoded: the whole
+                    # group rolled back, nothing of any write is applied.
+                    if conn.is_closed():
+                        raise
+                    log.debug("group write of %d refused (%s: %s); writing one by one",
+                              len(group), type(e).__name__, e)
+                results: list[Recorded | Exception] = []
+                async with conn.transaction():
+                    for prepared in group:
+                        results.append(await self._write_alone(conn, prepared))
+                return results
+        except Exception as e:
+            # Connection lost, commit failed: no write of the group is known durable.
+            return [e] * len(group)
+
+    async def _write_alone(self, conn: asyncpg.Connection,
+                           prepared: _Prepared) -> Recorded | Exception:
         for attempt in range(1, _MAX_ATTEMPTS + 1):
             try:
-                async with self.pool.acquire() as conn, conn.transaction():
-                    return await self._record(conn, write)
-            except asyncpg.UniqueViolationError:
-                # A concurrent first receipt of the same key committed between our
-                # read and insert: read again, now that it is there.
+                async with conn.transaction():  # a savepoint inside the group's transaction
+                    recorded: Recorded = await self._record(conn, prepared)
+                return recorded
+            except asyncpg.UniqueViolationError as e:
+                # A concurrent first receipt of the same key (another process) committed
+                # between our read and insert: read again, now that it is there.
                 if attempt == _MAX_ATTEMPTS:
-                    raise
+                    error: Exception = e
+                    return error
+            except Exception as e:
+                if conn.is_closed():
+                    raise  # the connection, not this write: the group fails
+                return e
         raise AssertionError("unreachable")
 
-    async def _record(self, conn: asyncpg.Connection, write: Write) -> Recorded:
+    async def _write_group(self, conn: asyncpg.Connection,
+                           group: Sequence[_Prepared]) -> list[Recorded]:
+        # Every key occurs once in a group (see _commit_pending), so each decision
+        # rests on the committed record alone, read and locked here in one statement.
+        keyed = [p.key for p in group if p.key is not None]
+        existing: dict[tuple[str, str, str], ExistingRequest] = {}
+        if keyed:
+            kinds, scopes, client_ids = (list(c) for c in zip(*keyed, strict=True))
+            for row in await conn.fetch(_SELECT_REQUESTS, kinds, scopes, client_ids):
+                existing[(row["kind"], row["scope"], row["client_id"])] = ExistingRequest(
+                    row["body_hash"], row["status_code"], _loads(row["response"]))
+        results: list[Recorded] = []
+        inserts: list[_Prepared] = []
+        updates: list[_Prepared] = []
+        outbox: list[tuple[str, bytes | None, bytes, UUID, str]] = []
+        reports: list[ReportRow] = []
+        for p in group:
+            found = existing.get(p.key) if p.key is not None else None
+            decision = decide(found, p.write.body_hash)
+            if decision is not Decision.WRITE:
+                assert found is not None
+                results.append(Recorded(decision, found.status_code, found.response))
+                continue
+            if p.key is not None:
+                (inserts if found is None else updates).append(p)
+            outbox.extend(p.outbox)
+            if p.write.report is not None:
+                reports.append(p.write.report)
+            results.append(Recorded(Decision.WRITE, p.write.status_code, p.write.response))
+        if inserts:
+            await conn.execute(_INSERT_REQUESTS, *_columns(
+                [(p.write.kind.value, p.write.scope, p.write.client_id, p.write.body_hash,
+                  p.write.status_code, p.response_json, p.write.report_id, p.event_ids)
+                 for p in inserts], 8))
+        if updates:
+            await conn.executemany(_UPDATE_REQUEST, [
+                (p.write.kind.value, p.write.scope, p.write.client_id, p.write.body_hash,
+                 p.write.status_code, p.response_json, p.write.report_id,
+                 [e[3] for e in p.outbox]) for p in updates])
+        if outbox:
+            await conn.execute(_INSERT_OUTBOX, *_columns(outbox, 5))
+        if reports:
+            await conn.execute(_UPSERT_REPORTS, *_columns(
+                [(r.report_id, r.scope, r.client_report_id, r.team, r.status,
+                  _json(list(r.reasons)), r.area_id, r.outside_region, r.submitted_event_id,
+                  r.accepted_event_id, r.rejected_event_id, r.received_at) for r in reports],
+                12))
+        return results
+
+    async def _record(self, conn: asyncpg.Connection, prepared: _Prepared) -> Recorded:
+        write = prepared.write
         existing: ExistingRequest | None = None
         if write.client_id is not None:
             row = await conn.fetchrow(
@@ -176,48 +418,21 @@ class Store:
                 "insert into intake_requests (kind, scope, client_id, body_hash, status_code, "
                 "response, report_id, event_ids) values ($1, $2, $3, $4, $5, $6::jsonb, $7, $8)",
                 write.kind.value, write.scope, write.client_id, write.body_hash,
-                write.status_code, _json(write.response), write.report_id, event_ids,
+                write.status_code, prepared.response_json, write.report_id, event_ids,
             )
         elif write.client_id is not None:
-            await conn.execute(
-                "update intake_requests set body_hash = $4, status_code = $5, "
-                "response = $6::jsonb, report_id = $7, event_ids = $8, updated_at = now() "
-                "where kind = $1 and scope = $2 and client_id = $3",
-                write.kind.value, write.scope, write.client_id, write.body_hash,
-                write.status_code, _json(write.response), write.report_id, event_ids,
-            )
-        if write.events:
-            rows = []
-            for event in write.events:
-                routed = route(event, self.namespace)
-                rows.append((routed.topic, routed.key, routed.value, event.event_id, event.type))
-            await conn.executemany(
-                "insert into outbox (topic, key, value, event_id, event_type) "
-                "values ($1, $2, $3, $4, $5)",
-                rows,
-            )
+            await conn.execute(_UPDATE_REQUEST, write.kind.value, write.scope, write.client_id,
+                               write.body_hash, write.status_code, prepared.response_json,
+                               write.report_id, event_ids)
+        if prepared.outbox:
+            await conn.execute(_INSERT_OUTBOX, *_columns(prepared.outbox, 5))
         if write.report is not None:
-            await self._upsert_report(conn, write.report)
+            r = write.report
+            await conn.execute(_UPSERT_REPORTS, *_columns(
+                [(r.report_id, r.scope, r.client_report_id, r.team, r.status,
+                  _json(list(r.reasons)), r.area_id, r.outside_region, r.submitted_event_id,
+                  r.accepted_event_id, r.rejected_event_id, r.received_at)], 12))
         return Recorded(Decision.WRITE, write.status_code, write.response)
-
-    async def _upsert_report(self, conn: asyncpg.Connection, r: ReportRow) -> None:
-        await conn.execute(
-            """
-            insert into report_status (report_id, scope, client_report_id, team, status,
-                reasons, area_id, outside_region, submitted_event_id, accepted_event_id,
-                rejected_event_id, received_at)
-            values ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9, $10, $11, $12)
-            on conflict (report_id) do update set
-                team = excluded.team, status = excluded.status, reasons = excluded.reasons,
-                area_id = excluded.area_id, outside_region = excluded.outside_region,
-                submitted_event_id = excluded.submitted_event_id,
-                accepted_event_id = excluded.accepted_event_id,
-                rejected_event_id = excluded.rejected_event_id, updated_at = now()
-            """,
-            r.report_id, r.scope, r.client_report_id, r.team, r.status, _json(list(r.reasons)),
-            r.area_id, r.outside_region, r.submitted_event_id, r.accepted_event_id,
-            r.rejected_event_id, r.received_at,
-        )
 
     # --- reads ---------------------------------------------------------------------
 
