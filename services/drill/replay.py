@@ -170,6 +170,11 @@ class Template:
 
     chunks: tuple[bytes, ...]
     slots: tuple[tuple[int, Any], ...]
+    event_id: str
+    """The recorded event id (canonical text)."""
+    key: bytes
+    """The recorded Kafka key; when ``key_remapped``, a uuid the replay maps."""
+    key_remapped: bool
 
 
 def _naive_utc(moment: datetime) -> datetime:
@@ -210,7 +215,8 @@ def _template(event: Envelope) -> Template:
     # split() with one group alternates text and slot numbers: t0, n0, t1, n1, ..., tk.
     chunks = tuple(parts[0::2])
     order = [int(n) for n in parts[1::2]]
-    return Template(chunks, tuple(slots[i] for i in order))
+    key, remapped = _original_key(event)
+    return Template(chunks, tuple(slots[i] for i in order), str(event.event_id), key, remapped)
 
 
 def prepare(events: Sequence[Event]) -> list[Template | None]:
@@ -283,7 +289,8 @@ def _key_paths(event_type: str) -> tuple[_KeyPath, ...]:
                  for path in spec.key_paths[event_type])
 
 
-def _replayed_key(event: Event, ids: IdMap) -> bytes:
+def _original_key(event: Envelope) -> tuple[bytes, bool]:
+    """The recorded event's key, and whether the rewrite maps it (a uuid field's value)."""
     # The catalogue keys by the first non-null of its paths (schemas.topics.key_for);
     # when that is a uuid field the rewritten event carries the mapped uuid, so the key
     # is mapped as well. A unit test checks every key against route() of the rewrite.
@@ -295,12 +302,14 @@ def _replayed_key(event: Event, ids: IdMap) -> bytes:
                 break
         if value is None:
             continue
-        if key_path.remapped:
-            return ids.text(str(value)).encode("ascii")
         if isinstance(value, Enum):
             value = value.value
-        return str(value).encode("utf-8")
-    return key_for(event)  # raises: every key path list ends in a required field
+        return str(value).encode("utf-8"), key_path.remapped
+    return key_for(event), False  # key_for raises: every key path ends in a required field
+
+
+def _replayed_key(key: bytes, remapped: bool, ids: IdMap) -> bytes:
+    return ids.text(key.decode("ascii")).encode("ascii") if remapped else key
 
 
 def plan(events: Sequence[Event], templates: Sequence[Template | None], *, namespace: str,
@@ -318,10 +327,12 @@ def plan(events: Sequence[Event], templates: Sequence[Template | None], *, names
         topic = topics.get(event.type)
         if topic is None:
             topic = topics[event.type] = qualified(topic_for_type(event.type).name, namespace)
-        # A template's first hole is the event id, already as canonical text.
-        original_id = template.slots[0][1] if template is not None else str(event.event_id)
+        if template is not None:
+            original_id, key, remapped = template.event_id, template.key, template.key_remapped
+        else:
+            original_id, (key, remapped) = str(event.event_id), _original_key(event)
         new_time = new_times[index]
         steps.append(Step(index, event, ids.text(original_id), topic,
-                          _replayed_key(event, ids), offsets[index], new_time,
+                          _replayed_key(key, remapped, ids), offsets[index], new_time,
                           new_time - event.occurred_at, template))
     return steps

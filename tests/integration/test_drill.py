@@ -16,6 +16,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import TopicPartition
 
 from infra.db.migrate import migrate
@@ -175,6 +176,8 @@ async def test_a_max_speed_replay_leaves_live_topics_and_channels_untouched(
         assert sorted(str(e.event_id) for e in replayed) \
             == sorted(str(ids(e.event_id)) for e in scenario.inputs)
         assert all(e.exercise for e in replayed)
+        # Batched by the replayer, each key still lands where a plain send() puts it.
+        assert await _partitions_as_send_would(settings, drill_ns)
         assert await ends(live, LIVE) == before  # live topics (public feed included) unchanged
         assert {tp: await consumer.committed(tp) for tp in before} == committed
         assert not await consumer.getmany(timeout_ms=500)  # nothing new for live consumers
@@ -182,6 +185,27 @@ async def test_a_max_speed_replay_leaves_live_topics_and_channels_untouched(
         await consumer.stop()
     with pytest.raises(NotIsolated):
         await replay(settings, scenario, LIVE, ReplayOptions(speed=None))
+
+
+async def _partitions_as_send_would(settings: Settings, namespace: str) -> bool:
+    partitioner = DefaultPartitioner()
+    consumer = clients.consumer(settings)
+    await consumer.start()
+    try:
+        await consumer.topics()
+        tps = [tp for tp, end in (await ends(settings, namespace)).items() if end > 0]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        checked = 0
+        for records in (await consumer.getmany(*tps, timeout_ms=2000)).values():
+            for r in records:
+                assert r.key is not None
+                everyone = sorted(consumer.partitions_for_topic(r.topic) or ())
+                assert r.partition == partitioner(r.key, everyone, everyone), r
+                checked += 1
+        return checked > 0
+    finally:
+        await consumer.stop()
 
 
 async def _consume_to(consumer: object, targets: dict[TopicPartition, int]) -> None:
