@@ -14,7 +14,8 @@ topic or key than the inputs still in flight, it waits until those have reached
 the decision service's input log (a shelter update: until the shelter state it
 caused has). Inputs to one topic and key are pipelined, since the partition
 keeps their order. This costs about one hop per change of key; without a
-decision service (benchmark, raw replays) everything is pipelined.
+decision service (benchmark, raw replays) everything is pipelined, in batches
+per partition built here (:class:`_Batches`).
 
 **HQ commands** are sent at their place in event-time order, once the replayed
 recommendation or order they answer has appeared (:mod:`services.drill.hq`), and
