@@ -20,6 +20,7 @@ duplicate the services would ignore.
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 from typing import Final, TextIO
 
@@ -60,6 +61,10 @@ async def run_demo(settings: Settings, *, out: TextIO,
               f"{DEMO_SECONDS / 60:.0f} minutes) into namespace "
               f"{settings.namespace or 'live'}; every event is flagged exercise\n")
     out.flush()
+    # The replay's watcher assigns partitions; aiokafka announces each assignment at INFO,
+    # which in the stack's output reads like a service talking. The demo's own lines say
+    # what happens.
+    logging.getLogger("aiokafka.consumer.subscription_state").setLevel(logging.WARNING)
     reported = -1
 
     def progress(sent: int, total: int, behind: float, last: Step | None) -> None:
