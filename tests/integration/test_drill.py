@@ -31,7 +31,7 @@ from services.drill.errors import DrillError, NotIsolated
 from services.drill.logformat import DrillLog, read_log
 from services.drill.record import record
 from services.drill.replay import IdMap
-from services.drill.report import build_report, collect
+from services.drill.report import build_report, collect, collect_from_store
 from services.drill.runner import ReplayOptions, replay
 from services.drill.scenarios.build_heavy_rain import OUTPUT as HEAVY_RAIN
 from services.drill.verify import verify
@@ -137,6 +137,10 @@ async def test_record_exports_a_window_of_inputs_and_the_decisions_they_led_to(
     assert named and named <= recommended
     assert any(r.occurred_at < since for r in log.references)
     assert f"recorded {len(expected)} inputs" in stderr.decode()
+    # The report reads the event store too (the recorder's copy of a namespace).
+    stored = await collect_from_store(dsn, LIVE)
+    report = build_report(stored, namespace=LIVE, region="chiyoda")
+    assert len(report.chains) == 20 and all(o.wall is not None for o in stored)
     # Recording into an empty window is a clear error, not an empty file.
     conn = await asyncpg.connect(dsn)
     try:
