@@ -6,7 +6,8 @@ process) overlaps with writing (CPU in PostgreSQL) on a multi-core machine:
 - the *reader* fetches records with ``getmany`` (bounded by ``max_records`` and
   ``poll_timeout_ms``) and decodes each one into an event-store row; a record
   that is not an event is set aside for the dead-letter topic, so it never
-  blocks its partition;
+  blocks its partition; while the writer is busy, further fetches join the
+  batch that waits for it, so batches grow with the backlog;
 - the *writer* stores each batch in one transaction, retrying with bounded
   exponential backoff while the database is unreachable (the batch is neither
   skipped nor committed meanwhile), publishes the set-aside records as dead
@@ -41,9 +42,8 @@ from pydantic import ValidationError
 
 from schemas.common import Problem
 from schemas.errors import InvalidEvent
-from schemas.events import Event, decode_event, encode_event
+from schemas.events import EVENT_ADAPTER, Event, decode_event, encode_event
 from schemas.topics import CATALOGUE, LIVE, qualified
-from schemas.upcasting import UPCASTERS
 from services.common.bus import Publisher
 from services.recorder.domain import (
     DeadLetterRow,
@@ -74,6 +74,9 @@ SERVICE = "recorder"
 
 # Not events: raw machine input that intake validates (its outcomes are recorded).
 _NOT_RECORDED = frozenset({"intake.raw"})
+
+_COALESCE_WAIT_MS = 20
+"""Fetch wait while a batch waits for the writer (see Recorder._read)."""
 
 Record: TypeAlias = ConsumerRecord[bytes, bytes]
 T = TypeVar("T")
@@ -120,6 +123,16 @@ class Batch:
     """Next offset per partition, committed once the batch is stored."""
     size: int = 0
 
+    def extend(self, later: Batch) -> Batch:
+        """Append ``later`` (fetched after this one) to this batch; return it."""
+        self.events.extend(later.events)
+        self.sources.extend(later.sources)
+        self.letters.extend(later.letters)
+        self.rejects.extend(later.rejects)
+        self.offsets.update(later.offsets)  # later fetches end further on
+        self.size += later.size
+        return self
+
 
 def _problems(error: InvalidEvent) -> tuple[Problem, ...]:
     problems: list[Problem] = []
@@ -132,22 +145,26 @@ def _problems(error: InvalidEvent) -> tuple[Problem, ...]:
     return tuple(problems)
 
 
-# Types that have an upcaster may arrive in an older shape than the one decoded.
-_UPCAST_TYPES = frozenset(event_type for event_type, _ in UPCASTERS)
+def _decode(value: bytes) -> tuple[Event, str]:
+    """The event in ``value`` and the JSON to store for it.
 
+    The JSON is the record as it crossed the bus when that is already the current
+    shape of its type, which is exactly when the union validates it as it stands
+    (every event class pins ``schema_version`` to a Literal); otherwise (an older
+    version, upcast on decode) the current shape, so the row's schema_version
+    describes it. Re-encoding every event would cost about a fifth of the recorder's
+    CPU per event, and re-encoding every event of a type that merely *has* an
+    upcaster (most reports) was still ~5 % (jsonb keeps the meaning, not the bytes,
+    either way). Export and rehydrate always re-encode canonically.
 
-def _envelope(event: Event, value: bytes) -> str:
-    """The JSON to store: the record as it crossed the bus, or, for a type that may have
-    been upcast on decode, the current shape, so the row's schema_version describes it.
-
-    Re-encoding every event would cost about a fifth of the recorder's CPU per event;
-    a decoded record of a type without upcasters is already that event, field for
-    field (jsonb keeps the meaning, not the bytes, either way). Export and rehydrate
-    always re-encode canonically.
+    Raises InvalidEvent as :func:`decode_event` does.
     """
-    if event.type in _UPCAST_TYPES:
-        return encode_event(event).decode("utf-8")
-    return value.decode("utf-8")
+    try:
+        return EVENT_ADAPTER.validate_json(value), value.decode("utf-8")
+    except ValidationError:
+        # Old version or not an event: the full path upcasts or names the faults.
+        event = decode_event(value)
+    return event, encode_event(event).decode("utf-8")
 
 
 def prepare_batch(fetched: Mapping[TopicPartition, Sequence[Record]]) -> Batch:
@@ -194,7 +211,7 @@ def _add_record(batch: Batch, record: Record, *, deadletter: bool) -> None:
         key = key_text(record.key)
         if record.value is None:
             raise NotAnEvent("a record without a value (tombstone) is not an event")
-        event = decode_event(record.value)
+        event, envelope = _decode(record.value)
     except InvalidEvent as e:
         batch.rejects.append((record, f"{type(e).__name__}: {e}", _problems(e)))
         return
@@ -202,7 +219,7 @@ def _add_record(batch: Batch, record: Record, *, deadletter: bool) -> None:
         batch.rejects.append((record, f"{type(e).__name__}: {e}", ()))
         return
     row = event_row(event, topic=record.topic, partition=record.partition,
-                    offset=record.offset, key=key, envelope=_envelope(event, record.value))
+                    offset=record.offset, key=key, envelope=envelope)
     batch.events.append(Recorded(row, event))
     batch.sources.append(record)
 
@@ -246,11 +263,27 @@ class Recorder:
             tg.create_task(self._write(queue, stop), name="recorder-write")
 
     async def _read(self, queue: asyncio.Queue[Batch | None], stop: asyncio.Event) -> None:
+        # While the writer is busy, fetched records join the batch that waits for it
+        # (up to max_records) instead of queueing as batches of their own: a fetch
+        # returns what the broker had ready (~1,500 records here), and every batch
+        # pays a fixed cost (projection reads, the advisory lock, the commit's fsync),
+        # so batches grow with the load, as intake's group commit does.
+        limit = self._config.max_records
+        pending: Batch | None = None
         while not stop.is_set():
+            if pending is not None and (not queue.full() or pending.size >= limit):
+                await queue.put(pending)
+                pending = None
+                continue
+            # With a batch waiting, look again soon: the writer may be done meanwhile.
             fetched = await self._consumer.getmany(
-                timeout_ms=self._config.poll_timeout_ms, max_records=self._config.max_records)
+                timeout_ms=_COALESCE_WAIT_MS if pending else self._config.poll_timeout_ms,
+                max_records=limit - (pending.size if pending else 0))
             if fetched:
-                await queue.put(await prepare_batch_async(fetched))
+                batch = await prepare_batch_async(fetched)
+                pending = batch if pending is None else pending.extend(batch)
+        if pending is not None:
+            await queue.put(pending)
         # Only on a normal stop: if this task fails, the task group cancels the writer.
         await queue.put(None)
 
