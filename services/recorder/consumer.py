@@ -6,8 +6,7 @@ process) overlaps with writing (CPU in PostgreSQL) on a multi-core machine:
 - the *reader* fetches records with ``getmany`` (bounded by ``max_records`` and
   ``poll_timeout_ms``) and decodes each one into an event-store row; a record
   that is not an event is set aside for the dead-letter topic, so it never
-  blocks its partition; while the writer is busy, further fetches join the
-  batch that waits for it, so batches grow with the backlog;
+  blocks its partition;
 - the *writer* stores each batch in one transaction, retrying with bounded
   exponential backoff while the database is unreachable (the batch is neither
   skipped nor committed meanwhile), publishes the set-aside records as dead
@@ -75,9 +74,6 @@ SERVICE = "recorder"
 # Not events: raw machine input that intake validates (its outcomes are recorded).
 _NOT_RECORDED = frozenset({"intake.raw"})
 
-_COALESCE_WAIT_MS = 20
-"""Fetch wait while a batch waits for the writer (see Recorder._read)."""
-
 Record: TypeAlias = ConsumerRecord[bytes, bytes]
 T = TypeVar("T")
 
@@ -122,16 +118,6 @@ class Batch:
     offsets: dict[TopicPartition, int] = field(default_factory=dict)
     """Next offset per partition, committed once the batch is stored."""
     size: int = 0
-
-    def extend(self, later: Batch) -> Batch:
-        """Append ``later`` (fetched after this one) to this batch; return it."""
-        self.events.extend(later.events)
-        self.sources.extend(later.sources)
-        self.letters.extend(later.letters)
-        self.rejects.extend(later.rejects)
-        self.offsets.update(later.offsets)  # later fetches end further on
-        self.size += later.size
-        return self
 
 
 def _problems(error: InvalidEvent) -> tuple[Problem, ...]:
@@ -263,27 +249,11 @@ class Recorder:
             tg.create_task(self._write(queue, stop), name="recorder-write")
 
     async def _read(self, queue: asyncio.Queue[Batch | None], stop: asyncio.Event) -> None:
-        # While the writer is busy, fetched records join the batch that waits for it
-        # (up to max_records) instead of queueing as batches of their own: a fetch
-        # returns what the broker had ready (~1,500 records here), and every batch
-        # pays a fixed cost (projection reads, the advisory lock, the commit's fsync),
-        # so batches grow with the load, as intake's group commit does.
-        limit = self._config.max_records
-        pending: Batch | None = None
         while not stop.is_set():
-            if pending is not None and (not queue.full() or pending.size >= limit):
-                await queue.put(pending)
-                pending = None
-                continue
-            # With a batch waiting, look again soon: the writer may be done meanwhile.
             fetched = await self._consumer.getmany(
-                timeout_ms=_COALESCE_WAIT_MS if pending else self._config.poll_timeout_ms,
-                max_records=limit - (pending.size if pending else 0))
+                timeout_ms=self._config.poll_timeout_ms, max_records=self._config.max_records)
             if fetched:
-                batch = await prepare_batch_async(fetched)
-                pending = batch if pending is None else pending.extend(batch)
-        if pending is not None:
-            await queue.put(pending)
+                await queue.put(await prepare_batch_async(fetched))
         # Only on a normal stop: if this task fails, the task group cancels the writer.
         await queue.put(None)
 
