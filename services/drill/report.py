@@ -759,8 +759,9 @@ def _shelters_svg(report: Report, names: _Names, axis: _Axis) -> str:
             pts.append(f"{axis.x(p['at']):.1f},{bottom - (bottom - top) * min(pct, 110) / 110:.1f}")
         parts.append(f'<polyline points="{" ".join(pts)}" fill="none" stroke="{colour}" '
                      f'stroke-width="2"><title>{_e(s["name"])}</title></polyline>')
+        # Inline style: the class's fill would win over a presentation attribute.
         parts.append(f'<text x="4" y="{top + 14 * (i + 1)}" class="label-left" '
-                     f'fill="{colour}">{_e(s["name"])}</text>')
+                     f'style="fill:{colour}">■ {_e(s["name"])}</text>')
     parts.append("</svg>")
     return "".join(parts)
 
@@ -786,8 +787,9 @@ def render_html(report: Report) -> str:
     times += [p["at"] for s in report.shelters.values() for p in s["points"]]
     body: list[str] = [f"<h1>After-action report — {_e(report.namespace)}</h1>",
                        '<p class="drill">訓練 / DRILL — exercise data only</p>']
-    markdown = render_markdown(report).split("\n## ", 1)[0].splitlines()[2:]
-    body.append("<ul>" + "".join(f"<li>{_e(line.removeprefix('- '))}</li>"
+    full_markdown = render_markdown(report)
+    markdown = full_markdown.split("\n## ", 1)[0].splitlines()[2:]
+    body.append("<ul>" + "".join(f"<li>{_e(line.removeprefix('- ').replace('`', ''))}</li>"
                                  for line in markdown if line.startswith("- ")) + "</ul>")
     if times:
         axis = _Axis(min(times), max(times))
@@ -815,8 +817,8 @@ def render_html(report: Report) -> str:
             cells.append(chain.outcome)
             body.append("<tr>" + "".join(f"<td>{_e(x)}</td>" for x in cells) + "</tr>")
         body.append("</table>")
-    rest = "\n## " + render_markdown(report).split("\n## Shelters", 1)[-1] \
-        if "\n## Shelters" in render_markdown(report) else ""
+    rest = "\n## Shelters" + full_markdown.split("\n## Shelters", 1)[-1] \
+        if "\n## Shelters" in full_markdown else ""
     body.append(_markdown_tables_html(rest))
     return ("<!doctype html>\n<html lang=\"ja\"><head><meta charset=\"utf-8\">"
             f"<title>After-action report {_e(report.namespace)}</title>"
