@@ -513,8 +513,8 @@ async def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="runs of each measurement")
     parser.add_argument("--intake-seconds", type=float, default=20.0,
                         help="sustained intake load; 0 skips intake")
-    parser.add_argument("--concurrency", type=int, default=32,
-                        help="intake client connections")
+    parser.add_argument("--concurrency", type=int, default=64,
+                        help="intake client connections (concurrent requests share commits)")
     parser.add_argument("--compare-inserts", action="store_true",
                         help="also time COPY, temp-table, unnest and executemany appends")
     parser.add_argument("--fast-postgres", action="store_true",
