@@ -227,6 +227,8 @@ async def _consume_to(consumer: object, targets: dict[TopicPartition, int]) -> N
 # --- with the services ----------------------------------------------------------------
 
 
+# Two runs, each starting three services: ~45 s alone, more beside other test workers.
+@pytest.mark.timeout(300)
 async def test_with_the_decision_services_the_report_has_latencies_and_verify_agrees(
         settings: Settings, scenario: DrillLog) -> None:
     """Two max-speed replays with the services decide the same; the report times each area."""
