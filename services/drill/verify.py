@@ -8,8 +8,9 @@ for quiescence (nothing new on the decision topics for a few seconds, and no
 consumer lag), then reads its decisions back.
 
 What is compared (:func:`normalise`): every recommendation, recommendation
-closing, refused command, order version, published message and data-quality
-notice — its type, its event time (as an offset from the anchor) and its whole
+closing, refused command, order version, planned message (``broadcast.requested``)
+and data-quality notice, and the latest published version of each message in each
+language — its type, its event time (as an offset from the anchor) and its whole
 payload: areas, level, hazard, kind, rationale, evidence, shelters, texts.
 Namespaced ids differ by construction, so each id is replaced by what it
 stands for: an input by its position in the log (``input#12``), a
@@ -41,7 +42,7 @@ from services.drill.fields import fields_of, locate
 from services.drill.hq import HqMode
 from services.drill.logformat import DrillLog
 from services.drill.replay import IdMap
-from services.drill.report import Observed, collect
+from services.drill.report import collect
 from services.drill.runner import ProgressFn, ReplayOptions, ReplayResult, replay
 from services.drill.services import DECISION_SERVICES, running_services
 from services.drill.watch import watching
@@ -235,9 +236,3 @@ async def verify(settings: Settings, log: DrillLog, *, runs: int = 2, prefix: st
                 first.decisions, other.decisions, fromfile=first.namespace,
                 tofile=other.namespace, lineterm="", n=0))
     return outcome
-
-
-def observed_decisions(observed: Iterable[Observed]) -> list[Event]:
-    """The decision events among ``observed`` (for callers holding a collected namespace)."""
-    return [o.event for o in observed if o.event.type in DECISION_TYPES]
-

@@ -70,7 +70,6 @@ class NamespaceWatcher:
         """Decision event id → monotonic time the watcher first read it."""
         self.last_activity = time.monotonic()
         """Monotonic time of the last record read on any watched topic."""
-        self.decision_log_present = False
         self._changed = asyncio.Event()
 
     # --- waiting --------------------------------------------------------------------
@@ -158,7 +157,6 @@ class NamespaceWatcher:
             tp = TopicPartition(topic, 0)
             consumer.assign([tp])
             await consumer.seek_to_beginning(tp)
-            self.decision_log_present = True
             self._notify()
             await self._follow(consumer, from_log=True)
         finally:
