@@ -33,6 +33,7 @@ from schemas.topics import validate_namespace
 from services.drill.errors import DrillError, NoStack
 from services.drill.hq import HqMode
 from services.drill.replay import Step, TimeMode, format_time
+from services.recorder.cli import INSTANT  # the same time type as `sonae events export`
 
 __all__ = ["drill"]
 
@@ -53,24 +54,6 @@ _data_dir_option = click.option(
     help="Data directory of the running stack (`sonae up`) [SONAE_DATA_DIR; default .sonae].")
 
 
-class Instant(click.ParamType):
-    """An ISO-8601 time with a timezone."""
-
-    name = "TIME"
-
-    def convert(self, value: Any, param: click.Parameter | None,
-                ctx: click.Context | None) -> datetime:
-        if isinstance(value, datetime):
-            return value
-        from services.recorder.export import parse_instant
-
-        try:
-            return parse_instant(str(value))
-        except ValueError as exc:
-            self.fail(str(exc), param, ctx)
-
-
-INSTANT = Instant()
 
 
 def _settings(**overrides: Any) -> Settings:
