@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from infra.embedded.processes import EmbeddedError, process_alive
+from infra.logs import configure_logging
 from infra.settings import ENV_PREFIX, Settings, SettingsError, load_settings
 
 log = logging.getLogger("sonae")
@@ -26,14 +27,6 @@ def _settings(**overrides: Any) -> Settings:
         return load_settings(**clean)
     except SettingsError as exc:
         raise click.ClickException(str(exc)) from None
-
-
-def _setup_logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
 
 
 data_dir_option = click.option(
@@ -83,7 +76,7 @@ def up(kafka: str | None, database_url: str | None, namespace: str | None,
     if detach:
         _up_detached(settings, sys.argv[1:])
         return
-    _setup_logging(settings)
+    configure_logging(settings)
     from infra.stack import run_up
 
     try:
@@ -258,7 +251,7 @@ def service_run(name: str) -> None:
     except registry.UnknownService as exc:
         raise click.ClickException(str(exc)) from None
     settings = _settings()
-    _setup_logging(settings)
+    configure_logging(settings)
     spec.load()(settings)
 
 

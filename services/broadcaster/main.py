@@ -30,6 +30,7 @@ import asyncpg
 from aiohttp import web
 
 from infra.kafka import clients
+from infra.logs import configure_logging
 from infra.settings import Settings, load_settings
 from infra.topics import ensure_topics
 from schemas.envelope import derive_id
@@ -201,6 +202,6 @@ def main(settings: Settings) -> None:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=os.environ.get("SONAE_LOG_LEVEL", "INFO").upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    main(load_settings())
+    settings = load_settings()
+    configure_logging(settings)
+    main(settings)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 
+from infra.logs import configure_logging
 from infra.settings import SettingsError, load_settings
 from services.evacuation.main import main
 
@@ -13,6 +13,5 @@ if __name__ == "__main__":
         settings = load_settings()
     except SettingsError as e:
         sys.exit(str(e))
-    logging.basicConfig(level=settings.log_level,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings)
     main(settings)

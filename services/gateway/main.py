@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -22,6 +21,7 @@ from aiohttp import web
 from websockets.asyncio.server import Server, serve
 
 from infra.kafka import clients
+from infra.logs import configure_logging
 from infra.settings import Settings
 from schemas.region import Region, RegionPackError, load_region
 from services.common.auth import Role, issue_token
@@ -197,9 +197,7 @@ def _log_demo_links(settings: Settings, dashboard_url: str) -> None:
 
 def main(settings: Settings) -> None:
     """Blocking entry point: serve until SIGTERM; exit 2 with a one-line reason if unable."""
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=settings.log_level, stream=sys.stderr,
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings)
     try:
         run_service(serve_gateway, settings)
     except GatewayStartupError as e:

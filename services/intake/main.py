@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sys
 from typing import Final
 from urllib.parse import urlsplit, urlunsplit
 
@@ -18,6 +17,7 @@ import asyncpg
 from aiohttp import web
 
 from infra.kafka import clients
+from infra.logs import configure_logging
 from infra.settings import Settings
 from infra.topics import ensure_topics
 from schemas.region import RegionPackError, load_region
@@ -101,9 +101,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
 
 def main(settings: Settings) -> None:
     """Blocking entry point: serve until SIGTERM; exit 2 with a one-line reason if unable."""
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=settings.log_level, stream=sys.stderr,
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings)
     try:
         run_service(serve, settings)
     except (IntakeStartupError, IntakeTablesMissing) as e:

@@ -8,11 +8,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sys
 
 import asyncpg
 
 from infra.kafka import clients
+from infra.logs import configure_logging
 from infra.settings import Settings
 from infra.topics import ensure_topics
 from services.common.bus import Publisher
@@ -91,9 +91,7 @@ async def serve(settings: Settings, stop: asyncio.Event,
 
 def main(settings: Settings) -> None:
     """Run the recorder process until SIGTERM (blocking)."""
-    if not logging.getLogger().handlers:  # started directly rather than by `sonae`
-        logging.basicConfig(level=settings.log_level, stream=sys.stderr,
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings)  # a no-op under `sonae service run`
     try:
         run_service(serve, settings)
     except RecorderError as exc:

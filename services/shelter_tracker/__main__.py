@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import logging
-import sys
-
+from infra.logs import configure_logging
 from infra.settings import load_settings
 from services.shelter_tracker.main import main
 
 if __name__ == "__main__":
     settings = load_settings()
-    logging.basicConfig(level=settings.log_level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings)
     main(settings)
