@@ -6,12 +6,11 @@ import asyncio
 from dataclasses import dataclass, field
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import TopicPartition
 
 from infra.db.migrate import current_version
 from infra.embedded.processes import process_alive
+from infra.kafka import clients
 from infra.kafka.compat import end_offsets
 from infra.settings import Settings
 from infra.stack import StackState
@@ -57,7 +56,8 @@ async def collect_status(settings: Settings, *, explicit_kafka: bool = False,
     elif not (explicit_kafka or explicit_database):
         report.parts.append(PartStatus("sonae up", False,
                                        f"no stack running on {settings.data_dir}"))
-    report.parts.append(await _kafka_part(bootstrap))
+    target = settings.model_copy(update={"kafka_bootstrap": bootstrap})
+    report.parts.append(await _kafka_part(target))
     report.parts.append(await _postgres_part(dsn))
     if state is not None:
         for name, pid in sorted(state.services.items()):
@@ -66,14 +66,15 @@ async def collect_status(settings: Settings, *, explicit_kafka: bool = False,
     kafka_ok = any(p.name == "kafka" and p.ok for p in report.parts)
     if kafka_ok:
         try:
-            report.lag = await asyncio.wait_for(consumer_lag(bootstrap, namespace), 15)
+            report.lag = await asyncio.wait_for(consumer_lag(target, namespace), 15)
         except Exception as exc:
             report.parts.append(PartStatus("consumer lag", False, f"unavailable: {exc!r}"))
     return report
 
 
-async def _kafka_part(bootstrap: str) -> PartStatus:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
+async def _kafka_part(settings: Settings) -> PartStatus:
+    bootstrap = settings.kafka_bootstrap
+    admin = clients.admin(settings, request_timeout_ms=3000)
     try:
         await asyncio.wait_for(admin.start(), 5)
         topics = await asyncio.wait_for(admin.list_topics(), 5)
@@ -96,11 +97,11 @@ async def _postgres_part(dsn: str) -> PartStatus:
         await conn.close()
 
 
-async def consumer_lag(bootstrap: str, namespace: str) -> dict[str, int]:
+async def consumer_lag(settings: Settings, namespace: str) -> dict[str, int]:
     """Total lag per consumer group over the namespace's catalogue topics."""
     topics = {qualified(spec.name, namespace) for spec in CATALOGUE.values()}
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    admin = clients.admin(settings, request_timeout_ms=5000)
+    consumer = clients.consumer(settings)
     await admin.start()
     await consumer.start()
     try:
@@ -112,7 +113,7 @@ async def consumer_lag(bootstrap: str, namespace: str) -> dict[str, int]:
         ]
         if not partitions:
             return {}
-        ends = await end_offsets(consumer, partitions)
+        ends = await end_offsets(consumer, partitions, profile=settings.kafka_profile)
         groups = [g[0] for g in await admin.list_consumer_groups()]
         lag: dict[str, int] = {}
         for group in sorted(groups):

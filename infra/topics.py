@@ -14,6 +14,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError
 
+from infra.kafka import clients
 from infra.settings import Settings
 from schemas.topics import CATALOGUE, qualified
 
@@ -31,8 +32,7 @@ class TopicInfo:
 
 
 def _admin(settings: Settings) -> AIOKafkaAdminClient:
-    return AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap,
-                               request_timeout_ms=10_000)
+    return clients.admin(settings, request_timeout_ms=10_000)
 
 
 def declared_topics(namespace: str) -> dict[str, NewTopic]:

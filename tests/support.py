@@ -13,7 +13,8 @@ from aiokafka.structs import TopicPartition
 
 from schemas.envelope import Envelope
 from schemas.events import Event, decode_event
-from schemas.topics import qualified, route
+from schemas.topics import qualified
+from services.common.bus import Publisher
 
 T = TypeVar("T")
 
@@ -51,12 +52,7 @@ async def produce_events(bootstrap: str, namespace: str, events: Iterable[Envelo
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
     await producer.start()
     try:
-        futures = []
-        for event in events:
-            routed = route(event, namespace)
-            futures.append(await producer.send(routed.topic, routed.value, key=routed.key))
-        await asyncio.gather(*futures)
-        return len(futures)
+        return await Publisher(producer, namespace).publish_many(events)
     finally:
         await producer.stop()
 

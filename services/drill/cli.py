@@ -327,7 +327,7 @@ async def _replay_with_progress(console: Console, settings: Settings, log: Any, 
             while True:
                 try:
                     lag = await asyncio.wait_for(
-                        consumer_lag(settings.kafka_bootstrap, namespace), 10)
+                        consumer_lag(settings, namespace), 10)
                     progress.update(task, lag=str(sum(lag.values())) if lag else "0")
                 except (TimeoutError, KafkaError, OSError):
                     progress.update(task, lag="?")

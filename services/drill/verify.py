@@ -182,8 +182,7 @@ async def settle(settings: Settings, namespace: str, *, quiet: float = 3.0,
             if not await watcher.quiet(quiet, timeout=deadline - loop.time(), stop=stop):
                 return False
             try:
-                lag = await asyncio.wait_for(consumer_lag(settings.kafka_bootstrap, namespace),
-                                             15)
+                lag = await asyncio.wait_for(consumer_lag(settings, namespace), 15)
             except Exception:  # lag is a second opinion; quiet decision topics suffice
                 return True
             if not any(lag.values()):
