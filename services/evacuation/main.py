@@ -20,6 +20,7 @@ import faust
 from infra.settings import Settings
 from infra.topics import ensure_topics
 from schemas.region import RegionPackError
+from services.common.runtime import tune_gc
 from services.evacuation.app import app_id, build_app
 from services.evacuation.config import load_config
 
@@ -54,6 +55,7 @@ def main(settings: Settings) -> None:
         raise
     worker = faust.Worker(app, loop=loop, loglevel=settings.log_level, quiet=True,
                           redirect_stdouts=False, override_logging=False)
+    tune_gc()  # as run_service does for the asyncio services
     worker.spinner = None  # output goes to the supervisor's log, not a terminal
     for name in _QUIET_LOGGERS:
         logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger().level))

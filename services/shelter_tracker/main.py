@@ -15,6 +15,7 @@ import faust
 
 from infra.settings import Settings
 from infra.topics import ensure_topics
+from services.common.runtime import tune_gc
 from services.shelter_tracker.app import ShelterTracker
 
 __all__ = ["main"]
@@ -42,6 +43,7 @@ def main(settings: Settings) -> None:
         tracker.app, loop=loop, loglevel=settings.log_level, quiet=True,
         redirect_stdouts=False, override_logging=False,
     )
+    tune_gc()  # as run_service does for the asyncio services
     worker.spinner = None  # a terminal spinner; the supervisor's log is not a terminal
     # At DEBUG the libraries' INFO lines (rebalances, recovery) are wanted too.
     chatty_level = logging.INFO if settings.log_level == "DEBUG" else logging.WARNING
