@@ -74,6 +74,22 @@ class Settings(BaseSettings):
     embedded_kafka_port: Port = 19092
     embedded_postgres_port: Port = 15432
     log_level: str = Field(default="INFO", description="Python logging level name.")
+    intake_rate_per_second: float = Field(
+        default=5.0, gt=0, le=1_000_000,
+        description="Intake: sustained requests per second per token subject (then 429).",
+    )
+    intake_rate_burst: int = Field(
+        default=20, ge=1, le=1_000_000,
+        description="Intake: requests a token subject may make at once.",
+    )
+    intake_max_json_bytes: int = Field(
+        default=64 * 1024, ge=1024, le=16 * 1024 * 1024,
+        description="Intake: largest JSON body (a report's longest text is under 8 KiB).",
+    )
+    intake_max_cap_bytes: int = Field(
+        default=1024 * 1024, ge=1024, le=64 * 1024 * 1024,
+        description="Intake: largest CAP document (detailed polygons run to hundreds of KiB).",
+    )
     intake_url: str | None = Field(
         default=None,
         description="Intake's base URL as other processes reach it (the gateway forwards "

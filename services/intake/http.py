@@ -13,7 +13,9 @@ Request pipeline, outermost first:
    (413, before the whole body is buffered), JSON (400), then the service
    (202/200/409/422, 404).
 
-Limits are module constants until they become ``SONAE_*`` settings.
+The limits are settings (``SONAE_INTAKE_RATE_PER_SECOND``, ``SONAE_INTAKE_RATE_BURST``,
+``SONAE_INTAKE_MAX_JSON_BYTES``, ``SONAE_INTAKE_MAX_CAP_BYTES``); the constants below
+are their defaults, read from :class:`~infra.settings.Settings`.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from typing import Any, Final
 from aiohttp import web
 from pydantic import SecretStr
 
+from infra.settings import Settings
 from services.common.auth import (
     LEEWAY,
     AuthError,
@@ -64,13 +67,14 @@ __all__ = [
     "build_app",
 ]
 
-MAX_JSON_BYTES: Final = 64 * 1024
+_DEFAULTS: Final = Settings.model_fields
+MAX_JSON_BYTES: Final[int] = _DEFAULTS["intake_max_json_bytes"].default
 """Largest JSON body: a report's longest text (2000 characters) is under 8 KiB in UTF-8."""
-MAX_CAP_BYTES: Final = 1024 * 1024
+MAX_CAP_BYTES: Final[int] = _DEFAULTS["intake_max_cap_bytes"].default
 """Largest CAP document (alerts with detailed polygons run to hundreds of KiB)."""
-RATE_BURST: Final = 20
+RATE_BURST: Final[int] = _DEFAULTS["intake_rate_burst"].default
 """Requests a token may make at once."""
-RATE_PER_SECOND: Final = 5.0
+RATE_PER_SECOND: Final[float] = _DEFAULTS["intake_rate_per_second"].default
 """Sustained requests per second per token subject."""
 JSON_TYPES: Final = frozenset({"application/json"})
 CAP_TYPES: Final = frozenset({"application/cap+xml", "application/xml", "text/xml"})

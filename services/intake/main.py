@@ -22,6 +22,7 @@ from infra.settings import Settings
 from infra.topics import ensure_topics
 from schemas.region import RegionPackError, load_region
 from services.common.runtime import run_service
+from services.intake.domain import RateLimiter
 from services.intake.http import build_app
 from services.intake.ingest import Ingest
 from services.intake.metrics import IntakeMetrics
@@ -75,8 +76,12 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
             on_connect=lambda: ensure_topics(settings),
         )
         ingest = Ingest(intake, settings)
-        runner = web.AppRunner(build_app(intake, secret=settings.token_secret, relay=relay),
-                               access_log=None)
+        app = build_app(intake, secret=settings.token_secret, relay=relay,
+                        limiter=RateLimiter(settings.intake_rate_burst,
+                                            settings.intake_rate_per_second),
+                        max_json_bytes=settings.intake_max_json_bytes,
+                        max_cap_bytes=settings.intake_max_cap_bytes)
+        runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         try:
             site = web.TCPSite(runner, settings.host, settings.intake_port,

@@ -177,3 +177,32 @@ async def test_sigkill_while_publishing_loses_and_doubles_nothing(
     published = [json.loads(r.value)["event_id"] for r in records if r.value]
     assert set(published) == acknowledged  # nothing lost; duplicates only from re-publishing
     assert len(published) >= len(acknowledged)
+
+
+async def test_the_process_takes_its_limits_from_settings(
+        db_pool: asyncpg.Pool, kafka_bootstrap: str,
+        intake_env: tuple[dict[str, str], Path]) -> None:
+    """SONAE_INTAKE_RATE_BURST / _RATE_PER_SECOND / _MAX_JSON_BYTES reach the running API."""
+    env, log = intake_env
+    await prepare_schema(db_pool)
+    env = {**env, "SONAE_INTAKE_RATE_BURST": "2", "SONAE_INTAKE_RATE_PER_SECOND": "0.01",
+           "SONAE_INTAKE_MAX_JSON_BYTES": "1024"}
+    intake = IntakeProcess(env, log)
+    headers = {"Content-Type": "application/json", **auth(Role.FIELD, "limited-team")}
+    async with aiohttp.ClientSession() as session:
+        try:
+            intake.start(kafka_bootstrap)
+            await intake.ready(session)
+            big = {**report_body("limits-big"), "description": "x" * 1500}
+            async with session.post(intake.url + "/v1/reports", headers=headers,
+                                    data=json.dumps(big)) as response:
+                assert response.status == 413, await response.text()
+            async with session.post(intake.url + "/v1/reports", headers=headers,
+                                    data=json.dumps(report_body("limits-1"))) as response:
+                assert response.status == 202, await response.text()
+            async with session.post(intake.url + "/v1/reports", headers=headers,
+                                    data=json.dumps(report_body("limits-2"))) as response:
+                assert response.status == 429, await response.text()
+                assert int(response.headers["Retry-After"]) > 1
+        finally:
+            intake.kill()

@@ -37,6 +37,9 @@ def test_environment_variables_are_read(monkeypatch: pytest.MonkeyPatch) -> None
         ("SONAE_TOKEN_SECRET", "short"),
         ("SONAE_INTAKE_PORT", "70000"),
         ("SONAE_LOG_LEVEL", "LOUD"),
+        ("SONAE_INTAKE_RATE_PER_SECOND", "0"),
+        ("SONAE_INTAKE_RATE_BURST", "many"),
+        ("SONAE_INTAKE_MAX_JSON_BYTES", "10"),
     ],
 )
 def test_bad_value_names_the_variable(monkeypatch: pytest.MonkeyPatch, var: str,
