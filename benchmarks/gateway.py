@@ -222,15 +222,16 @@ def _summarise(collected: list[Any], timings: dict[str, float], clients: int,
 
 
 @asynccontextmanager
-async def embedded_stack() -> AsyncIterator[tuple[str, str]]:
-    """The embedded broker and PostgreSQL, as the test session starts them."""
+async def embedded_stack(durable: bool = True) -> AsyncIterator[tuple[str, str]]:
+    """The embedded broker and PostgreSQL."""
     from infra.embedded.broker import EmbeddedBroker
     from infra.embedded.postgres import EmbeddedPostgres
     from infra.embedded.processes import free_port
 
     base = Path(tempfile.mkdtemp(prefix="sonae-bench-"))
     broker = EmbeddedBroker(port=free_port(), log_path=base / "tansu.log")
-    postgres = EmbeddedPostgres(data_dir=base / "postgres", port=free_port(), durable=False)
+    # Durable (fsync on), as the system of record runs: intake acknowledges after commit.
+    postgres = EmbeddedPostgres(data_dir=base / "postgres", port=free_port(), durable=durable)
     broker.start()
     try:
         postgres.start()
@@ -242,64 +243,36 @@ async def embedded_stack() -> AsyncIterator[tuple[str, str]]:
         broker.stop()
 
 
-async def report_to_delta(rates: list[int], seconds: float) -> dict[int, dict[str, float]]:
+async def report_to_delta(rates: list[int], seconds: float, *, durable: bool = True,
+                          connections: int = 64) -> dict[int, dict[str, float]]:
     """POST /v1/reports → websocket delta, at each rate (a namespace per rate)."""
     import asyncpg
 
     from infra.db.migrate import migrate
 
     out: dict[int, dict[str, float]] = {}
-    async with embedded_stack() as (bootstrap, database_url):
+    async with embedded_stack(durable) as (bootstrap, database_url):
         conn = await asyncpg.connect(database_url)
         try:
             await migrate(conn)
         finally:
             await conn.close()
         for rate in rates:
-            out[rate] = await _one_rate(bootstrap, database_url, rate, seconds)
-            out[-rate] = await _one_rate(bootstrap, database_url, rate, seconds, direct=True)
+            out[rate] = await _one_rate(bootstrap, database_url, rate, seconds,
+                                        connections=connections)
+            out[-rate] = await _one_rate(bootstrap, database_url, rate, seconds, direct=True,
+                                         connections=connections)
     return out
 
 
-@asynccontextmanager
-async def _intake(settings: Any, pool: Any) -> AsyncIterator[str]:
-    """Intake in this process (HTTP, outbox, relay), unthrottled; yields its URL."""
-    from aiohttp import web
-
-    from infra.embedded.processes import free_port
-    from infra.kafka import clients as kafka_clients
-    from services.intake.domain import RateLimiter
-    from services.intake.http import build_app
-    from services.intake.metrics import IntakeMetrics
-    from services.intake.relay import Relay
-    from services.intake.service import Intake
-    from services.intake.store import Store
-
-    metrics = IntakeMetrics()
-    store = Store(pool, settings.namespace)
-    relay = Relay(store, lambda: kafka_clients.producer(settings), metrics=metrics)
-    runner = web.AppRunner(build_app(Intake(store, REGION, metrics=metrics), secret=SECRET,
-                                     relay=relay, limiter=RateLimiter(1e9, 1e9)),
-                           access_log=None)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    stop = asyncio.Event()
-    relay_task = asyncio.create_task(relay.run(stop))
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        stop.set()
-        await asyncio.wait_for(relay_task, 10)
-        await runner.cleanup()
-
-
 async def _one_rate(bootstrap: str, database_url: str, rate: int, seconds: float, *,
-                    direct: bool = False) -> dict[str, float]:
-    """One rate; ``direct`` produces report.accepted to Kafka instead of POSTing to intake."""
-    import aiohttp
-    import asyncpg
+                    direct: bool = False, connections: int) -> dict[str, float]:
+    """One rate; ``direct`` produces report.accepted to Kafka instead of POSTing to intake.
 
+    Open loop: request i leaves at start + i/rate on a free keep-alive connection of
+    the pool (``connections`` of them), whatever happened to the ones before it.
+    """
+    from benchmarks.support import HttpClient, intake_process
     from infra.embedded.processes import free_port
     from infra.kafka import clients as kafka_clients
     from infra.settings import load_settings
@@ -314,13 +287,17 @@ async def _one_rate(bootstrap: str, database_url: str, rate: int, seconds: float
     total = int(rate * seconds)
     sent: dict[str, float] = {}
     latencies: list[float] = []
-    pool = await asyncpg.create_pool(database_url, min_size=2, max_size=10)
-    try:
-        async with _intake(settings, pool) as intake_url, running(
-                settings, websocket_port=free_port(), dashboard_port=free_port()) as gw:
-            await gw.hub.ready.wait()
-            async with connect(gw.websocket_url, compression=None, max_queue=None) as ws, \
-                    aiohttp.ClientSession() as http:
+    log = Path(tempfile.mkdtemp(prefix="sonae-bench-logs-")) / f"intake{rate}.log"
+    async with intake_process(settings, log) as intake, running(
+            settings, websocket_port=free_port(), dashboard_port=free_port()) as gw:
+        await gw.hub.ready.wait()
+        port = int(intake.url.rsplit(":", 1)[1])
+        idle: asyncio.Queue[HttpClient] = asyncio.Queue()
+        for _ in range(0 if direct else connections):
+            idle.put_nowait(await HttpClient.connect("127.0.0.1", port))
+        headers = {"Authorization": f"Bearer {field}", "Content-Type": "application/json"}
+        try:
+            async with connect(gw.websocket_url, compression=None, max_queue=None) as ws:
                 await ws.send(json.dumps({"type": "hello", "token": hq}))
 
                 async def read() -> None:
@@ -351,11 +328,17 @@ async def _one_rate(bootstrap: str, database_url: str, rate: int, seconds: float
                     body = {"client_report_id": cid, "category": "flooding", "severity": 3,
                             "area_id": REGION.districts[i % len(REGION.districts)].id,
                             "description": cid}
+                    # Stamped before waiting for a free connection: time spent queueing
+                    # behind slow answers counts (no coordinated omission).
                     sent[cid] = time.monotonic()
-                    async with http.post(f"{intake_url}/v1/reports", json=body,
-                                         headers={"Authorization": f"Bearer {field}"}) as r:
-                        if r.status != 202:
-                            raise RuntimeError(f"intake answered {r.status}")
+                    client = await idle.get()
+                    try:
+                        status, answer = await client.request(
+                            "POST", "/v1/reports", headers, json.dumps(body).encode())
+                    finally:
+                        idle.put_nowait(client)
+                    if status != 202:
+                        raise RuntimeError(f"intake answered {status}: {answer[:200]!r}")
 
                 reader = asyncio.create_task(read())
                 posts = []
@@ -370,8 +353,9 @@ async def _one_rate(bootstrap: str, database_url: str, rate: int, seconds: float
                 with suppress(TimeoutError):
                     await asyncio.wait_for(reader, 60)
                 await producer.stop()
-    finally:
-        await pool.close()
+        finally:
+            while not idle.empty():
+                idle.get_nowait().close()
     return {"reports": total, "received": len(latencies), "offered_rate": achieved,
             "p50_ms": 1000 * statistics.median(latencies),
             "p99_ms": 1000 * percentile(latencies, 99)}
@@ -387,6 +371,10 @@ async def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--skip-e2e", action="store_true")
     parser.add_argument("--skip-fanout", action="store_true")
+    parser.add_argument("--connections", type=int, default=64,
+                        help="keep-alive connections to intake (report -> delta)")
+    parser.add_argument("--fast-postgres", action="store_true",
+                        help="fsync off (the test-suite setting) instead of durable")
     args = parser.parse_args()
     raise_fd_limit(4 * max(args.clients) + 1024)
     if not args.skip_fanout:
@@ -407,7 +395,9 @@ async def main() -> None:
     if not args.skip_e2e:
         print("report -> delta: POST /v1/reports (intake, outbox, relay) -> Kafka -> gateway "
               "-> websocket (HQ view)")
-        results = await report_to_delta(args.rates, args.seconds)
+        results = await report_to_delta(args.rates, args.seconds,
+                                        durable=not args.fast_postgres,
+                                        connections=args.connections)
         for rate, r in results.items():
             path = "via intake HTTP " if rate > 0 else "Kafka -> gateway"
             print(f"  {path} {abs(rate):>4}/s offered ({r['offered_rate']:.0f}/s achieved): "

@@ -336,21 +336,23 @@ async def recorder(settings: Settings, stack: Stack, events: Sequence[Event],
 # --- intake --------------------------------------------------------------------------
 
 
-def _intake_client(url: str, token: str, concurrency: int, seconds: float,
+def _intake_client(port: int, token: str, concurrency: int, seconds: float,
                    queue: Any) -> None:
-    """Child process: closed-loop POSTs for ``seconds``; puts (latencies, ok, errors)."""
-    import aiohttp
+    """Child process: closed-loop POSTs for ``seconds``; puts (latencies, errors, cpu)."""
+    import json
 
-    async def run() -> tuple[list[float], int, int]:
+    from benchmarks.support import HttpClient
+
+    async def run() -> tuple[list[float], int]:
         latencies: list[float] = []
         errors = 0
         stop_at = time.monotonic() + seconds
-        headers = {"Authorization": f"Bearer {token}"}
-        connector = aiohttp.TCPConnector(limit=concurrency)
-        async with aiohttp.ClientSession(connector=connector) as http:
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
 
-            async def worker(w: int) -> None:
-                nonlocal errors
+        async def worker(w: int) -> None:
+            nonlocal errors
+            client = await HttpClient.connect("127.0.0.1", port)
+            try:
                 n = 0
                 while time.monotonic() < stop_at:
                     body = {"client_report_id": f"w{w}-{n}-{uuid.uuid4().hex[:8]}",
@@ -358,17 +360,21 @@ def _intake_client(url: str, token: str, concurrency: int, seconds: float,
                             "reporter": {"team": "bench"}, "description": "benchmark"}
                     n += 1
                     start = time.perf_counter()
-                    async with http.post(url, json=body, headers=headers) as response:
-                        await response.read()
-                        if response.status == 202:
-                            latencies.append(time.perf_counter() - start)
-                        else:
-                            errors += 1
+                    status, _ = await client.request("POST", "/v1/reports", headers,
+                                                     json.dumps(body).encode())
+                    if status == 202:
+                        latencies.append(time.perf_counter() - start)
+                    else:
+                        errors += 1
+            finally:
+                client.close()
 
-            await asyncio.gather(*(worker(w) for w in range(concurrency)))
-        return latencies, len(latencies), errors
+        await asyncio.gather(*(worker(w) for w in range(concurrency)))
+        return latencies, errors
 
-    queue.put(asyncio.run(run()))
+    cpu0 = time.process_time()
+    latencies, errors = asyncio.run(run())
+    queue.put((latencies, errors, time.process_time() - cpu0))
 
 
 @dataclass
@@ -378,61 +384,49 @@ class IntakeFigures:
     p99_ms: float
     errors: int
     drained_s: float
+    cpu_ms: tuple[float, float, float]
+    """CPU ms per 1,000 reports: intake process, PostgreSQL, load client."""
 
 
-async def intake(bootstrap: str, dsn: str, namespace: str, *, concurrency: int,
+async def intake(stack: Stack, namespace: str, log: Path, *, concurrency: int,
                  seconds: float) -> IntakeFigures:
-    """Sustained POST /v1/reports against an in-process intake app."""
-    from aiohttp import web
-
-    from schemas.region import load_region
+    """Sustained POST /v1/reports against intake running as its own process."""
+    from benchmarks.support import intake_process
     from services.common.auth import Role, issue_token
-    from services.intake.domain import RateLimiter
-    from services.intake.http import build_app
-    from services.intake.metrics import IntakeMetrics
-    from services.intake.relay import Relay
-    from services.intake.service import Intake
-    from services.intake.store import Store
 
-    settings = settings_for(bootstrap, dsn, namespace)
+    settings = settings_for(stack.bootstrap, stack.dsn, namespace)
     await ensure_topics(settings)
-    pool = await asyncpg.create_pool(dsn, min_size=2, max_size=10)
-    metrics = IntakeMetrics()
-    store = Store(pool, namespace)
-    relay = Relay(store, lambda: clients.producer(settings), metrics=metrics)
-    app = build_app(Intake(store, load_region(), metrics=metrics), secret=SECRET,
-                    relay=relay, limiter=RateLimiter(1e9, 1e9))
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    stop = asyncio.Event()
-    relay_task = asyncio.create_task(relay.run(stop))
     token = issue_token(SECRET, Role.FIELD, "bench-field", timedelta(hours=1))
     context = mp.get_context("spawn")
     results = context.Queue()
-    client = context.Process(target=_intake_client, args=(
-        f"http://127.0.0.1:{port}/v1/reports", token, concurrency, seconds, results))
-    try:
+    async with intake_process(settings, log) as running:
+        port = int(running.url.rsplit(":", 1)[1])
+        client = context.Process(target=_intake_client, args=(
+            port, token, concurrency, seconds, results))
+        cpu0, pg0 = process_cpu(running.pid), postgres_cpu(stack.postgres_pid)
         client.start()
-        latencies, ok, errors = await asyncio.to_thread(results.get, True, seconds + 120)
+        latencies, errors, client_cpu = await asyncio.to_thread(results.get, True,
+                                                                seconds + 120)
+        cpu1, pg1 = process_cpu(running.pid), postgres_cpu(stack.postgres_pid)
         await asyncio.to_thread(client.join, 30)
         # Sustained means the relay kept up: time until every event reached Kafka.
-        drain_start = time.monotonic()
-        while await store.backlog():  # noqa: ASYNC110 - polling another system's state
-            await asyncio.sleep(0.1)
-        drained = time.monotonic() - drain_start
-    finally:
-        stop.set()
-        await asyncio.wait_for(relay_task, 30)
-        await runner.cleanup()
-        await pool.close()
+        conn = await asyncpg.connect(stack.dsn)
+        try:
+            drain_start = time.monotonic()
+            while await conn.fetchval(  # noqa: ASYNC110 - polling another process's state
+                    "select count(*) from outbox where sent_at is null"):
+                await asyncio.sleep(0.1)
+            drained = time.monotonic() - drain_start
+        finally:
+            await conn.close()
     ordered = sorted(latencies)
+    per_k = 1000 * 1000 / max(1, len(ordered))
     return IntakeFigures(
-        reports_per_s=ok / seconds,
+        reports_per_s=len(ordered) / seconds,
         p50_ms=1000 * statistics.median(ordered),
         p99_ms=1000 * ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))],
-        errors=errors, drained_s=drained)
+        errors=errors, drained_s=drained,
+        cpu_ms=((cpu1 - cpu0) * per_k, (pg1 - pg0) * per_k, client_cpu * per_k))
 
 
 # --- report --------------------------------------------------------------------------
@@ -495,7 +489,8 @@ def report(results: Results, args: argparse.Namespace) -> str:
             f"| intake `POST /v1/reports`, {args.concurrency} connections, "
             f"{args.intake_seconds:.0f} s | {i.reports_per_s:,.0f} reports/s "
             f"(p50 {i.p50_ms:.1f} ms, p99 {i.p99_ms:.1f} ms) "
-            f"| 1 | | **{i.reports_per_s / produce:.1%}** of raw produce |")
+            f"| 1 | {i.cpu_ms[0]:.0f} + {i.cpu_ms[1]:.0f} (load client {i.cpu_ms[2]:.0f}) "
+            f"| **{i.reports_per_s / produce:.1%}** of raw produce |")
         lines.append("")
         lines.append(f"intake: {i.errors} non-202 answers; the relay emptied the outbox "
                      f"{i.drained_s:.1f} s after the last request")
@@ -546,7 +541,8 @@ async def main() -> None:
                         results.inserts.setdefault(name, []).append(rate)
                     progress(f"run {run + 1}: inserts {timed}")
             if args.intake_seconds > 0:
-                results.intake = await intake(stack.bootstrap, stack.dsn, "intakebench",
+                results.intake = await intake(stack, "intakebench",
+                                              Path(logs) / "intake.log",
                                               concurrency=args.concurrency,
                                               seconds=args.intake_seconds)
                 progress(f"intake {results.intake.reports_per_s:,.0f} reports/s")

@@ -1,0 +1,102 @@
+"""What several benchmarks share: intake as its own process, and a lean HTTP load client.
+
+Intake is measured as it is deployed: ``services.intake.main`` in a process of its
+own (the service runtime, its collector settings, its own core when one is free),
+unthrottled (``SONAE_INTAKE_RATE_*``), so the figures are the service's and not
+those of a benchmark script sharing its event loop.
+
+The load client speaks just enough HTTP/1.1 for ``POST`` with keep-alive and a
+``Content-Length`` answer (which is all intake sends), so that generating the load
+costs a small fraction of what serving it does: with aiohttp's client on the same
+two cores, the client took about as much CPU as intake itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from infra.embedded.processes import free_port, spawn, stop_group
+from infra.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+_INTAKE = ("from infra.settings import load_settings; from services.intake.main import main; "
+           "main(load_settings())")
+
+
+@dataclass(frozen=True)
+class RunningIntake:
+    url: str
+    pid: int
+
+
+@contextlib.asynccontextmanager
+async def intake_process(settings: Settings, log: Path) -> AsyncIterator[RunningIntake]:
+    """``services.intake.main`` for ``settings``, unthrottled, answering /healthz."""
+    port = free_port()
+    env = {**os.environ, **settings.env(), "SONAE_INTAKE_PORT": str(port),
+           "SONAE_HOST": "127.0.0.1", "SONAE_INTAKE_RATE_PER_SECOND": "1000000",
+           "SONAE_INTAKE_RATE_BURST": "1000000", "SONAE_LOG_LEVEL": "WARNING"}
+    with log.open("ab") as out:
+        proc = spawn([sys.executable, "-c", _INTAKE], log=out, cwd=ROOT, env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"intake exited with {proc.returncode}; see {log}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"intake did not answer /healthz in 60 s; see {log}")
+            with contextlib.suppress(OSError, ConnectionError, ValueError):
+                client = await HttpClient.connect("127.0.0.1", port)
+                try:
+                    status, _ = await client.request("GET", "/healthz", {})
+                finally:
+                    client.close()
+                if status == 200:
+                    break
+            await asyncio.sleep(0.1)
+        yield RunningIntake(f"http://127.0.0.1:{port}", proc.pid)
+    finally:
+        await asyncio.to_thread(stop_group, proc, timeout=15)
+
+
+class HttpClient:
+    """One keep-alive HTTP/1.1 connection; one request at a time."""
+
+    def __init__(self, host: str, reader: asyncio.StreamReader,
+                 writer: asyncio.StreamWriter) -> None:
+        self._host = host
+        self._reader = reader
+        self._writer = writer
+
+    @classmethod
+    async def connect(cls, host: str, port: int) -> HttpClient:
+        reader, writer = await asyncio.open_connection(host, port)
+        return cls(f"{host}:{port}", reader, writer)
+
+    async def request(self, method: str, path: str, headers: dict[str, str],
+                      body: bytes = b"") -> tuple[int, bytes]:
+        """Send one request and read its answer: (status, body)."""
+        head = [f"{method} {path} HTTP/1.1", f"Host: {self._host}",
+                f"Content-Length: {len(body)}"]
+        head += [f"{name}: {value}" for name, value in headers.items()]
+        self._writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
+        status_line = await self._reader.readuntil(b"\r\n")
+        status = int(status_line.split(b" ", 2)[1])
+        length = 0
+        while (line := await self._reader.readuntil(b"\r\n")) != b"\r\n":
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+            elif name.strip().lower() == b"transfer-encoding":
+                raise ValueError("chunked answers are not supported by the load client")
+        return status, await self._reader.readexactly(length)
+
+    def close(self) -> None:
+        self._writer.close()
