@@ -45,6 +45,8 @@ BACKOFF_MAX: Final = 5.0
 """Retry delays while the broker or database is unavailable (doubling, bounded)."""
 SEND_TIMEOUT: Final = 15.0
 """A batch not fully acknowledged within this many seconds is retried."""
+BACKLOG_EVERY: Final = 1.0
+"""Seconds between counts of unsent rows for the ``outbox_backlog`` gauge."""
 OUTBOX_RETENTION: Final = timedelta(days=7)
 """Sent rows are deleted after this long (the event store keeps every event)."""
 _RETENTION_EVERY: Final = 3600.0
@@ -95,6 +97,7 @@ class Relay:
         delay = BACKOFF_MIN
         failing = False
         last_retention = 0.0
+        last_backlog = 0.0
         try:
             while not stop.is_set():
                 try:
@@ -104,15 +107,22 @@ class Relay:
                         if self._on_connect is not None:
                             await self._on_connect()
                         log.info("relay connected to the broker")
+                    # A short batch means the outbox was empty a moment ago: rows committed
+                    # since then notify, and the wakeable sleep below returns at once, so
+                    # no empty transaction is spent on checking again.
                     while await self.store.publish_batch(self.batch_size,
-                                                         self._sender(producer)) > 0:
+                                                         self._sender(producer)) \
+                            >= self.batch_size:
                         if stop.is_set():
                             break
                     self._set_connected(True)
                     if failing:
                         log.info("relay recovered; outbox draining resumed")
                     failing, delay = False, BACKOFF_MIN
-                    self.metrics.outbox_backlog.set(await self.store.backlog())
+                    if time.monotonic() - last_backlog >= BACKLOG_EVERY:
+                        # A count per publish cost as much as the publish's own queries.
+                        last_backlog = time.monotonic()
+                        self.metrics.outbox_backlog.set(await self.store.backlog())
                     if time.monotonic() - last_retention > _RETENTION_EVERY:
                         last_retention = time.monotonic()
                         await self.store.forget_sent(OUTBOX_RETENTION)
