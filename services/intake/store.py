@@ -20,6 +20,16 @@ in a savepoint of one new transaction, so a failing write fails alone and no
 write is ever half applied. A caller is answered only after the commit that
 holds its write, or with the error that kept it from being committed.
 
+Almost every write is a first receipt (a new key, or no key at all). Those are
+written by *one* statement, in autocommit: data-modifying CTEs insert the
+idempotency records (``on conflict do nothing``) and, for exactly the records
+that were new, the outbox rows and report outcomes; a single statement is atomic
+and, with ``synchronous_commit`` on, durable when it returns. On this VM's
+loopback a round trip costs ~0.35 ms, and the transaction it replaces took six
+(begin, lock-read, three inserts, commit). Writes whose key already had a record
+(resends, corrections, conflicts) are then decided as described above, in a
+transaction of their own.
+
 The relay side (:meth:`Store.publish_batch`) locks a batch of unsent rows,
 hands them to a publish callback and marks them sent in the same transaction:
 if the process dies in between, the rows are still unsent and are published
@@ -97,6 +107,60 @@ _INSERT_OUTBOX: Final = """
     from unnest($1::text[], $2::bytea[], $3::bytea[], $4::uuid[], $5::text[])
         with ordinality as u(topic, key, value, event_id, event_type, n)
     order by n
+"""
+# First receipts in one statement (see the module docstring). $1..$9: one entry per
+# keyed write (w = its index in the group); $10..$16: every outbox row with the index
+# of its write and whether that write is keyed (a keyless write always writes its
+# rows); $17..$29: report outcomes of keyed writes.
+# Returns the indexes of the keyed writes whose record was new.
+_WRITE_FIRST_RECEIPTS: Final = """
+    with incoming as (
+        select * from unnest($1::int4[], $2::text[], $3::text[], $4::text[], $5::text[],
+            $6::int4[], $7::text[], $8::uuid[], $9::text[])
+            as u(w, kind, scope, client_id, body_hash, status_code, response, report_id,
+                 event_ids)
+    ), inserted as (
+        insert into intake_requests (kind, scope, client_id, body_hash, status_code,
+            response, report_id, event_ids)
+        select kind, scope, client_id, body_hash, status_code, response::jsonb, report_id,
+            string_to_array(event_ids, ',')::uuid[]
+        from incoming order by w
+        on conflict (kind, scope, client_id) do nothing
+        returning kind, scope, client_id
+    ), written as (
+        select i.w from incoming i join inserted n using (kind, scope, client_id)
+    ), outbox_rows as (
+        insert into outbox (topic, key, value, event_id, event_type)
+        select topic, key, value, event_id, event_type
+        from unnest($10::int4[], $11::bool[], $12::text[], $13::bytea[], $14::bytea[],
+            $15::uuid[], $16::text[]) with ordinality as o(w, keyed, topic, key, value,
+                                                           event_id, event_type, n)
+        where not o.keyed or o.w in (select w from written)
+        order by n
+        returning 1
+    ), reports as (
+        insert into report_status (report_id, scope, client_report_id, team, status,
+            reasons, area_id, outside_region, submitted_event_id, accepted_event_id,
+            rejected_event_id, received_at)
+        select report_id, scope, client_report_id, team, status, reasons::jsonb, area_id,
+            outside_region, submitted_event_id, accepted_event_id, rejected_event_id,
+            received_at
+        from unnest($17::int4[], $18::uuid[], $19::text[], $20::text[], $21::text[],
+            $22::text[], $23::text[], $24::text[], $25::bool[], $26::uuid[], $27::uuid[],
+            $28::uuid[], $29::timestamptz[])
+            as r(w, report_id, scope, client_report_id, team, status, reasons, area_id,
+                 outside_region, submitted_event_id, accepted_event_id, rejected_event_id,
+                 received_at)
+        where r.w in (select w from written)
+        on conflict (report_id) do update set
+            team = excluded.team, status = excluded.status, reasons = excluded.reasons,
+            area_id = excluded.area_id, outside_region = excluded.outside_region,
+            submitted_event_id = excluded.submitted_event_id,
+            accepted_event_id = excluded.accepted_event_id,
+            rejected_event_id = excluded.rejected_event_id, updated_at = now()
+        returning 1
+    )
+    select w from written
 """
 _UPSERT_REPORTS: Final = """
     insert into report_status (report_id, scope, client_report_id, team, status, reasons,
@@ -305,28 +369,75 @@ class Store:
             raise
 
     async def _commit_group(self, group: list[_Prepared]) -> list[Recorded | Exception]:
-        """One transaction for the whole group; if the server refuses any part of it, one
-        savepoint per write in a new transaction, so one bad write fails alone."""
+        """First receipts in one statement, then the rest in one transaction (see the
+        module docstring); a write's answer says what became of that write alone."""
+        results: list[Recorded | Exception | None] = [None] * len(group)
         try:
             async with self.pool.acquire() as conn:
+                first = [i for i, p in enumerate(group)
+                         if p.key is not None or p.write.report is None]
                 try:
-                    async with conn.transaction():
-                        return list(await self._write_group(conn, group))
+                    written = await self._write_first_receipts(conn, [group[i] for i in first])
                 except Exception as e:
-                    # A refused statement or a value that cannot be encoded: the whole
-                    # group rolled back, nothing of any write is applied.
+                    # Refused or not encodable: the statement applied nothing.
                     if conn.is_closed():
                         raise
-                    log.debug("group write of %d refused (%s: %s); writing one by one",
-                              len(group), type(e).__name__, e)
-                results: list[Recorded | Exception] = []
-                async with conn.transaction():
-                    for prepared in group:
-                        results.append(await self._write_alone(conn, prepared))
-                return results
+                    log.debug("first-receipt write of %d refused (%s: %s); writing the "
+                              "group as a transaction", len(first), type(e).__name__, e)
+                    written = set()
+                for n in written:
+                    p = group[first[n]]
+                    results[first[n]] = Recorded(Decision.WRITE, p.write.status_code,
+                                                 p.write.response)
+                rest = [i for i, r in enumerate(results) if r is None]
+                if rest:
+                    decided = await self._commit_decided(conn, [group[i] for i in rest])
+                    for i, result in zip(rest, decided, strict=True):
+                        results[i] = result
         except Exception as e:
-            # Connection lost, commit failed: no write of the group is known durable.
-            return [e] * len(group)
+            # Connection lost, commit failed: no write of the group that is not answered
+            # yet is known durable.
+            results = [e if r is None else r for r in results]
+        return [r if r is not None else RuntimeError("write not attempted") for r in results]
+
+    async def _write_first_receipts(self, conn: asyncpg.Connection,
+                                    writes: Sequence[_Prepared]) -> set[int]:
+        """Write every keyless write and every keyed one whose key is new, in one
+        autocommitted statement; return the indexes (into ``writes``) now durable."""
+        if not writes:
+            return set()
+        keyed = [(w, p) for w, p in enumerate(writes) if p.key is not None]
+        outbox = [(w, p.key is not None, *row) for w, p in enumerate(writes)
+                  for row in p.outbox]
+        reports = [(w, r.report_id, r.scope, r.client_report_id, r.team, r.status,
+                    _json(list(r.reasons)), r.area_id, r.outside_region, r.submitted_event_id,
+                    r.accepted_event_id, r.rejected_event_id, r.received_at)
+                   for w, p in keyed if (r := p.write.report) is not None]
+        rows = await conn.fetch(_WRITE_FIRST_RECEIPTS, *_columns(
+            [(w, p.write.kind.value, p.write.scope, p.write.client_id, p.write.body_hash,
+              p.write.status_code, p.response_json, p.write.report_id, p.event_ids)
+             for w, p in keyed], 9), *_columns(outbox, 7), *_columns(reports, 13))
+        return {row["w"] for row in rows} | {w for w, p in enumerate(writes) if p.key is None}
+
+    async def _commit_decided(self, conn: asyncpg.Connection,
+                              group: list[_Prepared]) -> list[Recorded | Exception]:
+        """Writes whose key had a record: decide each against it in one transaction; if the
+        server refuses any part, one savepoint per write, so one bad write fails alone."""
+        try:
+            async with conn.transaction():
+                return list(await self._write_group(conn, group))
+        except Exception as e:
+            # A refused statement or a value that cannot be encoded: the whole
+            # group rolled back, nothing of any write is applied.
+            if conn.is_closed():
+                raise
+            log.debug("group write of %d refused (%s: %s); writing one by one",
+                      len(group), type(e).__name__, e)
+        results: list[Recorded | Exception] = []
+        async with conn.transaction():
+            for prepared in group:
+                results.append(await self._write_alone(conn, prepared))
+        return results
 
     async def _write_alone(self, conn: asyncpg.Connection,
                            prepared: _Prepared) -> Recorded | Exception:
