@@ -244,7 +244,8 @@ async def embedded_stack(durable: bool = True) -> AsyncIterator[tuple[str, str]]
 
 
 async def report_to_delta(rates: list[int], seconds: float, *, durable: bool = True,
-                          connections: int = 64) -> dict[int, dict[str, float]]:
+                          connections: int = 64,
+                          warmup: float = 2.0) -> dict[int, dict[str, float]]:
     """POST /v1/reports → websocket delta, at each rate (a namespace per rate)."""
     import asyncpg
 
@@ -259,14 +260,15 @@ async def report_to_delta(rates: list[int], seconds: float, *, durable: bool = T
             await conn.close()
         for rate in rates:
             out[rate] = await _one_rate(bootstrap, database_url, rate, seconds,
-                                        connections=connections)
+                                        connections=connections, warmup=warmup)
             out[-rate] = await _one_rate(bootstrap, database_url, rate, seconds, direct=True,
-                                         connections=connections)
+                                         connections=connections, warmup=warmup)
     return out
 
 
 async def _one_rate(bootstrap: str, database_url: str, rate: int, seconds: float, *,
-                    direct: bool = False, connections: int) -> dict[str, float]:
+                    direct: bool = False, connections: int,
+                    warmup: float) -> dict[str, float]:
     """One rate; ``direct`` produces report.accepted to Kafka instead of POSTing to intake.
 
     Open loop: request i leaves at start + i/rate on a free keep-alive connection of
@@ -285,6 +287,7 @@ async def _one_rate(bootstrap: str, database_url: str, rate: int, seconds: float
     field = issue_token(SECRET, Role.FIELD, "bench-field", timedelta(hours=1))
     hq = issue_token(SECRET, Role.HQ, "bench-hq", timedelta(hours=1))
     total = int(rate * seconds)
+    warm = int(rate * warmup)
     sent: dict[str, float] = {}
     latencies: list[float] = []
     acks: list[float] = []
@@ -316,12 +319,17 @@ async def _one_rate(bootstrap: str, database_url: str, rate: int, seconds: float
                 publisher = Publisher(producer, settings.namespace)
 
                 async def post(i: int) -> None:
-                    cid = "b" + uuid.uuid4().hex[:20]
+                    # Warm-up requests ("w…") are sent at the same rate but not measured:
+                    # the figures are for the steady state, not for connection set-up,
+                    # first statements and the processes' caches filling.
+                    measured = i >= warm
+                    cid = ("b" if measured else "w") + uuid.uuid4().hex[:20]
                     if direct:
                         event = stamped_report("e2e", i, REGION.districts[i % 6].id)
                         payload = event.payload.model_dump(mode="json")
                         payload["report"]["description"] = cid
-                        sent[cid] = time.monotonic()
+                        if measured:
+                            sent[cid] = time.monotonic()
                         await publisher.publish(new_event(
                             ReportAccepted, payload, occurred_at=event.occurred_at,
                             source="intake"))
@@ -331,27 +339,32 @@ async def _one_rate(bootstrap: str, database_url: str, rate: int, seconds: float
                             "description": cid}
                     # Stamped before waiting for a free connection: time spent queueing
                     # behind slow answers counts (no coordinated omission).
-                    sent[cid] = t0 = time.monotonic()
+                    t0 = time.monotonic()
+                    if measured:
+                        sent[cid] = t0
                     client = await idle.get()
                     try:
                         status, answer = await client.request(
                             "POST", "/v1/reports", headers, json.dumps(body).encode())
                     finally:
                         idle.put_nowait(client)
-                    acks.append(time.monotonic() - t0)
+                    if measured:
+                        acks.append(time.monotonic() - t0)
                     if status != 202:
                         raise RuntimeError(f"intake answered {status}: {answer[:200]!r}")
 
                 reader = asyncio.create_task(read())
                 posts = []
                 start = time.monotonic()
-                for i in range(total):
+                for i in range(warm + total):
                     delay = start + i / rate - time.monotonic()
                     if delay > 0:
                         await asyncio.sleep(delay)
+                    if i == warm:
+                        measured_from = time.monotonic()
                     posts.append(asyncio.create_task(post(i)))
                 await asyncio.gather(*posts)
-                achieved = total / (time.monotonic() - start)
+                achieved = total / (time.monotonic() - measured_from)
                 with suppress(TimeoutError):
                     await asyncio.wait_for(reader, 60)
                 await producer.stop()
@@ -375,6 +388,8 @@ async def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--skip-e2e", action="store_true")
     parser.add_argument("--skip-fanout", action="store_true")
+    parser.add_argument("--warmup", type=float, default=2.0,
+                        help="seconds of unmeasured load at each rate first (report -> delta)")
     parser.add_argument("--connections", type=int, default=64,
                         help="keep-alive connections to intake (report -> delta)")
     parser.add_argument("--fast-postgres", action="store_true",
@@ -401,7 +416,8 @@ async def main() -> None:
               "-> websocket (HQ view)")
         results = await report_to_delta(args.rates, args.seconds,
                                         durable=not args.fast_postgres,
-                                        connections=args.connections)
+                                        connections=args.connections,
+                                        warmup=args.warmup)
         for rate, r in results.items():
             path = "via intake HTTP " if rate > 0 else "Kafka -> gateway"
             print(f"  {path} {abs(rate):>4}/s offered ({r['offered_rate']:.0f}/s achieved): "
