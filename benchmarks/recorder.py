@@ -389,9 +389,14 @@ class IntakeFigures:
 
 
 async def intake(stack: Stack, namespace: str, log: Path, *, concurrency: int,
-                 seconds: float) -> IntakeFigures:
-    """Sustained POST /v1/reports against intake running as its own process."""
-    from benchmarks.support import intake_process
+                 seconds: float, bare: bool = False) -> IntakeFigures:
+    """Sustained POST /v1/reports against intake running as its own process.
+
+    ``bare``: against :func:`benchmarks.support.null_http_process` instead — aiohttp
+    reading the body and answering 202, nothing else: the most any aiohttp service
+    can answer on this machine with this client.
+    """
+    from benchmarks.support import intake_process, null_http_process
     from services.common.auth import Role, issue_token
 
     settings = settings_for(stack.bootstrap, stack.dsn, namespace)
@@ -399,7 +404,8 @@ async def intake(stack: Stack, namespace: str, log: Path, *, concurrency: int,
     token = issue_token(SECRET, Role.FIELD, "bench-field", timedelta(hours=1))
     context = mp.get_context("spawn")
     results = context.Queue()
-    async with intake_process(settings, log) as running:
+    server = null_http_process() if bare else intake_process(settings, log)
+    async with server as running:
         port = int(running.url.rsplit(":", 1)[1])
         client = context.Process(target=_intake_client, args=(
             port, token, concurrency, seconds, results))
@@ -413,7 +419,7 @@ async def intake(stack: Stack, namespace: str, log: Path, *, concurrency: int,
         conn = await asyncpg.connect(stack.dsn)
         try:
             drain_start = time.monotonic()
-            while await conn.fetchval(  # noqa: ASYNC110 - polling another process's state
+            while not bare and await conn.fetchval(  # noqa: ASYNC110 - another process's state
                     "select count(*) from outbox where sent_at is null"):
                 await asyncio.sleep(0.1)
             drained = time.monotonic() - drain_start
@@ -438,6 +444,7 @@ class Results:
     copy: list[Rate] = field(default_factory=list)
     recorder: list[Rate] = field(default_factory=list)
     intake: IntakeFigures | None = None
+    bare_http: IntakeFigures | None = None
     inserts: dict[str, list[float]] = field(default_factory=dict)
 
 
@@ -491,6 +498,14 @@ def report(results: Results, args: argparse.Namespace) -> str:
             f"(p50 {i.p50_ms:.1f} ms, p99 {i.p99_ms:.1f} ms) "
             f"| 1 | {i.cpu_ms[0]:.0f} + {i.cpu_ms[1]:.0f} (load client {i.cpu_ms[2]:.0f}) "
             f"| **{i.reports_per_s / produce:.1%}** of raw produce |")
+        if results.bare_http is not None:
+            b = results.bare_http
+            lines.append(
+                f"| bare aiohttp `POST` (read the body, answer 202, nothing else), same client "
+                f"| {b.reports_per_s:,.0f} requests/s (p50 {b.p50_ms:.1f} ms, "
+                f"p99 {b.p99_ms:.1f} ms) | 1 | {b.cpu_ms[0]:.0f} (load client {b.cpu_ms[2]:.0f}) "
+                f"| {b.reports_per_s / produce:.1%} of raw produce: the ceiling of any "
+                f"aiohttp service here; intake = {i.reports_per_s / b.reports_per_s:.1%} of it |")
         lines.append("")
         lines.append(f"intake: {i.errors} non-202 answers; the relay emptied the outbox "
                      f"{i.drained_s:.1f} s after the last request")
@@ -546,6 +561,10 @@ async def main() -> None:
                                               concurrency=args.concurrency,
                                               seconds=args.intake_seconds)
                 progress(f"intake {results.intake.reports_per_s:,.0f} reports/s")
+                results.bare_http = await intake(stack, "barehttp", Path(logs) / "bare.log",
+                                                 concurrency=args.concurrency,
+                                                 seconds=args.intake_seconds, bare=True)
+                progress(f"bare aiohttp {results.bare_http.reports_per_s:,.0f} requests/s")
     print(report(results, args))
 
 

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import multiprocessing as mp
 import os
 import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from infra.embedded.processes import free_port, spawn, stop_group
 from infra.settings import Settings
@@ -100,3 +102,42 @@ class HttpClient:
 
     def close(self) -> None:
         self._writer.close()
+
+
+def _serve_null(port: int, ready: Any) -> None:
+    """Child process: an aiohttp app whose ``POST /v1/reports`` reads the body and answers
+    202 with a small JSON body — the HTTP layer alone, intake's ceiling on this machine."""
+    from aiohttp import web
+
+    async def accept(request: web.Request) -> web.Response:
+        body = await request.read()
+        return web.json_response({"status": "accepted", "bytes": len(body)}, status=202)
+
+    async def serve() -> None:
+        app = web.Application()
+        app.router.add_post("/v1/reports", accept)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        ready.set()
+        await asyncio.Event().wait()
+
+    asyncio.run(serve())
+
+
+@contextlib.asynccontextmanager
+async def null_http_process() -> AsyncIterator[RunningIntake]:
+    """The bare aiohttp server of :func:`_serve_null` in a process of its own."""
+    context = mp.get_context("spawn")
+    ready = context.Event()
+    port = free_port()
+    proc = context.Process(target=_serve_null, args=(port, ready), daemon=True)
+    proc.start()
+    try:
+        if not await asyncio.to_thread(ready.wait, 30):
+            raise RuntimeError("the bare HTTP server did not start in 30 s")
+        assert proc.pid is not None
+        yield RunningIntake(f"http://127.0.0.1:{port}", proc.pid)
+    finally:
+        proc.terminate()
+        await asyncio.to_thread(proc.join, 10)
