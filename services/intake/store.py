@@ -107,12 +107,14 @@ _INSERT_OUTBOX: Final = """
     from unnest($1::text[], $2::bytea[], $3::bytea[], $4::uuid[], $5::text[])
         with ordinality as u(topic, key, value, event_id, event_type, n)
     order by n
+    returning id, event_id
 """
 # First receipts in one statement (see the module docstring). $1..$9: one entry per
 # keyed write (w = its index in the group); $10..$16: every outbox row with the index
 # of its write and whether that write is keyed (a keyless write always writes its
 # rows); $17..$29: report outcomes of keyed writes.
-# Returns the indexes of the keyed writes whose record was new.
+# Returns the indexes of the keyed writes whose record was new (w), and the id of
+# every outbox row written (id, event_id).
 _WRITE_FIRST_RECEIPTS: Final = """
     with incoming as (
         select * from unnest($1::int4[], $2::text[], $3::text[], $4::text[], $5::text[],
@@ -137,7 +139,7 @@ _WRITE_FIRST_RECEIPTS: Final = """
                                                            event_id, event_type, n)
         where not o.keyed or o.w in (select w from written)
         order by n
-        returning 1
+        returning id, event_id
     ), reports as (
         insert into report_status (report_id, scope, client_report_id, team, status,
             reasons, area_id, outside_region, submitted_event_id, accepted_event_id,
@@ -160,7 +162,9 @@ _WRITE_FIRST_RECEIPTS: Final = """
             rejected_event_id = excluded.rejected_event_id, updated_at = now()
         returning 1
     )
-    select w from written
+    select w, null::bigint as id, null::uuid as event_id from written
+    union all
+    select null, id, event_id from outbox_rows
 """
 _UPSERT_REPORTS: Final = """
     insert into report_status (report_id, scope, client_report_id, team, status, reasons,
@@ -257,6 +261,10 @@ class _Prepared:
     """The event ids, comma-joined (see _INSERT_REQUESTS)."""
 
 
+OutboxListener = Callable[[list["OutboxRow"]], None]
+"""Told of outbox rows as soon as they are committed, in id order (the relay)."""
+
+
 def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
     """Rows to one list per column: the array parameters of an ``unnest`` insert."""
     return [[row[i] for row in rows] for i in range(width)]
@@ -282,6 +290,11 @@ class Store:
         self.max_group = max_group
         self._pending: deque[tuple[_Prepared, asyncio.Future[Recorded]]] = deque()
         self._committer: asyncio.Task[None] | None = None
+        self._listeners: list[OutboxListener] = []
+
+    def add_listener(self, listener: OutboxListener) -> None:
+        """Call ``listener`` with the outbox rows of every commit, right after it."""
+        self._listeners.append(listener)
 
     async def check_tables(self) -> None:
         """Raise :class:`IntakeTablesMissing` naming what is missing and how to fix it."""
@@ -372,12 +385,14 @@ class Store:
         """First receipts in one statement, then the rest in one transaction (see the
         module docstring); a write's answer says what became of that write alone."""
         results: list[Recorded | Exception | None] = [None] * len(group)
+        ids: dict[UUID, int] = {}  # outbox ids of the rows committed, by event id
         try:
             async with self.pool.acquire() as conn:
                 first = [i for i, p in enumerate(group)
                          if p.key is not None or p.write.report is None]
                 try:
-                    written = await self._write_first_receipts(conn, [group[i] for i in first])
+                    written = await self._write_first_receipts(
+                        conn, [group[i] for i in first], ids)
                 except Exception as e:
                     # Refused or not encodable: the statement applied nothing.
                     if conn.is_closed():
@@ -391,19 +406,36 @@ class Store:
                                                  p.write.response)
                 rest = [i for i, r in enumerate(results) if r is None]
                 if rest:
-                    decided = await self._commit_decided(conn, [group[i] for i in rest])
+                    decided = await self._commit_decided(conn, [group[i] for i in rest], ids)
                     for i, result in zip(rest, decided, strict=True):
                         results[i] = result
         except Exception as e:
             # Connection lost, commit failed: no write of the group that is not answered
             # yet is known durable.
             results = [e if r is None else r for r in results]
+        self._tell_listeners(group, results, ids)
         return [r if r is not None else RuntimeError("write not attempted") for r in results]
 
+    def _tell_listeners(self, group: Sequence[_Prepared],
+                        results: Sequence[Recorded | Exception | None],
+                        ids: Mapping[UUID, int]) -> None:
+        if not self._listeners:
+            return
+        rows = [OutboxRow(ids[event_id], topic, key, value, event_id)
+                for p, result in zip(group, results, strict=True)
+                if isinstance(result, Recorded) and result.decision is Decision.WRITE
+                for topic, key, value, event_id, _ in p.outbox if event_id in ids]
+        if rows:
+            rows.sort(key=lambda r: r.id)
+            for listener in self._listeners:
+                listener(rows)
+
     async def _write_first_receipts(self, conn: asyncpg.Connection,
-                                    writes: Sequence[_Prepared]) -> set[int]:
+                                    writes: Sequence[_Prepared],
+                                    ids: dict[UUID, int]) -> set[int]:
         """Write every keyless write and every keyed one whose key is new, in one
-        autocommitted statement; return the indexes (into ``writes``) now durable."""
+        autocommitted statement; return the indexes (into ``writes``) now durable, and
+        add the outbox ids of their rows to ``ids``."""
         if not writes:
             return set()
         keyed = [(w, p) for w, p in enumerate(writes) if p.key is not None]
@@ -417,15 +449,22 @@ class Store:
             [(w, p.write.kind.value, p.write.scope, p.write.client_id, p.write.body_hash,
               p.write.status_code, p.response_json, p.write.report_id, p.event_ids)
              for w, p in keyed], 9), *_columns(outbox, 7), *_columns(reports, 13))
-        return {row["w"] for row in rows} | {w for w, p in enumerate(writes) if p.key is None}
+        ids.update((row["event_id"], row["id"]) for row in rows if row["id"] is not None)
+        return ({row["w"] for row in rows if row["w"] is not None}
+                | {w for w, p in enumerate(writes) if p.key is None})
 
-    async def _commit_decided(self, conn: asyncpg.Connection,
-                              group: list[_Prepared]) -> list[Recorded | Exception]:
+    async def _commit_decided(self, conn: asyncpg.Connection, group: list[_Prepared],
+                              ids: dict[UUID, int]) -> list[Recorded | Exception]:
         """Writes whose key had a record: decide each against it in one transaction; if the
-        server refuses any part, one savepoint per write, so one bad write fails alone."""
+        server refuses any part, one savepoint per write, so one bad write fails alone.
+        The outbox ids of committed rows are added to ``ids``."""
+        attempt: dict[UUID, int] = {}
         try:
             async with conn.transaction():
-                return list(await self._write_group(conn, group))
+                results: list[Recorded | Exception] = list(
+                    await self._write_group(conn, group, attempt))
+            ids.update(attempt)
+            return results
         except Exception as e:
             # A refused statement or a value that cannot be encoded: the whole
             # group rolled back, nothing of any write is applied.
@@ -433,18 +472,22 @@ class Store:
                 raise
             log.debug("group write of %d refused (%s: %s); writing one by one",
                       len(group), type(e).__name__, e)
-        results: list[Recorded | Exception] = []
+        results = []
+        attempt = {}
         async with conn.transaction():
             for prepared in group:
-                results.append(await self._write_alone(conn, prepared))
+                results.append(await self._write_alone(conn, prepared, attempt))
+        ids.update(attempt)
         return results
 
-    async def _write_alone(self, conn: asyncpg.Connection,
-                           prepared: _Prepared) -> Recorded | Exception:
+    async def _write_alone(self, conn: asyncpg.Connection, prepared: _Prepared,
+                           ids: dict[UUID, int]) -> Recorded | Exception:
         for attempt in range(1, _MAX_ATTEMPTS + 1):
+            written: dict[UUID, int] = {}
             try:
                 async with conn.transaction():  # a savepoint inside the group's transaction
-                    recorded: Recorded = await self._record(conn, prepared)
+                    recorded: Recorded = await self._record(conn, prepared, written)
+                ids.update(written)  # only what this savepoint kept
                 return recorded
             except asyncpg.UniqueViolationError as e:
                 # A concurrent first receipt of the same key (another process) committed
@@ -458,8 +501,8 @@ class Store:
                 return e
         raise AssertionError("unreachable")
 
-    async def _write_group(self, conn: asyncpg.Connection,
-                           group: Sequence[_Prepared]) -> list[Recorded]:
+    async def _write_group(self, conn: asyncpg.Connection, group: Sequence[_Prepared],
+                           ids: dict[UUID, int]) -> list[Recorded]:
         # Every key occurs once in a group (see _commit_pending), so each decision
         # rests on the committed record alone, read and locked here in one statement.
         keyed = [p.key for p in group if p.key is not None]
@@ -498,7 +541,8 @@ class Store:
                  p.write.status_code, p.response_json, p.write.report_id,
                  [e[3] for e in p.outbox]) for p in updates])
         if outbox:
-            await conn.execute(_INSERT_OUTBOX, *_columns(outbox, 5))
+            ids.update((r["event_id"], r["id"])
+                       for r in await conn.fetch(_INSERT_OUTBOX, *_columns(outbox, 5)))
         if reports:
             await conn.execute(_UPSERT_REPORTS, *_columns(
                 [(r.report_id, r.scope, r.client_report_id, r.team, r.status,
@@ -507,7 +551,8 @@ class Store:
                 12))
         return results
 
-    async def _record(self, conn: asyncpg.Connection, prepared: _Prepared) -> Recorded:
+    async def _record(self, conn: asyncpg.Connection, prepared: _Prepared,
+                      ids: dict[UUID, int]) -> Recorded:
         write = prepared.write
         existing: ExistingRequest | None = None
         if write.client_id is not None:
@@ -536,7 +581,8 @@ class Store:
                                write.body_hash, write.status_code, prepared.response_json,
                                write.report_id, event_ids)
         if prepared.outbox:
-            await conn.execute(_INSERT_OUTBOX, *_columns(prepared.outbox, 5))
+            ids.update((r["event_id"], r["id"]) for r in await conn.fetch(
+                _INSERT_OUTBOX, *_columns(prepared.outbox, 5)))
         if write.report is not None:
             r = write.report
             await conn.execute(_UPSERT_REPORTS, *_columns(
@@ -588,33 +634,43 @@ class Store:
     # --- the relay's side -------------------------------------------------------------
 
     async def publish_batch(
-        self, limit: int, publish: Callable[[list[OutboxRow]], Awaitable[None]]
-    ) -> int:
-        """Publish up to ``limit`` unsent rows with ``publish`` and mark them sent; return how many.
+        self, limit: int, publish: Callable[[list[OutboxRow]], Awaitable[None]],
+        *, older_than: timedelta | None = None,
+    ) -> list[OutboxRow]:
+        """Publish up to ``limit`` unsent rows with ``publish`` and mark them sent; return them.
 
         ``publish`` must return only once the broker acknowledged every row; if it
-        raises, the transaction rolls back and the rows stay unsent. Returns 0 when
-        nothing is pending or another relay holds the publishing lock.
+        raises, the transaction rolls back and the rows stay unsent. ``older_than``
+        takes only rows committed at least that long ago (the sweep of rows the
+        relay's direct path did not publish). Returns nothing when nothing is pending
+        or another relay holds the publishing lock.
         """
         async with self.pool.acquire() as conn, conn.transaction():
             if not await conn.fetchval(
                 "select pg_try_advisory_xact_lock($1, hashtext(current_schema()))",
                 _RELAY_LOCK_CLASS,
             ):
-                return 0
+                return []
             rows = await conn.fetch(
                 "select id, topic, key, value, event_id from outbox where sent_at is null "
+                "and ($2::interval is null or created_at < now() - $2::interval) "
                 "order by id limit $1 for update skip locked",
-                limit,
+                limit, older_than,
             )
             if not rows:
-                return 0
+                return []
             batch = [OutboxRow(r["id"], r["topic"], r["key"], r["value"], r["event_id"])
                      for r in rows]
             await publish(batch)
             await conn.execute("update outbox set sent_at = now() where id = any($1::bigint[])",
                                [row.id for row in batch])
-            return len(batch)
+            return batch
+
+    async def mark_sent(self, ids: Sequence[int]) -> None:
+        """Mark rows the relay published directly (one autocommitted statement)."""
+        async with self.pool.acquire() as conn:
+            await conn.execute("update outbox set sent_at = now() "
+                               "where id = any($1::bigint[]) and sent_at is null", list(ids))
 
     async def forget_sent(self, older_than: timedelta) -> int:
         """Delete rows published longer ago than ``older_than`` (the event store keeps events)."""
