@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -30,6 +31,8 @@ from typing import Any, Final
 
 import jwt
 from pydantic import SecretStr
+
+from schemas.common import SLUG_PATTERN
 
 __all__ = [
     "ALGORITHM",
@@ -117,10 +120,23 @@ def issue_token(
     name: str,
     ttl: timedelta,
     *,
+    areas: Sequence[str] = (),
     now: datetime | None = None,
 ) -> str:
-    """Sign a token for ``name`` with ``role``, valid for ``ttl`` from ``now``."""
+    """Sign a token for ``name`` with ``role``, valid for ``ttl`` from ``now``.
+
+    ``areas`` (field tokens only) names the team's areas: the gateway shows the team
+    those areas' reports and shelters without the client having to say so.
+    """
     the_role = Role(role)
+    if areas and the_role is not Role.FIELD:
+        raise ValueError(f"areas belong in field tokens only, not in a {the_role.value} token")
+    for area in areas:
+        if not re.fullmatch(SLUG_PATTERN, area):
+            raise ValueError(f"area {area!r} is not an area id (lowercase letters, digits, "
+                             "- and _)")
+    if len(set(areas)) != len(areas):
+        raise ValueError("an area is named twice")
     if not _SUBJECT.fullmatch(name):
         raise ValueError(
             f"token name {name!r} must be 1-128 characters of letters, digits and ._@:+- "
@@ -137,6 +153,8 @@ def issue_token(
         "exp": int((issued + ttl).timestamp()),
         "jti": uuid.uuid4().hex,
     }
+    if areas:
+        claims["areas"] = list(areas)
     return jwt.encode(claims, _secret_text(secret), algorithm=ALGORITHM)
 
 

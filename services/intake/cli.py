@@ -82,16 +82,32 @@ def token() -> None:
                    "(letters, digits, ._@:+-).")
 @click.option("--ttl", default="12h", show_default=True,
               help="Lifetime, e.g. 30m, 12h, 7d.")
-def token_issue(role: str, name: str, ttl: str) -> None:
+@click.option("--area", "areas", multiple=True, metavar="AREA",
+              help="A field team's area (repeat for several): the gateway shows the team "
+                   "these areas' reports and shelters. Checked against SONAE_REGION.")
+def token_issue(role: str, name: str, ttl: str, areas: tuple[str, ...]) -> None:
     """Print a new token (only the token, so `export SONAE_TOKEN=$(sonae token issue ...)`)."""
     from infra.settings import SettingsError, load_settings
+    from schemas.region import RegionPackError, load_region
 
     try:
         settings = load_settings()
     except SettingsError as e:
         raise click.ClickException(str(e)) from None
+    if areas:
+        try:
+            known = {d.id for d in load_region(settings.region).districts}
+        except RegionPackError as e:
+            raise click.ClickException(f"cannot check --area against region pack "
+                                       f"{settings.region!r} (SONAE_REGION): {e}") from None
+        unknown = [a for a in areas if a not in known]
+        if unknown:
+            raise click.BadParameter(
+                f"no area {', '.join(map(repr, unknown))} in region {settings.region!r}; "
+                f"its areas are {', '.join(sorted(known))}", param_hint="'--area'")
     try:
-        click.echo(issue_token(settings.token_secret, role, name, _parse_ttl(ttl)))
+        click.echo(issue_token(settings.token_secret, role, name, _parse_ttl(ttl),
+                               areas=areas))
     except ValueError as e:
         raise click.ClickException(str(e)) from None
 

@@ -245,6 +245,26 @@ async def test_views_keep_personal_data_from_the_public_and_other_areas(
             "team": "神田公園地区 防災会"}
 
 
+async def test_a_field_token_that_names_its_areas_needs_no_areas_in_the_hello(
+        kafka_bootstrap: str, namespace: str) -> None:
+    """The token's areas claim is the team's areas; without it (or hello.areas) a field
+    team is refused, since it would otherwise see no area or every area."""
+    settings = gateway_settings(kafka_bootstrap, namespace)
+    claimed = token(Role.FIELD, "jimbo-team", areas=("jimbocho",))
+    async with gateway(settings) as gw, peer(gw, token=claimed) as field:
+        welcome = await field.until(lambda m: m["type"] == "welcome")
+        assert welcome["own_areas"] == ["jimbocho"] and welcome["areas"] is None
+        await field.until(lambda m: m["type"] == "snapshot")
+        mine, theirs = report(area="jimbocho"), report(area="kanda-koen")
+        await produce_events(kafka_bootstrap, namespace, [theirs, mine])
+        mine_id = str(mine.payload.report_id)
+        await field.until(lambda m: mine_id in field.state.get("report", {}))
+        assert list(field.state["report"]) == [mine_id]
+        async with peer(gw, token=token(Role.FIELD, "nowhere-team")) as lost:
+            refused = await lost.until(lambda m: m["type"] == "error")
+            assert refused["code"] == "areas_required"
+
+
 async def test_cold_start_from_the_event_store_matches_reading_the_broker(
         kafka_bootstrap: str, namespace: str, db_pool: asyncpg.Pool) -> None:
     """Stored events fold to the same picture and position; stale offsets are not trusted."""

@@ -32,9 +32,9 @@ def gateway_settings(kafka_bootstrap: str, namespace: str, **overrides: Any) -> 
                          token_secret=SECRET, host="127.0.0.1", **overrides)
 
 
-def token(role: Role, name: str = "hq-duty-officer") -> str:
-    """A token signed with the tests' secret."""
-    return issue_token(SECRET, role, name, timedelta(hours=1))
+def token(role: Role, name: str = "hq-duty-officer", areas: tuple[str, ...] = ()) -> str:
+    """A token signed with the tests' secret (a field token may name its areas)."""
+    return issue_token(SECRET, role, name, timedelta(hours=1), areas=areas)
 
 
 def report(area: str = "kanda-koen", description: str = "冠水", severity: int = 3,

@@ -102,3 +102,21 @@ def test_issue_refuses_bad_inputs() -> None:
         issue_token(SECRET, "admin", "a", timedelta(hours=1))
     with pytest.raises(ValueError, match="ttl"):
         issue_token(SECRET, Role.FIELD, "a", timedelta(0))
+
+
+def test_a_field_token_can_name_its_areas() -> None:
+    """The areas claim travels in a field token; other roles and bad ids are refused."""
+    token = issue_token(SECRET, Role.FIELD, "kanda-team-1", timedelta(hours=1),
+                        areas=["kanda-koen", "jimbocho"])
+    claims = jwt.decode(token, SECRET, algorithms=["HS256"], issuer="sonae")
+    assert claims["areas"] == ["kanda-koen", "jimbocho"]
+    assert verify_token(SECRET, token).role is Role.FIELD
+    plain = jwt.decode(issue_token(SECRET, Role.FIELD, "t", timedelta(hours=1)), SECRET,
+                       algorithms=["HS256"], issuer="sonae")
+    assert "areas" not in plain
+    with pytest.raises(ValueError, match="field tokens only"):
+        issue_token(SECRET, Role.HQ, "duty", timedelta(hours=1), areas=["kanda-koen"])
+    with pytest.raises(ValueError, match="'Kanda Koen' is not an area id"):
+        issue_token(SECRET, Role.FIELD, "t", timedelta(hours=1), areas=["Kanda Koen"])
+    with pytest.raises(ValueError, match="named twice"):
+        issue_token(SECRET, Role.FIELD, "t", timedelta(hours=1), areas=["fujimi", "fujimi"])
