@@ -109,13 +109,20 @@ _INSERT_OUTBOX: Final = """
     order by n
     returning id, event_id
 """
+# A report's outcome is replaced when a corrected resend is accepted.
+_REPORT_CONFLICT: Final = """on conflict (report_id) do update set
+        team = excluded.team, status = excluded.status, reasons = excluded.reasons,
+        area_id = excluded.area_id, outside_region = excluded.outside_region,
+        submitted_event_id = excluded.submitted_event_id,
+        accepted_event_id = excluded.accepted_event_id,
+        rejected_event_id = excluded.rejected_event_id, updated_at = now()"""
 # First receipts in one statement (see the module docstring). $1..$9: one entry per
 # keyed write (w = its index in the group); $10..$16: every outbox row with the index
 # of its write and whether that write is keyed (a keyless write always writes its
 # rows); $17..$29: report outcomes of keyed writes.
 # Returns the indexes of the keyed writes whose record was new (w), and the id of
 # every outbox row written (id, event_id).
-_WRITE_FIRST_RECEIPTS: Final = """
+_WRITE_FIRST_RECEIPTS: Final = f"""
     with incoming as (
         select * from unnest($1::int4[], $2::text[], $3::text[], $4::text[], $5::text[],
             $6::int4[], $7::text[], $8::uuid[], $9::text[])
@@ -154,19 +161,14 @@ _WRITE_FIRST_RECEIPTS: Final = """
                  outside_region, submitted_event_id, accepted_event_id, rejected_event_id,
                  received_at)
         where r.w in (select w from written)
-        on conflict (report_id) do update set
-            team = excluded.team, status = excluded.status, reasons = excluded.reasons,
-            area_id = excluded.area_id, outside_region = excluded.outside_region,
-            submitted_event_id = excluded.submitted_event_id,
-            accepted_event_id = excluded.accepted_event_id,
-            rejected_event_id = excluded.rejected_event_id, updated_at = now()
+        {_REPORT_CONFLICT}
         returning 1
     )
     select w, null::bigint as id, null::uuid as event_id from written
     union all
     select null, id, event_id from outbox_rows
 """
-_UPSERT_REPORTS: Final = """
+_UPSERT_REPORTS: Final = f"""
     insert into report_status (report_id, scope, client_report_id, team, status, reasons,
         area_id, outside_region, submitted_event_id, accepted_event_id, rejected_event_id,
         received_at)
@@ -177,12 +179,7 @@ _UPSERT_REPORTS: Final = """
         as u(report_id, scope, client_report_id, team, status, reasons, area_id,
              outside_region, submitted_event_id, accepted_event_id, rejected_event_id,
              received_at)
-    on conflict (report_id) do update set
-        team = excluded.team, status = excluded.status, reasons = excluded.reasons,
-        area_id = excluded.area_id, outside_region = excluded.outside_region,
-        submitted_event_id = excluded.submitted_event_id,
-        accepted_event_id = excluded.accepted_event_id,
-        rejected_event_id = excluded.rejected_event_id, updated_at = now()
+    {_REPORT_CONFLICT}
 """
 
 
