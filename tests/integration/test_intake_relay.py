@@ -18,7 +18,7 @@ from schemas.topics import route
 from services.intake.domain import Kind
 from services.intake.metrics import IntakeMetrics
 from services.intake.relay import Relay
-from services.intake.store import Store, Write
+from services.intake.store import OutboxRow, Store, Write
 from tests.integration.test_intake_http import make_settings, prepare_schema, read_topic
 from tests.support import wait_for
 
@@ -33,6 +33,20 @@ def reading(client_id: str, gauge: str, level: float) -> Write:
     return Write(kind=Kind.HAZARD, scope="gauges", client_id=client_id,
                  body_hash=f"hazard:{event.event_id}", status_code=202,
                  response={"event_id": str(event.event_id)}, events=(event,))
+
+
+def outbox_reads(store: Store) -> list[int]:
+    """The ids of the rows the relay reads from the outbox table, as it reads them."""
+    selected: list[int] = []
+    original = store.publish_batch
+
+    async def counting(*args: object, **kwargs: object) -> list[OutboxRow]:
+        rows = await original(*args, **kwargs)  # type: ignore[arg-type]
+        selected.extend(r.id for r in rows)
+        return rows
+
+    store.publish_batch = counting  # type: ignore[method-assign]
+    return selected
 
 
 async def unsent(pool: asyncpg.Pool) -> int:
@@ -126,15 +140,7 @@ async def test_the_direct_path_reads_nothing_back(
     store = Store(db_pool, namespace)
     relay = Relay(store, lambda: clients.producer(settings), metrics=IntakeMetrics(),
                   sweep_age=timedelta(hours=1))
-    selected: list[int] = []
-    original = store.publish_batch
-
-    async def counting(*args: object, **kwargs: object) -> list:  # type: ignore[type-arg]
-        rows = await original(*args, **kwargs)  # type: ignore[arg-type]
-        selected.extend(r.id for r in rows)
-        return rows
-
-    store.publish_batch = counting  # type: ignore[method-assign]
+    selected = outbox_reads(store)
     stop = asyncio.Event()
     task = asyncio.create_task(relay.run(stop))
     try:
@@ -154,3 +160,30 @@ async def _equals(value: object, expected: object) -> bool:
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_a_queue_of_zero_publishes_from_the_outbox_only(
+        kafka_bootstrap: str, database_url: str, namespace: str,
+        db_pool: asyncpg.Pool) -> None:
+    """SONAE_INTAKE_RELAY_QUEUE=0: every row is read from the outbox, none handed over."""
+    settings = make_settings(kafka_bootstrap, database_url, namespace)
+    await prepare_schema(db_pool)
+    await ensure_topics(settings, namespace)
+    store = Store(db_pool, namespace)
+    relay = Relay(store, lambda: clients.producer(settings), metrics=IntakeMetrics(),
+                  max_queued=0, sweep_age=timedelta(hours=1))
+    selected = outbox_reads(store)
+    stop = asyncio.Event()
+    task = asyncio.create_task(relay.run(stop))
+    try:
+        for i in range(5):
+            await store.record(reading(f"q0-{i}", "g-1", i / 10))
+        await wait_for(lambda: _equals(unsent(db_pool), 0), timeout=10, what="published")
+        assert not relay._direct
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+    async with db_pool.acquire() as conn:
+        ids = [r[0] for r in await conn.fetch("select id from outbox order by id")]
+    assert sorted(selected) == ids
+    assert (await levels_on_topic(settings))["g-1"] == [i / 10 for i in range(5)]
