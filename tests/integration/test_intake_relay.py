@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
 import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaConnectionError
 
 from infra.kafka import clients
 from infra.settings import Settings
@@ -187,3 +190,47 @@ async def test_a_queue_of_zero_publishes_from_the_outbox_only(
         ids = [r[0] for r in await conn.fetch("select id from outbox order by id")]
     assert sorted(selected) == ids
     assert (await levels_on_topic(settings))["g-1"] == [i / 10 for i in range(5)]
+
+
+async def test_a_failed_direct_publish_falls_back_to_the_outbox(
+        kafka_bootstrap: str, database_url: str, namespace: str,
+        db_pool: asyncpg.Pool) -> None:
+    """A send that fails on the direct path leaves its rows unsent; the relay reconnects,
+    catches up from the outbox in id order, and returns to the direct path."""
+    settings = make_settings(kafka_bootstrap, database_url, namespace)
+    await prepare_schema(db_pool)
+    await ensure_topics(settings, namespace)
+    store = Store(db_pool, namespace)
+    producers: list[AIOKafkaProducer] = []
+    fail_next = asyncio.Event()
+
+    def factory() -> AIOKafkaProducer:
+        producer = clients.producer(settings)
+        original = producer.send
+
+        async def send(*args: Any, **kwargs: Any) -> Any:
+            if fail_next.is_set():
+                fail_next.clear()
+                raise KafkaConnectionError("injected: the broker went away")
+            return await original(*args, **kwargs)
+
+        producer.send = send  # type: ignore[method-assign]
+        producers.append(producer)
+        return producer
+
+    relay = Relay(store, factory, metrics=IntakeMetrics(), sweep_age=timedelta(hours=1))
+    stop = asyncio.Event()
+    task = asyncio.create_task(relay.run(stop))
+    try:
+        await wait_for(lambda: _true(relay._direct), timeout=10, what="direct path")
+        fail_next.set()
+        for i in range(20):
+            await store.record(reading(f"f-{i}", "g-1", i / 10))
+        await wait_for(lambda: _equals(unsent(db_pool), 0), timeout=30, what="published")
+        await wait_for(lambda: _true(relay._direct), timeout=10, what="direct again")
+        assert not fail_next.is_set()  # the failure happened...
+        assert len(producers) == 2  # ...and the producer was closed and replaced
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+    assert (await levels_on_topic(settings))["g-1"] == [i / 10 for i in range(20)]
