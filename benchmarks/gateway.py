@@ -9,10 +9,10 @@ latency p50/p99 at a steady rate, and messages/s delivered for a burst.
 Clients timestamp arrival with CLOCK_MONOTONIC, which is system-wide on Linux,
 so latencies across processes are comparable.
 
-Part 2 (end to end, embedded broker and PostgreSQL started here): HTTP POST
-to intake (in-process: validation, outbox in PostgreSQL, relay to Kafka) →
-gateway (Kafka consumer, reducer, fan-out) → a websocket client; p50/p99 at
-100 and 500 reports/s.
+Part 2 (end to end, embedded broker and durable PostgreSQL started here): HTTP
+POST to intake (its own process: validation, outbox in PostgreSQL, relay to Kafka)
+→ gateway (Kafka consumer, reducer, fan-out) → a websocket client; open loop,
+after an unmeasured warm-up; p50/p99 at 100 and 500 reports/s, with the 202's.
 
     .venv/bin/python benchmarks/gateway.py                 # both parts, ~3 min
     .venv/bin/python benchmarks/gateway.py --clients 1000 --skip-e2e

@@ -13,10 +13,13 @@ of record runs), then measures, ``--repeat`` times each, interleaved:
   included. Its rate is taken from the database's own clock: batches are stamped
   with their transaction start (``stored_at``), so process start-up and group
   join are not counted: rate = (N − last batch) / (last stamp − first stamp);
-- **intake** (``--intake-seconds``, 0 to skip): ``POST /v1/reports`` on an
-  in-process intake app (validation, idempotency and outbox in PostgreSQL, relay
-  to Kafka), driven by a client process with ``--concurrency`` connections for
-  the given time: acknowledged reports/s and p50/p99 acknowledgement latency.
+- **intake** (``--intake-seconds``, 0 to skip): ``POST /v1/reports`` on intake
+  running as its own process (``services.intake.main``, unthrottled: validation,
+  idempotency and outbox in PostgreSQL, relay to Kafka), driven closed loop by a
+  client process with ``--concurrency`` keep-alive connections for the given
+  time: acknowledged reports/s, p50/p99 acknowledgement latency, CPU per report;
+- **bare aiohttp**, the same client against an aiohttp server that reads the body
+  and answers 202, nothing else: the HTTP layer's ceiling on this machine.
 
 The event mix (per 100): 30 report submissions with their 30 acceptances, 30
 gauge readings, 5 shelter states, 3 order versions, 2 broadcast outcomes. Run:
