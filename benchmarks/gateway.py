@@ -274,12 +274,10 @@ async def _one_rate(bootstrap: str, database_url: str, rate: int, seconds: float
     Open loop: request i leaves at start + i/rate on a free keep-alive connection of
     the pool (``connections`` of them), whatever happened to the ones before it.
     """
-    from benchmarks.support import HttpClient, intake_process
-    from infra.embedded.processes import free_port
+    from benchmarks.support import HttpClient, gateway_process, intake_process
     from infra.kafka import clients as kafka_clients
     from infra.settings import load_settings
     from services.common.bus import Publisher
-    from services.gateway.main import running
 
     settings = load_settings(kafka_bootstrap=bootstrap, database_url=database_url,
                              namespace=f"bench{rate}{'k' if direct else ''}",
@@ -291,10 +289,9 @@ async def _one_rate(bootstrap: str, database_url: str, rate: int, seconds: float
     sent: dict[str, float] = {}
     latencies: list[float] = []
     acks: list[float] = []
-    log = Path(tempfile.mkdtemp(prefix="sonae-bench-logs-")) / f"intake{rate}.log"
-    async with intake_process(settings, log) as intake, running(
-            settings, websocket_port=free_port(), dashboard_port=free_port()) as gw:
-        await gw.hub.ready.wait()
+    logs = Path(tempfile.mkdtemp(prefix="sonae-bench-logs-"))
+    async with intake_process(settings, logs / f"intake{rate}.log") as intake, \
+            gateway_process(settings, logs / f"gateway{rate}.log") as gw:
         port = int(intake.url.rsplit(":", 1)[1])
         idle: asyncio.Queue[HttpClient] = asyncio.Queue()
         for _ in range(0 if direct else connections):

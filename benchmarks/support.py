@@ -30,6 +30,8 @@ from infra.settings import Settings
 ROOT = Path(__file__).resolve().parents[1]
 _INTAKE = ("from infra.settings import load_settings; from services.intake.main import main; "
            "main(load_settings())")
+_GATEWAY = ("from infra.settings import load_settings; from services.gateway.main import main; "
+            "main(load_settings())")
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,42 @@ async def intake_process(settings: Settings, log: Path,
                     break
             await asyncio.sleep(0.1)
         yield RunningIntake(f"http://127.0.0.1:{port}", proc.pid)
+    finally:
+        await asyncio.to_thread(stop_group, proc, timeout=15)
+
+
+@dataclass(frozen=True)
+class RunningGateway:
+    websocket_url: str
+    pid: int
+
+
+@contextlib.asynccontextmanager
+async def gateway_process(settings: Settings, log: Path) -> AsyncIterator[RunningGateway]:
+    """``services.gateway.main`` for ``settings``, once its /healthz says it caught up."""
+    ws_port, http_port = free_port(), free_port()
+    env = {**os.environ, **settings.env(), "SONAE_GATEWAY_PORT": str(ws_port),
+           "SONAE_DASHBOARD_PORT": str(http_port), "SONAE_HOST": "127.0.0.1",
+           "SONAE_LOG_LEVEL": "WARNING"}
+    with log.open("ab") as out:
+        proc = spawn([sys.executable, "-c", _GATEWAY], log=out, cwd=ROOT, env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the gateway exited with {proc.returncode}; see {log}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the gateway was not ready in 60 s; see {log}")
+            with contextlib.suppress(OSError, ConnectionError, ValueError):
+                client = await HttpClient.connect("127.0.0.1", http_port)
+                try:
+                    status, _ = await client.request("GET", "/healthz", {})
+                finally:
+                    client.close()
+                if status == 200:
+                    break
+            await asyncio.sleep(0.1)
+        yield RunningGateway(f"ws://127.0.0.1:{ws_port}", proc.pid)
     finally:
         await asyncio.to_thread(stop_group, proc, timeout=15)
 

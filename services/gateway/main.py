@@ -172,7 +172,7 @@ async def serve_gateway(settings: Settings, stop: asyncio.Event) -> None:
         async with running(settings, region=region, pool=pool, reports=reports) as gw:
             log.info("gateway: websocket %s, dashboard %s (namespace %r)",
                      gw.websocket_url, gw.dashboard_url, settings.namespace)
-            _log_demo_links(settings, gw.dashboard_url)
+            _log_demo_links(settings, region, gw.dashboard_url)
             await stop.wait()
     finally:
         await reports.close()
@@ -181,17 +181,18 @@ async def serve_gateway(settings: Settings, stop: asyncio.Event) -> None:
                 await asyncio.wait_for(pool.close(), 5.0)
 
 
-def _log_demo_links(settings: Settings, dashboard_url: str) -> None:
+def _log_demo_links(settings: Settings, region: Region, dashboard_url: str) -> None:
     # Only with the development secret, which is public anyway: anyone can mint
     # tokens with it. With a real secret, tokens come from the operators' tooling.
     if settings.token_secret.get_secret_value() != _DEV_SECRET:
         return
     ttl = timedelta(hours=12)
     hq = issue_token(settings.token_secret, Role.HQ, "demo-hq-officer", ttl)
-    field = issue_token(settings.token_secret, Role.FIELD, "demo-kanda-team", ttl)
+    field = issue_token(settings.token_secret, Role.FIELD, "demo-kanda-team", ttl,
+                        areas=[region.districts[0].id])
     log.info("demo (development secret): HQ view %s#token=%s", dashboard_url, hq)
-    log.info("demo (development secret): field view %s#token=%s&areas=kanda-koen",
-             dashboard_url, field)
+    log.info("demo (development secret): field view (%s) %s#token=%s",
+             region.districts[0].id, dashboard_url, field)
     log.info("demo: public portal %s", dashboard_url)
 
 
