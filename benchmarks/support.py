@@ -41,15 +41,12 @@ class RunningIntake:
 
 
 @contextlib.asynccontextmanager
-async def intake_process(settings: Settings, log: Path,
-                         extra_env: dict[str, str] | None = None
-                         ) -> AsyncIterator[RunningIntake]:
+async def intake_process(settings: Settings, log: Path) -> AsyncIterator[RunningIntake]:
     """``services.intake.main`` for ``settings``, unthrottled, answering /healthz."""
     port = free_port()
     env = {**os.environ, **settings.env(), "SONAE_INTAKE_PORT": str(port),
            "SONAE_HOST": "127.0.0.1", "SONAE_INTAKE_RATE_PER_SECOND": "1000000",
-           "SONAE_INTAKE_RATE_BURST": "1000000", "SONAE_LOG_LEVEL": "WARNING",
-           **(extra_env or {})}
+           "SONAE_INTAKE_RATE_BURST": "1000000", "SONAE_LOG_LEVEL": "WARNING"}
     with log.open("ab") as out:
         proc = spawn([sys.executable, "-c", _INTAKE], log=out, cwd=ROOT, env=env)
     try:

@@ -86,11 +86,6 @@ class Settings(BaseSettings):
         default=64 * 1024, ge=1024, le=16 * 1024 * 1024,
         description="Intake: largest JSON body (a report's longest text is under 8 KiB).",
     )
-    intake_relay_queue: int = Field(
-        default=20_000, ge=0, le=10_000_000,
-        description="Intake: committed outbox rows the relay may hold to publish directly; "
-                    "0 publishes from the outbox table only.",
-    )
     intake_max_cap_bytes: int = Field(
         default=1024 * 1024, ge=1024, le=64 * 1024 * 1024,
         description="Intake: largest CAP document (detailed polygons run to hundreds of KiB).",

@@ -74,7 +74,6 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
             lambda: clients.producer(settings, request_timeout_ms=PRODUCER_REQUEST_TIMEOUT_MS),
             metrics=metrics,
             on_connect=lambda: ensure_topics(settings),
-            max_queued=settings.intake_relay_queue,
         )
         ingest = Ingest(intake, settings)
         app = build_app(intake, secret=settings.token_secret, relay=relay,

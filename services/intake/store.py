@@ -107,7 +107,6 @@ _INSERT_OUTBOX: Final = """
     from unnest($1::text[], $2::bytea[], $3::bytea[], $4::uuid[], $5::text[])
         with ordinality as u(topic, key, value, event_id, event_type, n)
     order by n
-    returning id, event_id
 """
 # A report's outcome is replaced when a corrected resend is accepted.
 _REPORT_CONFLICT: Final = """on conflict (report_id) do update set
@@ -120,8 +119,7 @@ _REPORT_CONFLICT: Final = """on conflict (report_id) do update set
 # keyed write (w = its index in the group); $10..$16: every outbox row with the index
 # of its write and whether that write is keyed (a keyless write always writes its
 # rows); $17..$29: report outcomes of keyed writes.
-# Returns the indexes of the keyed writes whose record was new (w), and the id of
-# every outbox row written (id, event_id).
+# Returns the indexes of the keyed writes whose record was new.
 _WRITE_FIRST_RECEIPTS: Final = f"""
     with incoming as (
         select * from unnest($1::int4[], $2::text[], $3::text[], $4::text[], $5::text[],
@@ -146,7 +144,7 @@ _WRITE_FIRST_RECEIPTS: Final = f"""
                                                            event_id, event_type, n)
         where not o.keyed or o.w in (select w from written)
         order by n
-        returning id, event_id
+        returning 1
     ), reports as (
         insert into report_status (report_id, scope, client_report_id, team, status,
             reasons, area_id, outside_region, submitted_event_id, accepted_event_id,
@@ -164,9 +162,7 @@ _WRITE_FIRST_RECEIPTS: Final = f"""
         {_REPORT_CONFLICT}
         returning 1
     )
-    select w, null::bigint as id, null::uuid as event_id from written
-    union all
-    select null, id, event_id from outbox_rows
+    select w from written
 """
 _UPSERT_REPORTS: Final = f"""
     insert into report_status (report_id, scope, client_report_id, team, status, reasons,
@@ -258,10 +254,6 @@ class _Prepared:
     """The event ids, comma-joined (see _INSERT_REQUESTS)."""
 
 
-OutboxListener = Callable[[list["OutboxRow"]], None]
-"""Told of outbox rows as soon as they are committed, in id order (the relay)."""
-
-
 def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
     """Rows to one list per column: the array parameters of an ``unnest`` insert."""
     return [[row[i] for row in rows] for i in range(width)]
@@ -287,11 +279,6 @@ class Store:
         self.max_group = max_group
         self._pending: deque[tuple[_Prepared, asyncio.Future[Recorded]]] = deque()
         self._committer: asyncio.Task[None] | None = None
-        self._listeners: list[OutboxListener] = []
-
-    def add_listener(self, listener: OutboxListener) -> None:
-        """Call ``listener`` with the outbox rows of every commit, right after it."""
-        self._listeners.append(listener)
 
     async def check_tables(self) -> None:
         """Raise :class:`IntakeTablesMissing` naming what is missing and how to fix it."""
@@ -382,14 +369,12 @@ class Store:
         """First receipts in one statement, then the rest in one transaction (see the
         module docstring); a write's answer says what became of that write alone."""
         results: list[Recorded | Exception | None] = [None] * len(group)
-        ids: dict[UUID, int] = {}  # outbox ids of the rows committed, by event id
         try:
             async with self.pool.acquire() as conn:
                 first = [i for i, p in enumerate(group)
                          if p.key is not None or p.write.report is None]
                 try:
-                    written = await self._write_first_receipts(
-                        conn, [group[i] for i in first], ids)
+                    written = await self._write_first_receipts(conn, [group[i] for i in first])
                 except Exception as e:
                     # Refused or not encodable: the statement applied nothing.
                     if conn.is_closed():
@@ -403,36 +388,19 @@ class Store:
                                                  p.write.response)
                 rest = [i for i, r in enumerate(results) if r is None]
                 if rest:
-                    decided = await self._commit_decided(conn, [group[i] for i in rest], ids)
+                    decided = await self._commit_decided(conn, [group[i] for i in rest])
                     for i, result in zip(rest, decided, strict=True):
                         results[i] = result
         except Exception as e:
             # Connection lost, commit failed: no write of the group that is not answered
             # yet is known durable.
             results = [e if r is None else r for r in results]
-        self._tell_listeners(group, results, ids)
         return [r if r is not None else RuntimeError("write not attempted") for r in results]
 
-    def _tell_listeners(self, group: Sequence[_Prepared],
-                        results: Sequence[Recorded | Exception | None],
-                        ids: Mapping[UUID, int]) -> None:
-        if not self._listeners:
-            return
-        rows = [OutboxRow(ids[event_id], topic, key, value, event_id)
-                for p, result in zip(group, results, strict=True)
-                if isinstance(result, Recorded) and result.decision is Decision.WRITE
-                for topic, key, value, event_id, _ in p.outbox if event_id in ids]
-        if rows:
-            rows.sort(key=lambda r: r.id)
-            for listener in self._listeners:
-                listener(rows)
-
     async def _write_first_receipts(self, conn: asyncpg.Connection,
-                                    writes: Sequence[_Prepared],
-                                    ids: dict[UUID, int]) -> set[int]:
+                                    writes: Sequence[_Prepared]) -> set[int]:
         """Write every keyless write and every keyed one whose key is new, in one
-        autocommitted statement; return the indexes (into ``writes``) now durable, and
-        add the outbox ids of their rows to ``ids``."""
+        autocommitted statement; return the indexes (into ``writes``) now durable."""
         if not writes:
             return set()
         keyed = [(w, p) for w, p in enumerate(writes) if p.key is not None]
@@ -446,22 +414,15 @@ class Store:
             [(w, p.write.kind.value, p.write.scope, p.write.client_id, p.write.body_hash,
               p.write.status_code, p.response_json, p.write.report_id, p.event_ids)
              for w, p in keyed], 9), *_columns(outbox, 7), *_columns(reports, 13))
-        ids.update((row["event_id"], row["id"]) for row in rows if row["id"] is not None)
-        return ({row["w"] for row in rows if row["w"] is not None}
-                | {w for w, p in enumerate(writes) if p.key is None})
+        return {row["w"] for row in rows} | {w for w, p in enumerate(writes) if p.key is None}
 
-    async def _commit_decided(self, conn: asyncpg.Connection, group: list[_Prepared],
-                              ids: dict[UUID, int]) -> list[Recorded | Exception]:
+    async def _commit_decided(self, conn: asyncpg.Connection,
+                              group: list[_Prepared]) -> list[Recorded | Exception]:
         """Writes whose key had a record: decide each against it in one transaction; if the
-        server refuses any part, one savepoint per write, so one bad write fails alone.
-        The outbox ids of committed rows are added to ``ids``."""
-        attempt: dict[UUID, int] = {}
+        server refuses any part, one savepoint per write, so one bad write fails alone."""
         try:
             async with conn.transaction():
-                results: list[Recorded | Exception] = list(
-                    await self._write_group(conn, group, attempt))
-            ids.update(attempt)
-            return results
+                return list(await self._write_group(conn, group))
         except Exception as e:
             # A refused statement or a value that cannot be encoded: the whole
             # group rolled back, nothing of any write is applied.
@@ -469,22 +430,18 @@ class Store:
                 raise
             log.debug("group write of %d refused (%s: %s); writing one by one",
                       len(group), type(e).__name__, e)
-        results = []
-        attempt = {}
+        results: list[Recorded | Exception] = []
         async with conn.transaction():
             for prepared in group:
-                results.append(await self._write_alone(conn, prepared, attempt))
-        ids.update(attempt)
+                results.append(await self._write_alone(conn, prepared))
         return results
 
-    async def _write_alone(self, conn: asyncpg.Connection, prepared: _Prepared,
-                           ids: dict[UUID, int]) -> Recorded | Exception:
+    async def _write_alone(self, conn: asyncpg.Connection,
+                           prepared: _Prepared) -> Recorded | Exception:
         for attempt in range(1, _MAX_ATTEMPTS + 1):
-            written: dict[UUID, int] = {}
             try:
                 async with conn.transaction():  # a savepoint inside the group's transaction
-                    recorded: Recorded = await self._record(conn, prepared, written)
-                ids.update(written)  # only what this savepoint kept
+                    recorded: Recorded = await self._record(conn, prepared)
                 return recorded
             except asyncpg.UniqueViolationError as e:
                 # A concurrent first receipt of the same key (another process) committed
@@ -498,8 +455,8 @@ class Store:
                 return e
         raise AssertionError("unreachable")
 
-    async def _write_group(self, conn: asyncpg.Connection, group: Sequence[_Prepared],
-                           ids: dict[UUID, int]) -> list[Recorded]:
+    async def _write_group(self, conn: asyncpg.Connection,
+                           group: Sequence[_Prepared]) -> list[Recorded]:
         # Every key occurs once in a group (see _commit_pending), so each decision
         # rests on the committed record alone, read and locked here in one statement.
         keyed = [p.key for p in group if p.key is not None]
@@ -538,8 +495,7 @@ class Store:
                  p.write.status_code, p.response_json, p.write.report_id,
                  [e[3] for e in p.outbox]) for p in updates])
         if outbox:
-            ids.update((r["event_id"], r["id"])
-                       for r in await conn.fetch(_INSERT_OUTBOX, *_columns(outbox, 5)))
+            await conn.execute(_INSERT_OUTBOX, *_columns(outbox, 5))
         if reports:
             await conn.execute(_UPSERT_REPORTS, *_columns(
                 [(r.report_id, r.scope, r.client_report_id, r.team, r.status,
@@ -548,8 +504,7 @@ class Store:
                 12))
         return results
 
-    async def _record(self, conn: asyncpg.Connection, prepared: _Prepared,
-                      ids: dict[UUID, int]) -> Recorded:
+    async def _record(self, conn: asyncpg.Connection, prepared: _Prepared) -> Recorded:
         write = prepared.write
         existing: ExistingRequest | None = None
         if write.client_id is not None:
@@ -578,8 +533,7 @@ class Store:
                                write.body_hash, write.status_code, prepared.response_json,
                                write.report_id, event_ids)
         if prepared.outbox:
-            ids.update((r["event_id"], r["id"]) for r in await conn.fetch(
-                _INSERT_OUTBOX, *_columns(prepared.outbox, 5)))
+            await conn.execute(_INSERT_OUTBOX, *_columns(prepared.outbox, 5))
         if write.report is not None:
             r = write.report
             await conn.execute(_UPSERT_REPORTS, *_columns(
@@ -631,43 +585,33 @@ class Store:
     # --- the relay's side -------------------------------------------------------------
 
     async def publish_batch(
-        self, limit: int, publish: Callable[[list[OutboxRow]], Awaitable[None]],
-        *, older_than: timedelta | None = None,
-    ) -> list[OutboxRow]:
-        """Publish up to ``limit`` unsent rows with ``publish`` and mark them sent; return them.
+        self, limit: int, publish: Callable[[list[OutboxRow]], Awaitable[None]]
+    ) -> int:
+        """Publish up to ``limit`` unsent rows with ``publish`` and mark them sent; return how many.
 
         ``publish`` must return only once the broker acknowledged every row; if it
-        raises, the transaction rolls back and the rows stay unsent. ``older_than``
-        takes only rows committed at least that long ago (the sweep of rows the
-        relay's direct path did not publish). Returns nothing when nothing is pending
-        or another relay holds the publishing lock.
+        raises, the transaction rolls back and the rows stay unsent. Returns 0 when
+        nothing is pending or another relay holds the publishing lock.
         """
         async with self.pool.acquire() as conn, conn.transaction():
             if not await conn.fetchval(
                 "select pg_try_advisory_xact_lock($1, hashtext(current_schema()))",
                 _RELAY_LOCK_CLASS,
             ):
-                return []
+                return 0
             rows = await conn.fetch(
                 "select id, topic, key, value, event_id from outbox where sent_at is null "
-                "and ($2::interval is null or created_at < now() - $2::interval) "
                 "order by id limit $1 for update skip locked",
-                limit, older_than,
+                limit,
             )
             if not rows:
-                return []
+                return 0
             batch = [OutboxRow(r["id"], r["topic"], r["key"], r["value"], r["event_id"])
                      for r in rows]
             await publish(batch)
             await conn.execute("update outbox set sent_at = now() where id = any($1::bigint[])",
                                [row.id for row in batch])
-            return batch
-
-    async def mark_sent(self, ids: Sequence[int]) -> None:
-        """Mark rows the relay published directly (one autocommitted statement)."""
-        async with self.pool.acquire() as conn:
-            await conn.execute("update outbox set sent_at = now() "
-                               "where id = any($1::bigint[]) and sent_at is null", list(ids))
+            return len(batch)
 
     async def forget_sent(self, older_than: timedelta) -> int:
         """Delete rows published longer ago than ``older_than`` (the event store keeps events)."""
