@@ -41,23 +41,22 @@ class RunningIntake:
 
 
 @contextlib.asynccontextmanager
-async def intake_process(settings: Settings, log: Path) -> AsyncIterator[RunningIntake]:
-    """``services.intake.main`` for ``settings``, unthrottled, answering /healthz."""
-    port = free_port()
-    env = {**os.environ, **settings.env(), "SONAE_INTAKE_PORT": str(port),
-           "SONAE_HOST": "127.0.0.1", "SONAE_INTAKE_RATE_PER_SECOND": "1000000",
-           "SONAE_INTAKE_RATE_BURST": "1000000", "SONAE_LOG_LEVEL": "WARNING"}
+async def _service_process(code: str, env: dict[str, str], health_port: int, name: str,
+                           log: Path) -> AsyncIterator[int]:
+    """A service process (``code`` run by Python), once GET /healthz on ``health_port`` is
+    200; yields its pid and stops its process group afterwards."""
     with log.open("ab") as out:
-        proc = spawn([sys.executable, "-c", _INTAKE], log=out, cwd=ROOT, env=env)
+        proc = spawn([sys.executable, "-c", code], log=out, cwd=ROOT,
+                     env={**os.environ, **env})
     try:
         deadline = time.monotonic() + 60
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"intake exited with {proc.returncode}; see {log}")
+                raise RuntimeError(f"{name} exited with {proc.returncode}; see {log}")
             if time.monotonic() > deadline:
-                raise RuntimeError(f"intake did not answer /healthz in 60 s; see {log}")
+                raise RuntimeError(f"{name} was not healthy in 60 s; see {log}")
             with contextlib.suppress(OSError, ConnectionError, ValueError):
-                client = await HttpClient.connect("127.0.0.1", port)
+                client = await HttpClient.connect("127.0.0.1", health_port)
                 try:
                     status, _ = await client.request("GET", "/healthz", {})
                 finally:
@@ -65,9 +64,20 @@ async def intake_process(settings: Settings, log: Path) -> AsyncIterator[Running
                 if status == 200:
                     break
             await asyncio.sleep(0.1)
-        yield RunningIntake(f"http://127.0.0.1:{port}", proc.pid)
+        yield proc.pid
     finally:
         await asyncio.to_thread(stop_group, proc, timeout=15)
+
+
+@contextlib.asynccontextmanager
+async def intake_process(settings: Settings, log: Path) -> AsyncIterator[RunningIntake]:
+    """``services.intake.main`` for ``settings``, unthrottled, answering /healthz."""
+    port = free_port()
+    env = {**settings.env(), "SONAE_INTAKE_PORT": str(port), "SONAE_HOST": "127.0.0.1",
+           "SONAE_INTAKE_RATE_PER_SECOND": "1000000", "SONAE_INTAKE_RATE_BURST": "1000000",
+           "SONAE_LOG_LEVEL": "WARNING"}
+    async with _service_process(_INTAKE, env, port, "intake", log) as pid:
+        yield RunningIntake(f"http://127.0.0.1:{port}", pid)
 
 
 @dataclass(frozen=True)
@@ -80,30 +90,11 @@ class RunningGateway:
 async def gateway_process(settings: Settings, log: Path) -> AsyncIterator[RunningGateway]:
     """``services.gateway.main`` for ``settings``, once its /healthz says it caught up."""
     ws_port, http_port = free_port(), free_port()
-    env = {**os.environ, **settings.env(), "SONAE_GATEWAY_PORT": str(ws_port),
+    env = {**settings.env(), "SONAE_GATEWAY_PORT": str(ws_port),
            "SONAE_DASHBOARD_PORT": str(http_port), "SONAE_HOST": "127.0.0.1",
            "SONAE_LOG_LEVEL": "WARNING"}
-    with log.open("ab") as out:
-        proc = spawn([sys.executable, "-c", _GATEWAY], log=out, cwd=ROOT, env=env)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"the gateway exited with {proc.returncode}; see {log}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the gateway was not ready in 60 s; see {log}")
-            with contextlib.suppress(OSError, ConnectionError, ValueError):
-                client = await HttpClient.connect("127.0.0.1", http_port)
-                try:
-                    status, _ = await client.request("GET", "/healthz", {})
-                finally:
-                    client.close()
-                if status == 200:
-                    break
-            await asyncio.sleep(0.1)
-        yield RunningGateway(f"ws://127.0.0.1:{ws_port}", proc.pid)
-    finally:
-        await asyncio.to_thread(stop_group, proc, timeout=15)
+    async with _service_process(_GATEWAY, env, http_port, "the gateway", log) as pid:
+        yield RunningGateway(f"ws://127.0.0.1:{ws_port}", pid)
 
 
 class HttpClient:
