@@ -45,7 +45,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Final
+from typing import Any, Final, cast
 from uuid import UUID
 
 import asyncpg
@@ -259,6 +259,20 @@ def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
     return [[row[i] for row in rows] for i in range(width)]
 
 
+def _request_params(p: _Prepared) -> tuple[Any, ...]:
+    """A keyed write's idempotency record, in the column order of ``_INSERT_REQUESTS``."""
+    w = p.write
+    return (w.kind.value, w.scope, w.client_id, w.body_hash, w.status_code, p.response_json,
+            w.report_id, p.event_ids)
+
+
+def _report_params(r: ReportRow) -> tuple[Any, ...]:
+    """A report outcome in the column order of ``_UPSERT_REPORTS``."""
+    return (r.report_id, r.scope, r.client_report_id, r.team, r.status, _json(list(r.reasons)),
+            r.area_id, r.outside_region, r.submitted_event_id, r.accepted_event_id,
+            r.rejected_event_id, r.received_at)
+
+
 def _json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
@@ -395,7 +409,8 @@ class Store:
             # Connection lost, commit failed: no write of the group that is not answered
             # yet is known durable.
             results = [e if r is None else r for r in results]
-        return [r if r is not None else RuntimeError("write not attempted") for r in results]
+        # Every write is answered by now: written above, decided, or the error.
+        return cast(list[Recorded | Exception], results)
 
     async def _write_first_receipts(self, conn: asyncpg.Connection,
                                     writes: Sequence[_Prepared]) -> set[int]:
@@ -406,14 +421,11 @@ class Store:
         keyed = [(w, p) for w, p in enumerate(writes) if p.key is not None]
         outbox = [(w, p.key is not None, *row) for w, p in enumerate(writes)
                   for row in p.outbox]
-        reports = [(w, r.report_id, r.scope, r.client_report_id, r.team, r.status,
-                    _json(list(r.reasons)), r.area_id, r.outside_region, r.submitted_event_id,
-                    r.accepted_event_id, r.rejected_event_id, r.received_at)
-                   for w, p in keyed if (r := p.write.report) is not None]
-        rows = await conn.fetch(_WRITE_FIRST_RECEIPTS, *_columns(
-            [(w, p.write.kind.value, p.write.scope, p.write.client_id, p.write.body_hash,
-              p.write.status_code, p.response_json, p.write.report_id, p.event_ids)
-             for w, p in keyed], 9), *_columns(outbox, 7), *_columns(reports, 13))
+        reports = [(w, *_report_params(p.write.report)) for w, p in keyed
+                   if p.write.report is not None]
+        rows = await conn.fetch(_WRITE_FIRST_RECEIPTS,
+                                *_columns([(w, *_request_params(p)) for w, p in keyed], 9),
+                                *_columns(outbox, 7), *_columns(reports, 13))
         return {row["w"] for row in rows} | {w for w, p in enumerate(writes) if p.key is None}
 
     async def _commit_decided(self, conn: asyncpg.Connection,
@@ -485,10 +497,8 @@ class Store:
                 reports.append(p.write.report)
             results.append(Recorded(Decision.WRITE, p.write.status_code, p.write.response))
         if inserts:
-            await conn.execute(_INSERT_REQUESTS, *_columns(
-                [(p.write.kind.value, p.write.scope, p.write.client_id, p.write.body_hash,
-                  p.write.status_code, p.response_json, p.write.report_id, p.event_ids)
-                 for p in inserts], 8))
+            await conn.execute(_INSERT_REQUESTS,
+                               *_columns([_request_params(p) for p in inserts], 8))
         if updates:
             await conn.executemany(_UPDATE_REQUEST, [
                 (p.write.kind.value, p.write.scope, p.write.client_id, p.write.body_hash,
@@ -497,11 +507,8 @@ class Store:
         if outbox:
             await conn.execute(_INSERT_OUTBOX, *_columns(outbox, 5))
         if reports:
-            await conn.execute(_UPSERT_REPORTS, *_columns(
-                [(r.report_id, r.scope, r.client_report_id, r.team, r.status,
-                  _json(list(r.reasons)), r.area_id, r.outside_region, r.submitted_event_id,
-                  r.accepted_event_id, r.rejected_event_id, r.received_at) for r in reports],
-                12))
+            await conn.execute(_UPSERT_REPORTS,
+                               *_columns([_report_params(r) for r in reports], 12))
         return results
 
     async def _record(self, conn: asyncpg.Connection, prepared: _Prepared) -> Recorded:
@@ -535,11 +542,7 @@ class Store:
         if prepared.outbox:
             await conn.execute(_INSERT_OUTBOX, *_columns(prepared.outbox, 5))
         if write.report is not None:
-            r = write.report
-            await conn.execute(_UPSERT_REPORTS, *_columns(
-                [(r.report_id, r.scope, r.client_report_id, r.team, r.status,
-                  _json(list(r.reasons)), r.area_id, r.outside_region, r.submitted_event_id,
-                  r.accepted_event_id, r.rejected_event_id, r.received_at)], 12))
+            await conn.execute(_UPSERT_REPORTS, *_columns([_report_params(write.report)], 12))
         return Recorded(Decision.WRITE, write.status_code, write.response)
 
     # --- reads ---------------------------------------------------------------------
