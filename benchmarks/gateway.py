@@ -31,8 +31,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -221,43 +220,16 @@ def _summarise(collected: list[Any], timings: dict[str, float], clients: int,
 # --- part 2: report → delta -------------------------------------------------------------
 
 
-@asynccontextmanager
-async def embedded_stack(durable: bool = True) -> AsyncIterator[tuple[str, str]]:
-    """The embedded broker and PostgreSQL."""
-    from infra.embedded.broker import EmbeddedBroker
-    from infra.embedded.postgres import EmbeddedPostgres
-    from infra.embedded.processes import free_port
-
-    base = Path(tempfile.mkdtemp(prefix="sonae-bench-"))
-    broker = EmbeddedBroker(port=free_port(), log_path=base / "tansu.log")
-    # Durable (fsync on), as the system of record runs: intake acknowledges after commit.
-    postgres = EmbeddedPostgres(data_dir=base / "postgres", port=free_port(), durable=durable)
-    broker.start()
-    try:
-        postgres.start()
-        try:
-            yield broker.bootstrap, postgres.url
-        finally:
-            postgres.stop()
-    finally:
-        broker.stop()
-
-
 async def report_to_delta(rates: list[int], seconds: float, *, durable: bool = True,
                           connections: int = 64,
                           warmup: float = 2.0) -> dict[int, dict[str, float]]:
     """POST /v1/reports → websocket delta, at each rate (a namespace per rate)."""
-    import asyncpg
-
-    from infra.db.migrate import migrate
+    from benchmarks.support import embedded_stack
 
     out: dict[int, dict[str, float]] = {}
-    async with embedded_stack(durable) as (bootstrap, database_url):
-        conn = await asyncpg.connect(database_url)
-        try:
-            await migrate(conn)
-        finally:
-            await conn.close()
+    # Durable (fsync on), as the system of record runs: intake acknowledges after commit.
+    async with embedded_stack(durable) as stack:
+        bootstrap, database_url = stack.bootstrap, stack.dsn
         for rate in rates:
             out[rate] = await _one_rate(bootstrap, database_url, rate, seconds,
                                         connections=connections, warmup=warmup)

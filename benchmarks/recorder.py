@@ -41,8 +41,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -52,10 +51,8 @@ import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from infra.db.migrate import migrate
-from infra.embedded.broker import EmbeddedBroker
-from infra.embedded.postgres import EmbeddedPostgres
-from infra.embedded.processes import free_port, spawn, stop_group
+from benchmarks.support import Stack, embedded_stack
+from infra.embedded.processes import spawn, stop_group
 from infra.kafka import clients
 from infra.settings import Settings, load_settings
 from infra.topics import ensure_topics
@@ -156,38 +153,6 @@ def make_events(n: int, tag: str) -> list[Event]:
 
 
 # --- the stack -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Stack:
-    bootstrap: str
-    dsn: str
-    postgres_pid: int
-    """The postmaster, parent of every backend."""
-
-
-@asynccontextmanager
-async def embedded_stack(durable: bool) -> AsyncIterator[Stack]:
-    """An embedded broker and PostgreSQL of the benchmark's own."""
-    with tempfile.TemporaryDirectory(prefix="sonae-bench-") as tmp:
-        broker = EmbeddedBroker(port=free_port(), log_path=Path(tmp) / "tansu.log")
-        postgres = EmbeddedPostgres(data_dir=Path(tmp) / "pg", port=free_port(),
-                                    durable=durable)
-        await asyncio.to_thread(broker.start)
-        try:
-            await asyncio.to_thread(postgres.start)
-            try:
-                conn = await asyncpg.connect(postgres.url)
-                try:
-                    await migrate(conn)
-                finally:
-                    await conn.close()
-                assert postgres.pid is not None
-                yield Stack(broker.bootstrap, postgres.url, postgres.pid)
-            finally:
-                await asyncio.to_thread(postgres.stop)
-        finally:
-            await asyncio.to_thread(broker.stop)
 
 
 def settings_for(bootstrap: str, dsn: str, namespace: str) -> Settings:

@@ -1,4 +1,5 @@
-"""What several benchmarks share: intake as its own process, and a lean HTTP load client.
+"""What several benchmarks share: their own embedded stack, the services as their own
+processes, and a lean HTTP load client.
 
 Intake is measured as it is deployed: ``services.intake.main`` in a process of its
 own (the service runtime, its collector settings, its own core when one is free),
@@ -18,12 +19,18 @@ import contextlib
 import multiprocessing as mp
 import os
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import asyncpg
+
+from infra.db.migrate import migrate
+from infra.embedded.broker import EmbeddedBroker
+from infra.embedded.postgres import EmbeddedPostgres
 from infra.embedded.processes import free_port, spawn, stop_group
 from infra.settings import Settings
 
@@ -32,6 +39,38 @@ _INTAKE = ("from infra.settings import load_settings; from services.intake.main 
            "main(load_settings())")
 _GATEWAY = ("from infra.settings import load_settings; from services.gateway.main import main; "
             "main(load_settings())")
+
+
+@dataclass(frozen=True)
+class Stack:
+    bootstrap: str
+    dsn: str
+    postgres_pid: int
+    """The postmaster, parent of every backend."""
+
+
+@contextlib.asynccontextmanager
+async def embedded_stack(durable: bool) -> AsyncIterator[Stack]:
+    """An embedded broker and PostgreSQL of the benchmark's own."""
+    with tempfile.TemporaryDirectory(prefix="sonae-bench-") as tmp:
+        broker = EmbeddedBroker(port=free_port(), log_path=Path(tmp) / "tansu.log")
+        postgres = EmbeddedPostgres(data_dir=Path(tmp) / "pg", port=free_port(),
+                                    durable=durable)
+        await asyncio.to_thread(broker.start)
+        try:
+            await asyncio.to_thread(postgres.start)
+            try:
+                conn = await asyncpg.connect(postgres.url)
+                try:
+                    await migrate(conn)
+                finally:
+                    await conn.close()
+                assert postgres.pid is not None
+                yield Stack(broker.bootstrap, postgres.url, postgres.pid)
+            finally:
+                await asyncio.to_thread(postgres.stop)
+        finally:
+            await asyncio.to_thread(broker.stop)
 
 
 @dataclass(frozen=True)
