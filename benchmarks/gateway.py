@@ -24,6 +24,7 @@ import argparse
 import asyncio
 import json
 import multiprocessing as mp
+import os
 import re
 import resource
 import statistics
@@ -34,7 +35,7 @@ import uuid
 from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import broadcast, serve
@@ -49,6 +50,9 @@ from services.common.auth import Role, issue_token
 from services.gateway.cop import COP, Audience, RegionIndex, Viewer
 from services.gateway.hub import Hub
 from services.gateway.server import Gateway
+
+if TYPE_CHECKING:
+    from benchmarks.support import Stack
 
 SECRET = "benchmark-secret-0123456789abcdef0123456789"
 STAMP = re.compile(rb"bench:(\w+):(\d+):([0-9.]+)")
@@ -229,29 +233,35 @@ async def report_to_delta(rates: list[int], seconds: float, *, durable: bool = T
     out: dict[int, dict[str, float]] = {}
     # Durable (fsync on), as the system of record runs: intake acknowledges after commit.
     async with embedded_stack(durable) as stack:
-        bootstrap, database_url = stack.bootstrap, stack.dsn
         for rate in rates:
-            out[rate] = await _one_rate(bootstrap, database_url, rate, seconds,
+            out[rate] = await _one_rate(stack, rate, seconds,
                                         connections=connections, warmup=warmup)
-            out[-rate] = await _one_rate(bootstrap, database_url, rate, seconds, direct=True,
+            out[-rate] = await _one_rate(stack, rate, seconds, direct=True,
                                          connections=connections, warmup=warmup)
     return out
 
 
-async def _one_rate(bootstrap: str, database_url: str, rate: int, seconds: float, *,
+async def _one_rate(stack: Stack, rate: int, seconds: float, *,
                     direct: bool = False, connections: int,
                     warmup: float) -> dict[str, float]:
     """One rate; ``direct`` produces report.accepted to Kafka instead of POSTing to intake.
 
     Open loop: request i leaves at start + i/rate on a free keep-alive connection of
     the pool (``connections`` of them), whatever happened to the ones before it.
+    CPU of each process over the measured part is returned as % of one core.
     """
-    from benchmarks.support import HttpClient, gateway_process, intake_process
+    from benchmarks.support import (
+        HttpClient,
+        gateway_process,
+        intake_process,
+        postgres_cpu,
+        process_cpu,
+    )
     from infra.kafka import clients as kafka_clients
     from infra.settings import load_settings
     from services.common.bus import Publisher
 
-    settings = load_settings(kafka_bootstrap=bootstrap, database_url=database_url,
+    settings = load_settings(kafka_bootstrap=stack.bootstrap, database_url=stack.dsn,
                              namespace=f"bench{rate}{'k' if direct else ''}",
                              token_secret=SECRET)
     field = issue_token(SECRET, Role.FIELD, "bench-field", timedelta(hours=1))
@@ -261,10 +271,20 @@ async def _one_rate(bootstrap: str, database_url: str, rate: int, seconds: float
     sent: dict[str, float] = {}
     latencies: list[float] = []
     acks: list[float] = []
+    walls: dict[str, tuple[float, float]] = {}
+    arrived: dict[str, float] = {}
+    answered: dict[str, float] = {}
     logs = Path(tempfile.mkdtemp(prefix="sonae-bench-logs-"))
     async with intake_process(settings, logs / f"intake{rate}.log") as intake, \
             gateway_process(settings, logs / f"gateway{rate}.log") as gw:
         port = int(intake.url.rsplit(":", 1)[1])
+
+        def cpu() -> dict[str, float]:
+            return {"intake": process_cpu(intake.pid), "gateway": process_cpu(gw.pid),
+                    "broker": process_cpu(stack.broker_pid),
+                    "postgres": postgres_cpu(stack.postgres_pid),
+                    "script": process_cpu(os.getpid())}
+
         idle: asyncio.Queue[HttpClient] = asyncio.Queue()
         for _ in range(0 if direct else connections):
             idle.put_nowait(await HttpClient.connect("127.0.0.1", port))
@@ -280,6 +300,7 @@ async def _one_rate(bootstrap: str, database_url: str, rate: int, seconds: float
                         for m in re.finditer(r'"description":"(b[0-9a-f]+)"', text):
                             if m.group(1) in sent:
                                 latencies.append(now - sent.pop(m.group(1)))
+                                arrived[m.group(1)] = now
                         if len(latencies) >= total:
                             return
 
@@ -311,6 +332,7 @@ async def _one_rate(bootstrap: str, database_url: str, rate: int, seconds: float
                     t0 = time.monotonic()
                     if measured:
                         sent[cid] = t0
+                        walls[cid] = time.time(), t0
                     client = await idle.get()
                     try:
                         status, answer = await client.request(
@@ -318,7 +340,8 @@ async def _one_rate(bootstrap: str, database_url: str, rate: int, seconds: float
                     finally:
                         idle.put_nowait(client)
                     if measured:
-                        acks.append(time.monotonic() - t0)
+                        answered[cid] = time.monotonic()
+                        acks.append(answered[cid] - t0)
                     if status != 202:
                         raise RuntimeError(f"intake answered {status}: {answer[:200]!r}")
 
@@ -331,20 +354,63 @@ async def _one_rate(bootstrap: str, database_url: str, rate: int, seconds: float
                         await asyncio.sleep(delay)
                     if i == warm:
                         measured_from = time.monotonic()
+                        cpu_from = cpu()
                     posts.append(asyncio.create_task(post(i)))
                 await asyncio.gather(*posts)
                 achieved = total / (time.monotonic() - measured_from)
                 with suppress(TimeoutError):
                     await asyncio.wait_for(reader, 60)
+                cpu_to, busy = cpu(), time.monotonic() - measured_from
                 await producer.stop()
         finally:
             while not idle.empty():
                 idle.get_nowait().close()
-    return {"reports": total, "received": len(latencies), "offered_rate": achieved,
+    stages = {} if direct else await _stages(stack.dsn, walls, answered, arrived)
+    return {"reports": total, "received": len(latencies), "offered_rate": achieved, **stages,
             "p50_ms": 1000 * statistics.median(latencies),
             "p99_ms": 1000 * percentile(latencies, 99),
             "ack_p50_ms": 1000 * statistics.median(acks) if acks else 0.0,
-            "ack_p99_ms": 1000 * percentile(acks, 99) if acks else 0.0}
+            "ack_p99_ms": 1000 * percentile(acks, 99) if acks else 0.0,
+            **{f"cpu_{name}": 100 * (cpu_to[name] - cpu_from[name]) / busy for name in cpu_to}}
+
+
+async def _stages(dsn: str, walls: dict[str, tuple[float, float]], answered: dict[str, float],
+                  arrived: dict[str, float]) -> dict[str, float]:
+    """Where the time of a report went, from the outbox's own timestamps.
+
+    ``created_at`` is when intake's statement writing the report began; ``sent_at``
+    is ``now()`` of the relay transaction that published it, i.e. when that relay
+    cycle began (both PostgreSQL wall clock, same host as the script's).
+    """
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(
+            "select convert_from(value, 'UTF8')::jsonb #>> '{payload,report,description}' as cid,"
+            " extract(epoch from created_at)::float8 as created,"
+            " extract(epoch from sent_at)::float8 as sent"
+            " from outbox where event_type = 'report.accepted'")
+    finally:
+        await conn.close()
+    spans: dict[str, list[float]] = {"to_statement": [], "to_202": [], "to_relay": [],
+                                      "to_delta": []}
+    for row in rows:
+        cid = row["cid"]
+        if cid not in walls or cid not in arrived or cid not in answered or row["sent"] is None:
+            continue
+        wall0, mono0 = walls[cid]
+        created, relayed = row["created"] - wall0, row["sent"] - wall0
+        spans["to_statement"].append(created)
+        spans["to_202"].append(answered[cid] - mono0 - created)
+        spans["to_relay"].append(relayed - created)
+        spans["to_delta"].append(arrived[cid] - mono0 - relayed)
+    out: dict[str, float] = {}
+    for name, values in spans.items():
+        if values:
+            out[f"{name}_p50_ms"] = 1000 * statistics.median(values)
+            out[f"{name}_p99_ms"] = 1000 * percentile(values, 99)
+    return out
 
 
 async def main() -> None:
@@ -394,6 +460,16 @@ async def main() -> None:
                   f"{r['received']}/{r['reports']} received"
                   + (f" (HTTP 202 after p50 {r['ack_p50_ms']:.1f} ms, p99 {r['ack_p99_ms']:.1f} ms)"
                      if rate > 0 else ""))
+            if "to_delta_p50_ms" in r:
+                print("    stages p50/p99 ms: " + ", ".join(
+                    f"{label} {r[name + '_p50_ms']:.1f}/{r[name + '_p99_ms']:.1f}"
+                    for label, name in (("sent -> intake's statement", "to_statement"),
+                                        ("statement -> 202", "to_202"),
+                                        ("statement -> relay cycle", "to_relay"),
+                                        ("relay cycle -> delta", "to_delta"))))
+            print("    CPU, % of one core: " + ", ".join(
+                f"{name} {r['cpu_' + name]:.0f}"
+                for name in ("intake", "gateway", "broker", "postgres", "script")))
 
 
 def _sample_size() -> bytes:

@@ -51,7 +51,7 @@ import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.support import Stack, embedded_stack
+from benchmarks.support import Stack, embedded_stack, postgres_cpu, process_cpu
 from infra.embedded.processes import spawn, stop_group
 from infra.kafka import clients
 from infra.settings import Settings, load_settings
@@ -71,31 +71,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SECRET = "benchmark-secret-0123456789abcdef0123456789"
 BATCH = RecorderConfig().max_records  # the recorder's largest transaction
 T0 = datetime(2025, 8, 21, 5, 0, tzinfo=UTC)
-_CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-def process_cpu(pid: int) -> float:
-    """User + system CPU seconds of one process (all its threads), from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _CLK_TCK
-
-
-def postgres_cpu(postmaster: int) -> float:
-    """CPU seconds of the postmaster and its live children (backends, WAL writer, ...).
-
-    Children, not a process group: PostgreSQL puts each child in a group of its own.
-    """
-    total = 0.0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # exited meanwhile
-        if int(entry.name) == postmaster or int(fields[1]) == postmaster:
-            total += (int(fields[11]) + int(fields[12])) / _CLK_TCK
-    return total
 
 
 @dataclass

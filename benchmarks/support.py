@@ -41,12 +41,40 @@ _GATEWAY = ("from infra.settings import load_settings; from services.gateway.mai
             "main(load_settings())")
 
 
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
 @dataclass(frozen=True)
 class Stack:
     bootstrap: str
     dsn: str
     postgres_pid: int
     """The postmaster, parent of every backend."""
+    broker_pid: int
+
+
+def process_cpu(pid: int) -> float:
+    """User + system CPU seconds of one process (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+
+
+def postgres_cpu(postmaster: int) -> float:
+    """CPU seconds of the postmaster and its live children (backends, WAL writer, ...).
+
+    Children, not a process group: PostgreSQL puts each child in a group of its own.
+    """
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # exited meanwhile
+        if int(entry.name) == postmaster or int(fields[1]) == postmaster:
+            total += (int(fields[11]) + int(fields[12])) / _CLK_TCK
+    return total
 
 
 @contextlib.asynccontextmanager
@@ -65,8 +93,8 @@ async def embedded_stack(durable: bool) -> AsyncIterator[Stack]:
                     await migrate(conn)
                 finally:
                     await conn.close()
-                assert postgres.pid is not None
-                yield Stack(broker.bootstrap, postgres.url, postgres.pid)
+                assert postgres.pid is not None and broker.pid is not None
+                yield Stack(broker.bootstrap, postgres.url, postgres.pid, broker.pid)
             finally:
                 await asyncio.to_thread(postgres.stop)
         finally:
