@@ -52,10 +52,12 @@ from services.gateway.positions import COP_TOPICS, Partition, marker_of
 
 log = logging.getLogger(__name__)
 
-__all__ = ["POLL_TIMEOUT_MS", "LogReplaced", "Source", "StoreSeed", "fold_store"]
+__all__ = ["POLL_TIMEOUT_MS", "YIELD_EVERY", "LogReplaced", "Source", "StoreSeed", "fold_store"]
 
 POLL_TIMEOUT_MS: Final = 500
 """How long one fetch waits for records before the loop checks for a stop."""
+YIELD_EVERY: Final = 64
+"""Changes applied before the source lets other tasks (client writes, readers) run."""
 PROBE_TIMEOUT: Final = 15.0
 """Seconds to read one record per partition at start-up before giving up."""
 
@@ -254,12 +256,16 @@ class Source:
             self.hub.ready.set()
         while not stop.is_set():
             batches = await consumer.getmany(timeout_ms=POLL_TIMEOUT_MS)
+            applied = 0
             for tp in sorted(batches, key=lambda t: (t.topic, t.partition)):
                 partition = names[tp]
                 for record in batches[tp]:
-                    if self._apply(partition, record):
-                        # Let writers and readers run between changes: a fetched batch
-                        # can hold thousands, and no client can read while we fold.
+                    applied += self._apply(partition, record)
+                    if applied >= YIELD_EVERY:
+                        # Let writers and readers run: a fetched batch can hold
+                        # thousands of changes, and no client hears of any while we fold.
+                        # Within a slice, each client's changes leave in one write.
+                        applied = 0
                         await asyncio.sleep(0)
             if not self.hub.ready.is_set() and self.caught_up():
                 log.info("caught up: %d events applied, position %s", self.hub.applied,

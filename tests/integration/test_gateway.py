@@ -59,6 +59,30 @@ async def test_snapshot_carries_the_log_then_deltas_follow(kafka_bootstrap: str,
         assert sorted(report_ids(hq.messages)) == sorted(str(r.payload.report_id) for r in later)
 
 
+async def test_changes_fetched_together_leave_in_one_write_in_order(kafka_bootstrap: str,
+                                                                    namespace: str) -> None:
+    """Deltas folded in one turn reach a client as frames of a single socket write."""
+    settings = gateway_settings(kafka_bootstrap, namespace)
+    async with gateway(settings) as gw, peer(gw, token=HQ) as hq:
+        await hq.until(lambda m: m["type"] == "snapshot")
+        (client,) = gw.hub.clients
+        transport = client.ws.transport
+        writes: list[int] = []
+        real_write = transport.write
+
+        def counting_write(data: bytes | bytearray | memoryview) -> None:
+            writes.append(len(data))
+            real_write(data)
+
+        transport.write = counting_write  # type: ignore[method-assign]
+        later = [report() for _ in range(20)]
+        await produce_events(kafka_bootstrap, namespace, later)
+        await hq.until(lambda m: len(report_ids(hq.messages)) >= len(later))
+        assert report_ids(hq.messages) == [str(r.payload.report_id) for r in later]
+        # One produce batch is fetched in one or two batches; each is written at once.
+        assert 1 <= len(writes) <= len(later) // 2, writes
+
+
 async def test_reconnect_gets_exactly_the_missed_deltas_also_on_another_gateway(
         kafka_bootstrap: str, namespace: str) -> None:
     """Resuming from a position replays only what was missed, here and on a second gateway."""
