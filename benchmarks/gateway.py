@@ -379,8 +379,8 @@ async def _stages(dsn: str, walls: dict[str, tuple[float, float]], answered: dic
     """Where the time of a report went, from the outbox's own timestamps.
 
     ``created_at`` is when intake's statement writing the report began; ``sent_at``
-    is ``now()`` of the relay transaction that published it, i.e. when that relay
-    cycle began (both PostgreSQL wall clock, same host as the script's).
+    is when the relay's statement that marked it sent began, right after the
+    broker acknowledged it (both PostgreSQL wall clock, same host as the script's).
     """
     import asyncpg
 
@@ -393,18 +393,18 @@ async def _stages(dsn: str, walls: dict[str, tuple[float, float]], answered: dic
             " from outbox where event_type = 'report.accepted'")
     finally:
         await conn.close()
-    spans: dict[str, list[float]] = {"to_statement": [], "to_202": [], "to_relay": [],
+    spans: dict[str, list[float]] = {"to_statement": [], "to_202": [], "to_acked": [],
                                       "to_delta": []}
     for row in rows:
         cid = row["cid"]
         if cid not in walls or cid not in arrived or cid not in answered or row["sent"] is None:
             continue
         wall0, mono0 = walls[cid]
-        created, relayed = row["created"] - wall0, row["sent"] - wall0
+        created, acked = row["created"] - wall0, row["sent"] - wall0
         spans["to_statement"].append(created)
         spans["to_202"].append(answered[cid] - mono0 - created)
-        spans["to_relay"].append(relayed - created)
-        spans["to_delta"].append(arrived[cid] - mono0 - relayed)
+        spans["to_acked"].append(acked - created)
+        spans["to_delta"].append(arrived[cid] - mono0 - acked)
     out: dict[str, float] = {}
     for name, values in spans.items():
         if values:
@@ -465,8 +465,8 @@ async def main() -> None:
                     f"{label} {r[name + '_p50_ms']:.1f}/{r[name + '_p99_ms']:.1f}"
                     for label, name in (("sent -> intake's statement", "to_statement"),
                                         ("statement -> 202", "to_202"),
-                                        ("statement -> relay cycle", "to_relay"),
-                                        ("relay cycle -> delta", "to_delta"))))
+                                        ("statement -> broker ack", "to_acked"),
+                                        ("broker ack -> delta", "to_delta"))))
             print("    CPU, % of one core: " + ", ".join(
                 f"{name} {r['cpu_' + name]:.0f}"
                 for name in ("intake", "gateway", "broker", "postgres", "script")))

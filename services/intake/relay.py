@@ -2,9 +2,11 @@
 
 - Wakes on ``LISTEN sonae_outbox`` (a trigger notifies at commit) and polls every
   :data:`POLL_INTERVAL` seconds anyway, so a lost notification costs at most that.
-- Publishes a batch pipelined (every send queued, then every ack awaited, with
-  ``acks=all`` from the client factory) and marks it sent in the transaction
-  that locked it (:meth:`~services.intake.store.Store.publish_batch`).
+- Holds the schema's publishing lock on one connection
+  (:meth:`~services.intake.store.Store.relay_session`); publishes a batch
+  pipelined (every send queued, then every ack awaited, with ``acks=all`` from
+  the client factory) and marks it sent with the statement that reads the next
+  batch, so a cycle is one round trip to PostgreSQL and one to the broker.
 - While the broker is unreachable it retries with bounded exponential backoff
   (:data:`BACKOFF_MIN` .. :data:`BACKOFF_MAX`), recreating the producer, while
   the HTTP API keeps accepting into the outbox; the backlog drains when the
@@ -30,7 +32,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from services.intake.metrics import IntakeMetrics
-from services.intake.store import OutboxRow, Store
+from services.intake.store import OutboxRow, RelaySession, Store
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +98,6 @@ class Relay:
         producer: AIOKafkaProducer | None = None
         delay = BACKOFF_MIN
         failing = False
-        last_retention = 0.0
-        last_backlog = 0.0
         try:
             while not stop.is_set():
                 try:
@@ -107,26 +107,20 @@ class Relay:
                         if self._on_connect is not None:
                             await self._on_connect()
                         log.info("relay connected to the broker")
-                    # A short batch means the outbox was empty a moment ago: rows committed
-                    # since then notify, and the wakeable sleep below returns at once, so
-                    # no empty transaction is spent on checking again.
-                    while await self.store.publish_batch(self.batch_size,
-                                                         self._sender(producer)) \
-                            >= self.batch_size:
-                        if stop.is_set():
-                            break
-                    self._set_connected(True)
+                    async with self.store.relay_session() as session:
+                        if session is None:
+                            # Another relay of this schema publishes; take over when it stops.
+                            self._set_connected(True)
+                            await self._sleep(stop, self.poll_interval, wakeable=False)
+                            continue
+                        try:
+                            await self._drain_while_running(stop, session, producer)
+                        finally:
+                            with contextlib.suppress(*TRANSIENT):
+                                await session.mark()
                     if failing:
                         log.info("relay recovered; outbox draining resumed")
                     failing, delay = False, BACKOFF_MIN
-                    if time.monotonic() - last_backlog >= BACKLOG_EVERY:
-                        # A count per publish cost as much as the publish's own queries.
-                        last_backlog = time.monotonic()
-                        self.metrics.outbox_backlog.set(await self.store.backlog())
-                    if time.monotonic() - last_retention > _RETENTION_EVERY:
-                        last_retention = time.monotonic()
-                        await self.store.forget_sent(OUTBOX_RETENTION)
-                    await self._sleep(stop, self.poll_interval, wakeable=True)
                 except TRANSIENT as e:
                     self.metrics.relay_errors.inc()
                     self._set_connected(False)
@@ -144,6 +138,30 @@ class Relay:
         finally:
             self._set_connected(False)
             await self._close(producer)
+
+    async def _drain_while_running(self, stop: asyncio.Event, session: RelaySession,
+                                   producer: AIOKafkaProducer) -> None:
+        """Publish the outbox until ``stop``; between drains, sleep until notified."""
+        send = self._sender(producer)
+        last_retention = 0.0
+        last_backlog = 0.0
+        while not stop.is_set():
+            # The statement reading a batch also marks the previous one sent; the
+            # drain ends with the statement that marks the last and finds nothing.
+            while batch := await session.next_batch(self.batch_size):
+                await send(batch)
+                session.published(batch)
+                if stop.is_set():
+                    return
+            self._set_connected(True)
+            if time.monotonic() - last_backlog >= BACKLOG_EVERY:
+                # A count per publish cost as much as the publish's own queries.
+                last_backlog = time.monotonic()
+                self.metrics.outbox_backlog.set(await self.store.backlog())
+            if time.monotonic() - last_retention > _RETENTION_EVERY:
+                last_retention = time.monotonic()
+                await self.store.forget_sent(OUTBOX_RETENTION)
+            await self._sleep(stop, self.poll_interval, wakeable=True)
 
     def _sender(self, producer: AIOKafkaProducer) -> Callable[[list[OutboxRow]], Awaitable[None]]:
         async def send(rows: list[OutboxRow]) -> None:

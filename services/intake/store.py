@@ -30,19 +30,21 @@ loopback a round trip costs ~0.35 ms, and the transaction it replaces took six
 (resends, corrections, conflicts) are then decided as described above, in a
 transaction of their own.
 
-The relay side (:meth:`Store.publish_batch`) locks a batch of unsent rows,
-hands them to a publish callback and marks them sent in the same transaction:
-if the process dies in between, the rows are still unsent and are published
-again on restart (at-least-once; consumers deduplicate by ``event_id``).
+The relay side (:meth:`Store.relay_session`) holds the schema's publishing lock
+on one connection, reads a batch of unsent rows, and marks it sent with the
+statement that reads the next batch, once the broker has acknowledged it: if
+the process dies in between, the rows are still unsent and are published again
+on restart (at-least-once; consumers deduplicate by ``event_id``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final, cast
@@ -62,6 +64,7 @@ __all__ = [
     "IntakeTablesMissing",
     "OutboxRow",
     "Recorded",
+    "RelaySession",
     "ReportRow",
     "Store",
     "Write",
@@ -70,9 +73,21 @@ __all__ = [
 REQUIRED_TABLES: Final = ("intake_requests", "outbox", "report_status")
 """Created by migration 0002_intake (``sonae db migrate`` / ``sonae up``)."""
 
-# pg_try_advisory_xact_lock(classid, objid): one relay per schema publishes at a
-# time, so the outbox's id order (and thus per-key order) reaches Kafka intact.
+# pg_try_advisory_lock(classid, objid): one relay per schema publishes at a time,
+# so the outbox's id order (and thus per-key order) reaches Kafka intact.
 _RELAY_LOCK_CLASS: Final = 0x534E4145  # "SNAE"
+# Marks the rows published last ($2) and reads the next unsent ones. Both parts see
+# the statement's snapshot, in which the rows being marked are still unsent: hence
+# the exclusion.
+_MARK_SENT: Final = "update outbox set sent_at = now() where id = any($1::bigint[])"
+_NEXT_BATCH: Final = """
+with marked as (
+    update outbox set sent_at = now() where id = any($2::bigint[])
+)
+select id, topic, key, value, event_id from outbox
+where sent_at is null and id <> all($2::bigint[])
+order by id limit $1
+"""
 _MAX_ATTEMPTS: Final = 3
 MAX_GROUP: Final = 500
 """Most writes in one group transaction (bounds its size and the locks it holds)."""
@@ -281,6 +296,37 @@ def _loads(value: Any) -> Any:
     # asyncpg hands jsonb back as text unless a codec is installed; the pool may
     # come from elsewhere (tests, main), so decode here rather than assume one.
     return json.loads(value) if isinstance(value, str | bytes) else value
+
+
+class RelaySession:
+    """The relay's hold on the outbox: one connection that has the publishing lock.
+
+    Each :meth:`next_batch` is one autocommitted statement that marks the batch
+    published last sent and reads the next unsent rows, so a relay cycle costs one
+    round trip to PostgreSQL beside the broker's acknowledgement. A batch is only
+    marked after :meth:`published`: rows whose publishing failed stay unsent.
+    """
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+        self._unmarked: list[int] = []
+
+    async def next_batch(self, limit: int) -> list[OutboxRow]:
+        """Mark the last published batch sent; return up to ``limit`` unsent rows, in id order."""
+        rows = await self.conn.fetch(_NEXT_BATCH, limit, self._unmarked)
+        self._unmarked = []
+        return [OutboxRow(r["id"], r["topic"], r["key"], r["value"], r["event_id"])
+                for r in rows]
+
+    def published(self, batch: Sequence[OutboxRow]) -> None:
+        """The broker acknowledged every row of ``batch``: mark it with the next statement."""
+        self._unmarked = [row.id for row in batch]
+
+    async def mark(self) -> None:
+        """Mark the last published batch sent now (before the session ends)."""
+        if self._unmarked:
+            await self.conn.execute(_MARK_SENT, self._unmarked)
+            self._unmarked = []
 
 
 class Store:
@@ -587,34 +633,24 @@ class Store:
 
     # --- the relay's side -------------------------------------------------------------
 
-    async def publish_batch(
-        self, limit: int, publish: Callable[[list[OutboxRow]], Awaitable[None]]
-    ) -> int:
-        """Publish up to ``limit`` unsent rows with ``publish`` and mark them sent; return how many.
+    @contextlib.asynccontextmanager
+    async def relay_session(self) -> AsyncIterator[RelaySession | None]:
+        """A connection holding this schema's publishing lock; ``None`` if another relay has it.
 
-        ``publish`` must return only once the broker acknowledged every row; if it
-        raises, the transaction rolls back and the rows stay unsent. Returns 0 when
-        nothing is pending or another relay holds the publishing lock.
+        The lock is a session advisory lock: it is held while the connection is, and
+        PostgreSQL releases it when the connection ends, however it ends (the pool's
+        reset also releases it when the session is returned).
         """
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with self.pool.acquire() as conn:
             if not await conn.fetchval(
-                "select pg_try_advisory_xact_lock($1, hashtext(current_schema()))",
-                _RELAY_LOCK_CLASS,
+                "select pg_try_advisory_lock($1, hashtext(current_schema()))", _RELAY_LOCK_CLASS
             ):
-                return 0
-            rows = await conn.fetch(
-                "select id, topic, key, value, event_id from outbox where sent_at is null "
-                "order by id limit $1 for update skip locked",
-                limit,
-            )
-            if not rows:
-                return 0
-            batch = [OutboxRow(r["id"], r["topic"], r["key"], r["value"], r["event_id"])
-                     for r in rows]
-            await publish(batch)
-            await conn.execute("update outbox set sent_at = now() where id = any($1::bigint[])",
-                               [row.id for row in batch])
-            return len(batch)
+                yield None
+                return
+            # A mark lost in a server crash only means the rows are published again,
+            # which consumers absorb (they deduplicate by event_id): not worth an fsync.
+            await conn.execute("set synchronous_commit = off")
+            yield RelaySession(conn)
 
     async def forget_sent(self, older_than: timedelta) -> int:
         """Delete rows published longer ago than ``older_than`` (the event store keeps events)."""
