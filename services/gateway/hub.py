@@ -138,16 +138,24 @@ class Client:
         protocol = self.ws.protocol
         if not pending or protocol.state is not State.OPEN:
             return
-        for data in pending:
-            protocol.send_text(data)
-        chunks = protocol.data_to_send()
-        if len(chunks) == 1 and chunks[0]:
-            self.ws.transport.write(chunks[0])
-        elif all(chunks):
-            self.ws.transport.write(b"".join(chunks))
-        else:  # the protocol also asked for a half-close: let the connection do both
-            protocol.writes[:0] = chunks
-            self.ws.send_data()
+        try:
+            for data in pending:
+                protocol.send_text(data)
+            chunks = protocol.data_to_send()
+            if len(chunks) == 1 and chunks[0]:
+                self.ws.transport.write(chunks[0])
+            elif all(chunks):
+                self.ws.transport.write(b"".join(chunks))
+            else:  # the protocol also asked for a half-close: let the connection do both
+                protocol.writes[:0] = chunks
+                self.ws.send_data()
+        except Exception as e:
+            # One broken connection must not stop the flush of the others: as
+            # websockets.broadcast does, the failure is logged, not raised, and the
+            # connection is dropped so that the client reconnects and resumes.
+            log.warning("could not write to a client (%s: %s); dropping its connection",
+                        type(e).__name__, e)
+            self.ws.transport.abort()
 
     async def write_loop(self) -> None:
         """Send queued messages, waiting for the socket to drain between them."""

@@ -83,6 +83,31 @@ async def test_changes_fetched_together_leave_in_one_write_in_order(kafka_bootst
         assert 1 <= len(writes) <= len(later) // 2, writes
 
 
+async def test_a_connection_that_fails_to_write_is_dropped_and_others_get_everything(
+        kafka_bootstrap: str, namespace: str) -> None:
+    """A write error on one client's socket closes that one; the flush goes on for the rest."""
+    settings = gateway_settings(kafka_bootstrap, namespace)
+    async with gateway(settings) as gw, peer(gw, token=HQ) as broken, \
+            peer(gw, token=HQ) as healthy:
+        await broken.until(lambda m: m["type"] == "snapshot")
+        await healthy.until(lambda m: m["type"] == "snapshot")
+        for client in gw.hub.clients:
+            if client.ws.remote_address == broken.ws.local_address:
+
+                def failing_write(data: bytes | bytearray | memoryview) -> None:
+                    raise OSError("injected write failure")
+
+                client.ws.transport.write = failing_write  # type: ignore[method-assign]
+        later = [report() for _ in range(5)]
+        await produce_events(kafka_bootstrap, namespace, later)
+        await healthy.until(lambda m: len(report_ids(healthy.messages)) >= len(later))
+        assert report_ids(healthy.messages) == [str(r.payload.report_id) for r in later]
+        with pytest.raises(ConnectionClosed):
+            while True:
+                await broken.next(timeout=10)
+        await wait_for(lambda: len(gw.hub.clients) == 1, what="the broken client detached")
+
+
 async def test_reconnect_gets_exactly_the_missed_deltas_also_on_another_gateway(
         kafka_bootstrap: str, namespace: str) -> None:
     """Resuming from a position replays only what was missed, here and on a second gateway."""
