@@ -83,6 +83,9 @@ class Relay:
         self.connected = False
         """True while a producer is started and the last publish succeeded."""
         self._wake = asyncio.Event()
+        self._delay = BACKOFF_MIN
+        self._failing = False
+        """Whether the last attempt failed (one warning per outage; backoff grows)."""
 
     async def run(self, stop: asyncio.Event) -> None:
         """Relay until ``stop`` is set."""
@@ -96,8 +99,7 @@ class Relay:
 
     async def _publish_loop(self, stop: asyncio.Event) -> None:
         producer: AIOKafkaProducer | None = None
-        delay = BACKOFF_MIN
-        failing = False
+        self._delay, self._failing = BACKOFF_MIN, False
         try:
             while not stop.is_set():
                 try:
@@ -118,21 +120,18 @@ class Relay:
                         finally:
                             with contextlib.suppress(*TRANSIENT):
                                 await session.mark()
-                    if failing:
-                        log.info("relay recovered; outbox draining resumed")
-                    failing, delay = False, BACKOFF_MIN
                 except TRANSIENT as e:
                     self.metrics.relay_errors.inc()
                     self._set_connected(False)
-                    if not failing:
+                    if not self._failing:
                         # One line per outage, not per retry.
                         log.warning("relay cannot publish (%s: %s); retrying with backoff, "
                                     "intake keeps accepting", type(e).__name__, e)
-                    failing = True
+                    self._failing = True
                     await self._close(producer)
                     producer = None
-                    await self._sleep(stop, delay, wakeable=False)
-                    delay = min(delay * 2, BACKOFF_MAX)
+                    await self._sleep(stop, self._delay, wakeable=False)
+                    self._delay = min(self._delay * 2, BACKOFF_MAX)
                     with contextlib.suppress(*TRANSIENT):
                         self.metrics.outbox_backlog.set(await self.store.backlog())
         finally:
@@ -154,6 +153,9 @@ class Relay:
                 if stop.is_set():
                     return
             self._set_connected(True)
+            if self._failing:
+                log.info("relay recovered; outbox draining resumed")
+                self._delay, self._failing = BACKOFF_MIN, False
             if time.monotonic() - last_backlog >= BACKLOG_EVERY:
                 # A count per publish cost as much as the publish's own queries.
                 last_backlog = time.monotonic()
