@@ -99,7 +99,6 @@ class Relay:
 
     async def _publish_loop(self, stop: asyncio.Event) -> None:
         producer: AIOKafkaProducer | None = None
-        self._delay, self._failing = BACKOFF_MIN, False
         try:
             while not stop.is_set():
                 try:

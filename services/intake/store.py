@@ -76,10 +76,9 @@ REQUIRED_TABLES: Final = ("intake_requests", "outbox", "report_status")
 # pg_try_advisory_lock(classid, objid): one relay per schema publishes at a time,
 # so the outbox's id order (and thus per-key order) reaches Kafka intact.
 _RELAY_LOCK_CLASS: Final = 0x534E4145  # "SNAE"
-# Marks the rows published last ($2) and reads the next unsent ones. Both parts see
+# Marks the rows published last ($2) and reads up to $1 unsent ones. Both parts see
 # the statement's snapshot, in which the rows being marked are still unsent: hence
 # the exclusion.
-_MARK_SENT: Final = "update outbox set sent_at = now() where id = any($1::bigint[])"
 _NEXT_BATCH: Final = """
 with marked as (
     update outbox set sent_at = now() where id = any($2::bigint[])
@@ -325,8 +324,7 @@ class RelaySession:
     async def mark(self) -> None:
         """Mark the last published batch sent now (before the session ends)."""
         if self._unmarked:
-            await self.conn.execute(_MARK_SENT, self._unmarked)
-            self._unmarked = []
+            await self.next_batch(0)
 
 
 class Store:
