@@ -26,9 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import asyncpg
-
-from infra.db.migrate import migrate
+from infra.db.migrate import migrate_database
 from infra.embedded.broker import EmbeddedBroker
 from infra.embedded.postgres import EmbeddedPostgres
 from infra.embedded.processes import free_port, spawn, stop_group
@@ -88,11 +86,7 @@ async def embedded_stack(durable: bool) -> AsyncIterator[Stack]:
         try:
             await asyncio.to_thread(postgres.start)
             try:
-                conn = await asyncpg.connect(postgres.url)
-                try:
-                    await migrate(conn)
-                finally:
-                    await conn.close()
+                await migrate_database(postgres.url)
                 assert postgres.pid is not None and broker.pid is not None
                 yield Stack(broker.bootstrap, postgres.url, postgres.pid, broker.pid)
             finally:

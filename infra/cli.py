@@ -175,18 +175,12 @@ def db() -> None:
 @database_option
 def db_migrate(database_url: str | None) -> None:
     """Apply pending migrations (idempotent)."""
-    import asyncpg
-
-    from infra.db.migrate import migrate
+    from infra.db.migrate import migrate_database
 
     settings = _settings(database_url=database_url)
 
     async def run() -> list[str]:
-        conn = await asyncpg.connect(settings.database_url)
-        try:
-            return [f"{m.version:04d}_{m.name}" for m in await migrate(conn)]
-        finally:
-            await conn.close()
+        return [f"{m.version:04d}_{m.name}" for m in await migrate_database(settings.database_url)]
 
     try:
         applied = asyncio.run(run())

@@ -23,9 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-import asyncpg
-
-from infra.db.migrate import migrate
+from infra.db.migrate import migrate_database
 from infra.embedded.broker import EmbeddedBroker
 from infra.embedded.postgres import EmbeddedPostgres
 from infra.embedded.processes import StaleState
@@ -119,11 +117,7 @@ def service_addresses(settings: Settings) -> dict[str, str]:
 
 async def prepare(settings: Settings, *, out: TextIO) -> None:
     """Apply migrations and create the catalogue's topics for the namespace."""
-    conn = await asyncpg.connect(settings.database_url)
-    try:
-        applied = await migrate(conn)
-    finally:
-        await conn.close()
+    applied = await migrate_database(settings.database_url)
     out.write(f"  migrations  {len(applied)} applied\n" if applied
               else "  migrations  up to date\n")
     created = await ensure_topics(settings)

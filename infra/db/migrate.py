@@ -124,6 +124,15 @@ async def migrate(
         await conn.execute("select pg_advisory_unlock($1)", _LOCK_KEY)
 
 
+async def migrate_database(dsn: str) -> list[Migration]:
+    """:func:`migrate` on a connection of its own to ``dsn``; return the migrations applied."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await migrate(conn)
+    finally:
+        await conn.close()
+
+
 async def current_version(conn: asyncpg.Connection) -> int | None:
     """Highest applied migration version, or None before the first migration."""
     exists = await conn.fetchval("select to_regclass('schema_migrations') is not null")

@@ -15,7 +15,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from infra.db.migrate import migrate
+from infra.db.migrate import migrate_database
 from infra.embedded.postgres import EmbeddedPostgres
 from infra.embedded.processes import free_port, spawn, stop_group
 from infra.settings import Settings
@@ -131,11 +131,7 @@ async def test_postgres_restart_mid_stream_loses_and_duplicates_nothing(
     postgres = EmbeddedPostgres(data_dir=tmp_path / "pg", port=free_port(), durable=False)
     await asyncio.to_thread(postgres.start)
     try:
-        conn = await asyncpg.connect(postgres.url)
-        try:
-            await migrate(conn)
-        finally:
-            await conn.close()
+        await migrate_database(postgres.url)
         settings = recorder_settings(kafka_bootstrap, postgres.url, namespace)
         await ensure_topics(settings)
         warmup, stream = mixed_events(100, "warm"), mixed_events(6000, "pg")
