@@ -13,7 +13,7 @@ from infra.embedded.processes import process_alive
 from infra.kafka import clients
 from infra.kafka.compat import end_offsets
 from infra.settings import Settings
-from infra.stack import StackState
+from infra.stackstate import StackState
 from schemas.topics import CATALOGUE, qualified
 
 

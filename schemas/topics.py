@@ -400,3 +400,24 @@ def route(event: Envelope, namespace: str = LIVE) -> Routed:
     """The qualified topic, key and encoded value for producing ``event``."""
     spec = topic_for_type(event.type)
     return Routed(qualified(spec.name, namespace), key_for(event), encode_event(event))
+
+
+# --- the stream processors' own topics -----------------------------------------------
+# faust names a worker's internal topics after its app id. They are not in the catalogue
+# (faust creates them), but drills look for them to tell which services ran in a
+# namespace, so their names are declared here once, beside the catalogue.
+
+
+def app_id(service: str, namespace: str = LIVE) -> str:
+    """The faust app id (and consumer group) of ``service`` in ``namespace``."""
+    return f"sonae-{service}{('-' + namespace) if namespace else ''}"
+
+
+def evacuation_input_log(namespace: str = LIVE) -> str:
+    """The evacuation decision's internal single-partition topic its inputs are merged into."""
+    return f"{app_id('evacuation', namespace)}-input"
+
+
+def shelter_tracker_changelog(namespace: str = LIVE) -> str:
+    """The changelog of the shelter tracker's table of shelters."""
+    return f"{app_id('shelter-tracker', namespace)}-shelters-changelog"

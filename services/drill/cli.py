@@ -1,4 +1,4 @@
-"""``sonae drill``: record, run, verify and report on drills (added to ``sonae`` by infra.cli).
+"""``sonae drill``: record, run, verify and report on drills (added to ``sonae`` by the registry).
 
 Addresses: ``--kafka`` and ``--database-url`` (or ``SONAE_KAFKA_BOOTSTRAP`` /
 ``SONAE_DATABASE_URL``), else those of the stack ``sonae up`` runs on
@@ -27,19 +27,20 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 
 from infra.embedded.processes import process_alive
-from infra.settings import ENV_PREFIX, Settings, SettingsError, load_settings
+from infra.settings import ENV_PREFIX, Settings
 from schemas.errors import InvalidNamespace
 from schemas.topics import validate_namespace
+from services.common.cli import INSTANT, cli_settings
 from services.drill.errors import DrillError, NoStack
 from services.drill.hq import HqMode
+from services.drill.ports import DrillContext, ServicesLauncher
 from services.drill.replay import Step, TimeMode, format_time
-from services.recorder.cli import INSTANT  # the same time type as `sonae events export`
+from services.drill.scenarios import SCENARIOS, scenario_path
 
 __all__ = ["drill"]
 
 T = TypeVar("T")
 
-SCENARIOS = Path(__file__).resolve().parent / "scenarios"
 """Shipped scenarios: ``sonae drill run chiyoda-heavy-rain`` finds ``<name>.jsonl`` here."""
 
 _kafka_option = click.option(
@@ -56,19 +57,12 @@ _data_dir_option = click.option(
 
 
 
-def _settings(**overrides: Any) -> Settings:
-    try:
-        return load_settings(**{k: v for k, v in overrides.items() if v is not None})
-    except SettingsError as exc:
-        raise click.ClickException(str(exc)) from None
-
-
 def _stack_settings(kafka: str | None, database_url: str | None, data_dir: Path | None, *,
                     need_kafka: bool = True, need_database: bool = True) -> Settings:
     """Settings whose broker and database are the given ones, else the running stack's."""
-    from infra.stack import StackState
+    from infra.stackstate import StackState
 
-    settings = _settings(kafka_bootstrap=kafka, database_url=database_url, data_dir=data_dir)
+    settings = cli_settings(kafka_bootstrap=kafka, database_url=database_url, data_dir=data_dir)
     kafka_given = kafka is not None or f"{ENV_PREFIX}KAFKA_BOOTSTRAP" in os.environ
     db_given = database_url is not None or f"{ENV_PREFIX}DATABASE_URL" in os.environ
     if (kafka_given or not need_kafka) and (db_given or not need_database):
@@ -85,6 +79,16 @@ def _stack_settings(kafka: str | None, database_url: str | None, data_dir: Path 
         "kafka_bootstrap": settings.kafka_bootstrap if kafka_given else state.kafka_bootstrap,
         "database_url": settings.database_url if db_given else state.database_url,
     })
+
+
+def _launcher() -> ServicesLauncher:
+    """The composition root's way of running a namespace's services (see ``ports``)."""
+    context = click.get_current_context().find_object(DrillContext)
+    if context is None:
+        raise click.ClickException(
+            "this `drill` command was run without Sonae's service registry; run it as "
+            "`sonae drill …`, or pass --no-services and run the services yourself")
+    return context.launch_services
 
 
 def _run(main: Callable[[asyncio.Event], Awaitable[T]]) -> T:
@@ -119,7 +123,7 @@ def _log_path(value: str) -> Path:
     path = Path(value)
     if path.exists() or path.suffix:
         return path
-    shipped = SCENARIOS / f"{value}.jsonl"
+    shipped = scenario_path(value)
     if shipped.exists():
         return shipped
     names = ", ".join(sorted(p.stem for p in SCENARIOS.glob("*.jsonl")))
@@ -279,28 +283,27 @@ def run_command(log_name: str, speed: float | None, max_speed: bool, namespace: 
     directory = None if no_report else (report_dir or Path("drill-reports") / ns)
     # People deciding on the dashboard need the services after the log has run out.
     hold = hold or (options.hq is HqMode.INTERACTIVE and not no_services)
+    launch = None if no_services else _launcher()
     code = _run(lambda stop: _drill_run(settings, log, ns, options, stop=stop,
-                                        start_services=not no_services, report_dir=directory,
-                                        hold=hold))
+                                        launch=launch, report_dir=directory, hold=hold))
     sys.exit(code)
 
 
 async def _drill_run(settings: Settings, log: Any, namespace: str, options: Any, *,
-                     stop: asyncio.Event, start_services: bool, report_dir: Path | None,
-                     hold: bool) -> int:
+                     stop: asyncio.Event, launch: ServicesLauncher | None,
+                     report_dir: Path | None, hold: bool) -> int:
     from services.drill.runner import replay
-    from services.drill.services import running_services
 
     console = Console(stderr=True)
     console.print(f"Drill [bold]{namespace}[/]: {log.header.inputs} inputs, "
                   f"{'max speed' if options.speed is None else f'{options.speed:g}×'}, "
                   f"HQ {options.hq.value}. Live topics and channels are not touched.")
-    if not start_services:
+    if launch is None:
         result = await _replay_with_progress(console, settings, log, namespace, options, stop,
                                              replay, None)
         return await _finish(console, settings, log, namespace, result, stop, report_dir, hold)
     log_path = settings.data_dir / "logs" / f"drill-{namespace}.log"
-    async with running_services(settings, namespace, log_path=log_path) as services:
+    async with launch(settings, namespace, log_path=log_path) as services:
         console.print(f"  services    {', '.join(services.names)} (log: {log_path})")
         for label, url in services.addresses.items():
             console.print(f"  {label:<11} {url}")
@@ -403,9 +406,10 @@ def verify_command(log_name: str, runs: int, show: int, kafka: str | None,
     log = _read_log(log_name)
     settings = _stack_settings(kafka, database_url, data_dir)
     console = Console(stderr=True)
+    launcher = _launcher()
 
     async def main(stop: asyncio.Event) -> Any:
-        return await verify(settings, log, runs=runs, stop=stop,
+        return await verify(settings, log, runs=runs, stop=stop, launcher=launcher,
                             on_run=lambda i, ns: console.print(f"run {i}: replaying into {ns}…"))
 
     outcome = _run(main)

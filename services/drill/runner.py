@@ -45,7 +45,13 @@ from infra.settings import Settings
 from infra.topics import ensure_topics
 from schemas.common import utc_now
 from schemas.evacuation import EvacuationCommand
-from schemas.topics import LIVE, route, validate_namespace
+from schemas.topics import (
+    LIVE,
+    evacuation_input_log,
+    route,
+    shelter_tracker_changelog,
+    validate_namespace,
+)
 from services.drill.errors import NotIsolated, ServicesFailed
 from services.drill.hq import (
     CommandMatcher,
@@ -67,7 +73,6 @@ from services.drill.replay import (
     render,
 )
 from services.drill.watch import NamespaceWatcher, watching
-from services.evacuation.app import input_log_topic
 
 __all__ = [
     "ProgressFn",
@@ -181,15 +186,6 @@ ProgressFn = Callable[[int, int, float, "Step | None"], None]
 """``(sent, total, seconds behind schedule, last step sent)``."""
 
 
-def tracker_changelog(namespace: str) -> str:
-    """The shelter tracker's table changelog topic: proof it has run in ``namespace``.
-
-    Follows the apps' id convention ``sonae-<service>[-<namespace>]`` and faust's
-    ``<app id>-<table>-changelog``; the tracker keeps its shelters in table ``shelters``.
-    """
-    return f"sonae-shelter-tracker{('-' + namespace) if namespace else ''}-shelters-changelog"
-
-
 async def detect_services(settings: Settings, namespace: str) -> tuple[bool, bool]:
     """(decision service, shelter tracker) have run in ``namespace`` (their topics exist)."""
     admin = clients.admin(settings)
@@ -198,7 +194,7 @@ async def detect_services(settings: Settings, namespace: str) -> tuple[bool, boo
         topics = set(await admin.list_topics())
     finally:
         await admin.close()
-    return input_log_topic(namespace) in topics, tracker_changelog(namespace) in topics
+    return evacuation_input_log(namespace) in topics, shelter_tracker_changelog(namespace) in topics
 
 
 class _Sequencer:

@@ -38,13 +38,14 @@ from schemas.broadcasts import BroadcastPublished
 from schemas.common import utc_now
 from schemas.envelope import Envelope
 from schemas.events import Event
+from services.drill.errors import ServicesFailed
 from services.drill.fields import fields_of, locate
 from services.drill.hq import HqMode
 from services.drill.logformat import DrillLog
+from services.drill.ports import DECISION_SERVICES, ServicesLauncher
 from services.drill.replay import IdMap
 from services.drill.report import collect
 from services.drill.runner import ProgressFn, ReplayOptions, ReplayResult, replay
-from services.drill.services import DECISION_SERVICES, running_services
 from services.drill.watch import watching
 
 __all__ = ["DECISION_TYPES", "RunDecisions", "VerifyResult", "normalise", "settle", "verify"]
@@ -192,15 +193,18 @@ async def settle(settings: Settings, namespace: str, *, quiet: float = 3.0,
 
 
 async def verify(settings: Settings, log: DrillLog, *, runs: int = 2, prefix: str | None = None,
-                 services: Sequence[str] | None = DECISION_SERVICES, quiet: float = 3.0,
+                 services: Sequence[str] | None = DECISION_SERVICES,
+                 launcher: ServicesLauncher | None = None, quiet: float = 3.0,
                  on_run: Callable[[int, str], None] | None = None,
                  progress: ProgressFn | None = None,
                  stop: asyncio.Event | None = None) -> VerifyResult:
     """Replay ``log`` ``runs`` times at max speed into fresh namespaces; compare decisions.
 
-    ``services``: which registered services to start per run (None: start none, for a
-    caller that runs them itself — then every run shares whatever runs).
+    ``services``: which registered services to start per run with ``launcher`` (None:
+    start none, for a caller that runs them itself — then every run shares whatever runs).
     """
+    if services is not None and launcher is None:
+        raise ServicesFailed("verify was asked to start services but given no launcher")
     if runs < 2:
         raise ValueError("verify needs at least two runs")
     stamp = prefix or utc_now().strftime("v%Y%m%d-%H%M%S")
@@ -212,12 +216,12 @@ async def verify(settings: Settings, log: DrillLog, *, runs: int = 2, prefix: st
         namespace = f"drill.{stamp}-{run}"
         if on_run is not None:
             on_run(run, namespace)
-        if services is None:
+        if services is None or launcher is None:
             result = await replay(settings, log, namespace, options, stop=stop,
                                   progress=progress)
             await settle(settings, namespace, quiet=quiet, stop=stop)
         else:
-            async with running_services(settings, namespace, names=services) as running:
+            async with launcher(settings, namespace, names=services) as running:
                 result = await replay(settings, log, namespace, options, stop=stop,
                                       progress=progress,
                                       services=(running.runs_decisions, running.runs_tracker))

@@ -7,7 +7,7 @@ HQ command replay needs the replayed recommendations and orders; ``verify``
 needs to know when the services have gone quiet. One watcher reads all of it:
 
 - the decision service's input log (``sonae-evacuation[-<ns>]-input``, one
-  partition, named by :func:`services.evacuation.app.input_log_topic`): the ids
+  partition, named by :func:`schemas.topics.evacuation_input_log`): the ids
   of the events it has merged, in its decision order;
 - ``shelters.state``: the state change each shelter update caused (by
   ``causation_id``);
@@ -34,8 +34,7 @@ from infra.kafka import clients
 from infra.settings import Settings
 from schemas.errors import InvalidEvent
 from schemas.events import Event, decode_event
-from schemas.topics import CATALOGUE, qualified
-from services.evacuation.app import input_log_topic
+from schemas.topics import CATALOGUE, evacuation_input_log, qualified
 
 __all__ = ["WATCHED_TOPICS", "NamespaceWatcher", "watching"]
 
@@ -144,7 +143,7 @@ class NamespaceWatcher:
                 self._take(list(records), from_log=from_log)
 
     async def _follow_log(self) -> None:
-        topic = input_log_topic(self.namespace)
+        topic = evacuation_input_log(self.namespace)
         consumer = clients.consumer(self.settings)
         await consumer.start()
         try:

@@ -41,7 +41,8 @@ from schemas.common import Problem, utc_now
 from schemas.deadletter import DeadLetter
 from schemas.errors import InvalidEvent, SchemaError
 from schemas.events import Event, decode_event
-from schemas.topics import qualified, route
+from schemas.topics import app_id as faust_app_id
+from schemas.topics import evacuation_input_log, qualified, route
 from services.evacuation.config import EngineConfig
 from services.evacuation.engine import INPUT_TYPES, SOURCE, step
 from services.evacuation.state import DecisionState, changes, encode_entry, unflatten
@@ -65,12 +66,12 @@ _LOG_KEY: Final = b"decisions"
 
 def app_id(namespace: str) -> str:
     """The faust app id (and consumer group) for a namespace."""
-    return f"sonae-evacuation{('-' + namespace) if namespace else ''}"
+    return faust_app_id("evacuation", namespace)
 
 
 def input_log_topic(namespace: str) -> str:
     """The internal single-partition topic the inputs are merged into."""
-    return f"{app_id(namespace)}-input"
+    return evacuation_input_log(namespace)
 
 
 class _StateStore:

@@ -1,4 +1,4 @@
-"""``sonae events export`` and ``sonae rehydrate`` (added to the ``sonae`` group by infra.cli).
+"""``sonae events export`` and ``sonae rehydrate`` (contributed to ``sonae`` through the registry).
 
 Progress goes to stderr (a rich bar), data to stdout or ``--output``, so
 ``sonae events export … > drill.jsonl`` works as expected.
@@ -18,7 +18,8 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from infra.settings import Settings, SettingsError, load_settings
+from infra.settings import Settings
+from services.common.cli import INSTANT, cli_settings
 from services.recorder.errors import RecorderError
 
 __all__ = ["events", "rehydrate"]
@@ -26,24 +27,6 @@ __all__ = ["events", "rehydrate"]
 T = TypeVar("T")
 
 
-class Instant(click.ParamType):
-    """An ISO-8601 time with a timezone; click names the option in its error."""
-
-    name = "TIME"
-
-    def convert(self, value: Any, param: click.Parameter | None,
-                ctx: click.Context | None) -> datetime:
-        if isinstance(value, datetime):
-            return value
-        from services.recorder.export import parse_instant
-
-        try:
-            return parse_instant(str(value))
-        except ValueError as exc:
-            self.fail(str(exc), param, ctx)
-
-
-INSTANT = Instant()
 
 _namespace_option = click.option(
     "--namespace", metavar="NAME", default=None,
@@ -54,13 +37,6 @@ _database_option = click.option(
 _kafka_option = click.option(
     "--kafka", "kafka", metavar="HOST:PORT", default=None,
     help="The Kafka bootstrap servers [SONAE_KAFKA_BOOTSTRAP].")
-
-
-def _settings(**overrides: Any) -> Settings:
-    try:
-        return load_settings(**{k: v for k, v in overrides.items() if v is not None})
-    except SettingsError as exc:
-        raise click.ClickException(str(exc)) from None
 
 
 def _run(settings: Settings, main: Coroutine[Any, Any, T]) -> T:
@@ -114,7 +90,7 @@ def export(since: datetime | None, until: datetime | None, output: Path | None,
     from services.recorder.errors import InvalidWindow
     from services.recorder.export import Window, export_window
 
-    settings = _settings(database_url=database_url, namespace=namespace)
+    settings = cli_settings(database_url=database_url, namespace=namespace)
     try:
         window = Window(namespace=settings.namespace, since=since, until=until)
     except InvalidWindow as exc:
@@ -152,7 +128,7 @@ def rehydrate(force: bool, namespace: str | None, kafka: str | None,
     """Republish the event store into an empty broker, in order per key."""
     from services.recorder.rehydrate import rehydrate as republish
 
-    settings = _settings(kafka_bootstrap=kafka, database_url=database_url, namespace=namespace)
+    settings = cli_settings(kafka_bootstrap=kafka, database_url=database_url, namespace=namespace)
 
     async def run() -> int:
         with _progress("rehydrating") as (set_total, advance):

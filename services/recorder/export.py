@@ -13,37 +13,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import BinaryIO
 
 import asyncpg
 
 from schemas.events import decode_event, encode_event
 from schemas.topics import LIVE, validate_namespace
+from services.common.cli import parse_instant
 from services.recorder.errors import InvalidWindow
 
 __all__ = ["Window", "count_window", "export_window", "parse_instant"]
 
 _PREFETCH = 2000
-
-
-def parse_instant(text: str) -> datetime:
-    """An ISO-8601 time with a timezone (``Z`` or ``+09:00``), as UTC.
-
-    Raises ValueError saying what is wrong: a time without a timezone would mean
-    a different instant on every machine, so it is refused, not guessed.
-    """
-    try:
-        parsed = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise ValueError(
-            f"{text!r} is not an ISO-8601 time, e.g. 2025-08-21T14:00:00+09:00"
-        ) from None
-    if parsed.tzinfo is None or parsed.utcoffset() is None:
-        raise ValueError(
-            f"{text!r} has no timezone; add one, e.g. {text.strip()}+09:00 or {text.strip()}Z"
-        )
-    return parsed.astimezone(UTC)
 
 
 @dataclass(frozen=True)

@@ -57,6 +57,7 @@ from schemas.shelters import (
     ShelterStatusChanged,
 )
 from schemas.topics import CATALOGUE, check_carries, qualified, route
+from schemas.topics import app_id as faust_app_id
 from services.shelter_tracker.domain import (
     SOURCE,
     AreaTracked,
@@ -99,7 +100,7 @@ _RAW: Final[dict[str, Any]] = {
 
 def app_id(namespace: str) -> str:
     """The faust app id (and consumer group): one per namespace, so drills are isolated."""
-    return f"sonae-{SERVICE}{('-' + namespace) if namespace else ''}"
+    return faust_app_id(SERVICE, namespace)
 
 
 def load_thresholds(region: str) -> Thresholds:

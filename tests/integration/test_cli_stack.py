@@ -29,7 +29,7 @@ def _env() -> dict[str, str]:
 
 
 def _sonae(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "infra.cli", *args], cwd=ROOT, env=_env(),
+    return subprocess.run([sys.executable, "-m", "sonae.cli", *args], cwd=ROOT, env=_env(),
                           capture_output=True, text=True, timeout=timeout, check=False)
 
 
@@ -53,7 +53,7 @@ class UpProcess:
         self.log = data_dir.parent / f"{data_dir.name}-up.log"
         self._logfile = open(self.log, "w")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "infra.cli", "up", "--data-dir", str(data_dir),
+            [sys.executable, "-m", "sonae.cli", "up", "--data-dir", str(data_dir),
              "--kafka-port", str(self.kafka_port), "--postgres-port", str(self.postgres_port),
              *extra],
             cwd=ROOT, env=self.env, stdout=self._logfile, stderr=subprocess.STDOUT,
@@ -160,7 +160,7 @@ def test_detached_up_and_down(tmp_path: Path) -> None:
 def test_bad_setting_names_the_variable(tmp_path: Path) -> None:
     """A bad SONAE_* variable stops `sonae up` at once, naming the variable."""
     env = _env() | {"SONAE_NAMESPACE": "Bad Name"}
-    result = subprocess.run([sys.executable, "-m", "infra.cli", "up", "--data-dir",
+    result = subprocess.run([sys.executable, "-m", "sonae.cli", "up", "--data-dir",
                              str(tmp_path / "x")], cwd=ROOT, env=env, capture_output=True,
                             text=True, timeout=30, check=False)
     assert result.returncode == 1

@@ -1,7 +1,7 @@
 """Drills on the real broker and PostgreSQL: record, isolated replay, services, report, verify.
 
 The decision services (shelter tracker, evacuation, broadcaster) are the
-registered ones (services/registry.py), started for each drill namespace by the
+registered ones (sonae/registry.py), started for each drill namespace by the
 drill runner itself and stopped by it.
 """
 
@@ -33,9 +33,10 @@ from services.drill.record import record
 from services.drill.replay import IdMap
 from services.drill.report import build_report, collect, collect_from_store
 from services.drill.runner import ReplayOptions, replay
-from services.drill.scenarios.build_heavy_rain import OUTPUT as HEAVY_RAIN
 from services.drill.verify import verify
-from services.registry import SERVICES
+from sonae.drill_services import running_services
+from sonae.registry import SERVICES
+from sonae.tools.build_heavy_rain import OUTPUT as HEAVY_RAIN
 from tests.support import produce_events
 
 pytestmark = pytest.mark.integration
@@ -116,7 +117,7 @@ async def test_record_exports_a_window_of_inputs_and_the_decisions_they_led_to(
     await store(dsn, other, namespace="drill.elsewhere")
     out = tmp_path / "window.jsonl"
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "infra.cli", "drill", "record", "--since", "2025-08-21T14:05+09:00",
+        sys.executable, "-m", "sonae.cli", "drill", "record", "--since", "2025-08-21T14:05+09:00",
         "--until", "2025-08-21T15:00+09:00", "-o", str(out), "--database-url", dsn,
         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
@@ -237,7 +238,8 @@ async def test_with_the_decision_services_the_report_has_latencies_and_verify_ag
     live = settings.model_copy(update={"namespace": LIVE})
     await ensure_topics(live)
     live_before = await ends(live, LIVE)
-    outcome = await verify(settings, scenario, prefix=f"v{uuid.uuid4().hex[:8]}")
+    outcome = await verify(settings, scenario, prefix=f"v{uuid.uuid4().hex[:8]}",
+                           launcher=running_services)
     assert outcome.identical, "\n".join(outcome.differences[:40])
     first = outcome.runs[0]
     assert first.result is not None and not first.result.skipped

@@ -83,9 +83,9 @@ async def store_directly(pool: asyncpg.Pool, namespace: str, events: Sequence[Ev
 
 
 async def run_cli(*args: str, env: dict[str, str]) -> tuple[int, bytes, bytes]:
-    """``python -m infra.cli ARGS`` as a real process: (exit code, stdout, stderr)."""
+    """``python -m sonae.cli ARGS`` as a real process: (exit code, stdout, stderr)."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "infra.cli", *args, cwd=ROOT,
+        sys.executable, "-m", "sonae.cli", *args, cwd=ROOT,
         env={**os.environ, **env}, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(proc.communicate(), 60)

@@ -46,7 +46,7 @@ async def sonae(outbox: Path, url: str, *args: str, role: Role = Role.FIELD
     env = {**os.environ, "SONAE_FIELD_OUTBOX": str(outbox), "SONAE_INTAKE_URL": url,
            "SONAE_TOKEN": token(role, "kanda-team-1")}
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "infra.cli", *args, cwd=ROOT, env=env,
+        sys.executable, "-m", "sonae.cli", *args, cwd=ROOT, env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     out, _ = await asyncio.wait_for(process.communicate(), 60)
     return process.returncode or 0, out.decode()

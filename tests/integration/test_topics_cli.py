@@ -31,12 +31,12 @@ def test_topics_cli_lists_the_namespace(kafka_bootstrap: str, namespace: str) ->
     """The CLI creates a namespace's topics and lists them with their cleanup policy."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SONAE_")}
     args = ["--kafka", kafka_bootstrap, "--namespace", namespace]
-    made = subprocess.run([sys.executable, "-m", "infra.cli", "topics", "create", *args],
+    made = subprocess.run([sys.executable, "-m", "sonae.cli", "topics", "create", *args],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
                           check=False)
     assert made.returncode == 0, made.stderr
     assert f"created {namespace}.shelters.state" in made.stdout
-    listed = subprocess.run([sys.executable, "-m", "infra.cli", "topics", "list", *args],
+    listed = subprocess.run([sys.executable, "-m", "sonae.cli", "topics", "list", *args],
                             cwd=ROOT, env=env | {"COLUMNS": "200"}, capture_output=True,
                             text=True, timeout=60, check=False)
     assert listed.returncode == 0, listed.stderr

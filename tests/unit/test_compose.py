@@ -9,8 +9,8 @@ from typing import Any
 import click
 import yaml
 
-from infra.cli import main as cli
-from services import registry
+from sonae import registry
+from sonae.cli import main as cli
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -8,8 +8,8 @@ import pytest
 from click.testing import CliRunner
 
 from services.drill.cli import drill, drill_namespace
-from services.drill.demo import SCENARIO, demo_speed
 from services.drill.logformat import read_log
+from sonae.demo import SCENARIO, demo_speed
 
 
 def test_speed_and_max_speed_are_exclusive_and_one_is_required() -> None:

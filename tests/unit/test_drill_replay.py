@@ -44,7 +44,7 @@ from services.drill.replay import (
     render,
     send_offsets,
 )
-from services.drill.scenarios.build_heavy_rain import OUTPUT as HEAVY_RAIN
+from sonae.tools.build_heavy_rain import OUTPUT as HEAVY_RAIN
 
 T0 = datetime(2025, 8, 21, 5, 0, tzinfo=UTC)
 ANCHOR = datetime(2030, 1, 1, 0, 0, tzinfo=UTC)

@@ -1,4 +1,9 @@
-"""The ``sonae`` command."""
+"""The ``sonae`` command: the stack's own commands, and every command the registry lists.
+
+``up``/``down``/``status``, ``db``, ``topics`` and ``service`` are the stack's;
+each service package (and each tool package, such as the field client)
+contributes the rest through :mod:`sonae.registry`.
+"""
 
 from __future__ import annotations
 
@@ -9,24 +14,20 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import Any
 
 import click
 
 from infra.embedded.processes import EmbeddedError, process_alive
 from infra.logs import configure_logging
-from infra.settings import ENV_PREFIX, Settings, SettingsError, load_settings
+from infra.settings import ENV_PREFIX, Settings
+from services.common.cli import cli_settings
+from services.drill.ports import DrillContext, RunningServices
+from sonae import registry
 
 log = logging.getLogger("sonae")
-
-
-def _settings(**overrides: Any) -> Settings:
-    clean = {k: v for k, v in overrides.items() if v is not None}
-    try:
-        return load_settings(**clean)
-    except SettingsError as exc:
-        raise click.ClickException(str(exc)) from None
 
 
 data_dir_option = click.option(
@@ -44,9 +45,21 @@ namespace_option = click.option(
     help="Run in an isolated topic namespace, e.g. a drill [SONAE_NAMESPACE; default: live].")
 
 
+def _running_services(base: Settings, namespace: str, *, names: Iterable[str] | None = None,
+                      log_path: Path | None = None) -> AbstractAsyncContextManager[RunningServices]:
+    # Imported when a drill starts services, not whenever `sonae` starts (every service
+    # process is a `sonae service run`).
+    from sonae.drill_services import running_services
+
+    return running_services(base, namespace, names=names, log_path=log_path)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-def main() -> None:
+@click.pass_context
+def main(ctx: click.Context) -> None:
     """Sonae (備え): emergency operations for a ward's disaster headquarters."""
+    # The drill commands run a namespace's services through the registry's processes.
+    ctx.obj = DrillContext(launch_services=_running_services)
 
 
 @main.command()
@@ -68,7 +81,7 @@ def up(kafka: str | None, database_url: str | None, namespace: str | None,
        data_dir: Path | None, kafka_port: int | None, postgres_port: int | None,
        detach: bool, demo: bool) -> None:
     """Start the broker and database unless given, migrate, create topics, run every service."""
-    settings = _settings(kafka_bootstrap=kafka, database_url=database_url, namespace=namespace,
+    settings = cli_settings(kafka_bootstrap=kafka, database_url=database_url, namespace=namespace,
                          data_dir=data_dir, embedded_kafka_port=kafka_port,
                          embedded_postgres_port=postgres_port)
     external_kafka = kafka is not None or f"{ENV_PREFIX}KAFKA_BOOTSTRAP" in os.environ
@@ -77,7 +90,7 @@ def up(kafka: str | None, database_url: str | None, namespace: str | None,
         _up_detached(settings, sys.argv[1:])
         return
     configure_logging(settings)
-    from infra.stack import run_up
+    from sonae.stack import run_up
 
     try:
         asyncio.run(run_up(settings, external_kafka=external_kafka,
@@ -87,7 +100,7 @@ def up(kafka: str | None, database_url: str | None, namespace: str | None,
 
 
 def _up_detached(settings: Settings, argv: list[str]) -> None:
-    from infra.stack import StackState
+    from infra.stackstate import StackState
 
     data_dir = settings.data_dir
     logs = data_dir / "logs"
@@ -95,7 +108,7 @@ def _up_detached(settings: Settings, argv: list[str]) -> None:
     args = [a for a in argv if a != "--detach"]
     with open(logs / "up.log", "ab") as logfile:
         # A new session: the background stack must outlive this command.
-        proc = subprocess.Popen([sys.executable, "-m", "infra.cli", *args],
+        proc = subprocess.Popen([sys.executable, "-m", "sonae.cli", *args],
                                 stdin=subprocess.DEVNULL, stdout=logfile,
                                 stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 120
@@ -122,9 +135,9 @@ def _up_detached(settings: Settings, argv: list[str]) -> None:
               help="Seconds to wait for a clean stop before killing.")
 def down(data_dir: Path | None, timeout: float) -> None:
     """Stop a stack started with `sonae up` (in the background or another shell)."""
-    from infra.stack import StackState
+    from infra.stackstate import StackState
 
-    settings = _settings(data_dir=data_dir)
+    settings = cli_settings(data_dir=data_dir)
     state = StackState.read(settings.data_dir)
     if state is None:
         click.echo(f"No Sonae stack is running on {settings.data_dir}.")
@@ -157,7 +170,7 @@ def status(kafka: str | None, database_url: str | None, namespace: str | None,
     """Show the broker, the database, each service and its consumer lag."""
     from infra.status import collect_status, render_status
 
-    settings = _settings(kafka_bootstrap=kafka, database_url=database_url, namespace=namespace,
+    settings = cli_settings(kafka_bootstrap=kafka, database_url=database_url, namespace=namespace,
                          data_dir=data_dir)
     report = asyncio.run(collect_status(settings, explicit_kafka=kafka is not None,
                                         explicit_database=database_url is not None))
@@ -177,7 +190,7 @@ def db_migrate(database_url: str | None) -> None:
     """Apply pending migrations (idempotent)."""
     from infra.db.migrate import migrate_database
 
-    settings = _settings(database_url=database_url)
+    settings = cli_settings(database_url=database_url)
 
     async def run() -> list[str]:
         return [f"{m.version:04d}_{m.name}" for m in await migrate_database(settings.database_url)]
@@ -202,7 +215,7 @@ def topics_create(kafka: str | None, namespace: str | None) -> None:
     """Create the catalogue's topics that are missing (idempotent)."""
     from infra.topics import ensure_topics
 
-    settings = _settings(kafka_bootstrap=kafka, namespace=namespace)
+    settings = cli_settings(kafka_bootstrap=kafka, namespace=namespace)
     created = asyncio.run(ensure_topics(settings))
     for name in created:
         click.echo(f"created {name}")
@@ -220,7 +233,7 @@ def topics_list(kafka: str | None, namespace: str | None) -> None:
 
     from infra.topics import describe_topics
 
-    settings = _settings(kafka_bootstrap=kafka, namespace=namespace)
+    settings = cli_settings(kafka_bootstrap=kafka, namespace=namespace)
     infos = asyncio.run(describe_topics(settings))
     table = Table("topic", "partitions", "declared", "cleanup.policy")
     for t in infos:
@@ -238,13 +251,11 @@ def service() -> None:
 @click.argument("name")
 def service_run(name: str) -> None:
     """Run the service NAME in the foreground until SIGTERM."""
-    from services import registry
-
     try:
         spec = registry.get(name)
     except registry.UnknownService as exc:
         raise click.ClickException(str(exc)) from None
-    settings = _settings()
+    settings = cli_settings()
     configure_logging(settings)
     spec.load()(settings)
 
@@ -252,27 +263,15 @@ def service_run(name: str) -> None:
 @service.command("list")
 def service_list() -> None:
     """List the registered services."""
-    from services import registry
-
     if not registry.SERVICES:
         click.echo("no services registered yet")
     for spec in registry.SERVICES:
         click.echo(f"{spec.name:<22} {spec.description}")
 
 
-# --- commands contributed by service packages (one line each) ---------------------
-from services.intake.cli import report, shelter_status, token  # noqa: E402
-
-main.add_command(token)
-main.add_command(report)
-main.add_command(shelter_status)
-from services.recorder.cli import events, rehydrate  # noqa: E402
-
-main.add_command(events)
-main.add_command(rehydrate)
-from services.drill.cli import drill  # noqa: E402
-
-main.add_command(drill)
+# --- commands contributed by service and tool packages (sonae.registry) ---------------
+for _command in registry.commands():
+    main.add_command(_command)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 ``sonae drill run`` starts them itself (unless ``--no-services``: then run
 ``sonae up --namespace drill.NAME`` in another shell, against the same broker
 and database). They are the same processes ``sonae up`` runs
-(:func:`infra.stack.service_process_specs`, one ``sonae service run NAME`` each,
+(:func:`sonae.stack.service_process_specs`, one ``sonae service run NAME`` each,
 supervised by :class:`infra.supervisor.Supervisor`), started with
 ``SONAE_NAMESPACE`` set to the drill's namespace against the broker and
 database already running, and with their own:
@@ -28,22 +28,19 @@ import os
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
 
 from infra.embedded.processes import free_port
 from infra.settings import Settings
-from infra.stack import service_addresses, service_process_specs
 from infra.supervisor import ProcessSpec, Supervisor
 from infra.topics import ensure_topics
 from schemas.topics import LIVE
-from services import registry
 from services.drill.errors import NotIsolated, ServicesFailed
+from services.drill.ports import DECISION_SERVICES
+from sonae import registry
+from sonae.stack import service_addresses, service_process_specs
 
 __all__ = ["DECISION_SERVICES", "DrillServices", "drill_settings", "running_services"]
 
-DECISION_SERVICES: Final = ("shelter-tracker", "evacuation", "broadcaster")
-"""What ``verify`` needs: the services whose outputs are the decisions compared.
-(Names not registered yet are skipped; the registry is the one source.)"""
 
 
 def drill_settings(base: Settings, namespace: str) -> Settings:
@@ -113,7 +110,7 @@ async def running_services(base: Settings, namespace: str, *,
     specs = _specs(settings, names)
     if not specs:
         raise ServicesFailed(f"none of the services {sorted(names or [])} is registered yet "
-                             "(services/registry.py)")
+                             "(sonae/registry.py)")
     await ensure_topics(settings)
     path = log_path if log_path is not None else settings.data_dir / "services.log"
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,10 +1,15 @@
-"""The one place a service is registered.
+"""The one place a service, and each command a package adds to ``sonae``, is registered.
 
 ``sonae up`` runs every registered service as its own supervised process, in
 the order given here, and stops them in reverse order. Each service package
 exposes ``main(settings) -> None`` (blocking until SIGTERM) in the module named
 by ``entrypoint``; ``sonae service run NAME`` is the process command line, in
 the embedded stack and in each production container alike.
+
+A package contributes subcommands to ``sonae`` by naming click commands in
+``commands`` (``"package.module:attribute"``): a service in its spec, a package
+that runs no process of its own (the field client, tokens) in :data:`TOOLS`.
+This package is the composition root: the only code that imports every service.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, cast
+
+import click
 
 if TYPE_CHECKING:
     from infra.settings import Settings
@@ -29,6 +36,8 @@ class ServiceSpec:
     requires: frozenset[str] = frozenset({"SONAE_KAFKA_BOOTSTRAP", "SONAE_DATABASE_URL"})
     # Addresses to print after start-up: label -> settings attribute holding the port.
     addresses: Mapping[str, str] = field(default_factory=dict)
+    # click commands the package adds to `sonae`, as "package.module:attribute".
+    commands: tuple[str, ...] = ()
 
     def load(self) -> Callable[[Settings], None]:
         """Import and return the service's main function."""
@@ -52,6 +61,7 @@ SERVICES: tuple[ServiceSpec, ...] = (
         name="recorder",
         entrypoint="services.recorder.main:main",
         description="Every event into the PostgreSQL event store once, with projections",
+        commands=("services.recorder.cli:events", "services.recorder.cli:rehydrate"),
     ),
     ServiceSpec(
         name="shelter-tracker",
@@ -82,6 +92,51 @@ SERVICES: tuple[ServiceSpec, ...] = (
         addresses={"cap feed": "broadcaster_port"},
     ),
 )
+
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    """A package that runs no service process but adds commands to ``sonae``."""
+
+    name: str
+    description: str
+    commands: tuple[str, ...]
+
+
+TOOLS: tuple[ToolSpec, ...] = (
+    ToolSpec(
+        name="tokens",
+        description="Bearer tokens for field teams, shelter staff, sensors and HQ",
+        commands=("services.intake.cli:token",),
+    ),
+    ToolSpec(
+        name="field-client",
+        description="Field reports and shelter status from a terminal, with a local outbox",
+        commands=("services.intake.cli:report", "services.intake.cli:shelter_status"),
+    ),
+    ToolSpec(
+        name="drill",
+        description="Record, replay, verify and report on drills in their own namespaces",
+        commands=("services.drill.cli:drill",),
+    ),
+)
+
+
+def load_command(reference: str) -> click.Command:
+    """The click command named by ``"package.module:attribute"``."""
+    module_name, _, attribute = reference.partition(":")
+    command = getattr(importlib.import_module(module_name), attribute)
+    if not isinstance(command, click.Command):
+        raise TypeError(f"{reference} is not a click command")
+    return command
+
+
+def commands() -> list[click.Command]:
+    """Every command the registered services and tools add to ``sonae``, in order."""
+    refs = [ref for spec in SERVICES for ref in spec.commands]
+    refs += [ref for tool in TOOLS for ref in tool.commands]
+    return [load_command(ref) for ref in refs]
 
 
 class UnknownService(KeyError):

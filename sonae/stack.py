@@ -1,104 +1,41 @@
 """``sonae up``: bring up whatever is not given externally, prepare it, run the services.
 
 The order is: embedded broker and PostgreSQL (unless external addresses are
-given), migrations, topics from the catalogue, then every registered service
-under the supervisor. A state file under the data directory tells ``sonae
-status`` and ``sonae down`` what runs; a lock file keeps two stacks from sharing
-one data directory.
+given), migrations, topics from the catalogue, a republish of the event store
+into an empty broker, then every registered service under the supervisor. The
+state file (:mod:`infra.stackstate`) tells ``sonae status`` and ``sonae down``
+what runs; its lock keeps two stacks from sharing one data directory.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
-import json
-import logging
 import os
 import signal
 import sys
-import time
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 from infra.db.migrate import migrate_database
 from infra.embedded.broker import EmbeddedBroker
 from infra.embedded.postgres import EmbeddedPostgres
-from infra.embedded.processes import StaleState
 from infra.settings import Settings
+from infra.stackstate import STATE_FILE, StackState, stack_lock
 from infra.supervisor import ProcessSpec, Supervisor
 from infra.topics import ensure_topics
-from services import registry
+from services.recorder.rehydrate import rehydrate_if_empty
+from sonae import registry
+from sonae.demo import run_demo
 
-log = logging.getLogger(__name__)
-
-STATE_FILE = "stack.json"
-LOCK_FILE = "up.lock"
-
-
-@dataclass
-class StackState:
-    """What ``sonae up`` wrote about the stack it runs."""
-
-    pid: int
-    status: str  # "starting" | "ready" | "stopping"
-    namespace: str
-    kafka_bootstrap: str
-    database_url: str
-    embedded_kafka_pid: int | None = None
-    embedded_postgres_pid: int | None = None
-    services: dict[str, int | None] = field(default_factory=dict)
-    addresses: dict[str, str] = field(default_factory=dict)
-    started_at: float = field(default_factory=time.time)
-
-    def write(self, data_dir: Path) -> None:
-        """Replace the state file atomically."""
-        tmp = data_dir / f".{STATE_FILE}.tmp"
-        tmp.write_text(json.dumps(asdict(self), indent=2))
-        os.replace(tmp, data_dir / STATE_FILE)
-
-    @classmethod
-    def read(cls, data_dir: Path) -> StackState | None:
-        """The state file's contents, or None when no stack has written one."""
-        try:
-            raw: dict[str, Any] = json.loads((data_dir / STATE_FILE).read_text())
-        except FileNotFoundError:
-            return None
-        return cls(**raw)
-
-
-@contextlib.contextmanager
-def stack_lock(data_dir: Path) -> Iterator[None]:
-    """Hold the data directory's lock; a second ``sonae up`` on it is refused."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    path = data_dir / LOCK_FILE
-    handle = open(path, "a+")  # noqa: SIM115 - held for the stack's lifetime
-    try:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "unknown"
-            raise StaleState(
-                f"another `sonae up` (pid {holder}) is running on {data_dir}. Stop it with "
-                "`sonae down`, or use another --data-dir for a second stack."
-            ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(str(os.getpid()))
-        handle.flush()
-        yield
-    finally:
-        handle.close()
+__all__ = ["prepare", "run_up", "service_addresses", "service_process_specs"]
 
 
 def service_process_specs(settings: Settings) -> list[ProcessSpec]:
     """One supervised process per registered service, configured through SONAE_* variables."""
     env = settings.env()
     return [
-        ProcessSpec(spec.name, [sys.executable, "-m", "infra.cli", "service", "run", spec.name],
+        ProcessSpec(spec.name, [sys.executable, "-m", "sonae.cli", "service", "run", spec.name],
                     env=env)
         for spec in registry.SERVICES
     ]
@@ -123,8 +60,6 @@ async def prepare(settings: Settings, *, out: TextIO) -> None:
     created = await ensure_topics(settings)
     out.write(f"  topics      {len(created)} created\n" if created else "  topics      present\n")
     # The embedded broker forgets everything when it stops; the event store does not.
-    from services.recorder.rehydrate import rehydrate_if_empty
-
     await rehydrate_if_empty(settings, out=out)
 
 
@@ -185,8 +120,6 @@ async def run_up(
                 refresher = tg.create_task(_refresh_state(state, supervisor, data_dir),
                                            name="state-refresh")
                 if demo:
-                    from services.drill.demo import run_demo
-
                     tg.create_task(run_demo(settings, out=out, stop=stop), name="demo")
                 await stop.wait()
                 refresher.cancel()

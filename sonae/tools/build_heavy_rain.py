@@ -1,6 +1,9 @@
 """Write the shipped demo scenario ``chiyoda-heavy-rain.jsonl`` (run by hand, output checked in).
 
-    .venv/bin/python -m services.drill.scenarios.build_heavy_rain
+It lives in the composition root because it runs two services' pure cores (the
+shelter tracker and the evacuation engine) to compute the reference decisions.
+
+    .venv/bin/python -m sonae.tools.build_heavy_rain
 
 A heavy-rain afternoon in 千代田区, 12:40–18:00 JST (illustrative: the gauge and
 its thresholds are the region pack's illustrative ones):
@@ -30,7 +33,6 @@ import sys
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from functools import partial
-from pathlib import Path
 from typing import Any, Final
 from uuid import UUID
 
@@ -42,6 +44,7 @@ from schemas.region import load_pack_section, load_region
 from schemas.reports import ReportAccepted, ReportSubmitted
 from schemas.shelters import ShelterNeedsReported, ShelterOccupancyReported, ShelterOpened
 from services.drill.logformat import DrillLog, RecordedFrom, build_log, write_log
+from services.drill.scenarios import scenario_path
 from services.evacuation.config import load_config
 from services.evacuation.engine import step
 from services.evacuation.state import DecisionState, RecommendationStatus
@@ -56,8 +59,7 @@ from services.shelter_tracker.domain import (
 __all__ = ["NAME", "build", "main"]
 
 NAME: Final = "chiyoda-heavy-rain"
-HERE: Final = Path(__file__).resolve().parent
-OUTPUT: Final = HERE / f"{NAME}.jsonl"
+OUTPUT: Final = scenario_path(NAME)
 JST: Final = timezone(timedelta(hours=9), "JST")
 DAY: Final = (2025, 8, 21)
 GAUGE: Final = "kandagawa-ochanomizu"
@@ -300,7 +302,7 @@ def build() -> DrillLog:
     return build_log(
         [*run.inputs, *run.references], region="chiyoda",
         recorded_from=RecordedFrom(kind="scenario",
-                                   generator="services/drill/scenarios/build_heavy_rain.py"),
+                                   generator="sonae/tools/build_heavy_rain.py"),
         since=at("12:40"), until=at("18:01"),
         description=("大雨の午後（千代田区）: 神田川の増水と氾濫危険水位超過、"
                      "万世橋・和泉橋の浸水、避難所の開設と混雑、土砂災害警戒情報、解除まで。"

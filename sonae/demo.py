@@ -2,7 +2,7 @@
 
 ``sonae up --demo`` calls :func:`run_demo` once the stack is ready (the stack
 owner wires it; ``make demo`` runs ``sonae up --demo``). The scenario
-(``scenarios/chiyoda-heavy-rain.jsonl``: 神田川 rising through its thresholds,
+(``services/drill/scenarios/chiyoda-heavy-rain.jsonl``: 神田川 rising through its thresholds,
 flooding reports, shelters filling, a landslide warning, HQ approvals, the
 all-clear and lifts; 5 h 20 min of event time) is replayed into the stack's own
 namespace at the speed that fits :data:`DEMO_SECONDS`, with its recorded HQ
@@ -21,20 +21,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from pathlib import Path
 from typing import Final, TextIO
 
 from infra.settings import Settings
 from schemas.common import utc_now
-from services import registry
 from services.drill.hq import HqMode
 from services.drill.logformat import read_log
 from services.drill.replay import Step
 from services.drill.runner import ReplayOptions, replay
+from services.drill.scenarios import scenario_path
+from sonae import registry
 
 __all__ = ["DEMO_SECONDS", "SCENARIO", "demo_speed", "run_demo"]
 
-SCENARIO: Final = Path(__file__).resolve().parent / "scenarios" / "chiyoda-heavy-rain.jsonl"
+SCENARIO: Final = scenario_path("chiyoda-heavy-rain")
 DEMO_SECONDS: Final = 300.0
 """How long the show lasts (wall clock)."""
 

@@ -1,0 +1,1 @@
+"""Maintainers' tools that need more than one service (run by hand)."""

@@ -1,0 +1,116 @@
+"""The layering rules, read from every module's imports (function-level ones included).
+
+- ``schemas`` imports only ``schemas``;
+- ``infra`` imports only ``schemas`` and itself;
+- ``services/<name>`` imports ``schemas``, ``infra``, ``services.common`` and itself, never
+  another service (and never the composition root ``sonae``);
+- ``services.common`` imports ``schemas``, ``infra`` and itself;
+- ``sonae`` is the composition root and may import anything;
+- a test module never imports another test module (shared helpers live in ``tests/support``).
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+FIRST_PARTY = ("schemas", "infra", "services", "sonae", "tests", "benchmarks")
+
+
+def modules(package: str) -> Iterator[tuple[str, Path]]:
+    """(dotted module name, path) for every module under ``package``."""
+    for path in sorted((ROOT / package).rglob("*.py")):
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        yield ".".join(parts), path
+
+
+def imported(module: str, path: Path) -> Iterator[tuple[int, str]]:
+    """(line, dotted name) of every first-party import in the module, relative ones resolved."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                prefix = ".".join(base)
+                names = [f"{prefix}.{node.module}" if node.module else prefix]
+            else:
+                names = [node.module or ""]
+        else:
+            continue
+        for name in names:
+            if name.split(".")[0] in FIRST_PARTY:
+                yield node.lineno, name
+
+
+def allowed(module: str, target: str) -> bool:
+    """Whether ``module`` may import ``target`` under the layering rules."""
+    top = target.split(".")[0]
+    if module.startswith("sonae"):
+        return top != "tests" and top != "benchmarks"
+    if module.startswith("schemas"):
+        return top == "schemas"
+    if module.startswith("infra"):
+        return top in ("schemas", "infra")
+    if module.startswith("services"):
+        if top in ("schemas", "infra"):
+            return True
+        if top != "services":
+            return False
+        own = module.split(".")[:2]
+        wanted = target.split(".")[:2]
+        return wanted == own or wanted == ["services", "common"]
+    raise AssertionError(f"no rule for {module}")
+
+
+def violations(package: str) -> list[str]:
+    """Every import of ``package``'s modules that breaks the rules, as ``path:line: a -> b``."""
+    return [
+        f"{path.relative_to(ROOT)}:{line}: {module} -> {target}"
+        for module, path in modules(package)
+        for line, target in imported(module, path)
+        if not allowed(module, target)
+    ]
+
+
+def test_schemas_import_only_schemas() -> None:
+    """The contracts stand on nothing of the project's but themselves."""
+    assert violations("schemas") == []
+
+
+def test_infra_imports_only_schemas_and_libraries() -> None:
+    """The lowest layer never reaches up into the services or the composition root."""
+    assert violations("infra") == []
+
+
+def test_a_service_imports_no_other_service() -> None:
+    """Each service stands on schemas, infra and services.common alone."""
+    assert violations("services") == []
+
+
+def test_the_rules_catch_a_forbidden_import() -> None:
+    """The checker itself: a service importing another service, or infra a service, is caught."""
+    assert not allowed("services.drill.runner", "services.evacuation.app")
+    assert not allowed("services.intake.http", "sonae.registry")
+    assert not allowed("infra.topics", "services.registry")
+    assert not allowed("schemas.events", "infra.settings")
+    assert allowed("services.drill.runner", "services.drill.watch")
+    assert allowed("services.gateway.server", "services.common.auth")
+    assert allowed("sonae.stack", "services.recorder.rehydrate")
+
+
+def test_no_test_module_imports_another() -> None:
+    """Tests share helpers through tests/support, never by importing each other's modules."""
+    bad = [
+        f"{path.relative_to(ROOT)}:{line}: {target}"
+        for module, path in modules("tests")
+        for line, target in imported(module, path)
+        if target.split(".")[-1].startswith("test_") or ".test_" in target
+    ]
+    assert bad == []
