@@ -95,6 +95,19 @@ class Settings(BaseSettings):
         description="Intake's base URL as other processes reach it (the gateway forwards "
                     "field reports there); default http://HOST:INTAKE_PORT.",
     )
+    webhooks_file: Path | None = Field(
+        default=None,
+        description="Broadcaster: TOML file of webhook subscribers and retry tuning; unset = "
+                    "no webhooks.",
+    )
+    cap_dir: Path | None = Field(
+        default=None,
+        description="Broadcaster: also write every CAP document to this directory.",
+    )
+    cap_base_url: str | None = Field(
+        default=None,
+        description="Broadcaster: absolute base URL of the CAP feed's links (behind a proxy).",
+    )
 
     @property
     def intake_base_url(self) -> str:
@@ -132,12 +145,20 @@ class Settings(BaseSettings):
             raise ValueError("must be at least 32 characters")
         return value
 
-    @field_validator("intake_url")
+    @field_validator("intake_url", "cap_base_url")
     @classmethod
-    def _intake_url(cls, value: str | None) -> str | None:
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            return None  # an empty variable (compose's `${X:-}`) means unset
         if value is not None and not value.startswith(("http://", "https://")):
             raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
         return value or None
+
+    @field_validator("webhooks_file", "cap_dir", mode="before")
+    @classmethod
+    def _optional_path(cls, value: Any) -> Any:
+        # An empty variable (compose's `${X:-}`) means unset, as it always has.
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("log_level")
     @classmethod
