@@ -109,6 +109,10 @@ class Settings(BaseSettings):
         description="Broadcaster: absolute base URL of the CAP feed's links (behind a proxy).",
     )
 
+    def given(self, name: str) -> bool:
+        """Whether setting ``name`` was given (a ``SONAE_*`` variable or an option)."""
+        return name in self.model_fields_set
+
     @property
     def intake_base_url(self) -> str:
         """Where intake's HTTP API is reached from this process."""

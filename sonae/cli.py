@@ -22,7 +22,7 @@ import click
 
 from infra.embedded.processes import EmbeddedError, process_alive
 from infra.logs import configure_logging
-from infra.settings import ENV_PREFIX, Settings
+from infra.settings import Settings
 from services.common.cli import cli_settings
 from services.drill.ports import DrillContext, RunningServices
 from sonae import registry
@@ -84,8 +84,8 @@ def up(kafka: str | None, database_url: str | None, namespace: str | None,
     settings = cli_settings(kafka_bootstrap=kafka, database_url=database_url, namespace=namespace,
                          data_dir=data_dir, embedded_kafka_port=kafka_port,
                          embedded_postgres_port=postgres_port)
-    external_kafka = kafka is not None or f"{ENV_PREFIX}KAFKA_BOOTSTRAP" in os.environ
-    external_db = database_url is not None or f"{ENV_PREFIX}DATABASE_URL" in os.environ
+    external_kafka = settings.given("kafka_bootstrap")
+    external_db = settings.given("database_url")
     if detach:
         _up_detached(settings, sys.argv[1:])
         return

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import re
 import signal
 import sys
@@ -27,7 +26,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 
 from infra.embedded.processes import process_alive
-from infra.settings import ENV_PREFIX, Settings
+from infra.settings import Settings
 from schemas.errors import InvalidNamespace
 from schemas.topics import validate_namespace
 from services.common.cli import INSTANT, cli_settings
@@ -63,8 +62,8 @@ def _stack_settings(kafka: str | None, database_url: str | None, data_dir: Path 
     from infra.stackstate import StackState
 
     settings = cli_settings(kafka_bootstrap=kafka, database_url=database_url, data_dir=data_dir)
-    kafka_given = kafka is not None or f"{ENV_PREFIX}KAFKA_BOOTSTRAP" in os.environ
-    db_given = database_url is not None or f"{ENV_PREFIX}DATABASE_URL" in os.environ
+    kafka_given = settings.given("kafka_bootstrap")
+    db_given = settings.given("database_url")
     if (kafka_given or not need_kafka) and (db_given or not need_database):
         return settings
     state = StackState.read(settings.data_dir)

@@ -114,3 +114,29 @@ def test_no_test_module_imports_another() -> None:
         if target.split(".")[-1].startswith("test_") or ".test_" in target
     ]
     assert bad == []
+
+
+# Names that look like settings but are not process settings: a constant, the field
+# client's --token option (click reads it), the golden tests' regeneration switch.
+NOT_SETTINGS = {"SONAE_ID_NAMESPACE", "SONAE_TOKEN", "SONAE_UPDATE_GOLDEN"}
+
+
+def test_every_sonae_variable_is_a_settings_field_in_the_readme() -> None:
+    """No SONAE_* variable is read around the settings model, and each is documented."""
+    import re
+
+    from infra.settings import ENV_PREFIX, Settings
+
+    fields = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
+    named = {
+        match
+        for package in ("schemas", "infra", "services", "sonae")
+        for _, path in modules(package)
+        for match in re.findall(r"SONAE_[A-Z_]+[A-Z]", path.read_text(encoding="utf-8"))
+    }
+    assert sorted(named - fields - NOT_SETTINGS) == []
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert sorted(v for v in fields if v not in readme) == []
+    assert "os.environ" not in "".join(
+        path.read_text(encoding="utf-8") for package in ("services", "sonae")
+        for _, path in modules(package))
