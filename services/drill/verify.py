@@ -42,7 +42,7 @@ from services.drill.fields import fields_of, locate
 from services.drill.hq import HqMode
 from services.drill.logformat import DrillLog
 from services.drill.replay import IdMap
-from services.drill.report import collect
+from services.drill.report.collect import collect
 from services.drill.runner import ProgressFn, ReplayOptions, ReplayResult, replay
 from services.drill.services import DECISION_SERVICES, running_services
 from services.drill.watch import watching
