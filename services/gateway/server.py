@@ -46,9 +46,9 @@ from schemas.evacuation import EvacuationCommand
 from schemas.events import problems_from
 from services.common.auth import AuthError, Principal, Role, verify_token
 from services.common.bus import Publisher
-from services.gateway.cop import Audience, Viewer
 from services.gateway.hub import CLIENT_QUEUE_SIZE, OVERLOAD, Client, Hub, Resume, encode
 from services.gateway.positions import InvalidPosition, Position, decode_position
+from services.gateway.views import Audience, Viewer
 
 log = logging.getLogger(__name__)
 

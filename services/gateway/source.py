@@ -46,9 +46,10 @@ from infra.topics import ensure_topics
 from schemas.errors import InvalidEvent
 from schemas.events import Event, decode_event
 from schemas.topics import qualified, split_qualified
-from services.gateway.cop import COP, reduce
+from services.gateway.cop import COP
 from services.gateway.hub import Hub
 from services.gateway.positions import COP_TOPICS, Partition, marker_of
+from services.gateway.reducer import reduce
 
 log = logging.getLogger(__name__)
 
