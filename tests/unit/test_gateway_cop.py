@@ -20,11 +20,11 @@ from schemas.examples import EXAMPLES, example
 from schemas.region import load_region
 from schemas.reports import ReportAccepted
 from services.gateway.cop import COP, REPORTS_PER_AREA, Kind, RegionIndex
+from services.gateway.errors import InvalidPosition
 from services.gateway.hub import Hub, Resume
 from services.gateway.positions import (
     Entry,
     History,
-    InvalidPosition,
     Position,
     decode_position,
     encode_position,
