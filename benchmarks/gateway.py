@@ -47,9 +47,10 @@ from schemas.examples import example
 from schemas.region import load_region
 from schemas.reports import ReportAccepted
 from services.common.auth import Role, issue_token
-from services.gateway.cop import COP, Audience, RegionIndex, Viewer
+from services.gateway.cop import COP, RegionIndex
 from services.gateway.hub import Hub
 from services.gateway.server import Gateway
+from services.gateway.views import Audience, Viewer
 
 if TYPE_CHECKING:
     from benchmarks.support import Stack
@@ -197,8 +198,8 @@ async def fan_out(clients: int, steady: int, rate: float, burst: int) -> dict[st
 
 
 def _delta_bytes(hub: Hub, event: ReportAccepted) -> bytes:
-    from services.gateway.cop import reduce
     from services.gateway.hub import _delta_message
+    from services.gateway.reducer import reduce
 
     _, deltas = reduce(hub.cop, event)
     data = _delta_message(hub.position_text(), deltas, Viewer(Audience.HQ))

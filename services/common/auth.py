@@ -9,7 +9,11 @@ standard JWT so that any client library can read it; its claims are
 - ``iat`` / ``exp``: issue and expiry times (seconds since the epoch);
 - ``jti``: a random id, so a leaked token can be named in a deny list later;
 - ``iss``: always ``"sonae"``, so a token minted by another system that happens
-  to share the secret is refused.
+  to share the secret is refused;
+- ``areas`` (field tokens, optional): the team's area ids; the gateway shows the
+  team those areas' reports and shelters. :func:`verify_token` checks its shape
+  (a list of strings) and hands it on as :attr:`Principal.areas`, so no service
+  reads a token's claims itself.
 
 Exceptions::
 
@@ -105,6 +109,8 @@ class Principal:
     """The ``jti`` claim."""
     expires_at: datetime
     """When the token expires (UTC)."""
+    areas: frozenset[str] | None = None
+    """The ``areas`` claim: the team's areas (``None``: the token names none)."""
 
 
 def _secret_text(secret: str | SecretStr) -> str:
@@ -185,11 +191,16 @@ def verify_token(secret: str | SecretStr, token: str | None) -> Principal:
         the_role = Role(str(role))
     except ValueError:
         raise TokenInvalid(f"the token's role {role!r} is unknown") from None
+    areas = claims.get("areas")
+    if areas is not None and (not isinstance(areas, list)
+                              or not all(isinstance(a, str) for a in areas)):
+        raise TokenInvalid("the token's areas claim is not a list of area ids")
     return Principal(
         subject=subject,
         role=the_role,
         token_id=jti,
         expires_at=datetime.fromtimestamp(int(claims["exp"]), UTC),
+        areas=None if areas is None else frozenset(areas),
     )
 
 

@@ -1,6 +1,31 @@
-"""The drill runner's exceptions: one base class, one subclass per rule broken."""
+"""Exceptions of the drill runner: one base, named after the rule broken.
+
+::
+
+    DrillError                  (a RuntimeError; the message says what to fix)
+    ├── InvalidDrillLog         a file is not a valid drill log: not one, a bad line, a wrong count
+    │   └── UnsupportedLogVersion  the log's format version is newer than this code (or unknown)
+    ├── EmptyWindow             a recording window that holds no time (--since not before --until)
+    ├── NotIsolated             a replay aimed at a namespace that is not a drill namespace
+    ├── NoStack                 no broker or database to replay into
+    └── ServicesFailed          the drill namespace's services could not start or stopped working
+
+``sonae drill`` turns a :class:`DrillError` into a one-line usage or command
+error; anything else is a bug and keeps its traceback. Argument checks of the
+pure core (a non-positive speed, a naive anchor time) stay ``ValueError``.
+"""
 
 from __future__ import annotations
+
+__all__ = [
+    "DrillError",
+    "EmptyWindow",
+    "InvalidDrillLog",
+    "NoStack",
+    "NotIsolated",
+    "ServicesFailed",
+    "UnsupportedLogVersion",
+]
 
 
 class DrillError(RuntimeError):
@@ -13,6 +38,10 @@ class InvalidDrillLog(DrillError):
 
 class UnsupportedLogVersion(InvalidDrillLog):
     """A drill log's format version is newer than this code reads (or unknown)."""
+
+
+class EmptyWindow(DrillError):
+    """A recording window holds no time: its start is not before its end."""
 
 
 class NotIsolated(DrillError):

@@ -25,7 +25,7 @@ import asyncpg
 from schemas.evacuation import EvacuationCommand, OrderIssued
 from schemas.events import Event, decode_event
 from schemas.topics import validate_namespace
-from services.drill.errors import DrillError
+from services.drill.errors import EmptyWindow
 from services.drill.logformat import (
     INPUT_TYPES,
     REFERENCE_TYPES,
@@ -55,8 +55,8 @@ async def record(conn: asyncpg.Connection, *, namespace: str = "", since: dateti
     """The drill log of ``namespace``'s events in [since, until)."""
     validate_namespace(namespace)
     if since is not None and until is not None and since >= until:
-        raise DrillError(f"the window is empty: --since {since.isoformat()} is not before "
-                         f"--until {until.isoformat()}")
+        raise EmptyWindow(f"the window is empty: --since {since.isoformat()} is not before "
+                          f"--until {until.isoformat()}")
     clauses = ["namespace = $1", "type = any($2::text[])"]
     args: list[object] = [namespace]
     if since is not None:

@@ -44,7 +44,7 @@ from services.drill.hq import HqMode
 from services.drill.logformat import DrillLog
 from services.drill.ports import DECISION_SERVICES, ServicesLauncher
 from services.drill.replay import IdMap
-from services.drill.report import collect
+from services.drill.report.collect import collect
 from services.drill.runner import ProgressFn, ReplayOptions, ReplayResult, replay
 from services.drill.watch import watching
 

@@ -35,7 +35,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
 from schemas.events import Event
-from services.gateway.cop import COP, Delta, Viewer, reduce, view_delta, view_state
+from services.gateway.cop import COP, Delta
 from services.gateway.positions import (
     Entry,
     History,
@@ -44,6 +44,8 @@ from services.gateway.positions import (
     encode_position,
     epoch_of,
 )
+from services.gateway.reducer import reduce
+from services.gateway.views import Viewer, view_delta, view_state
 
 log = logging.getLogger(__name__)
 

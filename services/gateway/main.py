@@ -28,6 +28,7 @@ from services.common.auth import Role, issue_token
 from services.common.bus import Publisher
 from services.common.runtime import run_service
 from services.gateway.cop import COP, RegionIndex
+from services.gateway.errors import GatewayStartupError, LogReplaced
 from services.gateway.http import build_app
 from services.gateway.hub import CLIENT_QUEUE_SIZE, Hub
 from services.gateway.server import (
@@ -42,21 +43,17 @@ from services.gateway.server import (
     close_connection,
     heartbeats,
 )
-from services.gateway.source import LogReplaced, Source
+from services.gateway.source import Source
 
 log = logging.getLogger(__name__)
 
-__all__ = ["GatewayStartupError", "Running", "main", "running", "serve_gateway"]
+__all__ = ["Running", "main", "running", "serve_gateway"]
 
 DB_CONNECT_TIMEOUT: Final = 5.0
 """Seconds to reach the event store for a cold start before reading the broker instead."""
 SERVICE_RESTART: Final = 1012
 """Close code when the log was replaced under us: reconnect for a fresh snapshot."""
 _DEV_SECRET: Final = Settings.model_fields["token_secret"].default.get_secret_value()
-
-
-class GatewayStartupError(RuntimeError):
-    """The gateway cannot start; the message says what to fix."""
 
 
 @dataclass

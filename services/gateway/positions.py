@@ -35,13 +35,13 @@ from dataclasses import dataclass, field
 from typing import Final, Generic, TypeVar
 
 from schemas.topics import CATALOGUE
+from services.gateway.errors import InvalidPosition
 
 __all__ = [
     "COP_TOPICS",
     "TOPIC_CODES",
     "Entry",
     "History",
-    "InvalidPosition",
     "Partition",
     "Position",
     "decode_position",
@@ -75,10 +75,6 @@ COP_TOPICS: Final[tuple[str, ...]] = tuple(name for name in TOPIC_CODES if name 
 
 _FORMAT: Final = 1
 _EPOCH_BYTES: Final = 8
-
-
-class InvalidPosition(ValueError):
-    """A position string that this gateway cannot read (garbled, or from another format)."""
 
 
 @dataclass(frozen=True)

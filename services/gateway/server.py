@@ -33,7 +33,6 @@ from datetime import datetime
 from typing import Any, Final, Protocol
 
 import aiohttp
-import jwt
 from aiokafka.errors import KafkaError
 from pydantic import SecretStr, ValidationError
 from websockets.asyncio.server import ServerConnection
@@ -46,9 +45,10 @@ from schemas.evacuation import EvacuationCommand
 from schemas.events import problems_from
 from services.common.auth import AuthError, Principal, Role, verify_token
 from services.common.bus import Publisher
-from services.gateway.cop import Audience, Viewer
+from services.gateway.errors import InvalidPosition, Refused
 from services.gateway.hub import CLIENT_QUEUE_SIZE, OVERLOAD, Client, Hub, Resume, encode
-from services.gateway.positions import InvalidPosition, Position, decode_position
+from services.gateway.positions import Position, decode_position
+from services.gateway.views import Audience, Viewer
 
 log = logging.getLogger(__name__)
 
@@ -146,18 +146,6 @@ class IntakeReports:
             self._session = None
 
 
-class _Refused(Exception):
-    """A request refused with an error reply (and, with ``close``, a close code)."""
-
-    def __init__(self, code: str, message: str, *, close: int | None = None,
-                 errors: Sequence[Mapping[str, Any]] | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.close = close
-        self.errors = errors
-
-
 class _Session:
     """What the server knows about one connection after its hello."""
 
@@ -195,7 +183,7 @@ class Gateway:
             await self._error(ws, None, "no_hello", "say hello first")
             await close_connection(ws, POLICY, "no hello")
             return
-        except _Refused as e:
+        except Refused as e:
             await self._error(ws, None, e.code, e.message)
             await close_connection(ws, e.close or POLICY, e.message[:120])
             return
@@ -263,32 +251,32 @@ class Gateway:
             try:
                 document = _parse(raw)
                 if document.get("type") != "hello":
-                    raise _Refused("hello_expected", "the first message must be a hello")
+                    raise Refused("hello_expected", "the first message must be a hello")
                 return self._session_from(document)
-            except _Refused as e:
+            except Refused as e:
                 if e.close is not None:
                     raise
                 garbage += 1
                 if garbage >= GARBAGE_LIMIT:
-                    raise _Refused(e.code, e.message, close=POLICY) from None
+                    raise Refused(e.code, e.message, close=POLICY) from None
                 await self._error(ws, None, e.code, e.message)
 
     def _session_from(self, hello: Mapping[str, Any]) -> tuple[_Session, Position | None]:
         unknown = set(hello) - {"type", "token", "position", "areas", "id"}
         if unknown:
-            raise _Refused("invalid", f"unknown hello fields: {', '.join(sorted(unknown))}",
-                           close=POLICY)
+            raise Refused("invalid", f"unknown hello fields: {', '.join(sorted(unknown))}",
+                          close=POLICY)
         token = hello.get("token")
         if token is not None and (not isinstance(token, str) or len(token) > 8192):
-            raise _Refused("invalid", "token must be a string", close=POLICY)
+            raise Refused("invalid", "token must be a string", close=POLICY)
         areas = self._areas(hello.get("areas"), "areas")
         principal = None
         if token:
             try:
                 principal = verify_token(self.secret, token)
             except AuthError as e:
-                raise _Refused("unauthorized", str(e), close=UNAUTHORIZED) from None
-        viewer = self._viewer(principal, token, areas)
+                raise Refused("unauthorized", str(e), close=UNAUTHORIZED) from None
+        viewer = self._viewer(principal, areas)
         position = None
         if hello.get("position") is not None:
             try:
@@ -301,15 +289,14 @@ class Gateway:
         if value is None:
             return None
         if not isinstance(value, list) or not all(isinstance(a, str) for a in value):
-            raise _Refused("invalid", f"{name} must be a list of area ids", close=POLICY)
+            raise Refused("invalid", f"{name} must be a list of area ids", close=POLICY)
         unknown = sorted(set(value) - self.area_ids)
         if unknown:
-            raise _Refused("invalid", f"unknown areas in {name}: {', '.join(unknown)}",
-                           close=POLICY)
+            raise Refused("invalid", f"unknown areas in {name}: {', '.join(unknown)}",
+                          close=POLICY)
         return frozenset(value)
 
-    def _viewer(self, principal: Principal | None, token: str | None,
-                areas: frozenset[str] | None) -> Viewer:
+    def _viewer(self, principal: Principal | None, areas: frozenset[str] | None) -> Viewer:
         if principal is None or principal.role is Role.PUBLIC:
             return Viewer(Audience.PUBLIC, areas)
         if principal.role is Role.HQ:
@@ -318,16 +305,17 @@ class Gateway:
             # A token may name the team's areas (claim "areas"); otherwise the team
             # names them in its hello. Either way reports and shelters stop there.
             # Named in the hello, they are the team's areas, not a filter of the rest.
-            claimed = jwt.decode(token or "", options={"verify_signature": False}).get("areas")
+            claimed = principal.areas
             if claimed is None:
                 if not areas:
-                    raise _Refused("areas_required", "a field team must name its areas "
-                                   "(hello.areas, or an 'areas' claim in its token)",
-                                   close=POLICY)
+                    raise Refused("areas_required", "a field team must name its areas "
+                                  "(hello.areas, or an 'areas' claim in its token)",
+                                  close=POLICY)
                 return Viewer(Audience.FIELD, None, areas)
-            return Viewer(Audience.FIELD, areas, self._areas(claimed, "the token's areas"))
-        raise _Refused("forbidden", f"role {principal.role.value!r} has no view here",
-                       close=FORBIDDEN)
+            return Viewer(Audience.FIELD, areas,
+                          self._areas(sorted(claimed), "the token's areas"))
+        raise Refused("forbidden", f"role {principal.role.value!r} has no view here",
+                      close=FORBIDDEN)
 
     # --- requests -------------------------------------------------------------------
 
@@ -349,11 +337,11 @@ class Gateway:
                 elif kind == "report":
                     await self._report(ws, session, document, request_id)
                 elif kind == "hello":
-                    raise _Refused("already_hello", "hello was already said; reconnect to change")
+                    raise Refused("already_hello", "hello was already said; reconnect to change")
                 else:
-                    raise _Refused("unknown_type", f"unknown message type {kind!r}; expected "
-                                   "ping, command or report")
-            except _Refused as e:
+                    raise Refused("unknown_type", f"unknown message type {kind!r}; expected "
+                                  "ping, command or report")
+            except Refused as e:
                 await self._error(ws, request_id, e.code, e.message, e.errors)
                 if e.code in _GARBAGE and self._too_much_garbage(session):
                     await close_connection(ws, POLICY, "too many bad messages")
@@ -370,16 +358,16 @@ class Gateway:
                        document: Mapping[str, Any], request_id: str | None) -> None:
         principal = session.principal
         if principal is None or principal.role is not Role.HQ:
-            raise _Refused("forbidden", "only HQ may send commands")
+            raise Refused("forbidden", "only HQ may send commands")
         if principal.expires_at <= self.clock():
-            raise _Refused("unauthorized", "your token has expired; sign in again")
+            raise Refused("unauthorized", "your token has expired; sign in again")
         if request_id is None:
-            raise _Refused("invalid_id", "a command needs an id (used to deduplicate resends)")
+            raise Refused("invalid_id", "a command needs an id (used to deduplicate resends)")
         unknown = set(document) - _COMMAND_FIELDS - {"type", "id"}
         if unknown:
-            raise _Refused("invalid", f"unknown command fields: {', '.join(sorted(unknown))}",
-                           errors=[{"field": f, "message": "not a command field"}
-                                   for f in sorted(unknown)])
+            raise Refused("invalid", f"unknown command fields: {', '.join(sorted(unknown))}",
+                          errors=[{"field": f, "message": "not a command field"}
+                                  for f in sorted(unknown)])
         payload = {k: v for k, v in document.items() if k in _COMMAND_FIELDS}
         payload["operator"] = principal.subject
         payload["operator_role"] = principal.role.value
@@ -391,17 +379,17 @@ class Gateway:
                                                  request_id))
         except ValidationError as e:
             problems = problems_from(e)
-            raise _Refused("invalid", "; ".join(f"{p.field}: {p.message}" for p in problems),
-                           errors=[{"field": p.field.removeprefix("payload."),
-                                    "message": p.message} for p in problems]) from None
+            raise Refused("invalid", "; ".join(f"{p.field}: {p.message}" for p in problems),
+                          errors=[{"field": p.field.removeprefix("payload."),
+                                   "message": p.message} for p in problems]) from None
         if self.publisher is None:
-            raise _Refused("unavailable", "commands are not enabled on this gateway")
+            raise Refused("unavailable", "commands are not enabled on this gateway")
         try:
             await self.publisher.publish(event)
         except KafkaError as e:
             log.warning("command %s not published: %s", event.event_id, e)
-            raise _Refused("unavailable", "the command could not be sent; retry with the "
-                           "same id") from None
+            raise Refused("unavailable", "the command could not be sent; retry with the "
+                          "same id") from None
         log.info("command %s by %s: %s", event.event_id, principal.subject,
                  event.payload.action.value)
         await self._send(ws, {"type": "ack", "id": request_id, "event_id": str(event.event_id)})
@@ -410,29 +398,29 @@ class Gateway:
                       document: Mapping[str, Any], request_id: str | None) -> None:
         if session.principal is None or session.token is None or (
                 session.viewer.audience is Audience.PUBLIC):
-            raise _Refused("forbidden", "sign in as a field team to send reports")
+            raise Refused("forbidden", "sign in as a field team to send reports")
         if request_id is None:
-            raise _Refused("invalid_id", "a report needs an id")
+            raise Refused("invalid_id", "a report needs an id")
         body = document.get("report")
         if not isinstance(body, dict):
-            raise _Refused("invalid", "report must be an object (the body of POST /v1/reports)",
-                           errors=[{"field": "report", "message": "expected an object"}])
+            raise Refused("invalid", "report must be an object (the body of POST /v1/reports)",
+                          errors=[{"field": "report", "message": "expected an object"}])
         if self.reports is None:
-            raise _Refused("unavailable", "reports are not enabled on this gateway")
+            raise Refused("unavailable", "reports are not enabled on this gateway")
         try:
             status, answer = await self.reports.submit(session.token, body)
         except (aiohttp.ClientError, TimeoutError) as e:
             log.warning("intake unreachable for a report: %s", e)
-            raise _Refused("unavailable", "intake is unreachable; resend the same report "
-                           "(same client_report_id) shortly") from None
+            raise Refused("unavailable", "intake is unreachable; resend the same report "
+                          "(same client_report_id) shortly") from None
         if status in (200, 202):
             await self._send(ws, {"type": "ack", "id": request_id, "status": status,
                                   "result": answer})
             return
         answer = answer if isinstance(answer, dict) else {}
-        raise _Refused(str(answer.get("error") or "rejected"),
-                       str(answer.get("message") or f"intake answered {status}"),
-                       errors=answer.get("errors"))
+        raise Refused(str(answer.get("error") or "rejected"),
+                      str(answer.get("message") or f"intake answered {status}"),
+                      errors=answer.get("errors"))
 
     # --- replies ------------------------------------------------------------------
 
@@ -453,13 +441,13 @@ class Gateway:
 
 def _parse(raw: str | bytes) -> dict[str, Any]:
     if isinstance(raw, bytes):
-        raise _Refused("malformed", "send JSON in text frames")
+        raise Refused("malformed", "send JSON in text frames")
     try:
         document = json.loads(raw)
     except (ValueError, RecursionError):
-        raise _Refused("malformed", "not valid JSON") from None
+        raise Refused("malformed", "not valid JSON") from None
     if not isinstance(document, dict) or not isinstance(document.get("type"), str):
-        raise _Refused("malformed", "expected a JSON object with a string 'type'")
+        raise Refused("malformed", "expected a JSON object with a string 'type'")
     return document
 
 
@@ -468,7 +456,7 @@ def _request_id(document: Mapping[str, Any]) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str) or not _REQUEST_ID.fullmatch(value):
-        raise _Refused("invalid_id", "id must be 1-64 letters, digits and _.:- ")
+        raise Refused("invalid_id", "id must be 1-64 letters, digits and _.:- ")
     return value
 
 

@@ -46,13 +46,15 @@ from infra.topics import ensure_topics
 from schemas.errors import InvalidEvent
 from schemas.events import Event, decode_event
 from schemas.topics import qualified, split_qualified
-from services.gateway.cop import COP, reduce
+from services.gateway.cop import COP
+from services.gateway.errors import LogReplaced
 from services.gateway.hub import Hub
 from services.gateway.positions import COP_TOPICS, Partition, marker_of
+from services.gateway.reducer import reduce
 
 log = logging.getLogger(__name__)
 
-__all__ = ["POLL_TIMEOUT_MS", "YIELD_EVERY", "LogReplaced", "Source", "StoreSeed", "fold_store"]
+__all__ = ["POLL_TIMEOUT_MS", "YIELD_EVERY", "Source", "StoreSeed", "fold_store"]
 
 POLL_TIMEOUT_MS: Final = 500
 """How long one fetch waits for records before the loop checks for a stop."""
@@ -73,10 +75,6 @@ from events
 where namespace = $1 and topic = any($2::text[])
 order by seq
 """
-
-
-class LogReplaced(RuntimeError):
-    """A partition's offsets went backwards: the broker's log is not the one we read."""
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,8 @@ from services.drill.errors import DrillError, NotIsolated
 from services.drill.logformat import DrillLog, read_log
 from services.drill.record import record
 from services.drill.replay import IdMap
-from services.drill.report import build_report, collect, collect_from_store
+from services.drill.report.collect import collect, collect_from_store
+from services.drill.report.model import build_report
 from services.drill.runner import ReplayOptions, replay
 from services.drill.verify import verify
 from sonae.drill_services import running_services

@@ -31,7 +31,7 @@ from schemas.events import Event, decode_event
 from schemas.topics import qualified, route
 from services.evacuation.app import OUTPUT_TOPICS, app_id, input_log_topic
 from services.evacuation.engine import SOURCE
-from services.evacuation.golden import normalise, read_events, read_expected
+from tests.golden.evacuation.support import normalise, read_events, read_expected
 from tests.support import wait_for
 
 pytestmark = pytest.mark.integration

@@ -120,3 +120,18 @@ def test_a_field_token_can_name_its_areas() -> None:
         issue_token(SECRET, Role.FIELD, "t", timedelta(hours=1), areas=["Kanda Koen"])
     with pytest.raises(ValueError, match="named twice"):
         issue_token(SECRET, Role.FIELD, "t", timedelta(hours=1), areas=["fujimi", "fujimi"])
+
+
+def test_the_verified_principal_carries_the_areas_claim() -> None:
+    """verify_token hands on the areas claim (None without one); a malformed claim is invalid."""
+    token = issue_token(SECRET, Role.FIELD, "kanda-team-1", timedelta(hours=1),
+                        areas=["kanda-koen", "jimbocho"])
+    assert verify_token(SECRET, token).areas == frozenset({"kanda-koen", "jimbocho"})
+    plain = issue_token(SECRET, Role.FIELD, "t", timedelta(hours=1))
+    assert verify_token(SECRET, plain).areas is None
+    now = int(datetime.now(UTC).timestamp())
+    base = {"iss": "sonae", "sub": "x", "role": "field", "iat": now, "exp": now + 60, "jti": "j"}
+    for claim in ("kanda-koen", [1, 2], {"kanda-koen": True}):
+        malformed = jwt.encode({**base, "areas": claim}, SECRET, algorithm="HS256")
+        with pytest.raises(TokenInvalid, match="areas"):
+            verify_token(SECRET, malformed)

@@ -15,15 +15,10 @@ from schemas.events import Event, decode_event, encode_event
 from schemas.examples import example
 from services.drill.logformat import RecordedFrom, build_log
 from services.drill.replay import IdMap
-from services.drill.report import (
-    Observed,
-    build_chains,
-    build_report,
-    render_html,
-    render_markdown,
-    report_document,
-    write_report,
-)
+from services.drill.report import write_report
+from services.drill.report.html import render_html
+from services.drill.report.markdown import render_markdown
+from services.drill.report.model import Observed, build_chains, build_report, report_document
 from services.drill.verify import normalise
 
 T0 = datetime(2025, 8, 21, 5, 0, tzinfo=UTC)

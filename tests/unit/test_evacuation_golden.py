@@ -19,8 +19,8 @@ from schemas.events import Event, encode_event
 from schemas.region import load_region
 from services.evacuation.config import EngineConfig, load_config
 from services.evacuation.engine import replay, step
-from services.evacuation.golden import read_events, read_expected, run, write_expected
 from services.evacuation.state import DecisionState, encode_entry, flatten, unflatten
+from tests.golden.evacuation.support import read_events, read_expected, run, write_expected
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "evacuation"
 SCENARIOS = ("heavy-rain-kandagawa", "landslide-warning", "earthquake-fires")

@@ -19,29 +19,20 @@ from schemas.events import EVENT_CLASSES
 from schemas.examples import EXAMPLES, example
 from schemas.region import load_region
 from schemas.reports import ReportAccepted
-from services.gateway.cop import (
-    COP,
-    REPORTS_PER_AREA,
-    Audience,
-    Kind,
-    RegionIndex,
-    Viewer,
-    reduce,
-    view,
-    view_delta,
-    view_state,
-)
+from services.gateway.cop import COP, REPORTS_PER_AREA, Kind, RegionIndex
+from services.gateway.errors import InvalidPosition
 from services.gateway.hub import Hub, Resume
 from services.gateway.positions import (
     Entry,
     History,
-    InvalidPosition,
     Position,
     decode_position,
     encode_position,
     epoch_of,
     marker_of,
 )
+from services.gateway.reducer import reduce
+from services.gateway.views import Audience, Viewer, view, view_delta, view_state
 
 REGION = RegionIndex.from_region(load_region())
 HQ = Viewer(Audience.HQ)

@@ -1,9 +1,10 @@
 """Golden scenarios: read a scenario's input log, run it, compare normalised decisions.
 
-A scenario is a directory with ``input.jsonl`` (one event per line, in log
-order) and ``expected.jsonl`` (the decisions, normalised by :func:`normalise`).
-The unit tests run each scenario through the pure engine and the integration
-test through the real worker; both compare with the same ``expected.jsonl``.
+A scenario is a directory beside this module with ``input.jsonl`` (one event
+per line, in log order) and ``expected.jsonl`` (the decisions, normalised by
+:func:`normalise`). The unit tests run each scenario through the pure engine
+and the integration test through the real worker; both compare with the same
+``expected.jsonl``. Test code only: it lives here, not in the service.
 Regenerate deliberately with ``SONAE_UPDATE_GOLDEN=1 pytest
 tests/unit/test_evacuation_golden.py`` and review the diff.
 """
