@@ -1,0 +1,16 @@
+"""気象庁防災情報XML (JMA disaster-prevention XML): the format as a contract.
+
+Both intake (``POST /v1/jma``) and a feed poller read JMA messages; services may
+not import each other, so the reader lives here:
+
+- :func:`parse_jma` (:mod:`schemas.jma.parse`): safe parse and XSD validation;
+- :func:`read_jma` (:mod:`schemas.jma.read`): bytes → a typed, frozen
+  :class:`JmaMessage` (:mod:`schemas.jma.model`);
+- :func:`map_message` (:mod:`schemas.jma.mapping`): a message and the region's
+  JMA code table → :class:`JmaSignals` (``hazard.warning`` /
+  ``hazard.seismic_intensity`` payloads, cancellations, or why it was ignored);
+- :func:`load_jma_table` (:mod:`schemas.jma.areas`): the region pack's ``jma.toml``.
+
+Refusals raise :class:`JmaError` subclasses (:mod:`schemas.jma.errors`).
+See docs/jma.md. 出典：気象庁（防災情報XMLフォーマット）.
+"""
