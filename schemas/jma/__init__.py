@@ -14,3 +14,53 @@ not import each other, so the reader lives here:
 Refusals raise :class:`JmaError` subclasses (:mod:`schemas.jma.errors`).
 See docs/jma.md. 出典：気象庁（防災情報XMLフォーマット）.
 """
+
+from schemas.jma.areas import JMA_TABLE_FILE, JmaAreaTable, load_jma_table
+from schemas.jma.errors import (
+    JmaError,
+    JmaNotWellFormed,
+    JmaProblem,
+    JmaSchemaInvalid,
+    JmaTooLarge,
+    JmaUnsupported,
+)
+from schemas.jma.mapping import (
+    JmaSignals,
+    KindRule,
+    KindTable,
+    default_kinds,
+    map_message,
+    message_id,
+)
+from schemas.jma.model import DataType, InfoType, JmaMessage, JmaStatus
+from schemas.jma.parse import DEFAULT_MAX_BYTES, DEFAULT_MAX_ELEMENTS, jma_schema, parse_jma
+from schemas.jma.read import data_type_of, read_jma, read_report
+
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "DEFAULT_MAX_ELEMENTS",
+    "JMA_TABLE_FILE",
+    "DataType",
+    "InfoType",
+    "JmaAreaTable",
+    "JmaError",
+    "JmaMessage",
+    "JmaNotWellFormed",
+    "JmaProblem",
+    "JmaSchemaInvalid",
+    "JmaSignals",
+    "JmaStatus",
+    "JmaTooLarge",
+    "JmaUnsupported",
+    "KindRule",
+    "KindTable",
+    "data_type_of",
+    "default_kinds",
+    "jma_schema",
+    "load_jma_table",
+    "map_message",
+    "message_id",
+    "parse_jma",
+    "read_jma",
+    "read_report",
+]

@@ -381,7 +381,8 @@ class _Context:
                                   f"(code {code}) carries no warning; skipped")
                 continue
             # A region whose last kind was a warning or advisory continues (or changes) it.
-            continued = region.last_kind_name not in (None, "津波なし") and not ended
+            continued = not ended and self.kinds.by_name(
+                self.kinds.tsunami, region.last_kind_name) is not None
             action = self._action("解除" if ended else "継続" if continued else "発表")
             assert action is not None
             self.warnings.append(self._payload(
