@@ -31,6 +31,7 @@ from typing import Any, Final
 from lxml import etree
 
 from schemas.jma.errors import JmaNotWellFormed, JmaProblem, JmaSchemaInvalid, JmaTooLarge
+from schemas.xml import hardened_parser
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
@@ -58,22 +59,6 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _MAX_PROBLEMS: Final = 20
 
 
-def _parser(resolver: etree.Resolver | None = None) -> etree.XMLParser:
-    # A new parser per document: lxml parsers keep state and are cheap to make.
-    parser = etree.XMLParser(
-        resolve_entities=False,
-        no_network=True,
-        load_dtd=False,
-        dtd_validation=False,
-        huge_tree=False,
-        remove_comments=True,
-        remove_pis=True,
-    )
-    if resolver is not None:
-        parser.resolvers.add(resolver)
-    return parser
-
-
 class _PackageSchemas(etree.Resolver):  # type: ignore[misc]
     """Serves ``jmx*.xsd`` from this package, whatever URL an import names."""
 
@@ -95,7 +80,7 @@ def jma_schema() -> etree.XMLSchema:
     with _schema_lock:
         if _schema is None:
             root = resources.files("schemas.jma").joinpath("xsd", "jmx.xsd").read_bytes()
-            parser = _parser(_PackageSchemas())
+            parser = hardened_parser(_PackageSchemas())
             document = etree.fromstring(root, parser, base_url="jmx.xsd")
             _schema = etree.XMLSchema(document)
         return _schema
@@ -147,7 +132,7 @@ def parse_jma(
     if not data.strip():
         raise JmaNotWellFormed("the message is empty; expected a JMA <Report> document")
     try:
-        root = etree.fromstring(data, _parser())
+        root = etree.fromstring(data, hardened_parser())
     except etree.XMLSyntaxError as e:
         raise JmaNotWellFormed(f"the message is not well-formed XML: {e}",
                                line=e.lineno) from None
