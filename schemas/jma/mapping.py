@@ -279,9 +279,8 @@ class _Context:
             for family, (action, rule, kind) in chosen.items():
                 warning_id = (_id("jma", item.area.code, family) if family_ids
                               else _id("jma", "landslide", item.area.code))
-                name = (kind.name or rule.names[0]) if family_ids else rule.names[0]
-                if not family_ids:
-                    name = "土砂災害警戒情報"
+                # VXWW50's kind is just 警戒: the warning's name is the information's own.
+                name = (kind.name or rule.names[0]) if family_ids else "土砂災害警戒情報"
                 self.warnings.append(self._payload(warning_id, action, rule, name, districts))
         if not self.warnings:
             self.ignored = ("no warning is in force or ended in the region's areas "
