@@ -409,7 +409,7 @@ def report(category: str | None, severity: int | None, lat: float | None, lon: f
     reporter = _reporter(team, reporter_name)
     if reporter:
         body["reporter"] = reporter
-    from services.intake.domain import ReportRequest
+    from schemas.intake import ReportRequest
 
     _validate_locally(ReportRequest, {"reporter": {"team": "local-check"}, **body})
     entry = Entry(id=entry_id, kind="report", path="/v1/reports", body=body,
@@ -478,7 +478,7 @@ def shelter_status(shelter_id: str, action: str, stage: str | None, capacity: in
     reporter = _reporter(team, reporter_name)
     if reporter:
         body["reported_by"] = reporter
-    from services.intake.domain import ShelterStatusRequest
+    from schemas.intake import ShelterStatusRequest
 
     _validate_locally(ShelterStatusRequest, {"shelter_id": "local-check",
                                              "reported_by": {"team": "local-check"}, **body})

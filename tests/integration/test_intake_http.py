@@ -25,9 +25,9 @@ from infra.topics import ensure_topics
 from schemas.region import load_region
 from schemas.topics import CATALOGUE, qualified, split_qualified
 from services.common.auth import Role, issue_token
-from services.intake.domain import RateLimiter
 from services.intake.http import build_app
 from services.intake.metrics import IntakeMetrics
+from services.intake.ratelimit import RateLimiter
 from services.intake.relay import Relay
 from services.intake.service import Intake
 from services.intake.store import Store
