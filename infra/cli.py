@@ -261,7 +261,8 @@ def service_list() -> None:
 
 
 # --- commands contributed by service packages (one line each) ---------------------
-from services.intake.cli import report, shelter_status, token  # noqa: E402
+from services.common.token_cli import token  # noqa: E402
+from services.field_client.cli import report, shelter_status  # noqa: E402
 
 main.add_command(token)
 main.add_command(report)
