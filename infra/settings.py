@@ -20,6 +20,8 @@ from schemas.topics import validate_namespace
 ENV_PREFIX = "SONAE_"
 
 _HOSTPORT_RE = re.compile(r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$")
+DEFAULT_FIELD_OUTBOX = Path("~/.sonae/field-outbox.jsonl")
+"""The field client's outbox unless SONAE_FIELD_OUTBOX names another file."""
 
 
 class KafkaProfile(StrEnum):
@@ -95,6 +97,11 @@ class Settings(BaseSettings):
         description="Intake's base URL as other processes reach it (the gateway forwards "
                     "field reports there); default http://HOST:INTAKE_PORT.",
     )
+    field_outbox: Path = Field(
+        default=DEFAULT_FIELD_OUTBOX,
+        description="The field client's local outbox (JSON lines), where `sonae report` and "
+                    "`sonae shelter-status` keep inputs until intake acknowledges them.",
+    )
     webhooks_file: Path | None = Field(
         default=None,
         description="Broadcaster: TOML file of webhook subscribers and retry tuning; unset = "
@@ -163,6 +170,21 @@ class Settings(BaseSettings):
     def _optional_path(cls, value: Any) -> Any:
         # An empty variable (compose's `${X:-}`) means unset, as it always has.
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("field_outbox", mode="before")
+    @classmethod
+    def _field_outbox(cls, value: Any) -> Any:
+        # Set but empty means the default, as an unset variable does.
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return DEFAULT_FIELD_OUTBOX
+        return value
+
+    @field_validator("field_outbox")
+    @classmethod
+    def _field_outbox_file(cls, value: Path) -> Path:
+        if value.expanduser().is_dir():
+            raise ValueError(f"expected a file path, got the directory {str(value)!r}")
+        return value
 
     @field_validator("log_level")
     @classmethod

@@ -108,12 +108,12 @@ TOOLS: tuple[ToolSpec, ...] = (
     ToolSpec(
         name="tokens",
         description="Bearer tokens for field teams, shelter staff, sensors and HQ",
-        commands=("services.intake.cli:token",),
+        commands=("services.common.token_cli:token",),
     ),
     ToolSpec(
         name="field-client",
         description="Field reports and shelter status from a terminal, with a local outbox",
-        commands=("services.intake.cli:report", "services.intake.cli:shelter_status"),
+        commands=("services.field_client.cli:report", "services.field_client.cli:shelter_status"),
     ),
     ToolSpec(
         name="drill",

@@ -1,20 +1,42 @@
-"""Helpers shared by the tests: typed produce/consume and waiting with a deadline."""
+"""Helpers shared by the tests: typed produce/consume, waiting with a deadline, a running intake.
+
+Test modules import helpers from here only, never from one another."""
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import time
-from collections.abc import Awaitable, Callable, Iterable
-from typing import TypeVar, overload
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, TypeVar, overload
 
+import aiohttp
+import asyncpg
+from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.structs import TopicPartition
+from aiokafka.structs import ConsumerRecord, TopicPartition
 
+from infra.db.migrate import migrate
+from infra.embedded.processes import free_port
+from infra.kafka import clients
+from infra.kafka.compat import end_offsets
+from infra.settings import Settings, load_settings
+from infra.topics import ensure_topics
 from schemas.envelope import Envelope
 from schemas.events import Event, decode_event
-from schemas.topics import qualified
+from schemas.region import load_region
+from schemas.topics import qualified, split_qualified
+from services.common.auth import Role, issue_token
 from services.common.bus import Publisher
+from services.intake.http import build_app
+from services.intake.metrics import IntakeMetrics
+from services.intake.ratelimit import RateLimiter
+from services.intake.relay import Relay
+from services.intake.service import Intake
+from services.intake.store import Store
 
 T = TypeVar("T")
 
@@ -84,3 +106,139 @@ async def consume_events(
         return got
     finally:
         await consumer.stop()
+
+
+# --- intake: settings, tokens, bodies and an in-process intake --------------------------
+# Shared by tests/integration/test_intake_http.py, test_intake_ingest.py, test_intake_crash.py
+# and test_field_cli.py.
+
+SECRET = "integration-test-secret-0123456789abcdef"
+KANDA = {"lat": 35.69282, "lon": 139.7658}
+REGION = load_region()
+SHELTER = REGION.shelters_in("kanda-koen")[0].id
+
+
+
+
+def make_settings(kafka_bootstrap: str, database_url: str, namespace: str,
+                  **overrides: Any) -> Settings:
+    """Settings for one test: its namespace, the session's broker and database."""
+    return load_settings(kafka_bootstrap=kafka_bootstrap, database_url=database_url,
+                         namespace=namespace, token_secret=SECRET, **overrides)
+
+
+def token(role: Role | str, name: str = "kanda-team-1", ttl: float = 3600) -> str:
+    """A bearer token signed with the tests' secret."""
+    return issue_token(SECRET, role, name, timedelta(seconds=ttl))
+
+
+def auth(role: Role | str, name: str = "kanda-team-1") -> dict[str, str]:
+    """An Authorization header."""
+    return {"Authorization": f"Bearer {token(role, name)}"}
+
+
+def report_body(client_id: str = "r-1", **overrides: Any) -> dict[str, Any]:
+    """A valid report inside 神田公園地区."""
+    body: dict[str, Any] = {"client_report_id": client_id, "category": "fire", "severity": 4,
+                            "location": KANDA, "description": "煙が見える"}
+    body.update(overrides)
+    return body
+
+
+async def prepare_schema(pool: asyncpg.Pool) -> None:
+    """Apply the migrations inside the test's schema."""
+    async with pool.acquire() as conn:
+        await migrate(conn)
+
+
+async def read_topic(settings: Settings, topic: str) -> list[ConsumerRecord[bytes, bytes]]:
+    """Every record of a topic, from the beginning to the (correct) end of each partition."""
+    _, spec = split_qualified(topic)
+    consumer = clients.consumer(settings)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(spec.partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await end_offsets(consumer, tps)
+        records: list[ConsumerRecord[bytes, bytes]] = []
+        pending = {tp for tp in tps if ends[tp] > 0}
+        while pending:
+            for batch in (await consumer.getmany(*pending, timeout_ms=200)).values():
+                records.extend(batch)
+            pending = {tp for tp in pending if await consumer.position(tp) < ends[tp]}
+        return records
+    finally:
+        await consumer.stop()
+
+
+async def event_ids_on(settings: Settings, name: str) -> list[str]:
+    """The event ids on a catalogue topic of the test's namespace, duplicates included."""
+    records = await read_topic(settings, qualified(name, settings.namespace))
+    return [json.loads(r.value)["event_id"] for r in records if r.value is not None]
+
+
+@dataclass
+class Running:
+    """An in-process intake: HTTP on a free port, relay publishing to the real broker."""
+
+    url: str
+    settings: Settings
+    pool: asyncpg.Pool
+    intake: Intake
+    relay: Relay
+    session: aiohttp.ClientSession
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    async def post(self, path: str, body: Any, *, headers: dict[str, str] | None = None,
+                   raw: bytes | None = None, content_type: str = "application/json"
+                   ) -> tuple[int, Any, aiohttp.ClientResponse]:
+        data = raw if raw is not None else json.dumps(body).encode()
+        async with self.session.post(self.url + path, data=data,
+                                     headers={"Content-Type": content_type, **(headers or {})}
+                                     ) as response:
+            text = await response.text()
+            return response.status, json.loads(text) if text else None, response
+
+    async def get(self, path: str, headers: dict[str, str] | None = None
+                  ) -> tuple[int, Any]:
+        async with self.session.get(self.url + path, headers=headers) as response:
+            text = await response.text()
+            try:
+                return response.status, json.loads(text)
+            except json.JSONDecodeError:
+                return response.status, text
+
+    async def backlog(self) -> int:
+        return await self.intake.store.backlog()
+
+
+async def start_intake(settings: Settings, pool: asyncpg.Pool,
+                       limiter: RateLimiter | None = None,
+                       max_json_bytes: int = 64 * 1024) -> AsyncIterator[Running]:
+    """Migrate, create topics, and serve intake until the caller's context ends."""
+    await prepare_schema(pool)
+    await ensure_topics(settings, settings.namespace)
+    metrics = IntakeMetrics()
+    store = Store(pool, settings.namespace)
+    await store.check_tables()
+    intake = Intake(store, REGION, metrics=metrics)
+    relay = Relay(store, lambda: clients.producer(settings), metrics=metrics,
+                  poll_interval=0.2)
+    app = build_app(intake, secret=SECRET, relay=relay,
+                    limiter=limiter or RateLimiter(1000, 1000), max_json_bytes=max_json_bytes)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    stop = asyncio.Event()
+    relay_task = asyncio.create_task(relay.run(stop))
+    session = aiohttp.ClientSession()
+    try:
+        yield Running(f"http://127.0.0.1:{port}", settings, pool, intake, relay, session,
+                      [relay_task])
+    finally:
+        stop.set()
+        await session.close()
+        await asyncio.wait_for(relay_task, 10)
+        await runner.cleanup()

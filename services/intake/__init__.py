@@ -4,6 +4,9 @@ Inputs arrive over HTTP (:mod:`.http`) and the ``intake.raw`` topic (:mod:`.inge
 both go through :class:`.service.Intake`, which records each accepted input and its
 events in one PostgreSQL transaction (:mod:`.store`) before acknowledging; the
 relay (:mod:`.relay`) publishes the outbox to Kafka. Pure rules live in
-:mod:`.domain` and :mod:`.cap`; :mod:`.main` wires the process; :mod:`.cli` holds
-``sonae token``, ``sonae report`` and ``sonae shelter-status``.
+:mod:`.domain`, :mod:`.parsing` and :mod:`.cap`, refusals in :mod:`.errors`; the
+HTTP contract (bodies and statuses, rate limit, OpenAPI) in :mod:`.contract`,
+:mod:`.ratelimit` and :mod:`.openapi`; :mod:`.main` wires the process. The field
+client (``sonae report``, ``sonae shelter-status``) is :mod:`services.field_client`,
+``sonae token`` is :mod:`services.common.token_cli`.
 """

@@ -1,6 +1,10 @@
-"""Intake's pure rules: who may submit what, request bodies, enrichment, idempotency.
+"""Intake's pure rules: who may submit what, validating inputs, their events, idempotency.
 
-Nothing here does I/O or reads the clock: callers pass ``now``. The adapters
+Nothing here does I/O, reads the clock or knows HTTP: callers pass ``now``, and
+refusals are the exceptions of :mod:`services.intake.errors`. How an answer
+looks on the wire (statuses, bodies, the rate limit, the OpenAPI document) is
+the HTTP contract: :mod:`services.intake.contract`,
+:mod:`services.intake.ratelimit`, :mod:`services.intake.openapi`. The adapters
 (:mod:`services.intake.store`, :mod:`services.intake.http`,
 :mod:`services.intake.ingest`) and the handlers (:mod:`services.intake.service`)
 are built around these functions.
@@ -19,7 +23,8 @@ role                  may
 ``public``            nothing (the gateway's read-only role)
 ====================  =========================================================
 
-Request bodies are the schemas' payload models plus a few request-only fields
+Request bodies (:mod:`schemas.intake`, shared with the field client) are the
+schemas' payload models plus a few request-only fields
 (``occurred_at``, ``exercise``, a discriminator), so validation, bounds and
 error paths are exactly those of the events. Fields the server can fill are
 filled *before* validation (:func:`validate_report` and friends): a missing
@@ -29,28 +34,27 @@ shelter's id comes from the URL path.
 Idempotency (see :func:`decide`): the key is ``(kind, scope, client id)`` where
 the scope is the authenticated token subject, so two teams can never collide or
 read each other's reports. The body is compared by a SHA-256 of its canonical
-validated form: an identical resend returns the stored answer (200, nothing new
-is written); a different body under the same id is a conflict (409) — except
-that a *rejected* report may be corrected and resent under the same id.
+validated form: an identical resend is a replay of the stored answer (nothing
+new is written); a different body under the same id is a conflict — except that
+a *rejected* report may be corrected and resent under the same id.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import Enum, StrEnum
 from types import MappingProxyType
-from typing import Annotated, Any, Final, Literal
+from typing import Any, Final
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, RootModel, StrictBool, ValidationError
+from pydantic import ValidationError
 
-from schemas.common import ContractModel, Problem, UtcDatetime
+from schemas.common import ContractModel, Problem
 from schemas.envelope import Envelope, derive_id, new_event
 from schemas.hazards import (
     GaugeReading,
@@ -59,6 +63,18 @@ from schemas.hazards import (
     HazardWarningPayload,
     SeismicIntensity,
     SeismicIntensityPayload,
+)
+from schemas.intake import (
+    GaugeReadingRequest,
+    HazardAnyRequest,
+    HazardObservationRequest,
+    HazardWarningRequest,
+    ReportRequest,
+    ShelterAnyRequest,
+    ShelterCloseRequest,
+    ShelterOccupancyRequest,
+    ShelterOpenRequest,
+    ShelterStatusRequest,
 )
 from schemas.region import Region
 from schemas.reports import (
@@ -80,58 +96,29 @@ from schemas.shelters import (
     ShelterOpenedPayload,
 )
 from services.common.auth import Principal, Role
+from services.intake.errors import FieldError, InvalidInput, NotPermitted, UnknownShelter
+from services.intake.parsing import field_errors, to_problems
 
 __all__ = [
     "MAX_FUTURE_SKEW",
     "PERMISSIONS",
     "SOURCE",
-    "Acknowledgement",
     "Action",
-    "ClientIdConflict",
     "Decision",
-    "ErrorBody",
-    "ErrorItem",
     "ExistingRequest",
-    "FieldError",
-    "GaugeReadingRequest",
-    "HazardObservationRequest",
-    "HazardWarningRequest",
-    "IntakeError",
-    "InvalidInput",
     "Kind",
-    "Links",
-    "MalformedInput",
-    "NotPermitted",
-    "RateLimiter",
     "ReportEvents",
-    "ReportRequest",
-    "ReportView",
-    "SeismicIntensityRequest",
-    "ShelterCloseRequest",
-    "ShelterNeedsRequest",
-    "ShelterOccupancyRequest",
-    "ShelterOpenRequest",
-    "ShelterStatusRequest",
-    "UnknownReport",
-    "UnknownShelter",
-    "WarningSummary",
     "canonical_hash",
-    "check_client_id",
     "decide",
     "enrich",
-    "field_errors",
     "hazard_event",
-    "parse_json",
     "permitted",
-    "pointer",
     "readable_client_report_id",
     "report_events",
     "report_id_for",
     "report_rejected",
     "require",
-    "retry_after_seconds",
     "shelter_event",
-    "to_problems",
     "validate_hazard",
     "validate_report",
     "validate_shelter",
@@ -143,84 +130,6 @@ SOURCE: Final = "intake"
 MAX_FUTURE_SKEW: Final = timedelta(minutes=5)
 """A client-supplied event time further ahead of intake's clock than this is refused:
 rules reason in event time, and a device with a wrong clock must not move the future."""
-
-
-# --- errors ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class FieldError:
-    """One problem with the input: a JSON pointer (RFC 6901) into the body and a message."""
-
-    pointer: str
-    """``/severity``, ``/location/lat``; ``""`` for the whole body."""
-    message: str
-    code: str = "invalid"
-
-    def as_json(self) -> dict[str, str]:
-        """The form used in HTTP error bodies."""
-        return {"pointer": self.pointer, "message": self.message, "code": self.code}
-
-
-class IntakeError(Exception):
-    """Base of intake's refusals; ``status`` is the HTTP status it maps to."""
-
-    status: int = 400
-    code: str = "bad_request"
-
-    def __init__(self, message: str, *, errors: Sequence[FieldError] = ()) -> None:
-        super().__init__(message)
-        self.message = message
-        self.errors: tuple[FieldError, ...] = tuple(errors)
-
-    def body(self) -> dict[str, Any]:
-        """The JSON error body."""
-        out: dict[str, Any] = {"error": self.code, "message": self.message}
-        if self.errors:
-            out["errors"] = [e.as_json() for e in self.errors]
-        return out
-
-
-class MalformedInput(IntakeError):
-    """The body is not JSON (or not well-formed XML, or not UTF-8)."""
-
-    status = 400
-    code = "malformed"
-
-
-class InvalidInput(IntakeError):
-    """The body is well-formed but breaks the contract; ``errors`` lists every field."""
-
-    status = 422
-    code = "invalid"
-
-
-class NotPermitted(IntakeError):
-    """The token's role may not do this."""
-
-    status = 403
-    code = "forbidden"
-
-
-class UnknownReport(IntakeError):
-    """No report with that id is visible to the caller."""
-
-    status = 404
-    code = "not_found"
-
-
-class UnknownShelter(IntakeError):
-    """The URL names no shelter of the region pack."""
-
-    status = 404
-    code = "not_found"
-
-
-class ClientIdConflict(IntakeError):
-    """The client id was already used for a different body."""
-
-    status = 409
-    code = "conflict"
 
 
 # --- permissions -----------------------------------------------------------------
@@ -281,385 +190,6 @@ _ACTION_WORDS: Mapping[Action, str] = {
 }
 
 
-# --- parsing and error paths -----------------------------------------------------
-
-# Control characters cannot be stored in PostgreSQL jsonb (NUL) and have no place
-# in an error message; a key full of them is replaced, not echoed.
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-_MAX_POINTER = 500
-_MAX_MESSAGE = 1000
-
-
-class _DuplicateKey(ValueError):
-    pass
-
-
-class _NonFinite(ValueError):
-    pass
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise _DuplicateKey(f"the key {_clean(key, 100)!r} appears twice in one object")
-        out[key] = value
-    return out
-
-
-def _refuse_constant(name: str) -> Any:
-    raise _NonFinite(f"{name} is not valid JSON")
-
-
-def parse_json(body: bytes) -> Any:
-    """Decode a UTF-8 JSON body strictly; raise :class:`MalformedInput` with the reason.
-
-    Refused as malformed: invalid UTF-8, invalid JSON, ``NaN``/``Infinity``, a key
-    repeated in one object (ambiguous: which value did the sender mean?), lone
-    UTF-16 surrogates (they cannot be re-encoded), and absurd nesting or numbers.
-    """
-    try:
-        text = body.decode("utf-8")
-        document = json.loads(
-            text, parse_constant=_refuse_constant, object_pairs_hook=_no_duplicates
-        )
-        # Lone surrogates ("\ud800") survive json.loads but not UTF-8 encoding,
-        # which every later step (events, PostgreSQL) needs.
-        json.dumps(document, ensure_ascii=False).encode("utf-8")
-    except UnicodeDecodeError as e:
-        raise MalformedInput(f"the body is not valid UTF-8: {e.reason} at byte {e.start}") from e
-    except UnicodeEncodeError as e:
-        raise MalformedInput("the body contains a lone UTF-16 surrogate escape") from e
-    except json.JSONDecodeError as e:
-        raise MalformedInput(f"the body is not valid JSON: {e.msg} at line {e.lineno} "
-                             f"column {e.colno}") from e
-    except (_DuplicateKey, _NonFinite) as e:
-        raise MalformedInput(f"the body is not acceptable JSON: {e}") from e
-    except RecursionError as e:
-        raise MalformedInput("the body's JSON is nested too deeply") from e
-    except ValueError as e:  # e.g. an integer with more digits than Python converts
-        raise MalformedInput(f"the body is not acceptable JSON: {e}") from e
-    return document
-
-
-def _clean(text: str, limit: int) -> str:
-    cleaned = _CONTROL.sub("\ufffd", text)
-    return cleaned if len(cleaned) <= limit else cleaned[: limit - 1] + "…"
-
-
-def pointer(loc: Iterable[int | str]) -> str:
-    """An RFC 6901 JSON pointer for a pydantic error location (``("a", 0)`` → ``/a/0``)."""
-    parts = [str(p).replace("~", "~0").replace("/", "~1") for p in loc]
-    return _clean("".join("/" + p for p in parts), _MAX_POINTER)
-
-
-def _message(msg: str) -> str:
-    # pydantic prefixes errors raised by our validators; the reader needs only the rule.
-    for prefix in ("Value error, ", "Assertion failed, "):
-        if msg.startswith(prefix):
-            msg = msg[len(prefix):]
-    return _clean(msg, _MAX_MESSAGE) or "invalid"
-
-
-def field_errors(
-    error: ValidationError, *, tag: str | None = None, prefix: Sequence[str | int] = ()
-) -> tuple[FieldError, ...]:
-    """Every error of a pydantic validation as a :class:`FieldError` with a JSON pointer.
-
-    ``tag``: a discriminated union puts the chosen tag first in each location; it
-    is dropped so the pointer is into the body. ``prefix``: where the validated
-    document sits inside the body (e.g. ``("data",)`` for the raw envelope).
-    """
-    out: list[FieldError] = []
-    for e in error.errors(include_url=False, include_input=False):
-        loc = tuple(e["loc"])
-        if tag is not None and loc[:1] == (tag,):
-            loc = loc[1:]
-        code = "missing" if e["type"] == "missing" else "invalid"
-        if e["type"] in ("union_tag_not_found", "union_tag_invalid"):
-            # The union reports a bad discriminator at the object; point at the field.
-            loc = (*loc, str(e.get("ctx", {}).get("discriminator", "")).strip("'"))
-            code = "missing" if e["type"] == "union_tag_not_found" else "invalid"
-        out.append(FieldError(pointer((*prefix, *loc)), _message(e["msg"]), code))
-    return tuple(out)
-
-
-def to_problems(errors: Sequence[FieldError]) -> tuple[Problem, ...]:
-    """The errors as contract :class:`~schemas.common.Problem` values (dotted paths, ≤100)."""
-    problems = []
-    for e in errors[:100]:
-        parts = [p.replace("~1", "/").replace("~0", "~") for p in e.pointer.split("/")[1:]]
-        dotted = _clean(".".join(parts).strip("."), 200) or None
-        code = e.code if re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,63}", e.code) else "invalid"
-        problems.append(Problem(code=code, field=dotted, message=_clean(e.message, 1000)))
-    return tuple(problems)
-
-
-def check_client_id(value: str | None, *, what: str = "Idempotency-Key") -> str | None:
-    """Validate a client-chosen id (header or envelope field) like a client_report_id."""
-    if value is None:
-        return None
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}", value):
-        raise MalformedInput(
-            f"{what} must be 1-64 letters, digits, '-' or '_', starting with a letter or digit"
-        )
-    return value
-
-
-def canonical_hash(document: Any) -> str:
-    """SHA-256 of the canonical JSON form (sorted keys, no spaces, UTF-8)."""
-    text = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      default=str)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-# --- request bodies ---------------------------------------------------------------
-
-
-def _server_filled(*names: str) -> Any:
-    """JSON Schema hook: fields the server fills when absent are not required on the wire."""
-
-    def hook(schema: dict[str, Any]) -> None:
-        required = [n for n in schema.get("required", ()) if n not in names]
-        if required:
-            schema["required"] = required
-        else:
-            schema.pop("required", None)
-        for name in names:
-            prop = schema.get("properties", {}).get(name)
-            if prop is not None:
-                prop["description"] = (
-                    prop.get("description", "") + " Optional in a request: filled by intake "
-                    "(the token's subject as team, or the URL's shelter id)."
-                ).strip()
-
-    return hook
-
-
-class ReportRequest(ReportSubmittedPayload):
-    """``POST /v1/reports``: a ``report.submitted`` payload plus event time and drill flag."""
-
-    model_config = ConfigDict(json_schema_extra=_server_filled("reporter"))
-
-    occurred_at: UtcDatetime | None = None
-    """When the damage was observed, if the device knows; default: when intake received it."""
-    exercise: StrictBool = False
-    """True for drill traffic (only roles allowed to flag exercises)."""
-
-    def payload(self) -> ReportSubmittedPayload:
-        """The ``report.submitted`` payload."""
-        return ReportSubmittedPayload.model_validate(
-            self.model_dump(exclude={"occurred_at", "exercise"})
-        )
-
-
-class ShelterOpenRequest(ShelterOpenedPayload):
-    """A shelter is opening or open (becomes ``shelter.opened``)."""
-
-    model_config = ConfigDict(json_schema_extra=_server_filled("shelter_id", "reported_by"))
-
-    action: Literal["open"]
-    """What is reported."""
-    occurred_at: UtcDatetime | None = None
-    """When it happened; default: when intake received it."""
-    exercise: StrictBool = False
-    """True for drill traffic."""
-
-
-class ShelterCloseRequest(ShelterClosedPayload):
-    """A shelter is closing or closed (becomes ``shelter.closed``)."""
-
-    model_config = ConfigDict(json_schema_extra=_server_filled("shelter_id", "reported_by"))
-
-    action: Literal["close"]
-    """What is reported."""
-    occurred_at: UtcDatetime | None = None
-    """When it happened; default: when intake received it."""
-    exercise: StrictBool = False
-    """True for drill traffic."""
-
-
-class ShelterOccupancyRequest(ShelterOccupancyReportedPayload):
-    """A head count (becomes ``shelter.occupancy_reported``)."""
-
-    model_config = ConfigDict(json_schema_extra=_server_filled("shelter_id", "reported_by"))
-
-    action: Literal["occupancy"]
-    """What is reported."""
-    occurred_at: UtcDatetime | None = None
-    """When the count was made; default: when intake received it."""
-    exercise: StrictBool = False
-    """True for drill traffic."""
-
-
-class ShelterNeedsRequest(ShelterNeedsReportedPayload):
-    """Supply levels and power (becomes ``shelter.needs_reported``)."""
-
-    model_config = ConfigDict(json_schema_extra=_server_filled("shelter_id", "reported_by"))
-
-    action: Literal["needs"]
-    """What is reported."""
-    occurred_at: UtcDatetime | None = None
-    """When it was observed; default: when intake received it."""
-    exercise: StrictBool = False
-    """True for drill traffic."""
-
-
-_ShelterAny = (
-    ShelterOpenRequest | ShelterCloseRequest | ShelterOccupancyRequest | ShelterNeedsRequest
-)
-
-
-class ShelterStatusRequest(RootModel[Annotated[_ShelterAny, Field(discriminator="action")]]):
-    """``POST /v1/shelters/{id}/status``: one of open, close, occupancy, needs (by ``action``)."""
-
-    model_config = ConfigDict(frozen=True)
-
-
-class GaugeReadingRequest(GaugeReadingPayload):
-    """A river level (becomes ``hazard.gauge_reading``; event time = ``observed_at``)."""
-
-    observation: Literal["gauge_reading"]
-    """What is reported."""
-    exercise: StrictBool = False
-    """True for drill traffic."""
-
-
-class HazardWarningRequest(HazardWarningPayload):
-    """A warning issued, updated or cancelled (becomes ``hazard.warning``; time = ``issued_at``)."""
-
-    observation: Literal["warning"]
-    """What is reported."""
-    exercise: StrictBool = False
-    """True for drill traffic."""
-
-
-class SeismicIntensityRequest(SeismicIntensityPayload):
-    """Intensities for one earthquake (becomes ``hazard.seismic_intensity``)."""
-
-    observation: Literal["seismic_intensity"]
-    """What is reported."""
-    occurred_at: UtcDatetime | None = None
-    """When the earthquake happened; default: when intake received it."""
-    exercise: StrictBool = False
-    """True for drill traffic."""
-
-
-_HazardAny = GaugeReadingRequest | HazardWarningRequest | SeismicIntensityRequest
-
-
-class HazardObservationRequest(
-    RootModel[Annotated[_HazardAny, Field(discriminator="observation")]]
-):
-    """``POST /v1/hazards/observations``: a gauge reading, warning or seismic intensity."""
-
-    model_config = ConfigDict(frozen=True)
-
-
-# --- response bodies ----------------------------------------------------------------
-
-
-class _Response(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True,
-                              populate_by_name=True)
-
-    def as_json(self) -> dict[str, Any]:
-        """The JSON body (aliases applied, nulls left out)."""
-        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
-
-
-class Links(_Response):
-    """Where to read the outcome again."""
-
-    self_: str = Field(alias="self")
-    """``/v1/reports/<report_id>``."""
-
-
-class WarningSummary(_Response):
-    """One warning an ingested CAP alert became."""
-
-    warning_id: str
-    kind: str
-    alert_level_equivalent: int
-    area_ids: list[str]
-
-
-class Acknowledgement(_Response):
-    """202 on first receipt (the input is durably recorded), 200 with the same body on a resend."""
-
-    status: Literal["accepted"] = "accepted"
-    """Always ``accepted`` here; rejections are 422 with :class:`ErrorBody`."""
-    event_id: UUID
-    """The first event written (for a report: ``report.submitted``)."""
-    event_ids: list[UUID]
-    """Every event written, in order."""
-    report_id: UUID | None = None
-    """Reports: Sonae's id of the report."""
-    client_report_id: str | None = None
-    """Reports: the device's id."""
-    client_id: str | None = None
-    """Other inputs: the idempotency key used (Idempotency-Key header, or the CAP sender and
-    identifier); absent when none was given."""
-    area_id: str | None = None
-    """Reports: the resolved area (absent when outside the region and none was named)."""
-    outside_region: bool | None = None
-    """Reports: true when the position lies outside every area of the region."""
-    warnings: list[WarningSummary] | None = None
-    """CAP: the warnings the alert became."""
-    skipped: list[str] | None = None
-    """CAP: info blocks that named no area of the region."""
-    links: Links | None = None
-    """Reports: where to read the outcome."""
-
-
-class ErrorItem(_Response):
-    """One field error."""
-
-    pointer: str
-    """JSON pointer (RFC 6901) into the body; for CAP, the XML element or line."""
-    message: str
-    code: str
-
-
-class ErrorBody(_Response):
-    """Every 4xx/5xx body. A rejected report (422) also carries its ids, so GET shows why."""
-
-    error: str
-    """A stable code: malformed, invalid, unauthorized, forbidden, not_found, conflict,
-    too_large, unsupported_media_type, rate_limited, unavailable, internal."""
-    message: str
-    """What went wrong, in words."""
-    errors: list[ErrorItem] | None = None
-    """422: every field error."""
-    status: Literal["rejected"] | None = None
-    """422 for a report with a readable client_report_id: the rejection was recorded."""
-    report_id: UUID | None = None
-    client_report_id: str | None = None
-    event_id: UUID | None = None
-    """The ``report.rejected`` event."""
-    links: Links | None = None
-
-
-class ReportView(_Response):
-    """``GET /v1/reports/{id}``: what became of a report."""
-
-    report_id: UUID
-    client_report_id: str
-    team: str | None = None
-    """The reporting team as given (the token's subject when none was)."""
-    status: Literal["accepted", "rejected"]
-    reasons: list[Problem] = []
-    """Why it was rejected (dotted field paths)."""
-    area_id: str | None = None
-    outside_region: bool | None = None
-    submitted_event_id: UUID | None = None
-    accepted_event_id: UUID | None = None
-    rejected_event_id: UUID | None = None
-    received_at: datetime
-    updated_at: datetime
-    links: Links
-
-
 # --- preparing and validating -----------------------------------------------------
 
 
@@ -694,7 +224,7 @@ def validate_report(document: Any, principal: Principal, region: Region,
 
 
 def validate_shelter(document: Any, shelter_id: str, principal: Principal, region: Region,
-                     now: datetime) -> _ShelterAny:
+                     now: datetime) -> ShelterAnyRequest:
     """Validate a shelter status body for the shelter named in the URL."""
     try:
         site = region.site(shelter_id)
@@ -720,7 +250,7 @@ def validate_shelter(document: Any, shelter_id: str, principal: Principal, regio
     return request
 
 
-def validate_hazard(document: Any, region: Region, now: datetime) -> _HazardAny:
+def validate_hazard(document: Any, region: Region, now: datetime) -> HazardAnyRequest:
     """Validate a hazard observation body against the region (gauges and areas it knows)."""
     try:
         request = HazardObservationRequest.model_validate(document).root
@@ -855,7 +385,7 @@ def _event_id(event_type: str, scope: str, client_id: str | None, index: int = 0
     return None if client_id is None else derive_id(event_type, scope, client_id, index)
 
 
-def shelter_event(request: _ShelterAny, scope: str, client_id: str | None,
+def shelter_event(request: ShelterAnyRequest, scope: str, client_id: str | None,
                   now: datetime) -> Envelope:
     """The ``shelter.*`` event for a shelter status request."""
     extras = {"action", "occurred_at", "exercise"}
@@ -876,7 +406,7 @@ def shelter_event(request: _ShelterAny, scope: str, client_id: str | None,
                      event_id=_event_id(cls.EVENT_TYPE, scope, client_id))
 
 
-def hazard_event(request: _HazardAny, scope: str, client_id: str | None,
+def hazard_event(request: HazardAnyRequest, scope: str, client_id: str | None,
                  now: datetime) -> Envelope:
     """The ``hazard.*`` event for a hazard observation request."""
     extras = {"observation", "occurred_at", "exercise"}
@@ -897,6 +427,13 @@ def hazard_event(request: _HazardAny, scope: str, client_id: str | None,
 
 
 # --- idempotency -----------------------------------------------------------------
+
+
+def canonical_hash(document: Any) -> str:
+    """SHA-256 of the canonical JSON form (sorted keys, no spaces, UTF-8)."""
+    text = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 class Kind(StrEnum):
@@ -939,47 +476,3 @@ def decide(existing: ExistingRequest | None, body_hash: str) -> Decision:
         # under the same id (the field CLI does exactly that).
         return Decision.WRITE
     return Decision.CONFLICT
-
-
-# --- rate limiting ----------------------------------------------------------------
-
-
-class RateLimiter:
-    """A token bucket per key (the token subject): ``burst`` requests, refilled at ``rate``/s.
-
-    ``take`` returns 0 when a request may proceed, else the seconds until it may
-    (the Retry-After). Idle keys are forgotten once their bucket is full again,
-    so memory is bounded by the number of recently active subjects.
-    """
-
-    def __init__(self, burst: float, rate: float, *, max_keys: int = 100_000) -> None:
-        if burst < 1 or rate <= 0:
-            raise ValueError("burst must be >= 1 and rate > 0")
-        self.burst = float(burst)
-        self.rate = float(rate)
-        self._max_keys = max_keys
-        self._buckets: dict[str, tuple[float, float]] = {}
-
-    def take(self, key: str, now: float) -> float:
-        """Spend one token of ``key``'s bucket at monotonic time ``now``."""
-        tokens, last = self._buckets.get(key, (self.burst, now))
-        tokens = min(self.burst, tokens + (now - last) * self.rate)
-        if tokens >= 1.0:
-            self._buckets[key] = (tokens - 1.0, now)
-            if len(self._buckets) > self._max_keys:
-                self._forget_idle(now)
-            return 0.0
-        self._buckets[key] = (tokens, now)
-        return (1.0 - tokens) / self.rate
-
-    def _forget_idle(self, now: float) -> None:
-        full_after = self.burst / self.rate
-        for key, (_, last) in list(self._buckets.items()):
-            if now - last >= full_after:
-                del self._buckets[key]
-
-
-def retry_after_seconds(wait: float) -> int:
-    """Retry-After is whole seconds; never 0 for a refused request."""
-    return max(1, math.ceil(wait))
-

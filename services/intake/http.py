@@ -3,9 +3,10 @@
 Request pipeline, outermost first:
 
 1. metrics — every response is counted by route template, method and status;
-2. errors — every refusal becomes a JSON :class:`~services.intake.domain.ErrorBody`
-   with the right status; storage outages are 503 with Retry-After; anything
-   unexpected is logged and 500 (bad input never gets there);
+2. errors — every refusal becomes a JSON :class:`~services.intake.contract.ErrorBody`
+   with the status of :data:`~services.intake.contract.REFUSALS`; storage outages
+   are 503 with Retry-After; anything unexpected is logged and 500 (bad input
+   never gets there);
 3. auth — ``/v1/*`` except the OpenAPI document needs ``Authorization: Bearer``
    (401 missing/invalid/expired, 403 for a ``public`` token), then the token
    bucket of the token's subject (429 with Retry-After);
@@ -41,17 +42,18 @@ from services.common.auth import (
     bearer_token,
     verify_token,
 )
-from services.intake.domain import (
-    Action,
-    IntakeError,
+from services.intake.contract import ROUTER_CODES, Health, error_body, refusal
+from services.intake.domain import Action, require
+from services.intake.errors import (
+    BodyTooLarge,
+    InputRefused,
     NotPermitted,
-    RateLimiter,
-    check_client_id,
-    parse_json,
-    require,
-    retry_after_seconds,
+    RateLimited,
+    UnsupportedMediaType,
 )
 from services.intake.openapi import openapi_document
+from services.intake.parsing import check_client_id, parse_json
+from services.intake.ratelimit import RateLimiter, retry_after_seconds
 from services.intake.relay import TRANSIENT, Relay
 from services.intake.service import Intake, Outcome
 
@@ -84,16 +86,6 @@ _PUBLIC_PATHS: Final = frozenset({"/healthz", "/metrics", "/v1/openapi.json"})
 _PRINCIPAL: Final = web.RequestKey("principal", Principal)
 
 
-class _Refusal(Exception):
-    """An HTTP-level refusal (size, media type, rate) with its status and headers."""
-
-    def __init__(self, status: int, code: str, message: str,
-                 headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-        self.headers = headers or {}
-
-
 _dumps = partial(json.dumps, ensure_ascii=False, separators=(",", ":"))
 
 
@@ -103,7 +95,7 @@ def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> web.
 
 def _error(status: int, code: str, message: str,
            headers: dict[str, str] | None = None) -> web.Response:
-    return _json(status, {"error": code, "message": message}, headers)
+    return _json(status, error_body(code, message), headers)
 
 
 class _TokenVerifier:
@@ -169,20 +161,18 @@ def build_app(
                      ) -> web.StreamResponse:
         try:
             return await handler(request)
-        except IntakeError as e:
-            return _json(e.status, e.body())
+        except InputRefused as e:
+            answer = refusal(e)
+            return _json(answer.status, answer.body, dict(answer.headers))
         except AuthError as e:
             challenge = 'Bearer realm="sonae"'
             if not isinstance(e, TokenMissing):
                 challenge += ', error="invalid_token"'
             return _error(401, "unauthorized", str(e), {"WWW-Authenticate": challenge})
-        except _Refusal as e:
-            return _error(e.status, e.code, e.message, e.headers)
         except web.HTTPException as e:
             # Router 404/405 and friends: same JSON shape as every other error.
             headers = {k: v for k, v in e.headers.items() if k.lower() == "allow"}
-            code = {404: "not_found", 405: "method_not_allowed",
-                    413: "too_large"}.get(e.status, "http_error")
+            code = ROUTER_CODES.get(e.status, "http_error")
             return _error(e.status, code, e.reason, headers)
         except TRANSIENT as e:
             log.warning("storage unavailable for %s %s: %s", request.method, request.path, e)
@@ -205,20 +195,19 @@ def build_app(
         wait = limiter.take(principal.subject, monotonic())
         if wait > 0:
             seconds = retry_after_seconds(wait)
-            raise _Refusal(429, "rate_limited",
-                           f"too many requests for {principal.subject}; retry in {seconds} s",
-                           {"Retry-After": str(seconds)})
+            raise RateLimited(
+                f"too many requests for {principal.subject}; retry in {seconds} s",
+                retry_after=seconds)
         request[_PRINCIPAL] = principal
         return await handler(request)
 
     async def body(request: web.Request, types: frozenset[str], limit: int) -> bytes:
         if request.content_type not in types:
-            raise _Refusal(415, "unsupported_media_type",
-                           f"Content-Type must be {' or '.join(sorted(types))}, "
-                           f"not {request.content_type}")
+            raise UnsupportedMediaType(f"Content-Type must be {' or '.join(sorted(types))}, "
+                                       f"not {request.content_type}")
         if types is JSON_TYPES and (request.charset or "utf-8").lower() not in ("utf-8", "utf8"):
-            raise _Refusal(415, "unsupported_media_type", "JSON must be UTF-8")
-        too_large = _Refusal(413, "too_large", f"the body exceeds {limit} bytes")
+            raise UnsupportedMediaType("JSON must be UTF-8")
+        too_large = BodyTooLarge(f"the body exceeds {limit} bytes")
         if request.content_length is not None and request.content_length > limit:
             raise too_large
         data = bytearray()
@@ -269,12 +258,13 @@ def build_app(
         try:
             backlog = await intake.store.backlog()
         except TRANSIENT as e:
-            return _json(503, {"status": "unavailable", "database": f"unreachable: {e}"})
+            return _json(503, Health(status="unavailable",
+                                     database=f"unreachable: {e}").as_json())
         metrics.outbox_backlog.set(backlog)
         broker = "unknown" if relay is None else (
             "connected" if relay.connected else "disconnected")
-        return _json(200, {"status": "ok", "database": "ok", "broker": broker,
-                           "outbox_backlog": backlog, "region": intake.region.id})
+        return _json(200, Health(status="ok", database="ok", broker=broker,
+                                 outbox_backlog=backlog, region=intake.region.id).as_json())
 
     async def prometheus(request: web.Request) -> web.Response:
         payload, content_type = metrics.render()

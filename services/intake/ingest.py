@@ -57,21 +57,20 @@ from schemas.reports import ClientReportId
 from schemas.topics import qualified
 from services.common.auth import AuthError, Principal, Role, verify_token
 from services.common.bus import Publisher
-from services.intake.domain import (
+from services.intake.errors import (
     FieldError,
-    IntakeError,
+    InputRefused,
     InvalidInput,
     MalformedInput,
-    field_errors,
-    parse_json,
-    to_problems,
+    RawRejected,
 )
+from services.intake.parsing import field_errors, parse_json, to_problems
 from services.intake.relay import BACKOFF_MAX, BACKOFF_MIN, TRANSIENT
 from services.intake.service import Intake, Outcome
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Ingest", "RawEnvelope", "RawKind", "RawRejected"]
+__all__ = ["Ingest", "RawEnvelope", "RawKind"]
 
 SERVICE: Final = "intake"
 _MAX_RECORDS: Final = 200
@@ -103,14 +102,6 @@ class RawEnvelope(ContractModel):
     """The body, as the matching HTTP endpoint takes it (CAP: the XML text)."""
 
 
-class RawRejected(Exception):
-    """A record that cannot become an input; carries what goes into the dead letter."""
-
-    def __init__(self, error: str, problems: tuple[FieldError, ...] = ()) -> None:
-        super().__init__(error)
-        self.problems = problems
-
-
 _HAZARD_KINDS: Final = (RawKind.GAUGE_READING, RawKind.WARNING, RawKind.SEISMIC_INTENSITY)
 
 
@@ -135,11 +126,11 @@ class Ingest:
         """Turn one raw record into an input; raise :class:`RawRejected` for a bad one."""
         try:
             return await self._handle(value, f"{topic}:{partition}:{offset}")
-        except IntakeError as e:
-            raise RawRejected(f"{type(e).__name__}: {e.message}", e.errors) from None
+        except InputRefused as e:
+            raise RawRejected(f"{type(e).__name__}: {e.message}", e.errors) from e
         except AuthError as e:
             raise RawRejected(f"{type(e).__name__}: {e}",
-                              (FieldError("/token", str(e), "unauthorized"),)) from None
+                              (FieldError("/token", str(e), "unauthorized"),)) from e
 
     async def _handle(self, value: bytes | None, record_id: str) -> Outcome:
         if value is None:
@@ -175,7 +166,7 @@ class Ingest:
                     raise InvalidInput("a cap record's data is the XML document as a string",
                                        errors=[FieldError("", "expected a string")])
                 outcome = await self.intake.submit_cap(principal, data.encode("utf-8"))
-        except IntakeError as e:
+        except InputRefused as e:
             e.errors = _prefixed(e.errors, "/data")
             raise
         if outcome.status not in (200, 202):

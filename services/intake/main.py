@@ -22,26 +22,23 @@ from infra.settings import Settings
 from infra.topics import ensure_topics
 from schemas.region import RegionPackError, load_region
 from services.common.runtime import run_service
-from services.intake.domain import RateLimiter
+from services.intake.errors import IntakeStartupError, IntakeTablesMissing
 from services.intake.http import build_app
 from services.intake.ingest import Ingest
 from services.intake.metrics import IntakeMetrics
+from services.intake.ratelimit import RateLimiter
 from services.intake.relay import Relay
 from services.intake.service import Intake
-from services.intake.store import IntakeTablesMissing, Store
+from services.intake.store import Store
 
 log = logging.getLogger(__name__)
 
-__all__ = ["IntakeStartupError", "main", "serve"]
+__all__ = ["main", "serve"]
 
 HTTP_SHUTDOWN_GRACE: Final = 5.0
 """Seconds in-flight HTTP requests get to finish on SIGTERM."""
 PRODUCER_REQUEST_TIMEOUT_MS: Final = 10_000
 """Fail a produce (and retry it) after this long rather than aiokafka's 40 s default."""
-
-
-class IntakeStartupError(RuntimeError):
-    """Intake cannot start; the message says what to fix."""
 
 
 def _redacted(url: str) -> str:
@@ -58,12 +55,12 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         region = load_region(settings.region)
     except RegionPackError as e:
         raise IntakeStartupError(f"cannot load region pack {settings.region!r} "
-                                 f"(SONAE_REGION): {e}") from None
+                                 f"(SONAE_REGION): {e}") from e
     try:
         pool = await asyncpg.create_pool(settings.database_url, min_size=2, max_size=10)
     except (OSError, asyncpg.PostgresError) as e:
         raise IntakeStartupError(f"cannot reach PostgreSQL at {_redacted(settings.database_url)} "
-                                 f"(SONAE_DATABASE_URL): {e}") from None
+                                 f"(SONAE_DATABASE_URL): {e}") from e
     try:
         store = Store(pool, settings.namespace)
         await store.check_tables()
@@ -91,7 +88,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
             except OSError as e:
                 raise IntakeStartupError(
                     f"cannot listen on {settings.host}:{settings.intake_port} "
-                    f"(SONAE_INTAKE_PORT): {e}") from None
+                    f"(SONAE_INTAKE_PORT): {e}") from e
             log.info("intake listening on http://%s:%d (namespace %r, region %s)",
                      settings.host, settings.intake_port, settings.namespace, region.id)
             async with asyncio.TaskGroup() as tg:

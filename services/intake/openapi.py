@@ -1,8 +1,8 @@
 """The OpenAPI 3.1 document of the intake HTTP API, generated from the pydantic models.
 
 Request and response schemas come from the same models the handlers validate
-and answer with (:mod:`services.intake.domain`), so the document cannot drift
-from the code; ``GET /v1/openapi.json`` serves it.
+and answer with (:mod:`schemas.intake` and :mod:`services.intake.contract`), so
+the document cannot drift from the code; ``GET /v1/openapi.json`` serves it.
 """
 
 from __future__ import annotations
@@ -13,14 +13,8 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
-from services.intake.domain import (
-    Acknowledgement,
-    ErrorBody,
-    HazardObservationRequest,
-    ReportRequest,
-    ReportView,
-    ShelterStatusRequest,
-)
+from schemas.intake import HazardObservationRequest, ReportRequest, ShelterStatusRequest
+from services.intake.contract import Acknowledgement, ErrorBody, Health, ReportView
 
 __all__ = ["openapi_document"]
 
@@ -64,7 +58,7 @@ def openapi_document() -> dict[str, Any]:
     """The OpenAPI document (built once per process)."""
     requests: list[type[BaseModel]] = [ReportRequest, ShelterStatusRequest,
                                        HazardObservationRequest]
-    responses: list[type[BaseModel]] = [Acknowledgement, ErrorBody, ReportView]
+    responses: list[type[BaseModel]] = [Acknowledgement, ErrorBody, Health, ReportView]
     inputs: list[tuple[type[BaseModel], JsonSchemaMode]] = [
         *((m, "validation") for m in requests), *((m, "serialization") for m in responses)]
     names, top = models_json_schema(inputs, ref_template=_REF)
@@ -155,8 +149,9 @@ def openapi_document() -> dict[str, Any]:
             "/healthz": {"get": {
                 "summary": "Liveness: database reachable (the broker may be down: intake "
                            "still accepts)",
-                "responses": {"200": {"description": "Up."},
-                              "503": {"description": "Database unreachable."}},
+                "responses": {"200": {"description": "Up.", **_json_body("Health")},
+                              "503": {"description": "Database unreachable.",
+                                      **_json_body("Health")}},
             }},
             "/metrics": {"get": {
                 "summary": "Prometheus metrics (text exposition format)",

@@ -5,7 +5,9 @@ HTTP (:mod:`services.intake.http`) and the raw topic
 same validation, permissions, enrichment and idempotency whichever way it came.
 Each ``submit_*`` returns an :class:`Outcome` (202 written, 200 identical
 resend, 409 conflict, 422 a *recorded* rejection) or raises an
-:class:`~services.intake.domain.IntakeError` for refusals that record nothing.
+:class:`~services.intake.errors.InputRefused` for refusals that record nothing.
+The bodies are the models of :mod:`services.intake.contract`, built here because
+the idempotency record stores the answer an identical resend gets again.
 """
 
 from __future__ import annotations
@@ -24,21 +26,20 @@ from schemas.hazards import HazardWarning
 from schemas.region import Region
 from services.common.auth import Principal
 from services.intake import cap
+from services.intake.contract import (
+    Acknowledgement,
+    ReportView,
+    WarningSummary,
+    conflict,
+    rejected_report,
+    report_link,
+)
 from services.intake.domain import (
     MAX_FUTURE_SKEW,
     SOURCE,
-    Acknowledgement,
     Action,
-    ClientIdConflict,
     Decision,
-    FieldError,
-    IntakeError,
-    InvalidInput,
     Kind,
-    Links,
-    ReportView,
-    UnknownReport,
-    WarningSummary,
     canonical_hash,
     hazard_event,
     permitted,
@@ -51,6 +52,13 @@ from services.intake.domain import (
     validate_hazard,
     validate_report,
     validate_shelter,
+)
+from services.intake.errors import (
+    ClientIdConflict,
+    FieldError,
+    InputRefused,
+    InvalidInput,
+    UnknownReport,
 )
 from services.intake.metrics import IntakeMetrics
 from services.intake.store import Recorded, ReportRow, Store, Write
@@ -72,10 +80,6 @@ class Outcome:
     status: int
     """202 first receipt, 200 identical resend, 409 conflict, 422 recorded rejection."""
     body: Mapping[str, Any]
-
-
-def _self_link(report_id: UUID) -> Links:
-    return Links(self_=f"/v1/reports/{report_id}")
 
 
 def _bounded(client_id: str) -> str:
@@ -127,7 +131,7 @@ class Intake:
             client_report_id=request.client_report_id,
             area_id=accepted.area_id,
             outside_region=accepted.outside_region,
-            links=_self_link(events.report_id),
+            links=report_link(events.report_id),
         ).as_json()
         row = ReportRow(
             report_id=events.report_id, scope=scope, client_report_id=request.client_report_id,
@@ -150,14 +154,8 @@ class Intake:
         body_hash = "rejected:" + canonical_hash(document)
         rejected = report_rejected(client_report_id, error.errors, now)
         report_id = report_id_for(scope, client_report_id)
-        body = {
-            **error.body(),
-            "status": "rejected",
-            "report_id": str(report_id),
-            "client_report_id": client_report_id,
-            "event_id": str(rejected.event_id),
-            "links": {"self": f"/v1/reports/{report_id}"},
-        }
+        answer = rejected_report(error, report_id=report_id, client_report_id=client_report_id,
+                                 event_id=rejected.event_id)
         reporter = document.get("reporter") if isinstance(document, dict) else None
         team = reporter.get("team") if isinstance(reporter, dict) else None
         row = ReportRow(
@@ -170,7 +168,8 @@ class Intake:
         )
         recorded = await self.store.record(Write(
             kind=Kind.REPORT, scope=scope, client_id=client_report_id, body_hash=body_hash,
-            status_code=422, response=body, events=(rejected,), report_id=report_id,
+            status_code=answer.status, response=answer.body, events=(rejected,),
+            report_id=report_id,
             report=row,
         ))
         return self._answer(Kind.REPORT, recorded, "client_report_id", client_report_id)
@@ -201,7 +200,7 @@ class Intake:
             area_id=r.area_id, outside_region=r.outside_region,
             submitted_event_id=r.submitted_event_id, accepted_event_id=r.accepted_event_id,
             rejected_event_id=r.rejected_event_id, received_at=r.received_at,
-            updated_at=r.updated_at or r.received_at, links=_self_link(r.report_id),
+            updated_at=r.updated_at or r.received_at, links=report_link(r.report_id),
         )
         return Outcome(200, view.as_json())
 
@@ -214,7 +213,7 @@ class Intake:
         now = self._clock()
         try:
             request = validate_shelter(document, shelter_id, principal, self.region, now)
-        except IntakeError:
+        except InputRefused:
             self._count(Kind.SHELTER, "invalid")
             raise
         if request.exercise:
@@ -230,7 +229,7 @@ class Intake:
         now = self._clock()
         try:
             request = validate_hazard(document, self.region, now)
-        except IntakeError:
+        except InputRefused:
             self._count(Kind.HAZARD, "invalid")
             raise
         if request.exercise:
@@ -251,7 +250,7 @@ class Intake:
                 raise InvalidInput("the alert was sent in the future", errors=[FieldError(
                     "/alert/sent", f"is {mapped.occurred_at.isoformat()}, in the future",
                     "in_future")])
-        except IntakeError:
+        except InputRefused:
             self._count(Kind.CAP, "invalid")
             raise
         if mapped.exercise:
@@ -301,14 +300,11 @@ class Intake:
             status = 200 if recorded.status_code == 202 else recorded.status_code
             return Outcome(status, recorded.response)
         self._count(kind, "conflict")
-        conflict = ClientIdConflict(
+        answer = conflict(ClientIdConflict(
             f"{id_name} {client_id!r} was already used for a different {kind.value}; "
             "send a new id for a new input"
-        ).body()
-        for name in ("report_id", "client_report_id", "links"):
-            if name in recorded.response:
-                conflict[name] = recorded.response[name]
-        return Outcome(409, conflict)
+        ), recorded.response)
+        return Outcome(answer.status, answer.body)
 
     def _count(self, kind: Kind, outcome: str) -> None:
         self.metrics.submissions.labels(kind.value, outcome).inc()

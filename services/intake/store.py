@@ -35,6 +35,11 @@ on one connection, reads a batch of unsent rows, and marks it sent with the
 statement that reads the next batch, once the broker has acknowledged it: if
 the process dies in between, the rows are still unsent and are published again
 on restart (at-least-once; consumers deduplicate by ``event_id``).
+
+Why one file over ~500 lines: the group commit's statements and the code that
+fills their array parameters must agree column by column (``_columns``,
+``_request_params``, ``_report_params``), so they are read together; the relay
+side is due to leave for the shared outbox (``services/common/outbox.py``).
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ import asyncpg
 from schemas.envelope import Envelope
 from schemas.topics import route
 from services.intake.domain import Decision, ExistingRequest, Kind, decide
+from services.intake.errors import IntakeTablesMissing
 
 log = logging.getLogger(__name__)
 
@@ -191,10 +197,6 @@ _UPSERT_REPORTS: Final = f"""
              received_at)
     {_REPORT_CONFLICT}
 """
-
-
-class IntakeTablesMissing(RuntimeError):
-    """The database lacks intake's tables: migrations have not been applied."""
 
 
 @dataclass(frozen=True)

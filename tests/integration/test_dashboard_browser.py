@@ -28,9 +28,9 @@ from schemas.evacuation import EvacuationCommand, OrderIssued
 from schemas.region import load_region
 from services.common.auth import Role
 from services.gateway.server import IntakeReports
-from services.intake.domain import RateLimiter
 from services.intake.http import build_app
 from services.intake.metrics import IntakeMetrics
+from services.intake.ratelimit import RateLimiter
 from services.intake.relay import Relay
 from services.intake.service import Intake
 from services.intake.store import Store

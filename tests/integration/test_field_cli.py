@@ -16,15 +16,15 @@ import pytest
 from infra.embedded.processes import free_port
 from schemas.topics import qualified
 from services.common.auth import Role
-from tests.integration.test_intake_http import (
+from tests.support import (
     SHELTER,
     Running,
     make_settings,
     read_topic,
     start_intake,
     token,
+    wait_for,
 )
-from tests.support import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -20,15 +20,15 @@ from infra.embedded.processes import free_port
 from infra.topics import describe_topics, ensure_topics
 from schemas.topics import CATALOGUE, qualified
 from services.common.auth import Role
-from tests.integration.test_intake_http import (
+from tests.support import (
     SECRET,
     auth,
     make_settings,
     prepare_schema,
     read_topic,
     report_body,
+    wait_for,
 )
-from tests.support import wait_for
 
 pytestmark = pytest.mark.integration
 

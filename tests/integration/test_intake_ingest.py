@@ -23,7 +23,7 @@ from services.intake.metrics import IntakeMetrics
 from services.intake.relay import Relay
 from services.intake.service import Intake
 from services.intake.store import Store
-from tests.integration.test_intake_http import (
+from tests.support import (
     REGION,
     SECRET,
     make_settings,
@@ -31,8 +31,8 @@ from tests.integration.test_intake_http import (
     read_topic,
     report_body,
     token,
+    wait_for,
 )
-from tests.support import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -16,7 +16,7 @@ from services.intake.cap import (
     map_alert,
     read_alert,
 )
-from services.intake.domain import InvalidInput, MalformedInput
+from services.intake.errors import InvalidInput, MalformedInput
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "cap"
 OASIS = sorted(FIXTURES.glob("Oasis_*.xml"))

@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from schemas.common import Problem
+from schemas.intake import ReportRequest
 from schemas.region import load_region
 from schemas.reports import ReportSubmittedPayload
 from services.common.auth import Principal, Role
@@ -19,29 +20,22 @@ from services.intake.domain import (
     Action,
     Decision,
     ExistingRequest,
-    InvalidInput,
-    MalformedInput,
-    NotPermitted,
-    RateLimiter,
-    ReportRequest,
-    UnknownShelter,
     canonical_hash,
     decide,
     enrich,
-    parse_json,
     permitted,
-    pointer,
     readable_client_report_id,
     report_events,
     report_rejected,
     require,
-    retry_after_seconds,
     shelter_event,
-    to_problems,
     validate_hazard,
     validate_report,
     validate_shelter,
 )
+from services.intake.errors import InvalidInput, MalformedInput, NotPermitted, UnknownShelter
+from services.intake.parsing import parse_json, pointer, to_problems
+from services.intake.ratelimit import RateLimiter, retry_after_seconds
 
 NOW = datetime(2025, 8, 21, 5, 0, tzinfo=UTC)
 REGION = load_region()

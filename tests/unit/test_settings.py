@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from infra.settings import KafkaProfile, SettingsError, load_settings
@@ -56,3 +58,17 @@ def test_env_round_trips_to_a_child_process(monkeypatch: pytest.MonkeyPatch) -> 
     for key, value in s.env().items():
         monkeypatch.setenv(key, value)
     assert load_settings() == s
+
+
+def test_field_outbox_defaults_and_refuses_a_directory(monkeypatch: pytest.MonkeyPatch,
+                                                       tmp_path: Path) -> None:
+    """SONAE_FIELD_OUTBOX unset or empty is ~/.sonae/field-outbox.jsonl; a directory is named."""
+    monkeypatch.delenv("SONAE_FIELD_OUTBOX", raising=False)
+    assert load_settings().field_outbox == Path("~/.sonae/field-outbox.jsonl")
+    monkeypatch.setenv("SONAE_FIELD_OUTBOX", "")
+    assert load_settings().field_outbox == Path("~/.sonae/field-outbox.jsonl")
+    monkeypatch.setenv("SONAE_FIELD_OUTBOX", str(tmp_path / "outbox.jsonl"))
+    assert load_settings().field_outbox == tmp_path / "outbox.jsonl"
+    monkeypatch.setenv("SONAE_FIELD_OUTBOX", str(tmp_path))
+    with pytest.raises(SettingsError, match="SONAE_FIELD_OUTBOX"):
+        load_settings()

@@ -5,12 +5,13 @@ from __future__ import annotations
 import jwt
 from click.testing import CliRunner
 
-from services.intake.cli import token
+from services.common.token_cli import token
 
 SECRET = "cli-test-secret-0123456789abcdef-xyz"
 
 
 def test_issue_with_areas_puts_them_in_the_token() -> None:
+    """`--area` twice puts both areas, in order, in the signed token's claims."""
     result = CliRunner().invoke(
         token, ["issue", "--role", "field", "--name", "kanda-team", "--area", "kanda-koen",
                 "--area", "jimbocho"], env={"SONAE_TOKEN_SECRET": SECRET})
@@ -20,6 +21,7 @@ def test_issue_with_areas_puts_them_in_the_token() -> None:
 
 
 def test_an_unknown_area_names_itself_and_the_region() -> None:
+    """An area the region pack lacks is a usage error naming it, the region and its areas."""
     result = CliRunner().invoke(
         token, ["issue", "--role", "field", "--name", "kanda-team", "--area", "atlantis"],
         env={"SONAE_TOKEN_SECRET": SECRET})
@@ -29,6 +31,7 @@ def test_an_unknown_area_names_itself_and_the_region() -> None:
 
 
 def test_areas_in_a_non_field_token_are_refused() -> None:
+    """Areas belong to field tokens only: an hq token with --area is refused."""
     result = CliRunner().invoke(
         token, ["issue", "--role", "hq", "--name", "duty", "--area", "kanda-koen"],
         env={"SONAE_TOKEN_SECRET": SECRET})

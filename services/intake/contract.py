@@ -1,0 +1,261 @@
+"""Intake's HTTP contract: the response bodies and the status each refusal is answered with.
+
+Every body a client receives is one of the models below, dumped by
+:meth:`_Response.as_json` — the same models :mod:`services.intake.openapi`
+documents, so the document and the answers cannot drift apart:
+
+- :class:`Acknowledgement` — 202 on first receipt, 200 with the stored body on
+  an identical resend;
+- :class:`ReportView` — ``GET /v1/reports/{id}``;
+- :class:`Health` — ``GET /healthz``;
+- :class:`ErrorBody` — every 4xx/5xx; a recorded rejection (422) and a conflict
+  (409) also carry the report's ids.
+
+:data:`REFUSALS` is the one table from intake's refusals
+(:mod:`services.intake.errors`) to an HTTP status and error code;
+:func:`refusal` answers one. The errors themselves know nothing of HTTP.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import MappingProxyType
+from typing import Any, Final, Literal
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas.common import Problem
+from services.intake.errors import (
+    BodyTooLarge,
+    ClientIdConflict,
+    FieldError,
+    InputRefused,
+    InvalidInput,
+    MalformedInput,
+    NotPermitted,
+    RateLimited,
+    UnknownReport,
+    UnknownShelter,
+    UnsupportedMediaType,
+)
+
+__all__ = [
+    "REFUSALS",
+    "ROUTER_CODES",
+    "Acknowledgement",
+    "Answer",
+    "ErrorBody",
+    "ErrorItem",
+    "Health",
+    "Links",
+    "ReportView",
+    "WarningSummary",
+    "conflict",
+    "error_body",
+    "refusal",
+    "rejected_report",
+    "report_link",
+]
+
+
+class _Response(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True,
+                              populate_by_name=True)
+
+    def as_json(self) -> dict[str, Any]:
+        """The JSON body (aliases applied, nulls left out)."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+class Links(_Response):
+    """Where to read the outcome again."""
+
+    self_: str = Field(alias="self")
+    """``/v1/reports/<report_id>``."""
+
+
+class WarningSummary(_Response):
+    """One warning an ingested CAP alert became."""
+
+    warning_id: str
+    kind: str
+    alert_level_equivalent: int
+    area_ids: list[str]
+
+
+class Acknowledgement(_Response):
+    """202 on first receipt (the input is durably recorded), 200 with the same body on a resend."""
+
+    status: Literal["accepted"] = "accepted"
+    """Always ``accepted`` here; rejections are 422 with :class:`ErrorBody`."""
+    event_id: UUID
+    """The first event written (for a report: ``report.submitted``)."""
+    event_ids: list[UUID]
+    """Every event written, in order."""
+    report_id: UUID | None = None
+    """Reports: Sonae's id of the report."""
+    client_report_id: str | None = None
+    """Reports: the device's id."""
+    client_id: str | None = None
+    """Other inputs: the idempotency key used (Idempotency-Key header, or the CAP sender and
+    identifier); absent when none was given."""
+    area_id: str | None = None
+    """Reports: the resolved area (absent when outside the region and none was named)."""
+    outside_region: bool | None = None
+    """Reports: true when the position lies outside every area of the region."""
+    warnings: list[WarningSummary] | None = None
+    """CAP: the warnings the alert became."""
+    skipped: list[str] | None = None
+    """CAP: info blocks that named no area of the region."""
+    links: Links | None = None
+    """Reports: where to read the outcome."""
+
+
+class ErrorItem(_Response):
+    """One field error."""
+
+    pointer: str
+    """JSON pointer (RFC 6901) into the body; for CAP, the XML element or line."""
+    message: str
+    code: str
+
+
+class ErrorBody(_Response):
+    """Every 4xx/5xx body. A rejected report (422) also carries its ids, so GET shows why."""
+
+    error: str
+    """A stable code: malformed, invalid, unauthorized, forbidden, not_found, conflict,
+    too_large, unsupported_media_type, rate_limited, unavailable, internal."""
+    message: str
+    """What went wrong, in words."""
+    errors: list[ErrorItem] | None = None
+    """422: every field error."""
+    status: Literal["rejected"] | None = None
+    """422 for a report with a readable client_report_id: the rejection was recorded."""
+    report_id: UUID | None = None
+    client_report_id: str | None = None
+    event_id: UUID | None = None
+    """The ``report.rejected`` event."""
+    links: Links | None = None
+
+
+class ReportView(_Response):
+    """``GET /v1/reports/{id}``: what became of a report."""
+
+    report_id: UUID
+    client_report_id: str
+    team: str | None = None
+    """The reporting team as given (the token's subject when none was)."""
+    status: Literal["accepted", "rejected"]
+    reasons: list[Problem] = []
+    """Why it was rejected (dotted field paths)."""
+    area_id: str | None = None
+    outside_region: bool | None = None
+    submitted_event_id: UUID | None = None
+    accepted_event_id: UUID | None = None
+    rejected_event_id: UUID | None = None
+    received_at: datetime
+    updated_at: datetime
+    links: Links
+
+
+class Health(_Response):
+    """``GET /healthz``: 200 when the database answers (the broker may be down: intake still
+    accepts), 503 when it does not."""
+
+    status: Literal["ok", "unavailable"]
+    database: str
+    """``ok``, or ``unreachable: <reason>``."""
+    broker: Literal["connected", "disconnected", "unknown"] | None = None
+    """Whether the relay is connected to Kafka (``unknown``: no relay in this process)."""
+    outbox_backlog: int | None = None
+    """Outbox rows not yet published."""
+    region: str | None = None
+    """The region pack intake validates against."""
+
+
+# --- refusals → status and body ------------------------------------------------------
+
+
+REFUSALS: Final[Mapping[type[InputRefused], tuple[int, str]]] = MappingProxyType({
+    MalformedInput: (400, "malformed"),
+    NotPermitted: (403, "forbidden"),
+    UnknownReport: (404, "not_found"),
+    UnknownShelter: (404, "not_found"),
+    ClientIdConflict: (409, "conflict"),
+    BodyTooLarge: (413, "too_large"),
+    UnsupportedMediaType: (415, "unsupported_media_type"),
+    InvalidInput: (422, "invalid"),
+    RateLimited: (429, "rate_limited"),
+})
+"""Each refusal's HTTP status and :attr:`ErrorBody.error` code (a subclass answers as the
+nearest class listed; a refusal listed nowhere is a plain 400 ``bad_request``)."""
+
+ROUTER_CODES: Final[Mapping[int, str]] = MappingProxyType(
+    {404: "not_found", 405: "method_not_allowed", 413: "too_large"})
+"""Error codes of the router's own refusals (no route, wrong method, body over the limit);
+any other status the router raises is ``http_error``."""
+
+
+def _status_and_code(error: InputRefused) -> tuple[int, str]:
+    for cls in type(error).__mro__:
+        if cls in REFUSALS:
+            return REFUSALS[cls]
+    return 400, "bad_request"
+
+
+def _items(errors: tuple[FieldError, ...]) -> list[ErrorItem] | None:
+    return [ErrorItem(pointer=e.pointer, message=e.message, code=e.code)
+            for e in errors] or None
+
+
+def error_body(code: str, message: str, errors: tuple[FieldError, ...] = ()) -> dict[str, Any]:
+    """The JSON of an :class:`ErrorBody` with no report ids (every plain 4xx/5xx)."""
+    return ErrorBody(error=code, message=message, errors=_items(errors)).as_json()
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A status, the JSON of its body and any headers it needs."""
+
+    status: int
+    body: dict[str, Any]
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+def refusal(error: InputRefused) -> Answer:
+    """The answer to a refusal: its status and code from :data:`REFUSALS`, its field errors."""
+    status, code = _status_and_code(error)
+    headers = {"Retry-After": str(error.retry_after)} if isinstance(error, RateLimited) else {}
+    return Answer(status, error_body(code, error.message, error.errors), headers)
+
+
+def report_link(report_id: UUID) -> Links:
+    """Where a report's outcome is read again."""
+    return Links(self_=f"/v1/reports/{report_id}")
+
+
+def rejected_report(error: InvalidInput, *, report_id: UUID, client_report_id: str,
+                    event_id: UUID) -> Answer:
+    """422 for a report whose rejection was recorded: the field errors and the report's ids."""
+    status, code = _status_and_code(error)
+    body = ErrorBody(
+        error=code, message=error.message, errors=_items(error.errors), status="rejected",
+        report_id=report_id, client_report_id=client_report_id, event_id=event_id,
+        links=report_link(report_id),
+    ).as_json()
+    return Answer(status, body)
+
+
+def conflict(error: ClientIdConflict, on_record: Mapping[str, Any]) -> Answer:
+    """409, naming the report (``report_id``, ``client_report_id``, ``links``) that the answer
+    on record gave, when it was a report's."""
+    status, code = _status_and_code(error)
+    ids = {name: on_record[name] for name in ("report_id", "client_report_id", "links")
+           if name in on_record}
+    body = ErrorBody(error=code, message=error.message, errors=_items(error.errors),
+                     **ids).as_json()
+    return Answer(status, body)
