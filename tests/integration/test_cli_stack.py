@@ -8,72 +8,13 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from infra.embedded.processes import free_port, process_alive
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SONAE_")}
-    env["PYTHONUNBUFFERED"] = "1"
-    # The services' own ports, so a stack under test never collides with another.
-    for name in ("INTAKE", "GATEWAY", "DASHBOARD", "BROADCASTER"):
-        env[f"SONAE_{name}_PORT"] = str(free_port())
-    return env
-
-
-def _sonae(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "sonae.cli", *args], cwd=ROOT, env=_env(),
-                          capture_output=True, text=True, timeout=timeout, check=False)
-
-
-def _wait(predicate: object, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if callable(predicate) and predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-class UpProcess:
-    """A `sonae up` running in the foreground as a child of the test."""
-
-    def __init__(self, data_dir: Path, *extra: str) -> None:
-        self.data_dir = data_dir
-        self.kafka_port = free_port()
-        self.postgres_port = free_port()
-        self.env = _env()
-        self.log = data_dir.parent / f"{data_dir.name}-up.log"
-        self._logfile = open(self.log, "w")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "sonae.cli", "up", "--data-dir", str(data_dir),
-             "--kafka-port", str(self.kafka_port), "--postgres-port", str(self.postgres_port),
-             *extra],
-            cwd=ROOT, env=self.env, stdout=self._logfile, stderr=subprocess.STDOUT,
-        )
-
-    def output(self) -> str:
-        return self.log.read_text()
-
-    def wait_ready(self) -> dict[str, object]:
-        _wait(lambda: "Sonae is up" in self.output() or self.proc.poll() is not None, 60,
-              "sonae up to be ready")
-        assert self.proc.poll() is None, self.output()
-        state: dict[str, object] = json.loads((self.data_dir / "stack.json").read_text())
-        return state
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-        self._logfile.close()
+from tests.support.stack import ROOT, UpProcess, run_sonae, stack_env, wait_until
 
 
 @pytest.fixture
@@ -91,7 +32,7 @@ def test_up_status_and_clean_stop_on_sigterm(up: UpProcess) -> None:
     output = up.output()
     assert f"127.0.0.1:{up.kafka_port} (embedded Tansu)" in output
     assert re.search(r"migrations  \d+ applied", output), output
-    status = _sonae("status", "--data-dir", str(up.data_dir))
+    status = run_sonae("status", "--data-dir", str(up.data_dir))
     assert status.returncode == 0, status.stdout + status.stderr
     assert "healthy" in status.stdout
     pids = [int(str(state["embedded_kafka_pid"])), int(str(state["embedded_postgres_pid"]))]
@@ -109,14 +50,14 @@ def test_sigkill_of_up_leaves_no_orphans(up: UpProcess) -> None:
     pids = [int(str(state["embedded_kafka_pid"])), int(str(state["embedded_postgres_pid"]))]
     up.proc.kill()
     up.proc.wait(10)
-    _wait(lambda: not any(process_alive(p) for p in pids), 20,
+    wait_until(lambda: not any(process_alive(p) for p in pids), 20,
           "children to exit after parent death")
 
 
 def test_second_up_on_same_data_dir_is_refused(up: UpProcess) -> None:
     """A second `sonae up` on a data directory in use is refused with what to do."""
     up.wait_ready()
-    second = _sonae("up", "--data-dir", str(up.data_dir), "--kafka-port", str(free_port()),
+    second = run_sonae("up", "--data-dir", str(up.data_dir), "--kafka-port", str(free_port()),
                     "--postgres-port", str(free_port()))
     assert second.returncode != 0
     assert "another `sonae up`" in second.stderr and "sonae down" in second.stderr
@@ -130,7 +71,7 @@ def test_port_in_use_is_a_one_line_error(tmp_path: Path) -> None:
         blocker.bind(("127.0.0.1", 0))
         blocker.listen()
         port = blocker.getsockname()[1]
-        result = _sonae("up", "--data-dir", str(tmp_path / "d"), "--kafka-port", str(port),
+        result = run_sonae("up", "--data-dir", str(tmp_path / "d"), "--kafka-port", str(port),
                         "--postgres-port", str(free_port()))
     assert result.returncode == 1
     assert f"127.0.0.1:{port}: the port is in use" in result.stderr
@@ -141,16 +82,16 @@ def test_port_in_use_is_a_one_line_error(tmp_path: Path) -> None:
 def test_detached_up_and_down(tmp_path: Path) -> None:
     """`sonae up --detach` returns once ready and `sonae down` stops it completely."""
     data = tmp_path / "bg"
-    started = _sonae("up", "--detach", "--data-dir", str(data), "--kafka-port",
+    started = run_sonae("up", "--detach", "--data-dir", str(data), "--kafka-port",
                      str(free_port()), "--postgres-port", str(free_port()), timeout=120)
     assert started.returncode == 0, started.stdout + started.stderr
     state = json.loads((data / "stack.json").read_text())
     pids = [state["pid"], state["embedded_kafka_pid"], state["embedded_postgres_pid"]]
     try:
-        stopped = _sonae("down", "--data-dir", str(data))
+        stopped = run_sonae("down", "--data-dir", str(data))
         assert stopped.returncode == 0, stopped.stderr
         assert "Sonae stopped" in stopped.stdout
-        _wait(lambda: not any(process_alive(p) for p in pids), 20, "background stack to exit")
+        wait_until(lambda: not any(process_alive(p) for p in pids), 20, "background stack to exit")
     finally:
         for pid in pids:
             if process_alive(pid):
@@ -159,7 +100,7 @@ def test_detached_up_and_down(tmp_path: Path) -> None:
 
 def test_bad_setting_names_the_variable(tmp_path: Path) -> None:
     """A bad SONAE_* variable stops `sonae up` at once, naming the variable."""
-    env = _env() | {"SONAE_NAMESPACE": "Bad Name"}
+    env = stack_env() | {"SONAE_NAMESPACE": "Bad Name"}
     result = subprocess.run([sys.executable, "-m", "sonae.cli", "up", "--data-dir",
                              str(tmp_path / "x")], cwd=ROOT, env=env, capture_output=True,
                             text=True, timeout=30, check=False)

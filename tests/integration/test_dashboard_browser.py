@@ -34,8 +34,8 @@ from services.intake.ratelimit import RateLimiter
 from services.intake.relay import Relay
 from services.intake.service import Intake
 from services.intake.store import Store
-from tests.integration.test_gateway_helpers import fresh, gateway, gateway_settings, token
 from tests.support import consume_events, produce_events
+from tests.support.gateway import fresh, gateway, gateway_settings, token
 
 pytestmark = pytest.mark.integration
 

@@ -35,7 +35,8 @@ from services.recorder.errors import BrokerNotEmpty
 from services.recorder.export import Window, export_window
 from services.recorder.rehydrate import is_broker_empty, rehydrate, rehydrate_if_empty
 from services.recorder.store import EventStore
-from tests.integration.test_recorder import (
+from tests.support import produce_events, wait_for
+from tests.support.recorder import (
     at,
     caught_up,
     migrate_pool,
@@ -45,7 +46,6 @@ from tests.integration.test_recorder import (
     schema_dsn,
     stored_count,
 )
-from tests.support import produce_events, wait_for
 
 pytestmark = pytest.mark.integration
 

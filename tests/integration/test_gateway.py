@@ -20,7 +20,8 @@ from schemas.topics import qualified
 from services.common.auth import Role
 from services.gateway.hub import OVERLOAD
 from services.gateway.positions import COP_TOPICS
-from tests.integration.test_gateway_helpers import (
+from tests.support import consume_events, produce_events, wait_for
+from tests.support.gateway import (
     fresh,
     gateway,
     gateway_settings,
@@ -28,7 +29,6 @@ from tests.integration.test_gateway_helpers import (
     report,
     token,
 )
-from tests.support import consume_events, produce_events, wait_for
 
 pytestmark = pytest.mark.integration
 

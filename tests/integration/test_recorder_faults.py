@@ -21,13 +21,13 @@ from infra.embedded.processes import free_port, spawn, stop_group
 from infra.settings import Settings
 from infra.topics import ensure_topics
 from schemas.events import Event
-from tests.integration.test_recorder import (
+from tests.support import produce_events, wait_for
+from tests.support.recorder import (
     migrate_pool,
     mixed_events,
     recorder_settings,
     schema_dsn,
 )
-from tests.support import produce_events, wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -12,8 +12,8 @@ import asyncpg
 from infra.settings import load_settings
 from schemas.region import load_region
 from services.common.auth import Role, issue_token
-from tests.integration.test_cli_stack import UpProcess
 from tests.support import wait_for
+from tests.support.stack import UpProcess
 
 
 async def test_inputs_flow_through_every_service_to_the_store(tmp_path: Path) -> None:
