@@ -1,4 +1,4 @@
-"""Helpers shared by the tests: typed produce/consume and waiting with a deadline."""
+"""Helpers shared by the tests: typed produce/consume, waiting with a deadline, intake writes."""
 
 from __future__ import annotations
 
@@ -6,15 +6,21 @@ import asyncio
 import inspect
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from typing import TypeVar, overload
+from datetime import UTC, datetime
+from typing import Any, TypeVar, overload
 
+import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 
-from schemas.envelope import Envelope
+from infra.db.migrate import migrate
+from schemas.envelope import Envelope, new_event
 from schemas.events import Event, decode_event
+from schemas.hazards import GaugeReading
 from schemas.topics import qualified
 from services.common.bus import Publisher
+from services.intake.domain import Kind
+from services.intake.store import Store, Write
 
 T = TypeVar("T")
 
@@ -84,3 +90,21 @@ async def consume_events(
         return got
     finally:
         await consumer.stop()
+
+
+async def store_for(pool: asyncpg.Pool, namespace: str) -> Store:
+    """Intake's store over ``pool`` (the test's schema), migrations applied."""
+    async with pool.acquire() as conn:
+        await migrate(conn)
+    return Store(pool, namespace)
+
+
+def gauge_write(client_id: str | None, event: Any = None) -> Write:
+    """A one-event hazard write (the store's own input, no HTTP or validation)."""
+    now = datetime.now(UTC)
+    event = event or new_event(GaugeReading, {"gauge_id": "g-1", "level_m": 1.5,
+                                              "observed_at": now},
+                               occurred_at=now, source="test")
+    return Write(kind=Kind.HAZARD, scope="gauges", client_id=client_id,
+                 body_hash=f"hazard:{event.event_id}", status_code=202,
+                 response={"event_id": str(event.event_id)}, events=(event,))
