@@ -47,6 +47,7 @@ from services.broadcaster.cap import CapRef
 from services.broadcaster.channels import Outgoing
 from services.broadcaster.domain import SOURCE, Plan, meta_json
 from services.broadcaster.errors import StoreNotReady
+from services.common.retry import TRANSIENT_DB
 
 __all__ = [
     "TRANSIENT_DB_ERRORS",
@@ -56,11 +57,8 @@ __all__ = [
     "SubscriberHealth",
 ]
 
-TRANSIENT_DB_ERRORS: Final = (
-    OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError, asyncpg.TooManyConnectionsError,
-)
-"""Database failures that mean "try again later"."""
+TRANSIENT_DB_ERRORS: Final = TRANSIENT_DB
+"""Database failures that mean "try again later" (the shared classification)."""
 
 _TABLES = ("broadcast_messages", "broadcast_deliveries", "cap_alerts", "webhook_subscribers",
            "broadcast_outbox")

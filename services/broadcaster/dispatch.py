@@ -27,7 +27,6 @@ and records each outcome.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 from collections.abc import Callable, Sequence
@@ -54,6 +53,7 @@ from services.broadcaster.errors import DrillRefused
 from services.broadcaster.webhooks import RetrySettings
 from services.common.outbox import OutboxRelay as SharedOutboxRelay
 from services.common.outbox import OutboxTable, ProducerFactory
+from services.common.retry import sleep_until
 
 log = logging.getLogger(__name__)
 
@@ -285,17 +285,7 @@ class ChannelWorker:
             await self._store.save_health(self.circuit.health())
 
     async def _sleep(self, stop: asyncio.Event, seconds: float, *, wakeable: bool = True) -> None:
-        waiters = [asyncio.ensure_future(stop.wait())]
-        if wakeable:
-            waiters.append(asyncio.ensure_future(self._wake.wait()))
-        try:
-            await asyncio.wait(waiters, timeout=max(seconds, 0.0),
-                               return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiter in waiters:
-                waiter.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await waiter
+        await sleep_until(stop, seconds, self._wake if wakeable else None)
 
 
 class Dispatcher:
