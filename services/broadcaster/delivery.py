@@ -46,7 +46,7 @@ from schemas.topics import route
 from services.broadcaster.cap import CapRef
 from services.broadcaster.channels import Outgoing
 from services.broadcaster.domain import SOURCE, Plan, meta_json
-from services.broadcaster.errors import StoreNotReady
+from services.broadcaster.errors import BroadcasterTablesMissing
 from services.common.retry import TRANSIENT_DB
 
 __all__ = [
@@ -104,12 +104,12 @@ class DeliveryStore:
         self.namespace = namespace
 
     async def check_ready(self) -> None:
-        """Raise StoreNotReady unless every broadcaster table exists."""
+        """Raise BroadcasterTablesMissing unless every broadcaster table exists."""
         async with self._pool.acquire() as conn:
             missing = [t for t in _TABLES
                        if not await conn.fetchval("select to_regclass($1) is not null", t)]
         if missing:
-            raise StoreNotReady(
+            raise BroadcasterTablesMissing(
                 f"missing table(s) {', '.join(missing)}: apply the migrations "
                 "(sonae db migrate) before starting the broadcaster")
 
