@@ -33,7 +33,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from enum import StrEnum
 from typing import Any, Final
 from uuid import UUID
@@ -46,7 +46,8 @@ from schemas.topics import route
 from services.broadcaster.cap import CapRef
 from services.broadcaster.channels import Outgoing
 from services.broadcaster.domain import SOURCE, Plan, meta_json
-from services.broadcaster.errors import StoreNotReady
+from services.broadcaster.errors import BroadcasterTablesMissing
+from services.common.retry import TRANSIENT_DB
 
 __all__ = [
     "TRANSIENT_DB_ERRORS",
@@ -56,11 +57,8 @@ __all__ = [
     "SubscriberHealth",
 ]
 
-TRANSIENT_DB_ERRORS: Final = (
-    OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError, asyncpg.TooManyConnectionsError,
-)
-"""Database failures that mean "try again later"."""
+TRANSIENT_DB_ERRORS: Final = TRANSIENT_DB
+"""Database failures that mean "try again later" (the shared classification)."""
 
 _TABLES = ("broadcast_messages", "broadcast_deliveries", "cap_alerts", "webhook_subscribers",
            "broadcast_outbox")
@@ -106,12 +104,12 @@ class DeliveryStore:
         self.namespace = namespace
 
     async def check_ready(self) -> None:
-        """Raise StoreNotReady unless every broadcaster table exists."""
+        """Raise BroadcasterTablesMissing unless every broadcaster table exists."""
         async with self._pool.acquire() as conn:
             missing = [t for t in _TABLES
                        if not await conn.fetchval("select to_regclass($1) is not null", t)]
         if missing:
-            raise StoreNotReady(
+            raise BroadcasterTablesMissing(
                 f"missing table(s) {', '.join(missing)}: apply the migrations "
                 "(sonae db migrate) before starting the broadcaster")
 
@@ -349,30 +347,9 @@ class DeliveryStore:
                 self.namespace, health.channel, health.state, health.consecutive_failures,
                 health.next_probe_at, health.probe_interval, health.last_error)
 
-    # --- the outbox ---
-
-    async def unsent(self, conn: asyncpg.Connection, limit: int) -> list[asyncpg.Record]:
-        """Lock and return unsent outbox rows, oldest first (inside the caller's transaction)."""
-        rows: list[asyncpg.Record] = await conn.fetch(
-            "select id, topic, key, value from broadcast_outbox where sent_at is null "
-            "order by id limit $1 for update skip locked", limit)
-        return rows
-
-    async def mark_sent(self, conn: asyncpg.Connection, ids: Sequence[int]) -> None:
-        """Mark outbox rows published (inside the caller's transaction)."""
-        await conn.execute("update broadcast_outbox set sent_at = now() where id = any($1)",
-                           list(ids))
-
-    async def prune_outbox(self, older_than: timedelta) -> int:
-        """Delete outbox rows published more than ``older_than`` ago; return how many."""
-        async with self._pool.acquire() as conn:
-            status: str = await conn.execute(
-                "delete from broadcast_outbox where sent_at < now() - $1::interval", older_than)
-        return int(status.split()[-1])
-
     @property
     def pool(self) -> asyncpg.Pool:
-        """The pool (for the relay's transactions)."""
+        """The pool (for the outbox relay)."""
         return self._pool
 
     # --- helpers ---

@@ -27,7 +27,6 @@ and records each outcome.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 from collections.abc import Callable, Sequence
@@ -35,8 +34,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Final
 
-from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
 from prometheus_client import Counter
 
 from schemas.common import utc_now
@@ -54,10 +51,14 @@ from services.broadcaster.delivery import (
 )
 from services.broadcaster.errors import DrillRefused
 from services.broadcaster.webhooks import RetrySettings
+from services.common.outbox import OutboxRelay as SharedOutboxRelay
+from services.common.outbox import OutboxTable, ProducerFactory
+from services.common.retry import sleep_until
 
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "BROADCAST_OUTBOX",
     "DELIVERIES",
     "ChannelWorker",
     "Circuit",
@@ -74,9 +75,6 @@ DELIVERIES: Final = Counter(
 )
 
 _DB_BACKOFF_MAX: Final = 5.0
-_PRUNE_EVERY: Final = 3600.0
-OUTBOX_RETENTION: Final = timedelta(days=7)
-"""Published outbox rows are deleted after this long."""
 
 
 def backoff_delay(attempt: int, retry: RetrySettings, rng: random.Random) -> float:
@@ -287,17 +285,7 @@ class ChannelWorker:
             await self._store.save_health(self.circuit.health())
 
     async def _sleep(self, stop: asyncio.Event, seconds: float, *, wakeable: bool = True) -> None:
-        waiters = [asyncio.ensure_future(stop.wait())]
-        if wakeable:
-            waiters.append(asyncio.ensure_future(self._wake.wait()))
-        try:
-            await asyncio.wait(waiters, timeout=max(seconds, 0.0),
-                               return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiter in waiters:
-                waiter.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await waiter
+        await sleep_until(stop, seconds, self._wake if wakeable else None)
 
 
 class Dispatcher:
@@ -331,80 +319,23 @@ class Dispatcher:
                 group.create_task(worker.run(stop), name=f"deliver-{worker.channel.name}")
 
 
-class OutboxRelay:
+BROADCAST_OUTBOX: Final = OutboxTable(table="broadcast_outbox",
+                                      channel="sonae_broadcast_outbox",
+                                      lock_class=0x534E4142)  # "SNAB"
+"""The broadcaster's outbox for the shared relay (NOTIFY trigger: migration 0005)."""
+
+
+class OutboxRelay(SharedOutboxRelay):
     """Publishes ``broadcast_outbox`` rows to Kafka and marks them sent.
 
-    A crash between publish and mark publishes the rows again: the events keep
-    their ids, and consumers (the recorder) deduplicate by ``event_id``.
+    The shared relay (:mod:`services.common.outbox`): one relay per schema, LISTEN
+    wake-ups, marks only what the broker acknowledged, one warning per outage. A
+    crash between publish and mark publishes the rows again: the events keep their
+    ids, and consumers (the recorder) deduplicate by ``event_id``. Once stopped, it
+    publishes what is left for up to 3 s so little waits for the restart.
     """
 
-    def __init__(self, store: DeliveryStore, producer: AIOKafkaProducer, *, batch: int = 500,
-                 poll_interval: float = 0.5) -> None:
-        self._store = store
-        self._producer = producer
-        self._batch = batch
-        self._poll = poll_interval
-        self._wake = asyncio.Event()
-        self._next_prune = 0.0
-        self.published = 0
-
-    def wake(self) -> None:
-        """Look at the outbox now."""
-        self._wake.set()
-
-    async def publish_once(self) -> int:
-        """Publish one batch; return how many rows were published."""
-        async with self._store.pool.acquire() as conn, conn.transaction():
-            rows = await self._store.unsent(conn, self._batch)
-            if not rows:
-                return 0
-            futures = [await self._producer.send(r["topic"], bytes(r["value"]),
-                                                 key=bytes(r["key"]) if r["key"] else None)
-                       for r in rows]
-            await asyncio.gather(*futures)
-            await self._store.mark_sent(conn, [r["id"] for r in rows])
-        self.published += len(rows)
-        return len(rows)
-
-    async def run(self, stop: asyncio.Event) -> None:
-        """Publish until ``stop``, then once more (bounded) so little is left for the restart."""
-        delay = 0.1
-        while not stop.is_set():
-            try:
-                published = await self.publish_once()
-                if published == 0:
-                    await self._prune()
-                delay = 0.1
-            except (KafkaError, *TRANSIENT_DB_ERRORS) as e:
-                log.warning("outbox relay: %s; retrying in %.1fs", e, delay)
-                await self._wait(stop, delay)
-                delay = min(delay * 2, _DB_BACKOFF_MAX)
-                continue
-            if published == 0:
-                await self._wait(stop, self._poll)
-        with contextlib.suppress(TimeoutError, KafkaError, *TRANSIENT_DB_ERRORS):
-            async with asyncio.timeout(3.0):
-                while await self.publish_once():
-                    pass
-
-    async def _prune(self) -> None:
-        # Published rows are kept a while for inspection; the event store keeps every event.
-        now = asyncio.get_running_loop().time()
-        if now < self._next_prune:
-            return
-        self._next_prune = now + _PRUNE_EVERY
-        deleted = await self._store.prune_outbox(OUTBOX_RETENTION)
-        if deleted:
-            log.info("outbox relay: deleted %d published rows older than %s", deleted,
-                     OUTBOX_RETENTION)
-
-    async def _wait(self, stop: asyncio.Event, seconds: float) -> None:
-        self._wake.clear()
-        waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())]
-        try:
-            await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiter in waiters:
-                waiter.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await waiter
+    def __init__(self, store: DeliveryStore, producer_factory: ProducerFactory, *,
+                 batch: int = 500, poll_interval: float = 0.5) -> None:
+        super().__init__(store.pool, BROADCAST_OUTBOX, producer_factory, name="broadcaster",
+                         batch_size=batch, poll_interval=poll_interval, final_drain=3.0)

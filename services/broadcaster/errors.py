@@ -1,11 +1,11 @@
 """The broadcaster's exceptions, one per rule broken::
 
     BroadcasterError
-    ├── TemplateError           the region pack's templates cannot render a message
-    ├── CapInvalid              a built CAP document fails the OASIS CAP 1.2 schema
-    ├── DrillRefused            an exercise message was offered to a live channel
-    ├── WebhookConfigError      SONAE_WEBHOOKS_FILE is missing, unreadable or invalid
-    └── StoreNotReady           the database lacks the broadcaster's tables (migrate first)
+    ├── TemplateError             the region pack's templates cannot render a message
+    ├── CapInvalid                a built CAP document fails the OASIS CAP 1.2 schema
+    ├── DrillRefused              an exercise message was offered to a live channel
+    ├── WebhookConfigError        SONAE_WEBHOOKS_FILE is missing, unreadable or invalid
+    └── BroadcasterTablesMissing  the database lacks the broadcaster's tables (migrate first)
 
 Channel send failures are not exceptions of this tree: a channel reports them
 as a :class:`~services.broadcaster.channels.DeliveryResult` so the dispatcher
@@ -16,9 +16,9 @@ from __future__ import annotations
 
 __all__ = [
     "BroadcasterError",
+    "BroadcasterTablesMissing",
     "CapInvalid",
     "DrillRefused",
-    "StoreNotReady",
     "TemplateError",
     "WebhookConfigError",
 ]
@@ -44,5 +44,5 @@ class WebhookConfigError(BroadcasterError):
     """The webhook subscriber file is missing, unreadable or invalid."""
 
 
-class StoreNotReady(BroadcasterError):
+class BroadcasterTablesMissing(BroadcasterError):
     """The broadcaster's tables are missing: run the migrations (``sonae db migrate``)."""

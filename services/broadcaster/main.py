@@ -147,7 +147,7 @@ async def serve(settings: Settings, stop: asyncio.Event, *, options: Options | N
             planner = Planner(Composer(region, templates), namespace, routes)
             service = BroadcastService(planner, store, sender=templates.cap.sender)
             dispatcher = Dispatcher(channels, store, dispatch_config)
-            relay = OutboxRelay(store, producer)
+            relay = OutboxRelay(store, lambda: clients.producer(settings))
 
             info = FeedInfo(
                 feed_id=derive_id("cap-feed", region.id, namespace or "live"),

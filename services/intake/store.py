@@ -30,28 +30,22 @@ loopback a round trip costs ~0.35 ms, and the transaction it replaces took six
 (resends, corrections, conflicts) are then decided as described above, in a
 transaction of their own.
 
-The relay side (:meth:`Store.relay_session`) holds the schema's publishing lock
-on one connection, reads a batch of unsent rows, and marks it sent with the
-statement that reads the next batch, once the broker has acknowledged it: if
-the process dies in between, the rows are still unsent and are published again
-on restart (at-least-once; consumers deduplicate by ``event_id``).
-
-Why one file over ~500 lines: the group commit's statements and the code that
-fills their array parameters must agree column by column (``_columns``,
-``_request_params``, ``_report_params``), so they are read together; the relay
-side is due to leave for the shared outbox (``services/common/outbox.py``).
+The outbox is published by the shared relay (:mod:`services.common.outbox`,
+configured by :data:`OUTBOX`): it holds the schema's publishing lock on one
+connection and marks a batch sent only once the broker has acknowledged it, so
+a crash in between publishes the rows again (at-least-once; consumers
+deduplicate by ``event_id``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Final, cast
 from uuid import UUID
 
@@ -59,6 +53,7 @@ import asyncpg
 
 from schemas.envelope import Envelope
 from schemas.topics import route
+from services.common.outbox import OutboxTable
 from services.intake.domain import Decision, ExistingRequest, Kind, decide
 from services.intake.errors import IntakeTablesMissing
 
@@ -66,11 +61,10 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "MAX_GROUP",
+    "OUTBOX",
     "REQUIRED_TABLES",
     "IntakeTablesMissing",
-    "OutboxRow",
     "Recorded",
-    "RelaySession",
     "ReportRow",
     "Store",
     "Write",
@@ -79,20 +73,10 @@ __all__ = [
 REQUIRED_TABLES: Final = ("intake_requests", "outbox", "report_status")
 """Created by migration 0002_intake (``sonae db migrate`` / ``sonae up``)."""
 
-# pg_try_advisory_lock(classid, objid): one relay per schema publishes at a time,
-# so the outbox's id order (and thus per-key order) reaches Kafka intact.
-_RELAY_LOCK_CLASS: Final = 0x534E4145  # "SNAE"
-# Marks the rows published last ($2) and reads up to $1 unsent ones. Both parts see
-# the statement's snapshot, in which the rows being marked are still unsent: hence
-# the exclusion.
-_NEXT_BATCH: Final = """
-with marked as (
-    update outbox set sent_at = now() where id = any($2::bigint[])
-)
-select id, topic, key, value, event_id from outbox
-where sent_at is null and id <> all($2::bigint[])
-order by id limit $1
-"""
+OUTBOX: Final = OutboxTable(table="outbox", channel="sonae_outbox",
+                            lock_class=0x534E4145)  # "SNAE"
+"""Intake's outbox for the shared relay: one relay per schema publishes it at a time,
+so the outbox's id order (and thus per-key order) reaches Kafka intact."""
 _MAX_ATTEMPTS: Final = 3
 MAX_GROUP: Final = 500
 """Most writes in one group transaction (bounds its size and the locks it holds)."""
@@ -246,17 +230,6 @@ class Recorded:
 
 
 @dataclass(frozen=True)
-class OutboxRow:
-    """An event waiting for the relay."""
-
-    id: int
-    topic: str
-    key: bytes | None
-    value: bytes
-    event_id: UUID
-
-
-@dataclass(frozen=True)
 class _Prepared:
     """A write with what the database needs of it already encoded."""
 
@@ -297,36 +270,6 @@ def _loads(value: Any) -> Any:
     # asyncpg hands jsonb back as text unless a codec is installed; the pool may
     # come from elsewhere (tests, main), so decode here rather than assume one.
     return json.loads(value) if isinstance(value, str | bytes) else value
-
-
-class RelaySession:
-    """The relay's hold on the outbox: one connection that has the publishing lock.
-
-    Each :meth:`next_batch` is one autocommitted statement that marks the batch
-    published last sent and reads the next unsent rows, so a relay cycle costs one
-    round trip to PostgreSQL beside the broker's acknowledgement. A batch is only
-    marked after :meth:`published`: rows whose publishing failed stay unsent.
-    """
-
-    def __init__(self, conn: asyncpg.Connection) -> None:
-        self.conn = conn
-        self._unmarked: list[int] = []
-
-    async def next_batch(self, limit: int) -> list[OutboxRow]:
-        """Mark the last published batch sent; return up to ``limit`` unsent rows, in id order."""
-        rows = await self.conn.fetch(_NEXT_BATCH, limit, self._unmarked)
-        self._unmarked = []
-        return [OutboxRow(r["id"], r["topic"], r["key"], r["value"], r["event_id"])
-                for r in rows]
-
-    def published(self, batch: Sequence[OutboxRow]) -> None:
-        """The broker acknowledged every row of ``batch``: mark it with the next statement."""
-        self._unmarked = [row.id for row in batch]
-
-    async def mark(self) -> None:
-        """Mark the last published batch sent now (before the session ends)."""
-        if self._unmarked:
-            await self.next_batch(0)
 
 
 class Store:
@@ -630,33 +573,3 @@ class Store:
         async with self.pool.acquire() as conn:
             count: int = await conn.fetchval("select count(*) from outbox where sent_at is null")
         return count
-
-    # --- the relay's side -------------------------------------------------------------
-
-    @contextlib.asynccontextmanager
-    async def relay_session(self) -> AsyncIterator[RelaySession | None]:
-        """A connection holding this schema's publishing lock; ``None`` if another relay has it.
-
-        The lock is a session advisory lock: it is held while the connection is, and
-        PostgreSQL releases it when the connection ends, however it ends (the pool's
-        reset also releases it when the session is returned).
-        """
-        async with self.pool.acquire() as conn:
-            if not await conn.fetchval(
-                "select pg_try_advisory_lock($1, hashtext(current_schema()))", _RELAY_LOCK_CLASS
-            ):
-                yield None
-                return
-            # A mark lost in a server crash only means the rows are published again,
-            # which consumers absorb (they deduplicate by event_id): not worth an fsync.
-            await conn.execute("set synchronous_commit = off")
-            yield RelaySession(conn)
-
-    async def forget_sent(self, older_than: timedelta) -> int:
-        """Delete rows published longer ago than ``older_than`` (the event store keeps events)."""
-        async with self.pool.acquire() as conn:
-            status: str = await conn.execute(
-                "delete from outbox where sent_at is not null and sent_at < now() - $1::interval",
-                older_than,
-            )
-        return int(status.split()[-1])

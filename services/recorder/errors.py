@@ -11,7 +11,7 @@ class RecorderError(RuntimeError):
     """Base of every error the recorder, export and rehydrate raise on purpose."""
 
 
-class StoreNotReady(RecorderError):
+class RecorderTablesMissing(RecorderError):
     """The event store's tables are missing: the database was never migrated."""
 
 

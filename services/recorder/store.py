@@ -57,7 +57,7 @@ from services.recorder.domain import (
     Recorded,
     report_submission,
 )
-from services.recorder.errors import BatchRejected, StoreNotReady, StoreUnavailable
+from services.recorder.errors import BatchRejected, RecorderTablesMissing, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +167,7 @@ def _translate(exc: Exception) -> Exception:
     if _rejects_data(exc):
         return BatchRejected(f"{type(exc).__name__}: {exc}")
     if isinstance(exc, asyncpg.UndefinedTableError):
-        return StoreNotReady(f"{exc}: run `sonae db migrate`")
+        return RecorderTablesMissing(f"{exc}: run `sonae db migrate`")
     return exc
 
 
@@ -184,7 +184,7 @@ class EventStore:
         self._pool = pool
 
     async def check_ready(self) -> None:
-        """Raise StoreNotReady naming the missing tables unless the schema is migrated."""
+        """Raise RecorderTablesMissing naming the missing tables unless the schema is migrated."""
         async with self._pool.acquire() as conn:
             found = await conn.fetchrow(
                 "select " + ", ".join(f"to_regclass('{t}') is not null as {t}"
@@ -192,7 +192,7 @@ class EventStore:
             )
         missing = [t for t in REQUIRED_TABLES if found is None or not found[t]]
         if missing:
-            raise StoreNotReady(
+            raise RecorderTablesMissing(
                 f"the event store tables {', '.join(missing)} are missing: run `sonae db migrate`"
             )
         async with self._pool.acquire() as conn:
@@ -202,7 +202,7 @@ class EventStore:
                     "and attnum > 0 and not attisdropped order by attnum", projection.table)]
                 expected = ["namespace", *_row_columns(projection), "updated_at"]
                 if actual != expected:
-                    raise StoreNotReady(
+                    raise RecorderTablesMissing(
                         f"{projection.table} has columns {actual}, this recorder writes "
                         f"{expected}: the database and the code are from different versions")
 

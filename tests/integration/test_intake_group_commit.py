@@ -10,14 +10,12 @@ from typing import Any
 import asyncpg
 import pytest
 
-from infra.db.migrate import migrate
-from schemas.envelope import new_event
-from schemas.hazards import GaugeReading
 from schemas.region import load_region
 from services.common.auth import Principal, Role
-from services.intake.domain import Decision, Kind
+from services.intake.domain import Decision
 from services.intake.service import Intake
-from services.intake.store import Recorded, Store, Write
+from services.intake.store import Recorded
+from tests.support import gauge_write, store_for
 
 pytestmark = pytest.mark.integration
 
@@ -33,12 +31,6 @@ def report(client_id: str, **overrides: Any) -> dict[str, Any]:
             "location": KANDA, "description": "煙が見える", **overrides}
 
 
-async def store_for(pool: asyncpg.Pool, namespace: str) -> Store:
-    async with pool.acquire() as conn:
-        await migrate(conn)
-    return Store(pool, namespace)
-
-
 async def transactions(pool: asyncpg.Pool, event_ids: list[uuid.UUID]) -> int:
     """How many transactions wrote these outbox rows (xmin: the writing transaction)."""
     async with pool.acquire() as conn:
@@ -46,17 +38,6 @@ async def transactions(pool: asyncpg.Pool, event_ids: list[uuid.UUID]) -> int:
             "select count(distinct xmin::text) from outbox where event_id = any($1::uuid[])",
             event_ids)
     return count
-
-
-def gauge_write(client_id: str | None, event: Any = None) -> Write:
-    """A one-event hazard write (the store's own input, no HTTP or validation)."""
-    now = datetime.now(UTC)
-    event = event or new_event(GaugeReading, {"gauge_id": "g-1", "level_m": 1.5,
-                                              "observed_at": now},
-                               occurred_at=now, source="test")
-    return Write(kind=Kind.HAZARD, scope="gauges", client_id=client_id,
-                 body_hash=f"hazard:{event.event_id}", status_code=202,
-                 response={"event_id": str(event.event_id)}, events=(event,))
 
 
 async def test_concurrent_submissions_share_commits_and_keep_their_answers(

@@ -20,7 +20,7 @@ from schemas.examples import example
 from schemas.reports import ReportRejected, ReportSubmitted
 from schemas.topics import qualified
 from services.recorder.consumer import group_id, recorded_topics
-from services.recorder.errors import StoreNotReady
+from services.recorder.errors import RecorderTablesMissing
 from services.recorder.main import serve
 from tests.support import produce_events, wait_for
 from tests.support.recorder import (
@@ -261,5 +261,5 @@ async def test_recorder_refuses_to_start_on_an_unmigrated_database(
 ) -> None:
     """Without the event store tables the recorder stops at once and says to migrate."""
     settings = recorder_settings(kafka_bootstrap, schema_dsn(database_url, db_schema), namespace)
-    with pytest.raises(StoreNotReady, match="sonae db migrate"):
+    with pytest.raises(RecorderTablesMissing, match="sonae db migrate"):
         await asyncio.wait_for(serve(settings, asyncio.Event()), 20)

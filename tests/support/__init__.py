@@ -10,7 +10,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar, overload
 
 import aiohttp
@@ -25,18 +25,20 @@ from infra.kafka import clients
 from infra.kafka.compat import end_offsets
 from infra.settings import Settings, load_settings
 from infra.topics import ensure_topics
-from schemas.envelope import Envelope
+from schemas.envelope import Envelope, new_event
 from schemas.events import Event, decode_event
+from schemas.hazards import GaugeReading
 from schemas.region import load_region
 from schemas.topics import qualified, split_qualified
 from services.common.auth import Role, issue_token
 from services.common.bus import Publisher
+from services.intake.domain import Kind
 from services.intake.http import build_app
 from services.intake.metrics import IntakeMetrics
 from services.intake.ratelimit import RateLimiter
 from services.intake.relay import Relay
 from services.intake.service import Intake
-from services.intake.store import Store
+from services.intake.store import Store, Write
 
 T = TypeVar("T")
 
@@ -242,3 +244,21 @@ async def start_intake(settings: Settings, pool: asyncpg.Pool,
         await session.close()
         await asyncio.wait_for(relay_task, 10)
         await runner.cleanup()
+
+
+async def store_for(pool: asyncpg.Pool, namespace: str) -> Store:
+    """Intake's store over ``pool`` (the test's schema), migrations applied."""
+    async with pool.acquire() as conn:
+        await migrate(conn)
+    return Store(pool, namespace)
+
+
+def gauge_write(client_id: str | None, event: Any = None) -> Write:
+    """A one-event hazard write (the store's own input, no HTTP or validation)."""
+    now = datetime.now(UTC)
+    event = event or new_event(GaugeReading, {"gauge_id": "g-1", "level_m": 1.5,
+                                              "observed_at": now},
+                               occurred_at=now, source="test")
+    return Write(kind=Kind.HAZARD, scope="gauges", client_id=client_id,
+                 body_hash=f"hazard:{event.event_id}", status_code=202,
+                 response={"event_id": str(event.event_id)}, events=(event,))
