@@ -34,14 +34,13 @@ from schemas.envelope import Envelope
 from schemas.events import decode_event
 from schemas.topics import qualified
 from services.broadcaster.channels import DELIVERY_ID_HEADER
-from tests.integration.test_broadcaster import (
+from tests.support import produce_events, schema_dsn, wait_for
+from tests.support.broadcaster import (
     SECRET,
     migrated,
     order_events,
     receiver,
-    schema_dsn,
 )
-from tests.support import produce_events, wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -35,7 +35,7 @@ from services.recorder.errors import BrokerNotEmpty
 from services.recorder.export import Window, export_window
 from services.recorder.rehydrate import is_broker_empty, rehydrate, rehydrate_if_empty
 from services.recorder.store import EventStore
-from tests.support import produce_events, wait_for
+from tests.support import produce_events, schema_dsn, wait_for
 from tests.support.recorder import (
     at,
     caught_up,
@@ -43,7 +43,6 @@ from tests.support.recorder import (
     mixed_events,
     recorder_settings,
     running_recorder,
-    schema_dsn,
     stored_count,
 )
 

@@ -22,7 +22,7 @@ from schemas.topics import qualified
 from services.recorder.consumer import group_id, recorded_topics
 from services.recorder.errors import RecorderTablesMissing
 from services.recorder.main import serve
-from tests.support import produce_events, wait_for
+from tests.support import produce_events, schema_dsn, wait_for
 from tests.support.recorder import (
     at,
     caught_up,
@@ -32,7 +32,6 @@ from tests.support.recorder import (
     recorder_settings,
     report_pair,
     running_recorder,
-    schema_dsn,
     stored_count,
     stored_ids,
 )

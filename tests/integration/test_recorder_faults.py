@@ -21,12 +21,11 @@ from infra.embedded.processes import free_port, spawn, stop_group
 from infra.settings import Settings
 from infra.topics import ensure_topics
 from schemas.events import Event
-from tests.support import produce_events, wait_for
+from tests.support import produce_events, schema_dsn, wait_for
 from tests.support.recorder import (
     migrate_pool,
     mixed_events,
     recorder_settings,
-    schema_dsn,
 )
 
 pytestmark = pytest.mark.integration

@@ -71,6 +71,11 @@ async def wait_for(
         await asyncio.sleep(interval)
 
 
+def schema_dsn(database_url: str, schema: str) -> str:
+    """A DSN whose sessions use ``schema`` (asyncpg passes unknown query keys as settings)."""
+    return f"{database_url}?search_path={schema}"
+
+
 async def produce_events(bootstrap: str, namespace: str, events: Iterable[Envelope]) -> int:
     """Produce typed events to their catalogue topics in ``namespace`` (acks=all)."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")

@@ -73,11 +73,6 @@ def mixed_events(n: int, tag: str) -> list[Event]:
     return out[:n]
 
 
-def schema_dsn(database_url: str, schema: str) -> str:
-    """A DSN whose sessions use ``schema`` (asyncpg sends unknown query keys as settings)."""
-    return f"{database_url}?search_path={schema}"
-
-
 def recorder_settings(bootstrap: str, database_url: str, namespace: str) -> Settings:
     return load_settings(kafka_bootstrap=bootstrap, database_url=database_url,
                          namespace=namespace)
