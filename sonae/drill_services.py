@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +53,8 @@ def drill_settings(base: Settings, namespace: str) -> Settings:
         "namespace": namespace,
         "data_dir": base.data_dir / "drills" / namespace,
         "intake_url": f"http://{host}:{ports['intake_port']}",
+        # When the live stack writes CAP files, the drill writes its own, apart.
+        "cap_dir": base.data_dir / "drills" / namespace / "cap" if base.cap_dir else None,
         **ports,
     })
 
@@ -91,11 +92,7 @@ class DrillServices:
 
 def _specs(settings: Settings, names: Iterable[str] | None) -> list[ProcessSpec]:
     wanted = None if names is None else set(names)
-    extra: dict[str, str] = {}
-    if os.environ.get("SONAE_CAP_DIR"):
-        extra["SONAE_CAP_DIR"] = str(settings.data_dir / "cap")
-    return [ProcessSpec(spec.name, spec.argv, env={**spec.env, **extra})
-            for spec in service_process_specs(settings)
+    return [spec for spec in service_process_specs(settings)
             if wanted is None or spec.name in wanted]
 
 

@@ -20,8 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,16 +53,13 @@ from services.broadcaster.errors import BroadcasterError
 from services.broadcaster.feed import CapFeedStore
 from services.broadcaster.http import FeedInfo, make_app
 from services.broadcaster.templates import Composer, load_templates
-from services.broadcaster.webhooks import WebhookConfig, webhooks_from_env
+from services.broadcaster.webhooks import WebhookConfig, webhooks_for
 from services.common.bus import Publisher
 from services.common.runtime import run_service
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CAP_BASE_URL_ENV", "CAP_DIR_ENV", "Options", "main", "serve"]
-
-CAP_BASE_URL_ENV = "SONAE_CAP_BASE_URL"
-CAP_DIR_ENV = "SONAE_CAP_DIR"
+__all__ = ["Options", "main", "serve"]
 
 
 @dataclass(frozen=True)
@@ -72,7 +67,7 @@ class Options:
     """What tests (and the environment) can change beyond Settings."""
 
     webhooks: WebhookConfig | None = None
-    """Subscribers; None reads ``SONAE_WEBHOOKS_FILE``."""
+    """Subscribers; None reads the settings' webhook file (``SONAE_WEBHOOKS_FILE``)."""
     dispatch: DispatchConfig | None = None
     """Worker tuning; None takes the webhook file's [retry] and defaults."""
     feeds_live: bool | None = None
@@ -82,13 +77,10 @@ class Options:
     consumer: ConsumerConfig | None = None
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Options:
-        """Options from ``SONAE_WEBHOOKS_FILE``, ``SONAE_CAP_DIR`` and ``SONAE_CAP_BASE_URL``."""
-        env = os.environ if environ is None else environ
-        directory = env.get(CAP_DIR_ENV, "").strip()
-        base = env.get(CAP_BASE_URL_ENV, "").strip()
-        return cls(webhooks=webhooks_from_env(env), cap_dir=Path(directory) if directory else None,
-                   cap_base_url=base or None)
+    def from_settings(cls, settings: Settings) -> Options:
+        """Options from the settings' webhook file, CAP directory and CAP base URL."""
+        return cls(webhooks=webhooks_for(settings.webhooks_file), cap_dir=settings.cap_dir,
+                   cap_base_url=settings.cap_base_url)
 
 
 async def _connect(dsn: str, stop: asyncio.Event) -> asyncpg.Pool | None:
@@ -107,7 +99,7 @@ async def _connect(dsn: str, stop: asyncio.Event) -> asyncpg.Pool | None:
 
 async def serve(settings: Settings, stop: asyncio.Event, *, options: Options | None = None) -> None:
     """Run the broadcaster for the settings' namespace until ``stop`` is set."""
-    options = options if options is not None else Options.from_env()
+    options = options if options is not None else Options.from_settings(settings)
     namespace = settings.namespace
     region = load_region(settings.region)
     templates = load_templates(settings.region)
@@ -115,7 +107,8 @@ async def serve(settings: Settings, stop: asyncio.Event, *, options: Options | N
     if pending:
         log.warning("message wording in %s awaits review by the ward's translators",
                     ", ".join(pending))
-    webhooks = options.webhooks if options.webhooks is not None else webhooks_from_env()
+    webhooks = (options.webhooks if options.webhooks is not None
+                else webhooks_for(settings.webhooks_file))
     # A claim must outlive one attempt (the slowest subscriber's timeout), and no more:
     # after a crash, the lease is how long an interrupted delivery waits to be retried.
     slowest = max((sub.timeout for sub in webhooks.subscribers), default=2.0)
@@ -195,7 +188,7 @@ async def serve(settings: Settings, stop: asyncio.Event, *, options: Options | N
 def main(settings: Settings) -> None:
     """Run the broadcaster process until SIGTERM (blocking)."""
     try:
-        options = Options.from_env()
+        options = Options.from_settings(settings)
         run_service(lambda s, stop: serve(s, stop, options=options), settings)
     except (BroadcasterError, RegionPackError) as exc:
         raise SystemExit(f"broadcaster: {exc}") from None

@@ -38,7 +38,7 @@ from schemas.common import SLUG_PATTERN
 from services.broadcaster.channels import WebhookSubscriber
 from services.broadcaster.errors import WebhookConfigError
 
-__all__ = ["WEBHOOKS_ENV", "RetrySettings", "WebhookConfig", "load_webhooks", "webhooks_from_env"]
+__all__ = ["WEBHOOKS_ENV", "RetrySettings", "WebhookConfig", "load_webhooks", "webhooks_for"]
 
 WEBHOOKS_ENV: Final = "SONAE_WEBHOOKS_FILE"
 
@@ -130,10 +130,10 @@ def load_webhooks(path: Path, environ: Mapping[str, str] | None = None) -> Webho
     return WebhookConfig(retry=parsed.retry, subscribers=tuple(subscribers))
 
 
-def webhooks_from_env(environ: Mapping[str, str] | None = None) -> WebhookConfig:
-    """The configuration named by ``SONAE_WEBHOOKS_FILE``; none when the variable is unset."""
-    env = os.environ if environ is None else environ
-    value = env.get(WEBHOOKS_ENV, "").strip()
-    if not value:
-        return WebhookConfig()
-    return load_webhooks(Path(value), env)
+def webhooks_for(path: Path | None, environ: Mapping[str, str] | None = None) -> WebhookConfig:
+    """The configuration in the file ``SONAE_WEBHOOKS_FILE`` names; none when it is unset.
+
+    ``environ`` is where a subscriber's ``secret_env`` is looked up (default: the process
+    environment): secrets are named by the file, not by Sonae's settings.
+    """
+    return WebhookConfig() if path is None else load_webhooks(path, environ)

@@ -40,9 +40,8 @@ from services.broadcaster.errors import DrillRefused, WebhookConfigError
 from services.broadcaster.feed import CapFeedStore
 from services.broadcaster.main import Options
 from services.broadcaster.webhooks import (
-    WEBHOOKS_ENV,
     WebhookConfig,
-    webhooks_from_env,
+    webhooks_for,
 )
 from tests.support import consume_events, produce_events, wait_for
 from tests.support.broadcaster import (
@@ -442,20 +441,20 @@ def test_webhook_file_is_read_and_bad_files_name_the_variable(tmp_path: Path) ->
         '[retry]\nmax_attempts = 3\n\n[[subscribers]]\nname = "city-app"\n'
         'url = "https://push.example.org/sonae"\nsecret_env = "HOOK_SECRET"\n'
         'languages = ["ja", "en"]\nlive = false\n', encoding="utf-8")
-    config = webhooks_from_env({WEBHOOKS_ENV: str(good), "HOOK_SECRET": "s" * 40})
+    config = webhooks_for(good, {"HOOK_SECRET": "s" * 40})
     (sub,) = config.subscribers
     assert (sub.name, sub.languages, sub.live, config.retry.max_attempts) == (
         "city-app", ("ja", "en"), False, 3)
-    assert webhooks_from_env({}).subscribers == ()
+    assert webhooks_for(None).subscribers == ()
     with pytest.raises(WebhookConfigError, match=r"SONAE_WEBHOOKS_FILE=.*HOOK_SECRET"):
-        webhooks_from_env({WEBHOOKS_ENV: str(good)})
+        webhooks_for(good, {})
     bad = tmp_path / "bad.toml"
     bad.write_text('[[subscribers]]\nname = "Bad Name"\nurl = "ftp://x"\nsecret = "short"\n',
                    encoding="utf-8")
     with pytest.raises(WebhookConfigError, match=r"SONAE_WEBHOOKS_FILE=.*subscribers\.0\."):
-        webhooks_from_env({WEBHOOKS_ENV: str(bad)})
+        webhooks_for(bad, {})
     with pytest.raises(WebhookConfigError, match="does not exist"):
-        webhooks_from_env({WEBHOOKS_ENV: str(tmp_path / "missing.toml")})
+        webhooks_for(tmp_path / "missing.toml", {})
 
 
 def test_signature_covers_timestamp_and_body() -> None:
