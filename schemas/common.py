@@ -277,3 +277,16 @@ class Problem(ContractModel):
 def dotted(loc: Sequence[int | str]) -> str:
     """Render a pydantic error location as a dotted path (``payload.area_ids.0``)."""
     return ".".join(str(part) for part in loc)
+
+
+class NonFiniteNumber(ValueError):
+    """A JSON document holds ``NaN`` or ``Infinity``: not JSON, and never a finite value."""
+
+
+def refuse_non_finite(name: str) -> Any:
+    """``json.loads(..., parse_constant=refuse_non_finite)``: refuse NaN and ±Infinity.
+
+    Python's json module accepts them by default; a number field must not silently
+    become non-finite, so every JSON Sonae reads goes through this.
+    """
+    raise NonFiniteNumber(f"{name} is not valid JSON")

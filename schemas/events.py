@@ -29,7 +29,7 @@ from schemas.broadcasts import (
     BroadcastPublished,
     BroadcastRequested,
 )
-from schemas.common import dotted
+from schemas.common import NonFiniteNumber, dotted, refuse_non_finite
 from schemas.envelope import Envelope
 from schemas.errors import FieldProblem, InvalidEvent, MalformedEvent, UnknownEventType
 from schemas.evacuation import (
@@ -133,8 +133,8 @@ def _document(raw: bytes | bytearray | str | Mapping[str, Any]) -> dict[str, Any
     try:
         # parse_constant refuses NaN/Infinity: they are not JSON, and a number
         # field must not silently become non-finite.
-        parsed = json.loads(raw, parse_constant=_refuse_constant)
-    except (UnicodeDecodeError, json.JSONDecodeError, _NonFinite) as e:
+        parsed = json.loads(raw, parse_constant=refuse_non_finite)
+    except (UnicodeDecodeError, json.JSONDecodeError, NonFiniteNumber) as e:
         raise MalformedEvent(f"not valid JSON: {e}") from e
     except RecursionError as e:
         raise MalformedEvent("JSON nested too deeply") from e
@@ -142,13 +142,6 @@ def _document(raw: bytes | bytearray | str | Mapping[str, Any]) -> dict[str, Any
         raise MalformedEvent(f"expected a JSON object, got {type(parsed).__name__}")
     return parsed
 
-
-class _NonFinite(ValueError):
-    pass
-
-
-def _refuse_constant(name: str) -> Any:
-    raise _NonFinite(f"{name} is not valid JSON")
 
 
 def decode_event(raw: bytes | bytearray | str | Mapping[str, Any]) -> Event:

@@ -41,8 +41,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from functools import cache
-from importlib import resources
 from types import MappingProxyType
 from typing import Any, Final
 from uuid import UUID
@@ -52,6 +50,7 @@ import shapely
 from lxml import etree
 from shapely.geometry import Polygon
 
+from schemas.cap import cap_schema
 from schemas.hazards import Hazard
 from schemas.region import LANGUAGES, Language, Region
 from schemas.region.model import MultiPolygonGeometry, PolygonGeometry
@@ -297,19 +296,11 @@ def _ring_text(points: Iterable[tuple[float, float]]) -> str:
 # --- validation ---------------------------------------------------------------------------
 
 
-@cache
-def _schema() -> Any:
-    xsd = resources.files("schemas.cap").joinpath("CAP-v1.2.xsd").read_bytes()
-    # The schema is our own package data; still, never fetch anything it names.
-    parser = etree.XMLParser(resolve_entities=False, no_network=True)
-    return etree.XMLSchema(etree.fromstring(xsd, parser))
-
-
 class CapValidator:
     """Validates CAP documents against the OASIS CAP 1.2 schema (loaded once)."""
 
     def __init__(self) -> None:
-        self._schema = _schema()
+        self._schema = cap_schema()
 
     def check(self, document: bytes | Any) -> None:
         """Raise :class:`CapInvalid` naming the first schema error; return if valid."""

@@ -46,8 +46,6 @@ import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from functools import cache
-from importlib import resources
 from types import MappingProxyType
 from typing import Any, Final
 
@@ -57,9 +55,11 @@ from lxml import etree
 from pydantic import ValidationError
 from shapely.geometry import Point, Polygon, shape
 
+from schemas.cap import cap_schema
 from schemas.envelope import derive_id
 from schemas.hazards import Hazard, HazardWarningPayload, WarningAction, WarningSource
 from schemas.region import Region
+from schemas.xml import hardened_parser
 from services.intake.errors import FieldError, InvalidInput, MalformedInput
 from services.intake.parsing import field_errors
 
@@ -73,7 +73,6 @@ __all__ = [
     "KindRule",
     "MappedAlert",
     "RegionAreas",
-    "cap_schema",
     "level_from",
     "map_alert",
     "read_alert",
@@ -91,31 +90,11 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 # --- parsing and validation -------------------------------------------------------
 
 
-def _parser() -> etree.XMLParser:
-    # A new parser per document: lxml parsers keep state and are cheap to make.
-    return etree.XMLParser(
-        resolve_entities=False,
-        no_network=True,
-        load_dtd=False,
-        dtd_validation=False,
-        huge_tree=False,
-        remove_comments=True,
-        remove_pis=True,
-    )
-
-
-@cache
-def cap_schema() -> etree.XMLSchema:
-    """The OASIS CAP 1.2 schema (read once, on first use)."""
-    xsd = resources.files("schemas.cap").joinpath("CAP-v1.2.xsd").read_bytes()
-    return etree.XMLSchema(etree.fromstring(xsd, _parser()))
-
-
 def _parse(data: bytes) -> Any:
     if not data.strip():
         raise MalformedInput("the body is empty; expected a CAP 1.2 <alert> document")
     try:
-        root = etree.fromstring(data, _parser())
+        root = etree.fromstring(data, hardened_parser())
     except etree.XMLSyntaxError as e:
         raise MalformedInput(f"the body is not well-formed XML: {e}") from None
     docinfo = root.getroottree().docinfo

@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from schemas.common import Problem
+from schemas.common import NonFiniteNumber, Problem, refuse_non_finite
 from services.intake.errors import FieldError, MalformedInput
 
 __all__ = ["check_client_id", "field_errors", "parse_json", "pointer", "to_problems"]
@@ -32,9 +32,6 @@ class _DuplicateKey(ValueError):
     pass
 
 
-class _NonFinite(ValueError):
-    pass
-
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
@@ -44,9 +41,6 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         out[key] = value
     return out
 
-
-def _refuse_constant(name: str) -> Any:
-    raise _NonFinite(f"{name} is not valid JSON")
 
 
 def parse_json(body: bytes) -> Any:
@@ -59,7 +53,7 @@ def parse_json(body: bytes) -> Any:
     try:
         text = body.decode("utf-8")
         document = json.loads(
-            text, parse_constant=_refuse_constant, object_pairs_hook=_no_duplicates
+            text, parse_constant=refuse_non_finite, object_pairs_hook=_no_duplicates
         )
         # Lone surrogates ("\ud800") survive json.loads but not UTF-8 encoding,
         # which every later step (events, PostgreSQL) needs.
@@ -71,7 +65,7 @@ def parse_json(body: bytes) -> Any:
     except json.JSONDecodeError as e:
         raise MalformedInput(f"the body is not valid JSON: {e.msg} at line {e.lineno} "
                              f"column {e.colno}") from e
-    except (_DuplicateKey, _NonFinite) as e:
+    except (_DuplicateKey, NonFiniteNumber) as e:
         raise MalformedInput(f"the body is not acceptable JSON: {e}") from e
     except RecursionError as e:
         raise MalformedInput("the body's JSON is nested too deeply") from e
