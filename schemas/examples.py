@@ -7,6 +7,10 @@ an order and its broadcast. Ids are the region pack's (``kanda-koen``,
 reproducible. Tests and services reuse these (``example("report.submitted")``)
 instead of inventing fixtures; use ``model_copy(update=...)`` or
 :func:`schemas.envelope.new_event` to vary them.
+
+Why one file over ~500 lines: the examples are one story whose events name each
+other (causation, correlation, the recommendation an approval answers, the order a
+broadcast is for), so they are built in one function, in story order.
 """
 
 from __future__ import annotations

@@ -23,6 +23,10 @@ text and the **full** text (description, instruction, sender), plus the CAP
 - **Place names** come from the region pack's four-language names; unknown
   district ids are an error (the message could not say where), unknown shelter
   ids are left out of the list and reported in :attr:`Composed.warnings`.
+
+Why one file over ~500 lines: the template file's model checks which
+placeholders each field may use, and the composer fills exactly those; kept
+together, a placeholder added to one cannot be missed by the other.
 """
 
 from __future__ import annotations

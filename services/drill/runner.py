@@ -23,6 +23,11 @@ never sooner after it than the recorded delay divided by the speed.
 
 **Stopping**: setting ``stop`` ends the replay after the event being sent;
 what was sent is acknowledged, and the result says how far it got.
+
+Why one file over ~500 lines: the sequencer, the per-partition batches and the
+three send paths (synchronised, bulk, HQ commands) all keep one
+:class:`ReplayResult` and one ordering argument (above); split apart, the
+argument would be spread over modules that only make sense together.
 """
 
 from __future__ import annotations

@@ -35,6 +35,10 @@ configured by :data:`OUTBOX`): it holds the schema's publishing lock on one
 connection and marks a batch sent only once the broker has acknowledged it, so
 a crash in between publishes the rows again (at-least-once; consumers
 deduplicate by ``event_id``).
+
+Why one file over ~500 lines: the group commit's statements and the code that
+fills their array parameters must agree column by column (``_columns``,
+``_request_params``, ``_report_params``), so they are read together.
 """
 
 from __future__ import annotations
