@@ -146,3 +146,29 @@ def test_every_sonae_variable_is_a_settings_field_in_the_readme() -> None:
                               path.read_text(encoding="utf-8"))
     ]
     assert around == []
+
+
+def test_no_two_exception_classes_share_a_name() -> None:
+    """An error's name says which package raised it: no name is defined in two packages."""
+    classes: list[tuple[str, str, set[str]]] = []  # (module, class, names of its bases)
+    for package in ("schemas", "infra", "services", "sonae"):
+        for module, path in modules(package):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.ClassDef):
+                    bases = {b.id if isinstance(b, ast.Name) else getattr(b, "attr", "")
+                             for b in node.bases}
+                    classes.append((module, node.name, bases))
+    # Exceptions: derived from a built-in *Error/Exception, or from another exception here.
+    errors = {"Exception", "BaseException"}
+    changed = True
+    while changed:
+        found = {name for _, name, bases in classes
+                 if any(b in errors or b.endswith(("Error", "Exception")) for b in bases)}
+        changed = not found <= errors
+        errors |= found
+    where: dict[str, set[str]] = {}
+    for module, name, _ in classes:
+        if name in errors:
+            where.setdefault(name, set()).add(module.split(".")[0] if module.startswith(
+                ("schemas", "infra", "sonae")) else ".".join(module.split(".")[:2]))
+    assert {name: sorted(p) for name, p in where.items() if len(p) > 1} == {}
