@@ -65,15 +65,17 @@ from services.shelter_tracker.domain import (
     Outcome,
     ShelterPackSection,
     ShelterSite,
-    ShelterTrackerError,
     ShelterUpdate,
-    ShelterUpdateRejected,
     Thresholds,
     Tracked,
-    UnknownShelter,
     decide,
     decide_area,
     shelter_sites,
+)
+from services.shelter_tracker.errors import (
+    ShelterNotRegistered,
+    ShelterTrackerError,
+    ShelterUpdateRejected,
 )
 
 __all__ = [
@@ -249,7 +251,7 @@ class ShelterTracker:
         try:
             return self.sites[shelter_id]
         except KeyError:
-            raise UnknownShelter(
+            raise ShelterNotRegistered(
                 f"no shelter {shelter_id!r} in region {self.region.id!r}") from None
 
     def _read_update(self, message: Message) -> tuple[ShelterUpdate, ShelterSite]:
