@@ -48,6 +48,7 @@ from services.broadcaster.channels import Outgoing
 from services.broadcaster.domain import SOURCE, Plan, meta_json
 from services.broadcaster.errors import BroadcasterTablesMissing
 from services.common.retry import TRANSIENT_DB
+from services.common.tables import require_tables
 
 __all__ = [
     "TRANSIENT_DB_ERRORS",
@@ -106,11 +107,9 @@ class DeliveryStore:
     async def check_ready(self) -> None:
         """Raise BroadcasterTablesMissing unless every broadcaster table exists."""
         async with self._pool.acquire() as conn:
-            missing = [t for t in _TABLES
-                       if not await conn.fetchval("select to_regclass($1) is not null", t)]
-        if missing:
-            raise BroadcasterTablesMissing(
-                f"missing table(s) {', '.join(missing)}: apply the migrations "
+            await require_tables(
+                conn, _TABLES, BroadcasterTablesMissing,
+                "missing table(s) {tables}: apply the migrations "
                 "(sonae db migrate) before starting the broadcaster")
 
     # --- planning ---

@@ -18,6 +18,7 @@ from schemas.common import Problem, utc_now
 from schemas.deadletter import DeadLetter
 from schemas.envelope import Envelope
 from schemas.topics import qualified, route
+from services.common.deadletter import letter_for
 
 log = logging.getLogger(__name__)
 
@@ -61,17 +62,13 @@ class Publisher:
         problems: tuple[Problem, ...] = (),
     ) -> DeadLetter:
         """Send ``record`` to the namespace's dead-letter topic with the error; return it."""
-        text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
-        letter = DeadLetter.from_record(
-            topic=record.topic, partition=record.partition, offset=record.offset,
-            key=record.key, value=record.value, error=text, service=service,
-            failed_at=utc_now(), problems=problems,
-        )
+        letter = letter_for(record, error, service=service, failed_at=utc_now(),
+                            problems=problems)
         await self._producer.send_and_wait(
             qualified("deadletter", self.namespace),
             letter.model_dump_json().encode("utf-8"),
             key=record.key,
         )
         log.warning("dead-lettered %s[%d]@%d: %s", record.topic, record.partition,
-                    record.offset, text)
+                    record.offset, letter.error)
         return letter

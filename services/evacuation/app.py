@@ -33,16 +33,15 @@ import logging
 from collections.abc import Mapping
 from typing import Any, Final
 
-from faust.types import EventT, StreamT
+from faust.types import StreamT
 
 from infra.kafka.compat import SonaeFaustApp, make_app
 from infra.settings import Settings
-from schemas.common import Problem, utc_now
-from schemas.deadletter import DeadLetter
 from schemas.errors import InvalidEvent, SchemaError
 from schemas.events import Event, decode_event
 from schemas.topics import app_id as faust_app_id
 from schemas.topics import evacuation_input_log, qualified, route
+from services.common.deadletter import FaustDeadLetters
 from services.evacuation.config import EngineConfig
 from services.evacuation.engine import INPUT_TYPES, SOURCE, step
 from services.evacuation.state import DecisionState, changes, encode_entry, unflatten
@@ -113,22 +112,10 @@ def build_app(settings: Settings, config: EngineConfig, **options: Any) -> Sonae
     input_log = app.topic(input_log_topic(namespace), partitions=1, internal=True, **raw)
     outputs = {qualified(name, namespace): app.topic(qualified(name, namespace), **raw)
                for name in OUTPUT_TOPICS}
-    deadletters = app.topic(qualified("deadletter", namespace), **raw)
+    deadletters = FaustDeadLetters(app.topic(qualified("deadletter", namespace), **raw),
+                                   SOURCE)
     # Keys are entry names (str); values JSON documents (the app's default serializer).
     store = _StateStore(app.Table("decision-state", partitions=1, default=None, key_type=str))
-
-    async def dead_letter(event: EventT[Any], error: BaseException) -> None:
-        message = event.message
-        problems = getattr(error, "problems", ())
-        letter = DeadLetter.from_record(
-            topic=message.topic, partition=message.partition, offset=message.offset,
-            key=message.key, value=message.value, error=f"{type(error).__name__}: {error}",
-            service=SOURCE, failed_at=utc_now(),
-            problems=tuple(_problem(p) for p in problems),
-        )
-        await deadletters.send(key=message.key, value=letter.model_dump_json().encode())
-        log.warning("dead-lettered %s[%d]@%d: %s", message.topic, message.partition,
-                    message.offset, error)
 
     @app.agent(sources)
     async def merge(stream: StreamT[bytes]) -> None:
@@ -139,7 +126,7 @@ def build_app(settings: Settings, config: EngineConfig, **options: Any) -> Sonae
             try:
                 decoded = decode_event(value)
             except (InvalidEvent, SchemaError) as e:
-                await dead_letter(event, e)
+                await deadletters.send(event.message, e)
                 continue
             if decoded.type in INPUT_TYPES:
                 # Not awaited one by one: faust flushes the producer before it commits
@@ -156,7 +143,7 @@ def build_app(settings: Settings, config: EngineConfig, **options: Any) -> Sonae
             except Exception as e:  # a bug must not stop every later decision
                 log.exception("cannot decide on %s@%d", event.message.topic,
                               event.message.offset)
-                await dead_letter(event, e)
+                await deadletters.send(event.message, e)
                 continue
             pending = []
             for out in emitted:
@@ -180,11 +167,6 @@ def build_app(settings: Settings, config: EngineConfig, **options: Any) -> Sonae
         store.forget()
 
     return app
-
-
-def _problem(problem: Any) -> Problem:
-    return Problem(code="invalid", field=problem.field[:200] or None,
-                   message=problem.message[:1000] or "invalid")
 
 
 def _log_decision(event: Event) -> None:

@@ -5,6 +5,8 @@
     EvacuationError
     └── CommandRefused      an HQ command that cannot be carried out; ``code`` names the
                             rule (forbidden_role, unknown_order, already_lifted, ...)
+    └── EvacuationStartupError  the process cannot start (a bad region pack or rules file);
+                                also a RuntimeError, as it was before the tree existed
 
 :class:`CommandRefused` never leaves the engine: it becomes one
 ``evacuation.command_rejected`` event with its code and reason, so the
@@ -15,7 +17,7 @@ The rules file and the region pack report their own problems through
 
 from __future__ import annotations
 
-__all__ = ["CommandRefused", "EvacuationError"]
+__all__ = ["CommandRefused", "EvacuationError", "EvacuationStartupError"]
 
 
 class EvacuationError(Exception):
@@ -29,3 +31,7 @@ class CommandRefused(EvacuationError):
         super().__init__(reason)
         self.code = code
         self.reason = reason
+
+
+class EvacuationStartupError(EvacuationError, RuntimeError):
+    """The decision service cannot start; the message says what to fix."""

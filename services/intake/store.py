@@ -58,6 +58,7 @@ import asyncpg
 from schemas.envelope import Envelope
 from schemas.topics import route
 from services.common.outbox import OutboxTable
+from services.common.tables import require_tables
 from services.intake.domain import Decision, ExistingRequest, Kind, decide
 from services.intake.errors import IntakeTablesMissing
 
@@ -290,14 +291,10 @@ class Store:
     async def check_tables(self) -> None:
         """Raise :class:`IntakeTablesMissing` naming what is missing and how to fix it."""
         async with self.pool.acquire() as conn:
-            missing = [t for t in REQUIRED_TABLES
-                       if not await conn.fetchval("select to_regclass($1) is not null", t)]
-            schema = await conn.fetchval("select current_schema()")
-        if missing:
-            raise IntakeTablesMissing(
-                f"intake's tables {', '.join(missing)} are missing from schema {schema!r}: "
-                "apply the migrations first (`sonae db migrate`, or `sonae up`)"
-            )
+            await require_tables(
+                conn, REQUIRED_TABLES, IntakeTablesMissing,
+                "intake's tables {tables} are missing from schema {schema!r}: "
+                "apply the migrations first (`sonae db migrate`, or `sonae up`)")
 
     # --- writes ---------------------------------------------------------------------
 

@@ -34,6 +34,7 @@ from infra.settings import Settings
 from infra.topics import ensure_topics
 from schemas.events import decode_event, encode_event
 from schemas.topics import topics_in
+from services.common.tables import missing_tables
 from services.recorder.errors import BrokerNotEmpty
 
 __all__ = ["is_broker_empty", "rehydrate", "rehydrate_if_empty", "stored_count"]
@@ -44,7 +45,7 @@ _WINDOW = 2000
 
 async def stored_count(conn: asyncpg.Connection, namespace: str) -> int:
     """Events of ``namespace`` in the store (0 when the store was never migrated)."""
-    if not await conn.fetchval("select to_regclass('events') is not null"):
+    if await missing_tables(conn, ("events",)):
         return 0
     count: int = await conn.fetchval("select count(*) from events where namespace = $1",
                                      namespace)

@@ -45,6 +45,7 @@ import asyncpg
 
 from schemas.events import Event, decode_event
 from schemas.reports import ReportAccepted, ReportRejected, ReportSubmitted
+from services.common.tables import require_tables
 from services.recorder.domain import (
     DEAD_LETTER_COLUMNS,
     EVENT_COLUMNS,
@@ -186,16 +187,9 @@ class EventStore:
     async def check_ready(self) -> None:
         """Raise RecorderTablesMissing naming the missing tables unless the schema is migrated."""
         async with self._pool.acquire() as conn:
-            found = await conn.fetchrow(
-                "select " + ", ".join(f"to_regclass('{t}') is not null as {t}"
-                                      for t in REQUIRED_TABLES)
-            )
-        missing = [t for t in REQUIRED_TABLES if found is None or not found[t]]
-        if missing:
-            raise RecorderTablesMissing(
-                f"the event store tables {', '.join(missing)} are missing: run `sonae db migrate`"
-            )
-        async with self._pool.acquire() as conn:
+            await require_tables(
+                conn, REQUIRED_TABLES, RecorderTablesMissing,
+                "the event store tables {tables} are missing: run `sonae db migrate`")
             for projection in PROJECTIONS:
                 actual = [r["attname"] for r in await conn.fetch(
                     "select attname from pg_attribute where attrelid = $1::regclass "

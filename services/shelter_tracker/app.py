@@ -43,7 +43,6 @@ from faust.types import TP, Message, StreamT
 from infra.kafka.compat import SonaeFaustApp, make_app
 from infra.settings import Settings
 from schemas.common import Problem, utc_now
-from schemas.deadletter import DeadLetter
 from schemas.envelope import Envelope
 from schemas.errors import FieldProblem, InvalidEvent, SchemaError
 from schemas.events import Event, decode_event, encode_event
@@ -58,6 +57,7 @@ from schemas.shelters import (
 )
 from schemas.topics import CATALOGUE, check_carries, qualified, route
 from schemas.topics import app_id as faust_app_id
+from services.common.deadletter import FaustDeadLetters
 from services.shelter_tracker.domain import (
     SOURCE,
     AreaTracked,
@@ -65,15 +65,17 @@ from services.shelter_tracker.domain import (
     Outcome,
     ShelterPackSection,
     ShelterSite,
-    ShelterTrackerError,
     ShelterUpdate,
-    ShelterUpdateRejected,
     Thresholds,
     Tracked,
-    UnknownShelter,
     decide,
     decide_area,
     shelter_sites,
+)
+from services.shelter_tracker.errors import (
+    ShelterNotRegistered,
+    ShelterTrackerError,
+    ShelterUpdateRejected,
 )
 
 __all__ = [
@@ -143,7 +145,8 @@ class ShelterTracker:
         self.states = app.topic(qualified("shelters.state", ns), **_RAW)
         self.alerts = app.topic(qualified("shelters.alerts", ns), **_RAW)
         self.summaries = app.topic(qualified("shelters.areas", ns), **_RAW)
-        self.deadletters = app.topic(qualified("deadletter", ns), **_RAW)
+        self.deadletters = FaustDeadLetters(app.topic(qualified("deadletter", ns), **_RAW),
+                                            SERVICE, clock)
         # Keyed by area so that one partition (one worker) sees all of an area's
         # shelters; faust creates internal topics itself.
         self.area_changes = app.topic(f"{app.conf.id}-area-changes", internal=True,
@@ -248,7 +251,7 @@ class ShelterTracker:
         try:
             return self.sites[shelter_id]
         except KeyError:
-            raise UnknownShelter(
+            raise ShelterNotRegistered(
                 f"no shelter {shelter_id!r} in region {self.region.id!r}") from None
 
     def _read_update(self, message: Message) -> tuple[ShelterUpdate, ShelterSite]:
@@ -278,27 +281,11 @@ class ShelterTracker:
         await pending  # the broker's acknowledgement
 
     async def _dead_letter(self, message: Message, error: BaseException) -> None:
-        problems: tuple[Problem, ...] = ()
-        if isinstance(error, InvalidEvent):
-            problems = tuple(
-                Problem(code="invalid", field=p.field[:200] or None, message=p.message[:1000])
-                for p in error.problems[:100]
-            )
-        elif isinstance(error, ShelterUpdateRejected):
-            problems = (Problem(code="rejected", field=error.field,
-                                message=error.message[:1000]),)
-        text = f"{type(error).__name__}: {error}"[:4000] if str(error) \
-            else type(error).__name__
-        letter = DeadLetter.from_record(
-            topic=message.topic, partition=message.partition, offset=message.offset,
-            key=message.key, value=message.value, error=text, service=SERVICE,
-            failed_at=self._clock(), problems=problems,
-        )
-        pending = await self.deadletters.send(
-            key=message.key, value=letter.model_dump_json().encode("utf-8"), force=True)
-        await pending
-        log.warning("dead-lettered %s[%d]@%d: %s", message.topic, message.partition,
-                    message.offset, text)
+        # A rule's refusal names its field; an undecodable event names its own.
+        problems = ((Problem(code="rejected", field=error.field,
+                             message=error.message[:1000]),)
+                    if isinstance(error, ShelterUpdateRejected) else None)
+        await self.deadletters.send(message, error, problems=problems)
 
     def _log_decision(self, update: ShelterUpdate, decision: Decision) -> None:
         changed = decision.state_changed

@@ -57,6 +57,7 @@ from schemas.shelters import (
     ShelterStatus,
     ShelterStatusChanged,
 )
+from services.shelter_tracker.errors import ShelterNotRegistered, ShelterUpdateRejected
 
 __all__ = [
     "DEFAULT_THRESHOLDS",
@@ -68,12 +69,9 @@ __all__ = [
     "Outcome",
     "ShelterPackSection",
     "ShelterSite",
-    "ShelterTrackerError",
     "ShelterUpdate",
-    "ShelterUpdateRejected",
         "Thresholds",
     "Tracked",
-    "UnknownShelter",
     "decide",
     "decide_area",
     "shelter_sites",
@@ -96,26 +94,6 @@ ADMITTING: Final = frozenset({ShelterStatus.OPEN, ShelterStatus.CROWDED, Shelter
 # a burst of more than this many updates with one identical timestamp is not a
 # real shelter's traffic.
 _IDS_AT_LAST_LIMIT: Final = 256
-
-
-# --- errors -------------------------------------------------------------------------
-
-
-class ShelterTrackerError(Exception):
-    """Base of the tracker's errors: the record cannot be applied (it is dead-lettered)."""
-
-
-class UnknownShelter(ShelterTrackerError):
-    """The update names a shelter that is not a shelter of the region pack."""
-
-
-class ShelterUpdateRejected(ShelterTrackerError):
-    """An update's values break a rule; ``field`` names the one at fault."""
-
-    def __init__(self, field: str, message: str) -> None:
-        self.field = field
-        self.message = message
-        super().__init__(f"{field}: {message}")
 
 
 # --- configuration: thresholds ----------------------------------------------------------
@@ -608,7 +586,7 @@ def decide_area(
     """Fold one shelter's new state into its area; publish a summary if it changed."""
     state = change.payload
     if state.shelter_id not in {site.shelter_id for site in sites}:
-        raise UnknownShelter(f"shelter {state.shelter_id!r} is not in this area")
+        raise ShelterNotRegistered(f"shelter {state.shelter_id!r} is not in this area")
     known = tracked.shelters.get(state.shelter_id)
     if known is not None and known.version >= state.version:
         # At-least-once delivery and restarts replay states: keep the highest.

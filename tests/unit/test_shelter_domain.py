@@ -40,12 +40,12 @@ from services.shelter_tracker.domain import (
     ShelterUpdate,
     Thresholds,
     Tracked,
-    UnknownShelter,
     decide,
     decide_area,
     shelter_sites,
     summarize_area,
 )
+from services.shelter_tracker.errors import ShelterNotRegistered
 
 REGION = load_region("testville")
 SITES = shelter_sites(REGION)
@@ -632,9 +632,9 @@ def test_a_change_that_does_not_move_the_area_publishes_nothing() -> None:
 
 
 def test_a_shelter_of_another_area_is_refused() -> None:
-    """Folding a riverside shelter into hilltop is an UnknownShelter error."""
+    """Folding a riverside shelter into hilltop is a ShelterNotRegistered error."""
     _, first = change(opened(0))
-    with pytest.raises(UnknownShelter):
+    with pytest.raises(ShelterNotRegistered):
         decide_area(AreaTracked(), first, (GYM,), recorded_at=RECORDED)
 
 

@@ -1,0 +1,59 @@
+"""Running a faust app as a service process: the start-up both faust services share.
+
+:func:`run_faust_worker` makes sure the catalogue's topics exist (faust creates
+only its own internal topics and changelogs, and a source topic must exist
+before it subscribes), then runs the app's faust worker in this process without
+faust's web server (the embedded broker profile never needs it, and two workers
+on one host would fight over its port). mode's worker installs the SIGTERM and
+SIGINT handlers: it stops the agents, commits, leaves the group and exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable
+
+import faust
+
+from infra.settings import Settings
+from infra.topics import ensure_topics
+from services.common.runtime import tune_gc
+
+__all__ = ["run_faust_worker"]
+
+
+def run_faust_worker(
+    app: faust.App,
+    settings: Settings,
+    *,
+    quiet_loggers: Iterable[str],
+    quiet_level: int,
+    announce: Callable[[], None],
+) -> None:
+    """Run ``app``'s worker until SIGTERM/SIGINT (blocking); exits non-zero on failure.
+
+    ``quiet_loggers`` (the libraries that log every rebalance and commit at INFO)
+    are set to ``quiet_level``, so the service's own decisions are what an
+    operator reads; ``announce`` logs the service's start line.
+    """
+    settings.data_dir.mkdir(parents=True, exist_ok=True)  # faust makes only its own dir
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_until_complete(ensure_topics(settings))
+    except BaseException:
+        loop.close()
+        raise
+    worker = faust.Worker(app, loop=loop, loglevel=settings.log_level, quiet=True,
+                          redirect_stdouts=False, override_logging=False)
+    tune_gc()  # as run_service does for the asyncio services
+    worker.spinner = None  # a terminal spinner; the supervisor's log is not a terminal
+    for name in quiet_loggers:
+        logging.getLogger(name).setLevel(quiet_level)
+    announce()
+    try:
+        worker.execute_from_commandline()  # returns only by SystemExit
+    except SystemExit as exc:
+        if exc.code not in (None, 0):
+            raise
