@@ -12,7 +12,7 @@ rebalance:
     different partitions.
 
 ``summarize`` (the internal topic, keyed by area)
-    table ``areas``: area id → :class:`~services.shelter_tracker.domain.AreaTracked`;
+    table ``areas``: area id → :class:`~services.shelter_tracker.areas.AreaTracked`;
     publishes ``shelter.area_summary`` to ``shelters.areas``.
 
 Ordering for at-least-once: the outputs are produced and acknowledged *before*
@@ -58,9 +58,9 @@ from schemas.shelters import (
 from schemas.topics import CATALOGUE, check_carries, qualified, route
 from schemas.topics import app_id as faust_app_id
 from services.common.deadletter import FaustDeadLetters
+from services.shelter_tracker.areas import AreaTracked, decide_area
 from services.shelter_tracker.domain import (
     SOURCE,
-    AreaTracked,
     Decision,
     Outcome,
     ShelterPackSection,
@@ -69,7 +69,6 @@ from services.shelter_tracker.domain import (
     Thresholds,
     Tracked,
     decide,
-    decide_area,
     shelter_sites,
 )
 from services.shelter_tracker.errors import (

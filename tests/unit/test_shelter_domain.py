@@ -30,9 +30,9 @@ from schemas.shelters import (
     ShelterStatus,
     ShelterStatusChanged,
 )
+from services.shelter_tracker.areas import AreaTracked, decide_area, summarize_area
 from services.shelter_tracker.domain import (
     DEFAULT_THRESHOLDS,
-    AreaTracked,
     Decision,
     Outcome,
     ShelterPackSection,
@@ -41,9 +41,7 @@ from services.shelter_tracker.domain import (
     Thresholds,
     Tracked,
     decide,
-    decide_area,
     shelter_sites,
-    summarize_area,
 )
 from services.shelter_tracker.errors import ShelterNotRegistered
 
