@@ -40,6 +40,7 @@ from services.broadcaster.delivery import TRANSIENT_DB_ERRORS, DeliveryStore, Pl
 from services.broadcaster.domain import SOURCE, Planner, Subject, subject_of
 from services.broadcaster.errors import TemplateError
 from services.common.bus import Publisher
+from services.common.retry import sleep_until
 
 log = logging.getLogger(__name__)
 
@@ -170,8 +171,7 @@ class BroadcastConsumer:
                     return False
                 log.warning("database unavailable while planning %s[%d]@%d (%s); retrying in "
                             "%.1fs", record.topic, record.partition, record.offset, e, delay)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), delay)
+                await sleep_until(stop, delay)
                 delay = min(delay * 2, _RETRY_MAX)
                 continue
             if outcome is PlanOutcome.STORED:

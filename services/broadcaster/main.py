@@ -18,7 +18,6 @@ in a drill or test namespace they are that namespace's own, not live.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +54,7 @@ from services.broadcaster.http import FeedInfo, make_app
 from services.broadcaster.templates import Composer, load_templates
 from services.broadcaster.webhooks import WebhookConfig, webhooks_for
 from services.common.bus import Publisher
+from services.common.retry import sleep_until
 from services.common.runtime import run_service
 
 log = logging.getLogger(__name__)
@@ -91,8 +91,7 @@ async def _connect(dsn: str, stop: asyncio.Event) -> asyncpg.Pool | None:
             return pool
         except TRANSIENT_DB_ERRORS as e:
             log.warning("PostgreSQL unreachable (%s); retrying in %.1fs", e, delay)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), delay)
+            await sleep_until(stop, delay)
             delay = min(delay * 2, 5.0)
     return None
 

@@ -57,6 +57,7 @@ from schemas.topics import (
     shelter_tracker_changelog,
     validate_namespace,
 )
+from services.common.retry import sleep_until
 from services.drill.errors import NotIsolated, ServicesFailed
 from services.drill.hq import (
     CommandMatcher,
@@ -521,8 +522,7 @@ async def _sleep_until(due: float, stop: asyncio.Event) -> bool:
     delay = due - time.monotonic()
     if delay <= 0:
         return not stop.is_set()
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), delay)
+    await sleep_until(stop, delay)
     return not stop.is_set()
 
 

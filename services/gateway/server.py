@@ -45,6 +45,7 @@ from schemas.evacuation import EvacuationCommand
 from schemas.events import problems_from
 from services.common.auth import AuthError, Principal, Role, verify_token
 from services.common.bus import Publisher
+from services.common.retry import sleep_until
 from services.gateway.errors import InvalidPosition, Refused
 from services.gateway.hub import CLIENT_QUEUE_SIZE, OVERLOAD, Client, Hub, Resume, encode
 from services.gateway.positions import Position, decode_position
@@ -472,7 +473,6 @@ async def heartbeats(hub: Hub, stop: asyncio.Event,
                      interval: float = HEARTBEAT_INTERVAL) -> None:
     """Send the hub's heartbeat every ``interval`` seconds until ``stop``."""
     while not stop.is_set():
-        try:
-            await asyncio.wait_for(stop.wait(), interval)
-        except TimeoutError:
+        await sleep_until(stop, interval)
+        if not stop.is_set():
             hub.heartbeat()

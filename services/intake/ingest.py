@@ -57,6 +57,7 @@ from schemas.reports import ClientReportId
 from schemas.topics import qualified
 from services.common.auth import AuthError, Principal, Role, verify_token
 from services.common.bus import Publisher
+from services.common.retry import sleep_until
 from services.intake.errors import (
     FieldError,
     InputRefused,
@@ -205,8 +206,7 @@ class Ingest:
                     log.warning("raw ingest unavailable (%s: %s); retrying with backoff",
                                 type(e).__name__, e)
                 failing = True
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(stop.wait(), delay)
+                await sleep_until(stop, delay)
                 delay = min(delay * 2, BACKOFF_MAX)
             finally:
                 for client in (consumer, producer):

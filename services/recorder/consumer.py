@@ -27,7 +27,6 @@ letter, both of which are recorded.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -44,6 +43,7 @@ from schemas.errors import InvalidEvent
 from schemas.events import EVENT_ADAPTER, Event, decode_event, encode_event
 from schemas.topics import CATALOGUE, LIVE, qualified
 from services.common.bus import Publisher
+from services.common.retry import sleep_until
 from services.recorder.domain import (
     DeadLetterRow,
     Recorded,
@@ -322,8 +322,7 @@ class Recorder:
                 if stop.is_set():
                     return None
                 log.warning("event store unavailable (%s); retrying in %.1fs", e, delay)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), delay)
+                await sleep_until(stop, delay)
                 delay = min(delay * 2, self._config.retry_max)
 
     async def _commit(self, offsets: Mapping[TopicPartition, int]) -> None:

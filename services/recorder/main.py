@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 import asyncpg
@@ -16,6 +15,7 @@ from infra.logs import configure_logging
 from infra.settings import Settings
 from infra.topics import ensure_topics
 from services.common.bus import Publisher
+from services.common.retry import sleep_until
 from services.common.runtime import run_service
 from services.recorder.consumer import Recorder, RecorderConfig, group_id, recorded_topics
 from services.recorder.errors import RecorderError, StoreUnavailable
@@ -53,8 +53,7 @@ async def connect_pool(dsn: str, stop: asyncio.Event | None = None) -> asyncpg.P
             if stop is None:
                 await asyncio.sleep(delay)
             else:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), delay)
+                await sleep_until(stop, delay)
             delay = min(delay * 2, _CONNECT_RETRY_MAX)
 
 
