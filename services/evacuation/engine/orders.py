@@ -78,7 +78,19 @@ def carry_out(run: Run, rec: RecommendationState, *, operator: str,
 
 def publish_order(run: Run, order: OrderState, previous: OrderState | None) -> None:
     """Store an order version and emit it (issued, or updated from ``previous``)."""
-    body: dict[str, Any] = {
+    body = _order_fields(order)
+    run.orders[str(order.order_id)] = order
+    event_id = eid("order", order.order_id, order.version)
+    if previous is None:
+        run.emit(OrderIssued, body, event_id=event_id)
+    else:
+        body["supersedes_version"] = previous.version
+        run.emit(OrderUpdated, body, event_id=event_id)
+
+
+def _order_fields(order: OrderState) -> dict[str, Any]:
+    """What every event about an order version says of it (issued, updated, lifted)."""
+    return {
         "order_id": order.order_id,
         "version": order.version,
         "area_ids": (order.area_id,),
@@ -90,13 +102,6 @@ def publish_order(run: Run, order: OrderState, previous: OrderState | None) -> N
         "automatic": order.automatic,
         "recommendation_id": order.recommendation_id,
     }
-    run.orders[str(order.order_id)] = order
-    event_id = eid("order", order.order_id, order.version)
-    if previous is None:
-        run.emit(OrderIssued, body, event_id=event_id)
-    else:
-        body["supersedes_version"] = previous.version
-        run.emit(OrderUpdated, body, event_id=event_id)
 
 
 def lift(run: Run, order: OrderState, *, operator: str, command: EvacuationCommand | None,
@@ -108,17 +113,9 @@ def lift(run: Run, order: OrderState, *, operator: str, command: EvacuationComma
     })
     run.orders[str(order.order_id)] = lifted
     run.emit(OrderLifted, {
-        "order_id": order.order_id,
+        **_order_fields(order),
         "version": lifted.version,
         "supersedes_version": order.version,
-        "area_ids": (order.area_id,),
-        "level": order.level,
-        "hazard": order.hazard,
-        "designated_shelter_ids": order.designated_shelter_ids,
-        "issued_by": order.issued_by,
-        "approved_at": order.approved_at,
-        "automatic": order.automatic,
-        "recommendation_id": order.recommendation_id,
         "lifted_by": operator,
         "reason": text.clip(reason, REASON_LIMIT),
     }, event_id=eid("order", order.order_id, lifted.version))
