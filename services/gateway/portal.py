@@ -43,6 +43,7 @@ SNAPSHOT_MAX_AGE: Final = 5
 SHELTERS_MAX_AGE: Final = 300
 """Seconds for the shelter list (region data: changes only with a new region pack)."""
 ICONS: Final = ("icon-192.png", "icon-512.png", "icon-maskable-512.png")
+_FILTERS_KEPT: Final = 256
 _SNAPSHOT_CACHE: Final = f"public, max-age={SNAPSHOT_MAX_AGE}"
 _SHELTERS_CACHE: Final = f"public, max-age={SHELTERS_MAX_AGE}"
 
@@ -71,11 +72,21 @@ def add_portal_routes(app: web.Application, region: Region, *,
     manifest = _static("manifest.webmanifest")
     icons = {name: _static("icons", name) for name in ICONS}
 
+    # Query string → area filter: a rush repeats a handful of URLs, so parse each once.
+    filters: dict[str, frozenset[str] | None] = {}
+
     async def snapshot(request: web.Request) -> web.Response:
+        query = request.query_string
         try:
-            areas = public_areas(request.query.getall("area", ()), area_ids)
-        except BadPublicRequest as e:
-            raise web.HTTPBadRequest(text=str(e)) from None
+            areas = filters[query]
+        except KeyError:
+            try:
+                areas = public_areas(request.query.getall("area", ()), area_ids)
+            except BadPublicRequest as e:
+                raise web.HTTPBadRequest(text=str(e)) from None
+            if len(filters) >= _FILTERS_KEPT:
+                filters.clear()
+            filters[query] = areas
         cop = picture()
         if cop is None:
             raise web.HTTPServiceUnavailable(text="catching up with the log",
