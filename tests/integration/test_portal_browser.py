@@ -173,8 +173,7 @@ async def test_notify_control_follows_the_push_key_and_geolocation_picks_the_are
             await absent.route("**/v1/push/key", lambda route: route.fulfill(status=404))
             await absent.goto(f"{gw.dashboard_url}?area={AREA}&lang=en")
             await expect(absent.locator(f'article[data-area="{AREA}"]')).to_be_visible()
-            await absent.wait_for_function("navigator.serviceWorker.controller !== null")
-            await asyncio.sleep(0.5)  # let the key probe answer; the control must stay hidden
+            await expect(absent.locator("#notify")).to_have_attribute("data-key", "absent")
             await expect(absent.locator("#notify")).to_be_hidden()
 
             # Geolocation: the district around the position joins the followed areas.

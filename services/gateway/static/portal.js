@@ -179,6 +179,8 @@ window.SonaePortal = function (api) {
     const button = document.getElementById("notify");
     const supported = "serviceWorker" in navigator && "PushManager" in window && "Notification" in window;
     button.hidden = !(typeof P.key === "string" && supported && P.areas.length);
+    // What the key probe found (tests wait on it): unknown, absent (404) or present.
+    button.dataset.key = P.key === undefined ? "unknown" : P.key === null ? "absent" : "present";
     button.textContent = t(P.subscription ? "notify_off" : "notify_on");
     button.setAttribute("aria-pressed", P.subscription ? "true" : "false");
     button.disabled = P.busy;
