@@ -158,7 +158,7 @@ async def test_portal_installs_works_offline_and_shows_pushed_notifications(
 
 async def test_notify_control_follows_the_push_key_and_geolocation_picks_the_area(
         kafka_bootstrap: str, namespace: str) -> None:
-    """'Notify me' is hidden when /v1/push/key is 404, shown when it answers; location picks."""
+    """'Notify me' follows /v1/push/key; location picks an area; blocked websockets → HTTP."""
     executable = chromium()
     from playwright.async_api import async_playwright, expect
 
@@ -181,6 +181,17 @@ async def test_notify_control_follows_the_push_key_and_geolocation_picks_the_are
             await expect(absent.locator('article[data-area="jimbocho"]')).to_be_visible()
             await expect(absent.locator('input[value="jimbocho"]')).to_be_checked()
 
+            # Websockets blocked (a proxy that refuses them): the picture comes over HTTP.
+            blocked = await context.new_page()
+            await blocked.route_web_socket(re.compile(".*"), _refuse)
+            await blocked.goto(f"{gw.dashboard_url}?area={AREA}&lang=en")
+            await expect(blocked.locator("#freshness")).to_have_attribute("data-source", "http")
+            await expect(blocked.locator("#freshness")).to_contain_text(
+                re.compile(r"Updating over HTTP.*as of .*\d{2}:\d{2}"))
+            await expect(blocked.locator(f'article[data-area="{AREA}"] .level')).to_contain_text(
+                "Alert level 4")
+            await blocked.close()
+
             present = await context.new_page()
             key = ("BEl62iUYgUivxIkv69yViEuiBIa-Ib9-SkvMeAtA3LFgDzkrxZJjSgSnfckjBJuBkr3qBUYIHBQ"
                    "FLXYp5Nksh8U")  # any P-256 public key: the page only hands it on
@@ -191,6 +202,11 @@ async def test_notify_control_follows_the_push_key_and_geolocation_picks_the_are
             await expect(present.locator("#notify")).to_have_text("Notify me for these areas")
         finally:
             await browser.close()
+
+
+async def _refuse(ws: Any) -> None:
+    """A websocket route that closes every connection at once, before any message."""
+    await ws.close(code=1008, reason="blocked by a proxy")
 
 
 def _parse(iso: str) -> Any:
