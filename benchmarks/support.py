@@ -145,6 +145,8 @@ async def intake_process(settings: Settings, log: Path) -> AsyncIterator[Running
 class RunningGateway:
     websocket_url: str
     pid: int
+    dashboard_url: str = ""
+    """The gateway's HTTP side (page, public documents), ``http://host:port``."""
 
 
 @contextlib.asynccontextmanager
@@ -155,7 +157,7 @@ async def gateway_process(settings: Settings, log: Path) -> AsyncIterator[Runnin
            "SONAE_DASHBOARD_PORT": str(http_port), "SONAE_HOST": "127.0.0.1",
            "SONAE_LOG_LEVEL": "WARNING"}
     async with _service_process(_GATEWAY, env, http_port, "the gateway", log) as pid:
-        yield RunningGateway(f"ws://127.0.0.1:{ws_port}", pid)
+        yield RunningGateway(f"ws://127.0.0.1:{ws_port}", pid, f"http://127.0.0.1:{http_port}")
 
 
 class HttpClient:

@@ -7,8 +7,11 @@
     ├── LogReplaced             a partition's offsets went backwards: the broker's log is
     │                           not the one the picture was read from
     ├── InvalidPosition         a resume position this gateway cannot read
-    └── Refused                 a client's message refused with an ``error`` reply
-                                (``code``) and, with ``close``, a close code
+    ├── Refused                 a client's message refused with an ``error`` reply
+    │                           (``code``) and, with ``close``, a close code
+    └── BadPublicRequest        a public HTTP request the portal cannot answer (400)
+        ├── UnknownArea         an area id that is not in the region pack
+        └── TooManyAreas        more areas than a resident may follow at once
 
 :class:`GatewayStartupError` ends the process with a one-line reason;
 :class:`LogReplaced` makes the gateway rebuild its picture and close every
@@ -26,11 +29,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 __all__ = [
+    "BadPublicRequest",
     "GatewayError",
     "GatewayStartupError",
     "InvalidPosition",
     "LogReplaced",
     "Refused",
+    "TooManyAreas",
+    "UnknownArea",
 ]
 
 
@@ -60,3 +66,15 @@ class Refused(GatewayError):
         self.message = message
         self.close = close
         self.errors = errors
+
+
+class BadPublicRequest(GatewayError, ValueError):
+    """A request to the public HTTP documents that names something wrong (answered 400)."""
+
+
+class UnknownArea(BadPublicRequest):
+    """An area id that is not a district of the region pack."""
+
+
+class TooManyAreas(BadPublicRequest):
+    """More areas than a resident may follow at once."""

@@ -1,9 +1,11 @@
 """The dashboard's HTTP side (aiohttp): the page, its static files, region data, health.
 
-Routes: ``/`` (the page), ``/static/{app.js,i18n.js,style.css}``, ``/region.json``
-(district polygons and names, sites, gauges: what the map draws), ``/config.json``
-(where the websocket is), ``/healthz``. The page is plain HTML/CSS/JS with no
-build step; a strict Content-Security-Policy allows only its own scripts and
+Routes: ``/`` (the page), ``/static/{app.js,portal.js,i18n.json,style.css}``,
+``/region.json`` (district polygons and names, sites, gauges, the time zone: what the
+map draws), ``/config.json`` (where the websocket is), ``/healthz``, and the
+residents' portal routes of :mod:`services.gateway.portal` (public snapshot and
+shelter list over HTTP, manifest, service worker, icons). The page is plain
+HTML/CSS/JS with no build step; a strict Content-Security-Policy allows only its own scripts and
 styles, so even a mistake that inserted text as HTML could not run a script.
 """
 
@@ -16,19 +18,23 @@ from typing import Any, Final
 from aiohttp import web
 
 from schemas.region import LANGUAGES, Region
+from services.gateway.cop import COP
 from services.gateway.hub import Hub
+from services.gateway.portal import add_portal_routes
 
 __all__ = ["STATIC_FILES", "build_app", "region_document"]
 
 STATIC_FILES: Final = {
     "app.js": "text/javascript",
-    "i18n.js": "text/javascript",
+    "portal.js": "text/javascript",
+    "i18n.json": "application/json",
     "style.css": "text/css",
 }
 _SECURITY_HEADERS: Final = {
     "Content-Security-Policy": (
         "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-        "connect-src 'self' ws: wss:; base-uri 'none'; form-action 'none'; "
+        "connect-src 'self' ws: wss:; manifest-src 'self'; worker-src 'self'; "
+        "base-uri 'none'; form-action 'none'; "
         "frame-ancestors 'none'"
     ),
     "X-Content-Type-Options": "nosniff",
@@ -44,6 +50,7 @@ def region_document(region: Region) -> dict[str, Any]:
         "id": pack.id,
         "names": pack.names.model_dump(),
         "default_language": pack.default_language,
+        "timezone": pack.timezone,
         "languages": list(LANGUAGES),
         "attribution": list(pack.attribution),
         "districts": [
@@ -122,4 +129,9 @@ def build_app(region: Region, *, gateway_port: int, namespace: str,
     app.router.add_get("/region.json", region_data)
     app.router.add_get("/config.json", config_data)
     app.router.add_get("/healthz", healthz)
+
+    def picture() -> COP | None:  # none until caught up: a cache must not keep a partial one
+        return hub.cop if hub is not None and hub.ready.is_set() else None
+
+    add_portal_routes(app, region, picture=picture)
     return app

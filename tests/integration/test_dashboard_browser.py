@@ -8,11 +8,9 @@ command to run: it never skips. The screenshot goes to ``test-artifacts/``.
 from __future__ import annotations
 
 import json
-import shutil
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -35,29 +33,10 @@ from services.intake.relay import Relay
 from services.intake.service import Intake
 from services.intake.store import Store
 from tests.support import consume_events, produce_events
+from tests.support.browser import ARTIFACTS, CHROMIUM_ARGS, chromium
 from tests.support.gateway import fresh, gateway, gateway_settings, token
 
 pytestmark = pytest.mark.integration
-
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-INSTALL = "run infra/tools/install_browser.sh as root (apt-get install -y chromium " \
-          "fonts-noto-cjk; .venv/bin/pip install playwright)"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run",
-                 "--disable-quic"]
-
-
-def chromium() -> str:
-    """The chromium executable, or a loud failure saying how to install it."""
-    path = shutil.which("chromium")
-    if path is None:
-        pytest.fail(f"Debian's chromium is not installed: {INSTALL}", pytrace=False)
-    try:
-        import playwright  # noqa: F401
-    except ImportError:
-        pytest.fail(f"the playwright Python package is not installed: {INSTALL}", pytrace=False)
-    return path
-
 
 async def serve_intake(settings: Settings, pool: asyncpg.Pool) -> AsyncIterator[str]:
     """Intake in-process (HTTP + outbox relay) on a free port; yields its base URL."""

@@ -1,12 +1,19 @@
 // Sonae dashboard: mirrors the gateway's picture (snapshot + deltas) and draws it.
 // Every piece of text from the server is inserted with textContent or as an SVG
 // text node, never as HTML; the page's CSP forbids inline scripts as a second line.
+// The public view also reads the picture over plain HTTP (/v1/public/snapshot) when
+// the websocket is blocked or the network is gone (then from the service worker's
+// cache, marked offline, "as of" the time it was fetched); portal.js draws the
+// residents' part. All times are shown in the region's time zone, labelled.
 "use strict";
 
 (function () {
   const NS = "http://www.w3.org/2000/svg";
-  const S = { lang: "ja", region: null, config: null, state: {}, position: null,
-              welcome: null, ws: null, backoff: 500, lastMessage: 0, pending: {}, notes: {} };
+  const S = { lang: "ja", region: null, config: null, state: {}, position: null, i18n: null,
+              welcome: null, ws: null, backoff: 500, lastMessage: 0, pending: {}, notes: {},
+              source: "connecting", asOf: null, retry: null };
+  const POLL_MS = 20000;  // the public snapshot's revalidation period without a websocket
+  let portal = null;
 
   // --- tokens and language ---------------------------------------------------------
   function readHash() {
@@ -21,7 +28,8 @@
     const text = sessionStorage.getItem("sonae.areas");
     return text ? text.split(",").filter(Boolean) : null;
   };
-  const t = (key) => (window.SONAE_I18N[S.lang] || {})[key] || window.SONAE_I18N.en[key] || key;
+  const strings = (lang) => (S.i18n && S.i18n.strings[lang]) || {};
+  const t = (key) => strings(S.lang)[key] || strings("en")[key] || key;
   const name = (names) => (names && (names[S.lang] || names.ja)) || "";
   const areaName = (id) => {
     const d = S.region && S.region.districts.find((x) => x.id === id);
@@ -52,10 +60,12 @@
     list.replaceChildren(...items);
   }
   function time(iso) {
+    // The region's clock, not the browser's: a phone abroad must show what the ward says.
     if (!iso) return "";
     const d = new Date(iso);
     return d.toLocaleString(S.lang === "zh" ? "zh-CN" : S.lang, { month: "numeric",
-      day: "numeric", hour: "2-digit", minute: "2-digit" });
+      day: "numeric", hour: "2-digit", minute: "2-digit", hourCycle: "h23",
+      timeZone: (S.region && S.region.timezone) || "Asia/Tokyo", timeZoneName: "short" });
   }
   function levelBadge(level, lifted) {
     return el("span", { class: "badge " + (lifted ? "lifted" : "l" + level) },
@@ -68,7 +78,27 @@
     node.dataset.state = state;
     node.textContent = t(state);
   }
+  const isPublic = () => !token();
+  async function refreshPublic() {
+    // Plain HTTP: what a CDN can carry, and what the service worker keeps for offline.
+    if (!isPublic() || S.source === "live") return;
+    try {
+      const response = await fetch("/v1/public/snapshot");
+      if (!response.ok) throw new Error("snapshot " + response.status);
+      const body = await response.json();
+      if (S.source === "live") return;  // the websocket came back meanwhile: it is fresher
+      S.state = body.state;
+      S.position = null;  // an HTTP picture has no position: the websocket starts afresh
+      S.source = response.headers.get("X-Sonae-Offline") ? "offline" : "http";
+      const date = response.headers.get("Date");
+      S.asOf = date ? new Date(date) : new Date();
+    } catch (e) {
+      S.source = "offline";
+    }
+    schedule();
+  }
   function connect() {
+    clearTimeout(S.retry);
     setConn("connecting");
     const scheme = location.protocol === "https:" ? "wss" : "ws";
     const ws = new WebSocket(`${scheme}://${location.hostname}:${S.config.websocket_port}/`);
@@ -79,6 +109,7 @@
       ws.send(JSON.stringify(hello));
     };
     ws.onmessage = (event) => {
+      if (S.ws !== ws) { ws.close(); return; }  // replaced by a newer connection
       S.lastMessage = Date.now();
       let message;
       try { message = JSON.parse(event.data); } catch (e) { return; }
@@ -87,9 +118,11 @@
     ws.onclose = (event) => {
       if (S.ws !== ws) return;
       setConn("offline");
+      if (S.source === "live") S.source = "connecting";
       if (event.code === 4401) sessionStorage.removeItem("sonae.token");  // bad token: public
+      if (isPublic()) refreshPublic();
       // Resume from the last position; the server sends exactly what was missed.
-      setTimeout(connect, S.backoff);
+      S.retry = setTimeout(connect, S.backoff);
       S.backoff = Math.min(S.backoff * 2, 10000);
     };
   }
@@ -101,9 +134,10 @@
     }
   }
   function receive(message) {
+    S.asOf = new Date();
     switch (message.type) {
       case "welcome":
-        S.welcome = message; S.backoff = 500; setConn("live");
+        S.welcome = message; S.backoff = 500; setConn("live"); S.source = "live";
         if (message.resume === "snapshot") S.state = {};
         break;
       case "snapshot":
@@ -201,13 +235,20 @@
       dot.append(title);
       nodes.push(dot);
     }
-    svg.replaceChildren(...nodes);
+    // The map's accessible name lives in its <title>: keep one when redrawing.
+    const heading = document.createElementNS(NS, "title");
+    heading.id = "map-title";
+    heading.textContent = t("map") + " — " + name(S.region.names);
+    svg.replaceChildren(heading, ...nodes);
     fill("legend", [3, 4, 5].map((l) => el("li", {}, el("span", { class: "badge l" + l }, String(l)),
       t("L" + l))));
   }
   function render() {
     if (!S.region) return;
     document.documentElement.lang = S.lang;
+    const pending = S.i18n.review[S.lang] === "pending";
+    document.getElementById("review-note").hidden = !pending;
+    document.getElementById("review-note").textContent = pending ? t("review_note") : "";
     for (const node of document.querySelectorAll("[data-i18n]")) node.textContent = t(node.dataset.i18n);
     document.getElementById("region-name").textContent = name(S.region.names);
     const role = (S.welcome && S.welcome.role) || "public";
@@ -227,6 +268,7 @@
     renderGauges();
     renderWarnings();
     renderMessages();
+    portal.render();
   }
   const byTime = (field) => (a, b) => String(b[field] || "").localeCompare(String(a[field] || ""));
 
@@ -252,7 +294,7 @@
       const resolution = r.resolution || {};
       return el("li", { "data-recommendation": r.recommendation_id },
         levelBadge(r.level), t(r.hazard), " · ", r.area_ids.map(areaName).join("、"),
-        el("div", { class: "muted" }, t(r.status), " · ", r.kind, " · ", time(r.occurred_at)),
+        el("div", { class: "muted" }, t(r.status), " · ", t(r.kind), " · ", time(r.occurred_at)),
         el("div", { class: "rationale" }, r.rationale),
         resolution.reason ? el("div", { class: "note" }, resolution.reason) : null,
         S.notes[r.recommendation_id] ? el("div", { class: "note" }, S.notes[r.recommendation_id]) : null,
@@ -297,7 +339,7 @@
       const c = r.casualties || {};
       const hurt = (c.injured || 0) + (c.dead || 0) + (c.missing || 0) + (c.trapped || 0);
       return el("li", { "data-report": r.report_id },
-        el("strong", {}, r.category), " · ", t("severity"), " ", r.severity, " · ",
+        el("strong", {}, t(r.category)), " · ", t("severity"), " ", r.severity, " · ",
         areaName(r.area_id || "—"),
         el("div", { class: "muted" }, time(r.occurred_at), " · ", (r.reporter || {}).team || "",
           (r.reporter || {}).name ? " (" + r.reporter.name + ")" : ""),
@@ -336,7 +378,7 @@
       const text = (m.texts || {})[S.lang] || (m.texts || {}).ja;
       const deliveries = m.deliveries ? Object.entries(m.deliveries) : [];
       return el("li", { "data-message": m.message_id },
-        el("strong", {}, text ? text.headline : m.kind),
+        el("strong", {}, text ? text.headline : t(m.kind)),
         text ? el("div", { class: "rationale" }, text.full) : null,
         el("div", { class: "muted" }, time(m.published_at || m.requested_at), " · v" + m.version,
           deliveries.length ? " · " + deliveries.map(([k, v]) => k + " " + v.status).join(", ") : ""));
@@ -347,10 +389,13 @@
   async function start() {
     readHash();
     S.lang = localStorage.getItem("sonae.lang") || "ja";
+    const query = new URLSearchParams(location.search).get("lang");  // a notification's link
+    if (query && ["ja", "en", "zh", "ko"].includes(query)) S.lang = query;
     const select = document.getElementById("lang");
     select.value = S.lang;
     select.addEventListener("change", () => {
       S.lang = select.value; localStorage.setItem("sonae.lang", S.lang); render();
+      portal.relanguage();
     });
     document.getElementById("signin").addEventListener("click", () => {
       const value = window.prompt(t("token_prompt"));
@@ -359,13 +404,27 @@
     document.getElementById("signout").addEventListener("click", () => {
       sessionStorage.removeItem("sonae.token"); S.position = null; S.state = {}; S.ws.close();
     });
-    [S.config, S.region] = await Promise.all([
-      fetch("/config.json").then((r) => r.json()), fetch("/region.json").then((r) => r.json())]);
-    if (!localStorage.getItem("sonae.lang")) { S.lang = S.region.default_language; select.value = S.lang; }
+    if ("serviceWorker" in navigator) {
+      navigator.serviceWorker.register("/sw.js", { scope: "/" }).catch(() => undefined);
+    }
+    [S.config, S.region, S.i18n] = await Promise.all([
+      fetch("/config.json").then((r) => r.json()), fetch("/region.json").then((r) => r.json()),
+      fetch("/static/i18n.json").then((r) => r.json())]);
+    if (!localStorage.getItem("sonae.lang") && !query) {
+      S.lang = S.region.default_language; select.value = S.lang;
+    }
     document.getElementById("attribution").textContent = S.region.attribution.join(" / ");
+    portal = window.SonaePortal({ S, t, el, name, time });
+    await portal.start();
     render();
+    if (isPublic()) refreshPublic();
     connect();
     setInterval(watchdog, 2000);
+    setInterval(() => { if (S.source !== "live") refreshPublic(); }, POLL_MS);
+    // The network is back: try the websocket now rather than at the end of the backoff.
+    window.addEventListener("online", () => {
+      if (!S.ws || S.ws.readyState !== WebSocket.OPEN) { S.backoff = 500; connect(); }
+    });
   }
   start();
 })();
