@@ -2,7 +2,8 @@
 
 Routes: ``/`` (the page), ``/static/{app.js,i18n.js,style.css}``, ``/region.json``
 (district polygons and names, sites, gauges: what the map draws), ``/config.json``
-(where the websocket is), ``/healthz``. The page is plain HTML/CSS/JS with no
+(where the websocket is), ``/healthz``, and the Web Push routes ``/v1/push/…``
+(:mod:`services.gateway.push`). The page is plain HTML/CSS/JS with no
 build step; a strict Content-Security-Policy allows only its own scripts and
 styles, so even a mistake that inserted text as HTML could not run a script.
 """
@@ -17,6 +18,7 @@ from aiohttp import web
 
 from schemas.region import LANGUAGES, Region
 from services.gateway.hub import Hub
+from services.gateway.push import PushApi
 
 __all__ = ["STATIC_FILES", "build_app", "region_document"]
 
@@ -72,7 +74,7 @@ def _static(name: str) -> bytes:
 
 
 def build_app(region: Region, *, gateway_port: int, namespace: str,
-              hub: Hub | None = None) -> web.Application:
+              hub: Hub | None = None, push: PushApi | None = None) -> web.Application:
     """The dashboard application; files are read once, here."""
     page = _static("index.html")
     files = {name: (_static(name), kind) for name, kind in STATIC_FILES.items()}
@@ -122,4 +124,6 @@ def build_app(region: Region, *, gateway_port: int, namespace: str,
     app.router.add_get("/region.json", region_data)
     app.router.add_get("/config.json", config_data)
     app.router.add_get("/healthz", healthz)
+    if push is not None:
+        push.add_routes(app)  # /v1/push/…: services/gateway/push.py
     return app
