@@ -178,23 +178,35 @@ async def test_an_order_pushes_once_per_subscription_per_version_encrypted_and_s
 # --- push-service answers --------------------------------------------------------------------
 
 
+async def fan_out(kafka_bootstrap: str, database_url: str, db_schema: str,
+                  db_pool: asyncpg.Pool, namespace: str, answers: dict[str, Any], lang: str,
+                  options: Options | None = None) -> PushSink:
+    """One order for kanda-koen, pushed to one subscriber per name of ``answers`` (what the
+    push service answers it: a list of (status, Retry-After), or "gone"); the sink after."""
+    await migrated(db_pool)
+    settings = settings_for(kafka_bootstrap, database_url, db_schema, namespace)
+    (issued,) = order_events("answers", areas=("kanda-koen",), versions=1)
+    async with push_sink() as sink:
+        for name, answer in answers.items():
+            if answer == "gone":
+                sink.gone.add(name)
+            elif answer:
+                sink.answers[name] = list(answer)
+            await subscribe(db_pool, namespace, sink, name, ("kanda-koen",), lang)
+        async with running(settings, options or push_options()):
+            await produce_events(kafka_bootstrap, namespace, [issued])
+            await wait_for(lambda: all_push_rows_done(db_pool, 4), timeout=40,
+                           what="the push fan-out")
+    return sink
+
+
 async def test_gone_subscriptions_are_removed_and_counted(
     kafka_bootstrap: str, database_url: str, db_schema: str, db_pool: asyncpg.Pool,
     namespace: str,
 ) -> None:
     """404/410 from the push service deletes the subscription; the ledger counts it removed."""
-    await migrated(db_pool)
-    settings = settings_for(kafka_bootstrap, database_url, db_schema, namespace)
-    (issued,) = order_events("gone", areas=("kanda-koen",), versions=1)
-    async with push_sink() as sink:
-        sink.gone = {"gone"}
-        sink.answers["not-found"] = [(404, None)]
-        for name in ("gone", "not-found", "fine"):
-            await subscribe(db_pool, namespace, sink, name, ("kanda-koen",), "ja")
-        async with running(settings, push_options()):
-            await produce_events(kafka_bootstrap, namespace, [issued])
-            await wait_for(lambda: all_push_rows_done(db_pool, 4), timeout=30,
-                           what="the push fan-out")
+    sink = await fan_out(kafka_bootstrap, database_url, db_schema, db_pool, namespace,
+                         {"gone": "gone", "not-found": [(404, None)], "fine": None}, "ja")
     assert [len(sink.of(n)) for n in ("gone", "not-found", "fine")] == [1, 1, 1]
     assert (await receipts(db_pool))[(1, "ja")] == "sent=1,failed=0,removed=2"
     left = await db_pool.fetch("select endpoint from push_subscriptions")
@@ -206,19 +218,8 @@ async def test_429_and_5xx_are_retried_after_the_push_services_retry_after(
     namespace: str,
 ) -> None:
     """429 with Retry-After: 1 waits at least a second before the next try; a 503 is retried."""
-    await migrated(db_pool)
-    settings = settings_for(kafka_bootstrap, database_url, db_schema, namespace)
-    (issued,) = order_events("busy", areas=("kanda-koen",), versions=1)
-    async with push_sink() as sink:
-        sink.answers["busy"] = [(429, "1")]
-        sink.answers["flaky"] = [(503, None), (500, None)]
-        sink.answers["bad"] = [(400, None)]
-        for name in ("busy", "flaky", "bad"):
-            await subscribe(db_pool, namespace, sink, name, ("kanda-koen",), "en")
-        async with running(settings, push_options()):
-            await produce_events(kafka_bootstrap, namespace, [issued])
-            await wait_for(lambda: all_push_rows_done(db_pool, 4), timeout=30,
-                           what="the push fan-out")
+    sink = await fan_out(kafka_bootstrap, database_url, db_schema, db_pool, namespace, {
+        "busy": [(429, "1")], "flaky": [(503, None), (500, None)], "bad": [(400, None)]}, "en")
     busy = sink.of("busy")
     assert len(busy) == 2
     assert busy[1].at - busy[0].at >= 0.95
@@ -233,18 +234,9 @@ async def test_pushes_still_failing_wait_for_the_next_pass_then_count_as_failed(
 ) -> None:
     """A push service down through every attempt of a pass: the row is retried in later passes
     (only the pushes not yet final), and after the last pass the rest count as failed."""
-    await migrated(db_pool)
-    settings = settings_for(kafka_bootstrap, database_url, db_schema, namespace)
-    (issued,) = order_events("down", areas=("kanda-koen",), versions=1)
-    async with push_sink() as sink:
-        sink.answers["down"] = [(503, None)] * 100
-        for name in ("down", "fine"):
-            await subscribe(db_pool, namespace, sink, name, ("kanda-koen",), "ja")
-        options = Options(dispatch=fast_retry(), push=fast_push(attempts=2, passes=3))
-        async with running(settings, options):
-            await produce_events(kafka_bootstrap, namespace, [issued])
-            await wait_for(lambda: all_push_rows_done(db_pool, 4), timeout=40,
-                           what="the push fan-out")
+    sink = await fan_out(kafka_bootstrap, database_url, db_schema, db_pool, namespace,
+                         {"down": [(503, None)] * 100, "fine": None}, "ja",
+                         Options(dispatch=fast_retry(), push=fast_push(attempts=2, passes=3)))
     assert len(sink.of("fine")) == 1
     assert len(sink.of("down")) == 2 * 3
     assert (await receipts(db_pool))[(1, "ja")] == "sent=1,failed=1,removed=0"
