@@ -115,6 +115,31 @@ class Settings(BaseSettings):
         default=None,
         description="Broadcaster: absolute base URL of the CAP feed's links (behind a proxy).",
     )
+    push_contact: str = Field(
+        default="mailto:sonae@localhost",
+        pattern=r"^(mailto:[^@\s]+@[^@\s]+|https://[^\s]+)$",
+        description="Web Push: the VAPID 'sub' contact (mailto: or https:) push services "
+                    "use to reach the operator; set the ward's address in production.",
+    )
+    push_concurrency: int = Field(
+        default=32, ge=1, le=1000,
+        description="Broadcaster: pushes in flight at once per push-service origin.",
+    )
+    push_allow_http_loopback: bool = Field(
+        default=False,
+        description="Gateway: accept http:// push endpoints on loopback addresses (tests' "
+                    "and the benchmark's local push service); https:// is required otherwise.",
+    )
+    push_rate_per_second: float = Field(
+        default=0.5, gt=0, le=1_000_000,
+        description="Gateway: sustained push subscribe/unsubscribe requests per second per "
+                    "client address (then 429).",
+    )
+    push_rate_burst: int = Field(
+        default=10, ge=1, le=1_000_000,
+        description="Gateway: push subscribe/unsubscribe requests a client address may make "
+                    "at once.",
+    )
 
     def given(self, name: str) -> bool:
         """Whether setting ``name`` was given (a ``SONAE_*`` variable or an option)."""

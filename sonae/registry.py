@@ -111,6 +111,11 @@ TOOLS: tuple[ToolSpec, ...] = (
         commands=("services.common.token_cli:token",),
     ),
     ToolSpec(
+        name="push",
+        description="Web Push for residents: the VAPID key pair (sonae push keys)",
+        commands=("services.common.push_cli:push",),
+    ),
+    ToolSpec(
         name="field-client",
         description="Field reports and shelter status from a terminal, with a local outbox",
         commands=("services.field_client.cli:report", "services.field_client.cli:shelter_status"),

@@ -49,6 +49,7 @@ from services.broadcaster.domain import SOURCE, Plan, meta_json
 from services.broadcaster.errors import BroadcasterTablesMissing
 from services.common.retry import TRANSIENT_DB
 from services.common.tables import require_tables
+from services.common.webpush import PUSH_TABLES
 
 __all__ = [
     "TRANSIENT_DB_ERRORS",
@@ -62,7 +63,7 @@ TRANSIENT_DB_ERRORS: Final = TRANSIENT_DB
 """Database failures that mean "try again later" (the shared classification)."""
 
 _TABLES = ("broadcast_messages", "broadcast_deliveries", "cap_alerts", "webhook_subscribers",
-           "broadcast_outbox")
+           "broadcast_outbox", *PUSH_TABLES)
 
 
 class PlanOutcome(StrEnum):
@@ -295,6 +296,19 @@ class DeliveryStore:
                 correlation_id=claimed.correlation_id,
                 event_id=derive_id("broadcast.failed", o.delivery_id, o.attempt))])
         return True
+
+    async def extend_lease(self, delivery_id: UUID, attempt: int, seconds: float) -> bool:
+        """Keep a long attempt's claim (a push fan-out); False if it was lost meanwhile."""
+        async with self._pool.acquire() as conn:
+            kept = await conn.fetchval(
+                """
+                update broadcast_deliveries
+                   set lease_until = now() + make_interval(secs => $3), updated_at = now()
+                 where delivery_id = $1 and state = 'sending' and attempt = $2
+                returning true
+                """,
+                delivery_id, attempt, seconds)
+        return bool(kept)
 
     async def release(self, claimed: Sequence[Claimed]) -> None:
         """Give back claims not attempted (e.g. on shutdown): due again at once, attempt undone."""

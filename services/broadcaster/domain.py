@@ -155,6 +155,8 @@ class ChannelRoute:
     languages: tuple[str, ...]
     carries: Literal["published", "cap"] = "published"
     """``cap`` channels get the CAP document of order messages only."""
+    kinds: frozenset[BroadcastKind] | None = None
+    """The message kinds the channel takes (None: every kind); the push channel's are fewer."""
 
     @property
     def keeps_history(self) -> bool:
@@ -262,7 +264,8 @@ class Planner:
         deliveries: list[PlannedDelivery] = []
         events: list[Envelope] = []
         for r in self._routes:
-            if r.carries == "cap" and order is None:
+            if (r.carries == "cap" and order is None) or (
+                    r.kinds is not None and subject.kind not in r.kinds):
                 continue
             languages = (CAP_LANGUAGE,) if r.carries == "cap" else tuple(
                 lang for lang in r.languages if lang in published)

@@ -11,8 +11,9 @@ Settings: the usual ``SONAE_*`` (Kafka, database, namespace, region, host,
 - ``SONAE_CAP_BASE_URL``: absolute base of the feed's links, when behind a proxy;
 - ``SONAE_CAP_DIR``: also write each CAP document to this directory.
 
-The public feed and the CAP feed are live channels in the live namespace only;
-in a drill or test namespace they are that namespace's own, not live.
+The public feed, the CAP feed and the push channel are live channels in the live
+namespace only; in a drill or test namespace they are that namespace's own, not
+live (the push channel then reaches only that namespace's subscriptions).
 """
 
 from __future__ import annotations
@@ -51,11 +52,19 @@ from services.broadcaster.domain import ChannelRoute, Planner
 from services.broadcaster.errors import BroadcasterError
 from services.broadcaster.feed import CapFeedStore
 from services.broadcaster.http import FeedInfo, make_app
+from services.broadcaster.push import (
+    PUSH_KINDS,
+    FanoutStore,
+    PushChannel,
+    PushConfig,
+    VapidSigner,
+)
 from services.broadcaster.templates import Composer, load_templates
 from services.broadcaster.webhooks import WebhookConfig, webhooks_for
 from services.common.bus import Publisher
 from services.common.retry import sleep_until
 from services.common.runtime import run_service
+from services.common.webpush import ensure_vapid_keys
 
 log = logging.getLogger(__name__)
 
@@ -75,12 +84,17 @@ class Options:
     cap_dir: Path | None = None
     cap_base_url: str | None = None
     consumer: ConsumerConfig | None = None
+    push: PushConfig | None = None
+    """The push channel's tuning; None: no push channel. :meth:`from_settings` (what the
+    process runs) always sets it; tests of other channels leave it out."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Options:
         """Options from the settings' webhook file, CAP directory and CAP base URL."""
         return cls(webhooks=webhooks_for(settings.webhooks_file), cap_dir=settings.cap_dir,
-                   cap_base_url=settings.cap_base_url)
+                   cap_base_url=settings.cap_base_url,
+                   push=PushConfig(contact=settings.push_contact,
+                                   concurrency=settings.push_concurrency))
 
 
 async def _connect(dsn: str, stop: asyncio.Event) -> asyncpg.Pool | None:
@@ -121,10 +135,15 @@ async def serve(settings: Settings, stop: asyncio.Event, *, options: Options | N
     try:
         store = DeliveryStore(pool, namespace)
         await store.check_ready()
+        push_config = options.push
+        vapid = await ensure_vapid_keys(pool) if push_config is not None else None
         feed = CapFeedStore(pool)
         producer = clients.producer(settings)
         await producer.start()
         session = aiohttp.ClientSession()
+        # Its own connections: the fan-out bounds its requests per origin itself.
+        push_session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(
+            limit=0, limit_per_host=push_config.concurrency if push_config else 0))
         runner: web.AppRunner | None = None
         try:
             channels: list[Channel] = [
@@ -133,8 +152,18 @@ async def serve(settings: Settings, stop: asyncio.Event, *, options: Options | N
                                directory=options.cap_dir),
                 *(WebhookChannel(sub, session) for sub in webhooks.subscribers),
             ]
+            if push_config is not None and vapid is not None:
+                channels.append(PushChannel(
+                    FanoutStore(pool, namespace), push_session,
+                    VapidSigner(vapid.signer(), push_config.contact,
+                                lifetime=push_config.vapid_lifetime),
+                    live=namespace == "" if options.feeds_live is None else options.feeds_live,
+                    stop=stop, config=push_config, lease=dispatch_config.lease,
+                    renew=lambda o: store.extend_lease(o.delivery_id, o.attempt,
+                                                       dispatch_config.lease)))
             routes = [ChannelRoute(c.name, c.live, c.languages,
-                                   "cap" if isinstance(c, CapFeedChannel) else "published")
+                                   "cap" if isinstance(c, CapFeedChannel) else "published",
+                                   kinds=PUSH_KINDS if isinstance(c, PushChannel) else None)
                       for c in channels]
             planner = Planner(Composer(region, templates), namespace, routes)
             service = BroadcastService(planner, store, sender=templates.cap.sender)
@@ -179,6 +208,7 @@ async def serve(settings: Settings, stop: asyncio.Event, *, options: Options | N
             if runner is not None:
                 await runner.cleanup()
             await session.close()
+            await push_session.close()
             await producer.stop()
     finally:
         await pool.close()

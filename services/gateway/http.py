@@ -2,9 +2,10 @@
 
 Routes: ``/`` (the page), ``/static/{app.js,portal.js,i18n.json,style.css}``,
 ``/region.json`` (district polygons and names, sites, gauges, the time zone: what the
-map draws), ``/config.json`` (where the websocket is), ``/healthz``, and the
-residents' portal routes of :mod:`services.gateway.portal` (public snapshot and
-shelter list over HTTP, manifest, service worker, icons). The page is plain
+map draws), ``/config.json`` (where the websocket is), ``/healthz``, the Web Push
+routes ``/v1/push/…`` (:mod:`services.gateway.push`), and the residents' portal
+routes of :mod:`services.gateway.portal` (public snapshot and shelter list over HTTP,
+manifest, service worker, icons). The page is plain
 HTML/CSS/JS with no build step; a strict Content-Security-Policy allows only its own scripts and
 styles, so even a mistake that inserted text as HTML could not run a script.
 """
@@ -21,6 +22,7 @@ from schemas.region import LANGUAGES, Region
 from services.gateway.cop import COP
 from services.gateway.hub import Hub
 from services.gateway.portal import add_portal_routes
+from services.gateway.push import PushApi
 
 __all__ = ["STATIC_FILES", "build_app", "region_document"]
 
@@ -79,7 +81,7 @@ def _static(name: str) -> bytes:
 
 
 def build_app(region: Region, *, gateway_port: int, namespace: str,
-              hub: Hub | None = None) -> web.Application:
+              hub: Hub | None = None, push: PushApi | None = None) -> web.Application:
     """The dashboard application; files are read once, here."""
     page = _static("index.html")
     files = {name: (_static(name), kind) for name, kind in STATIC_FILES.items()}
@@ -134,4 +136,6 @@ def build_app(region: Region, *, gateway_port: int, namespace: str,
         return hub.cop if hub is not None and hub.ready.is_set() else None
 
     add_portal_routes(app, region, picture=picture)
+    if push is not None:
+        push.add_routes(app)  # /v1/push/…: services/gateway/push.py
     return app

@@ -31,6 +31,7 @@ from services.gateway.cop import COP, RegionIndex
 from services.gateway.errors import GatewayStartupError, LogReplaced
 from services.gateway.http import build_app
 from services.gateway.hub import CLIENT_QUEUE_SIZE, Hub
+from services.gateway.push import PushApi
 from services.gateway.server import (
     CLOSE_TIMEOUT,
     MAX_MESSAGE_BYTES,
@@ -95,10 +96,12 @@ async def running(settings: Settings, *, region: Region | None = None,
     producer = clients.producer(settings)
     source = Source(settings, hub, pool=pool)
     stop = asyncio.Event()
+    push = PushApi(settings, region, pool)
     runner = web.AppRunner(build_app(region, gateway_port=ws_port,
-                                     namespace=settings.namespace, hub=hub),
+                                     namespace=settings.namespace, hub=hub, push=push),
                            access_log=None)
     try:
+        await push.start()
         await producer.start()
         await source.start()
         gateway = Gateway(hub, secret=settings.token_secret, namespace=settings.namespace,

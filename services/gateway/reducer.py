@@ -531,6 +531,8 @@ def _delivery(tx: _Tx, event: Event) -> None:
     outcome: dict[str, Any] = {"status": status, "attempt": p.attempt, "at": _iso(event)}
     if isinstance(event, BroadcastFailed):
         outcome.update(error=event.payload.error, will_retry=event.payload.will_retry)
+    elif p.channel == "push":
+        outcome["counts"] = event.payload.receipt  # "sent=N,failed=N,removed=N": HQ only
     tx.mapping("deliveries")[key] = {**outcomes, slot: (rank, outcome)}
     tx.set(Kind.MESSAGE, str(p.message_id), _message_entity(tx, str(p.message_id)))
 

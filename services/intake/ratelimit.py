@@ -1,54 +1,10 @@
-"""The per-token rate limit of intake's HTTP API: a token bucket per token subject.
+"""Intake's per-token rate limit: the shared token bucket (:mod:`services.common.ratelimit`).
 
-Pure (the caller passes the monotonic time); :mod:`services.intake.http` spends
-one token per authenticated request and answers 429 with ``Retry-After`` when
-the bucket is empty. Limits come from ``SONAE_INTAKE_RATE_BURST`` and
-``SONAE_INTAKE_RATE_PER_SECOND``.
+Kept under this name so intake's modules and tests import it where they always have.
 """
 
 from __future__ import annotations
 
-import math
+from services.common.ratelimit import RateLimiter, retry_after_seconds
 
 __all__ = ["RateLimiter", "retry_after_seconds"]
-
-
-class RateLimiter:
-    """A token bucket per key (the token subject): ``burst`` requests, refilled at ``rate``/s.
-
-    ``take`` returns 0 when a request may proceed, else the seconds until it may
-    (the Retry-After). Idle keys are forgotten once their bucket is full again,
-    so memory is bounded by the number of recently active subjects.
-    """
-
-    def __init__(self, burst: float, rate: float, *, max_keys: int = 100_000) -> None:
-        if burst < 1 or rate <= 0:
-            raise ValueError("burst must be >= 1 and rate > 0")
-        self.burst = float(burst)
-        self.rate = float(rate)
-        self._max_keys = max_keys
-        self._buckets: dict[str, tuple[float, float]] = {}
-
-    def take(self, key: str, now: float) -> float:
-        """Spend one token of ``key``'s bucket at monotonic time ``now``."""
-        tokens, last = self._buckets.get(key, (self.burst, now))
-        tokens = min(self.burst, tokens + (now - last) * self.rate)
-        if tokens >= 1.0:
-            self._buckets[key] = (tokens - 1.0, now)
-            if len(self._buckets) > self._max_keys:
-                self._forget_idle(now)
-            return 0.0
-        self._buckets[key] = (tokens, now)
-        return (1.0 - tokens) / self.rate
-
-    def _forget_idle(self, now: float) -> None:
-        full_after = self.burst / self.rate
-        for key, (_, last) in list(self._buckets.items()):
-            if now - last >= full_after:
-                del self._buckets[key]
-
-
-def retry_after_seconds(wait: float) -> int:
-    """Retry-After is whole seconds; never 0 for a refused request."""
-    return max(1, math.ceil(wait))
-

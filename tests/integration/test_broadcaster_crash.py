@@ -46,7 +46,7 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 ORDERS = 24
-CHANNELS_PER_MESSAGE = 4 + 4 + 1  # public feed, webhook (4 languages each), CAP feed
+CHANNELS_PER_MESSAGE = 4 + 4 + 1 + 4  # public feed, webhook, CAP feed, push (no subscribers)
 
 
 @contextmanager
