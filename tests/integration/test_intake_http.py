@@ -17,6 +17,7 @@ from tests.support import (
     REGION,
     SECRET,
     SHELTER,
+    TEAM_AREAS,
     Running,
     auth,
     event_ids_on,
@@ -154,12 +155,12 @@ async def test_missing_expired_and_tampered_tokens_are_401(running: Running) -> 
     """No token, an expired one, a tampered one and a foreign one are all 401."""
     status, body, response = await running.post("/v1/reports", report_body())
     assert status == 401 and "Bearer" in response.headers["WWW-Authenticate"]
-    expired = issue_token(SECRET, Role.FIELD, "t", timedelta(seconds=5),
+    expired = issue_token(SECRET, Role.FIELD, "t", timedelta(seconds=5), areas=TEAM_AREAS,
                           now=datetime.now(UTC) - timedelta(hours=1))
     good = token(Role.FIELD)
     tampered = good[:-4] + ("AAAA" if not good.endswith("AAAA") else "BBBB")
     foreign = issue_token("some-other-secret-0123456789abcdefgh", Role.FIELD, "t",
-                          timedelta(hours=1))
+                          timedelta(hours=1), areas=TEAM_AREAS)
     for bad in (expired, tampered, foreign, "garbage"):
         status, body, response = await running.post(
             "/v1/reports", report_body(), headers={"Authorization": f"Bearer {bad}"})
