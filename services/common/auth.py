@@ -49,6 +49,7 @@ import jwt
 from pydantic import SecretStr
 
 from schemas.common import SLUG_PATTERN
+from schemas.hazards import SENDER_PATTERN
 
 __all__ = [
     "ALGORITHM",
@@ -79,9 +80,7 @@ LEEWAY: Final = timedelta(seconds=30)
 
 AREA_ROLES: Final = frozenset({"field", "shelter_staff"})
 """Roles whose tokens must carry the team's ``areas``."""
-# A sender: "<kind>:<name>", the name any printable text without spaces (JMA's
-# editorial offices are Japanese names, CAP senders are addresses or domains).
-_SENDER = re.compile(r"^[a-z]+:[^\s\x00-\x1f\x7f]{1,200}$")
+_SENDER = re.compile(SENDER_PATTERN)
 _MAX_SENDERS = 50
 
 # The same shape as schemas.common.ActorId: a subject ends up in events

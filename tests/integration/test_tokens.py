@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
@@ -20,9 +21,12 @@ from click.testing import CliRunner
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from infra.embedded.processes import free_port
+from infra.settings import DEVELOPMENT_SECRET, load_settings
 from services.common.auth import Role, issue_token
 from services.common.revocation import Connect, DenyList
 from services.common.token_cli import token as token_group
+from services.gateway.main import serve_gateway
 from tests.support import (
     SECRET,
     Running,
@@ -171,3 +175,23 @@ async def test_a_token_longer_lived_than_the_maximum_is_refused(
         assert status == 401 and "longest lifetime" in body["message"]
         status, _, _ = await running.post("/v1/reports", report_body(), headers=auth(Role.HQ))
         assert status == 202
+
+
+async def test_the_gateway_logs_no_token_even_with_the_development_secret(
+        kafka_bootstrap: str, database_url: str, namespace: str,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Serving with the development secret, the gateway's INFO lines carry no token."""
+    settings = load_settings(kafka_bootstrap=kafka_bootstrap, database_url=database_url,
+                             namespace=namespace, development=True, gateway_port=free_port(),
+                             dashboard_port=free_port())
+    assert settings.token_secret.get_secret_value() == DEVELOPMENT_SECRET
+    stop = asyncio.Event()
+    caplog.set_level(logging.INFO)
+    task = asyncio.create_task(serve_gateway(settings, stop))
+    try:
+        await wait_for(lambda: "gateway: websocket" in caplog.text, timeout=30,
+                       what="the gateway's start-up line")
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+    assert "token=" not in caplog.text and "eyJ" not in caplog.text  # no JWT, no link

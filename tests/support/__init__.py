@@ -8,7 +8,7 @@ import asyncio
 import inspect
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Container, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Container, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar, overload
@@ -138,10 +138,12 @@ TEAM_AREAS = ("kanda-koen", "jimbocho", "fujimi")
 """The areas of the tests' field and shelter_staff tokens (a team token must name some)."""
 
 
-def token(role: Role | str, name: str = "kanda-team-1", ttl: float = 3600) -> str:
+def token(role: Role | str, name: str = "kanda-team-1", ttl: float = 3600,
+          senders: Sequence[str] = ()) -> str:
     """A bearer token signed with the tests' secret (team tokens carry TEAM_AREAS)."""
     areas = TEAM_AREAS if Role(role).value in AREA_ROLES else ()
-    return issue_token(SECRET, role, name, timedelta(seconds=ttl), areas=areas)
+    return issue_token(SECRET, role, name, timedelta(seconds=ttl), areas=areas,
+                       senders=senders)
 
 
 def auth(role: Role | str, name: str = "kanda-team-1") -> dict[str, str]:
