@@ -17,8 +17,9 @@ $(STAMP): $(BIN)/python pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# Development mode: the built-in token secret is accepted, services bind to loopback.
 demo: install
-	$(BIN)/sonae up --namespace drill.demo --demo
+	SONAE_DEVELOPMENT=true $(BIN)/sonae up --namespace drill.demo --demo
 
 test: install browser lint typecheck pytest
 

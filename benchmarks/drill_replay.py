@@ -154,7 +154,7 @@ async def raw_batches(settings: Settings, records: list[tuple[str, bytes, bytes]
 
 
 async def main(args: argparse.Namespace, bootstrap: str) -> None:
-    settings = load_settings(kafka_bootstrap=bootstrap)
+    settings = load_settings(kafka_bootstrap=bootstrap, development=True)
     t = time.perf_counter()
     log = build(args.events)
     print(f"built {len(log.inputs):,} events in {time.perf_counter() - t:.1f}s")

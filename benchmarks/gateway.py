@@ -265,7 +265,7 @@ async def _one_rate(stack: Stack, rate: int, seconds: float, *,
     settings = load_settings(kafka_bootstrap=stack.bootstrap, database_url=stack.dsn,
                              namespace=f"bench{rate}{'k' if direct else ''}",
                              token_secret=SECRET)
-    field = issue_token(SECRET, Role.FIELD, "bench-field", timedelta(hours=1))
+    field = issue_token(SECRET, Role.FIELD, "bench-field", timedelta(hours=1), areas=["kanda-koen"])
     hq = issue_token(SECRET, Role.HQ, "bench-hq", timedelta(hours=1))
     total = int(rate * seconds)
     warm = int(rate * warmup)

@@ -151,7 +151,7 @@ async def measure(settings: Settings, wait_ms: int, count: int, idle_s: float,
 
 def run_faust_worker() -> None:
     """Child mode: a faust worker whose agent forwards BENCH_TOPIC_IN to BENCH_TOPIC_OUT."""
-    settings = load_settings()
+    settings = load_settings(development=True)
     app = make_app(
         f"bench-{os.environ['BENCH_TOPIC_IN']}",
         settings,
@@ -182,7 +182,8 @@ async def main(args: argparse.Namespace) -> None:
             broker = EmbeddedBroker(port=free_port(), log_path=workdir / "tansu.log")
             broker.start()
             bootstrap = broker.bootstrap
-        settings = load_settings(kafka_bootstrap=bootstrap, kafka_profile=KafkaProfile.EMBEDDED)
+        settings = load_settings(kafka_bootstrap=bootstrap, kafka_profile=KafkaProfile.EMBEDDED,
+                                 development=True)
         try:
             print(f"{'wait ms':>8} {'aiokafka p50/p99 ms':>20} {'faust p50/p99 ms':>18} "
                   f"{'idle worker %':>14} {'idle broker %':>14}")

@@ -348,7 +348,7 @@ async def intake(stack: Stack, namespace: str, log: Path, *, concurrency: int,
 
     settings = settings_for(stack.bootstrap, stack.dsn, namespace)
     await ensure_topics(settings)
-    token = issue_token(SECRET, Role.FIELD, "bench-field", timedelta(hours=1))
+    token = issue_token(SECRET, Role.FIELD, "bench-field", timedelta(hours=1), areas=["kanda-koen"])
     context = mp.get_context("spawn")
     results = context.Queue()
     server = null_http_process() if bare else intake_process(settings, log)

@@ -6,12 +6,14 @@ names the environment variable, not fail later deep inside a client library.
 
 from __future__ import annotations
 
+import ipaddress
 import re
+from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.errors import InvalidNamespace
@@ -22,6 +24,8 @@ ENV_PREFIX = "SONAE_"
 _HOSTPORT_RE = re.compile(r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$")
 DEFAULT_FIELD_OUTBOX = Path("~/.sonae/field-outbox.jsonl")
 """The field client's outbox unless SONAE_FIELD_OUTBOX names another file."""
+DEVELOPMENT_SECRET = "sonae-development-secret-change-me-0000"
+"""The token secret in the source: accepted only with ``SONAE_DEVELOPMENT=true``."""
 
 
 class KafkaProfile(StrEnum):
@@ -65,8 +69,24 @@ class Settings(BaseSettings):
     )
     region: str = Field(default="chiyoda", description="Region pack name or path.")
     token_secret: SecretStr = Field(
-        default=SecretStr("sonae-development-secret-change-me-0000"),
-        description="HMAC secret for bearer tokens (HS256), at least 32 characters.",
+        default=SecretStr(DEVELOPMENT_SECRET),
+        description="HMAC secret for bearer tokens (HS256), at least 32 characters; the "
+                    "default (in the source) is refused unless SONAE_DEVELOPMENT=true.",
+    )
+    development: bool = Field(
+        default=False,
+        description="Development mode (`make demo`, the tests): the built-in token secret "
+                    "is accepted, and then services bind to loopback only.",
+    )
+    token_max_ttl_hours: float = Field(
+        default=7 * 24, gt=0, le=366 * 24,
+        description="Longest token lifetime (exp - iat) intake and the gateway accept and "
+                    "`sonae token issue` signs.",
+    )
+    token_denylist_poll_seconds: float = Field(
+        default=2.0, ge=0.1, le=60,
+        description="How often intake and the gateway re-read the token deny list besides "
+                    "its LISTEN wake-ups (a revoked token is refused within this).",
     )
     host: str = Field(default="127.0.0.1", description="Address the HTTP services bind.")
     intake_port: Port = 8080
@@ -140,6 +160,26 @@ class Settings(BaseSettings):
         description="Gateway: push subscribe/unsubscribe requests a client address may make "
                     "at once.",
     )
+
+    @property
+    def token_max_ttl(self) -> timedelta:
+        """:attr:`token_max_ttl_hours` as a duration."""
+        return timedelta(hours=self.token_max_ttl_hours)
+
+    @model_validator(mode="after")
+    def _development_only(self) -> Settings:
+        # The secret in the source lets anyone mint an HQ token: only a deployment
+        # that says it is a development one may use it, and then only on loopback.
+        if self.development:
+            if not _loopback(self.host):
+                raise ValueError(f"SONAE_HOST: {self.host!r} is not a loopback address; in "
+                                 "development mode (SONAE_DEVELOPMENT=true) services bind "
+                                 "to loopback only")
+        elif self.token_secret.get_secret_value() == DEVELOPMENT_SECRET:
+            raise ValueError("SONAE_TOKEN_SECRET: the development secret (the default in the "
+                             "source) is refused; set a secret of your own, or "
+                             "SONAE_DEVELOPMENT=true on a development machine")
+        return self
 
     def given(self, name: str) -> bool:
         """Whether setting ``name`` was given (a ``SONAE_*`` variable or an option)."""
@@ -233,6 +273,15 @@ class Settings(BaseSettings):
         return out
 
 
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Read the settings; raise :class:`SettingsError` naming each bad variable."""
     try:
@@ -240,6 +289,9 @@ def load_settings(**overrides: Any) -> Settings:
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
-            field = str(err["loc"][0]) if err["loc"] else "?"
+            if not err["loc"]:  # a model-level rule: its message names the variables
+                problems.append(str(err["msg"]).removeprefix("Value error, "))
+                continue
+            field = str(err["loc"][0])
             problems.append(f"{ENV_PREFIX}{field.upper()}: {err['msg']}")
         raise SettingsError("invalid settings: " + "; ".join(problems)) from None

@@ -18,10 +18,11 @@ from enum import StrEnum
 from typing import Annotated, Literal
 from uuid import UUID
 
-from pydantic import Field, Strict, ValidationInfo, field_validator
+from pydantic import Field, Strict, StringConstraints, ValidationInfo, field_validator
 
 from schemas.common import (
     INT_ONLY,
+    ActorId,
     AreaId,
     AreaIds,
     ContractModel,
@@ -36,6 +37,7 @@ from schemas.envelope import Envelope
 
 __all__ = [
     "HAZARD_LABELS_JA",
+    "SENDER_PATTERN",
     "AreaIntensity",
     "DataQualityStatus",
     "GaugeReading",
@@ -47,6 +49,7 @@ __all__ = [
     "HazardWarningPayload",
     "SeismicIntensity",
     "SeismicIntensityPayload",
+    "SenderId",
     "Shindo",
     "WarningAction",
     "WarningSource",
@@ -79,6 +82,22 @@ HAZARD_LABELS_JA: dict[Hazard, str] = {
     Hazard.INLAND_FLOOD: "内水氾濫",
 }
 """Official Japanese names of each hazard, as in the designated-shelter data."""
+
+
+# --- senders -------------------------------------------------------------------
+
+SENDER_PATTERN = r"^[a-z]+:[^\s\x00-\x1f\x7f]{1,200}$"
+"""``<kind>:<name>``; the name is any printable text without spaces (JMA's
+editorial offices are Japanese names, CAP senders addresses or domains)."""
+
+SenderId = Annotated[
+    str,
+    StringConstraints(pattern=SENDER_PATTERN, max_length=210),
+    Field(examples=["token:gauge-feed", "cap:jma.go.jp", "jma:気象庁本庁"]),
+]
+"""Who issued a warning or an observation, as intake bound it to the authenticated token:
+``token:<subject>`` (a feed or HQ speaking for itself), ``cap:<CAP sender>``,
+``jma:<editorial office>``. A warning's or a quake's id is unique per sender."""
 
 
 # --- river gauges ----------------------------------------------------------
@@ -152,6 +171,13 @@ class HazardWarningPayload(ContractModel):
     """Where the warning came from."""
     cap_identifier: ExternalId | None = None
     """The CAP ``identifier`` of the message this was ingested from."""
+    sender: SenderId | None = None
+    """Whose warning this is (intake binds it to the token, see :data:`SenderId`): an
+    update or cancellation applies only to the same sender's warning of that id. Null in
+    warnings recorded before senders were bound."""
+    overridden_by: ActorId | None = None
+    """The HQ subject that issued, updated or cancelled this warning for another sender
+    (an audited override); null when the sender spoke for itself."""
 
     @field_validator("expires_at")
     @classmethod
@@ -220,6 +246,11 @@ class SeismicIntensityPayload(ContractModel):
     """Name of the epicentral region as published, e.g. 東京湾."""
     intensities: Annotated[tuple[AreaIntensity, ...], Field(min_length=1, max_length=500)]
     """Intensity per area; each area at most once."""
+    sender: SenderId | None = None
+    """Who reported it (intake binds it to the token, see :data:`SenderId`): a quake id
+    is unique per sender. Null in reports recorded before senders were bound."""
+    overridden_by: ActorId | None = None
+    """The HQ subject that reported this for another sender (an audited override)."""
 
     @field_validator("intensities")
     @classmethod

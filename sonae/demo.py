@@ -15,16 +15,24 @@ drill.demo --demo``) to see the messages on that namespace's own feed and the
 dashboard's DRILL banner. Each demo run derives its own ids (a salt of its
 start time), so a second demo on the same database is a new show, not a
 duplicate the services would ignore.
+
+The show starts by printing ready-made HQ and field-team dashboard links (with
+tokens) to its own console — never to a log — so a newcomer can sign in; only
+in development mode (``SONAE_DEVELOPMENT=true``, which ``make demo`` sets).
+Elsewhere tokens come from ``sonae token issue``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import timedelta
 from typing import Final, TextIO
 
 from infra.settings import Settings
 from schemas.common import utc_now
+from schemas.region import load_region
+from services.common.auth import Role, issue_token
 from services.drill.hq import HqMode
 from services.drill.logformat import read_log
 from services.drill.replay import Step
@@ -32,7 +40,7 @@ from services.drill.runner import ReplayOptions, replay
 from services.drill.scenarios import scenario_path
 from sonae import registry
 
-__all__ = ["DEMO_SECONDS", "SCENARIO", "demo_speed", "run_demo"]
+__all__ = ["DEMO_SECONDS", "SCENARIO", "demo_links", "demo_speed", "run_demo"]
 
 SCENARIO: Final = scenario_path("chiyoda-heavy-rain")
 DEMO_SECONDS: Final = 300.0
@@ -42,6 +50,20 @@ DEMO_SECONDS: Final = 300.0
 def demo_speed(span_seconds: float, show_seconds: float = DEMO_SECONDS) -> float:
     """The speed factor that plays ``span_seconds`` of event time in ``show_seconds``."""
     return max(1.0, span_seconds / show_seconds)
+
+
+def demo_links(settings: Settings) -> list[str]:
+    """Console lines with HQ and field-team dashboard links (tokens); none outside dev mode."""
+    if not settings.development:
+        return []
+    ttl = min(timedelta(hours=12), settings.token_max_ttl)
+    area = load_region(settings.region).districts[0].id
+    hq = issue_token(settings.token_secret, Role.HQ, "demo-hq-officer", ttl)
+    field = issue_token(settings.token_secret, Role.FIELD, "demo-team", ttl, areas=[area])
+    base = f"http://{settings.host}:{settings.dashboard_port}/"
+    return [f"  HQ view:           {base}#token={hq}",
+            f"  field view ({area}): {base}#token={field}",
+            f"  public portal:     {base}"]
 
 
 async def run_demo(settings: Settings, *, out: TextIO,
@@ -60,6 +82,8 @@ async def run_demo(settings: Settings, *, out: TextIO,
               f"  replaying {len(log.inputs)} events at {speed:.0f}× (about "
               f"{DEMO_SECONDS / 60:.0f} minutes) into namespace "
               f"{settings.namespace or 'live'}; every event is flagged exercise\n")
+    for line in demo_links(settings):
+        out.write(line + "\n")
     out.flush()
     # The replay's watcher assigns partitions; aiokafka announces each assignment at INFO,
     # which in the stack's output reads like a service talking. The demo's own lines say

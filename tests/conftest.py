@@ -7,6 +7,7 @@ own database schema so tests cannot see each other's data.
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -18,6 +19,10 @@ import pytest
 from infra.embedded.broker import EmbeddedBroker
 from infra.embedded.postgres import EmbeddedPostgres
 from infra.embedded.processes import free_port
+
+# The test session is a development one (the built-in token secret is accepted, and
+# only on loopback); a test of production settings says development=False itself.
+os.environ["SONAE_DEVELOPMENT"] = "true"
 
 
 @dataclass

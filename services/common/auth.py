@@ -10,17 +10,29 @@ standard JWT so that any client library can read it; its claims are
 - ``jti``: a random id, so a leaked token can be named in a deny list later;
 - ``iss``: always ``"sonae"``, so a token minted by another system that happens
   to share the secret is refused;
-- ``areas`` (field tokens, optional): the team's area ids; the gateway shows the
-  team those areas' reports and shelters. :func:`verify_token` checks its shape
-  (a list of strings) and hands it on as :attr:`Principal.areas`, so no service
-  reads a token's claims itself.
+- ``areas`` (required in ``field`` and ``shelter_staff`` tokens, refused in
+  others): the team's area ids; the gateway shows the team those areas' reports
+  and shelters, and a websocket hello can only narrow them. A field or shelter
+  token without them is refused by :func:`verify_token`, so a team never sees
+  more than its token says;
+- ``senders`` (``sensor`` tokens, optional): the warning senders the feed may
+  speak for besides itself (:func:`own_sender`), e.g. ``cap:jma.go.jp`` for the
+  CAP sender ``jma.go.jp`` or ``jma:<editorial office>`` for JMA XML; see
+  :func:`speaks_for`.
+
+:func:`verify_token` checks the claims' shapes and hands them on as a
+:class:`Principal`, so no service reads a token's claims itself. With
+``max_lifetime`` it also refuses a token whose ``exp - iat`` is longer
+(``SONAE_TOKEN_MAX_TTL_HOURS``): a leaked long-lived token cannot outlive the
+policy. Revocation (a deny list of ``jti``) is :mod:`services.common.revocation`.
 
 Exceptions::
 
     AuthError
     ├── TokenMissing    no token, or no ``Authorization: Bearer`` header
     ├── TokenInvalid    malformed, tampered, wrong secret, unknown role, bad claims
-    └── TokenExpired    signature fine, but ``exp`` has passed
+    ├── TokenExpired    signature fine, but ``exp`` has passed
+    └── TokenRevoked    signature fine, but its ``jti`` is on the deny list
 """
 
 from __future__ import annotations
@@ -37,9 +49,11 @@ import jwt
 from pydantic import SecretStr
 
 from schemas.common import SLUG_PATTERN
+from schemas.hazards import SENDER_PATTERN
 
 __all__ = [
     "ALGORITHM",
+    "AREA_ROLES",
     "ISSUER",
     "AuthError",
     "Principal",
@@ -47,8 +61,11 @@ __all__ = [
     "TokenExpired",
     "TokenInvalid",
     "TokenMissing",
+    "TokenRevoked",
     "bearer_token",
     "issue_token",
+    "own_sender",
+    "speaks_for",
     "verify_token",
 ]
 
@@ -60,6 +77,11 @@ MIN_SECRET_LENGTH: Final = 32
 """Shorter HMAC secrets are refused (HS256 wants at least 256 bits of key)."""
 LEEWAY: Final = timedelta(seconds=30)
 """Clock skew tolerated between the issuer and the verifier."""
+
+AREA_ROLES: Final = frozenset({"field", "shelter_staff"})
+"""Roles whose tokens must carry the team's ``areas``."""
+_SENDER = re.compile(SENDER_PATTERN)
+_MAX_SENDERS = 50
 
 # The same shape as schemas.common.ActorId: a subject ends up in events
 # (issued_by, idempotency scopes), so it must be a safe identifier.
@@ -97,6 +119,10 @@ class TokenExpired(AuthError):
     """The token was valid but its ``exp`` has passed."""
 
 
+class TokenRevoked(AuthError):
+    """The token was valid but has been revoked (``sonae token revoke``)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Principal:
     """Who is calling: the verified claims of a token."""
@@ -111,6 +137,22 @@ class Principal:
     """When the token expires (UTC)."""
     areas: frozenset[str] | None = None
     """The ``areas`` claim: the team's areas (``None``: the token names none)."""
+    senders: frozenset[str] = frozenset()
+    """The ``senders`` claim: the warning senders a sensor token may speak for."""
+
+
+def own_sender(principal: Principal) -> str:
+    """The sender a principal is when it speaks for itself: ``token:<subject>``."""
+    return f"token:{principal.subject}"
+
+
+def speaks_for(principal: Principal) -> frozenset[str]:
+    """Every sender ``principal`` may issue, update or cancel warnings for.
+
+    Its own (:func:`own_sender`) and those its token's ``senders`` claim lists. HQ is
+    not limited by this set (it may override any sender, audited); intake decides that.
+    """
+    return principal.senders | {own_sender(principal)}
 
 
 def _secret_text(secret: str | SecretStr) -> str:
@@ -127,16 +169,30 @@ def issue_token(
     ttl: timedelta,
     *,
     areas: Sequence[str] = (),
+    senders: Sequence[str] = (),
+    max_ttl: timedelta | None = None,
     now: datetime | None = None,
 ) -> str:
     """Sign a token for ``name`` with ``role``, valid for ``ttl`` from ``now``.
 
-    ``areas`` (field tokens only) names the team's areas: the gateway shows the team
-    those areas' reports and shelters without the client having to say so.
+    ``areas`` (required for field and shelter_staff tokens, refused for others) names
+    the team's areas: the gateway shows the team those areas' reports and shelters.
+    ``senders`` (sensor tokens only) names the warning senders the feed may speak for.
+    ``max_ttl`` is the deployment's longest lifetime (``SONAE_TOKEN_MAX_TTL_HOURS``).
     """
     the_role = Role(role)
-    if areas and the_role is not Role.FIELD:
-        raise ValueError(f"areas belong in field tokens only, not in a {the_role.value} token")
+    if the_role.value in AREA_ROLES and not areas:
+        raise ValueError(f"a {the_role.value} token must carry the team's areas")
+    if areas and the_role.value not in AREA_ROLES:
+        raise ValueError(f"areas belong in field and shelter_staff tokens only, not in a "
+                         f"{the_role.value} token")
+    if senders and the_role is not Role.SENSOR:
+        raise ValueError(f"senders belong in sensor tokens only, not in a {the_role.value} "
+                         "token")
+    bad = [s for s in senders if not _SENDER.fullmatch(s)]
+    if bad or len(senders) > _MAX_SENDERS:
+        raise ValueError(f"sender {bad[0]!r} is not '<kind>:<name>', e.g. cap:jma.go.jp"
+                         if bad else f"at most {_MAX_SENDERS} senders")
     for area in areas:
         if not re.fullmatch(SLUG_PATTERN, area):
             raise ValueError(f"area {area!r} is not an area id (lowercase letters, digits, "
@@ -150,6 +206,9 @@ def issue_token(
         )
     if ttl <= timedelta(0):
         raise ValueError("ttl must be positive")
+    if max_ttl is not None and ttl > max_ttl:
+        raise ValueError(f"ttl {ttl} is longer than the longest token lifetime {max_ttl} "
+                         "(SONAE_TOKEN_MAX_TTL_HOURS)")
     issued = (now or datetime.now(UTC)).astimezone(UTC)
     claims: dict[str, Any] = {
         "iss": ISSUER,
@@ -161,11 +220,17 @@ def issue_token(
     }
     if areas:
         claims["areas"] = list(areas)
+    if senders:
+        claims["senders"] = list(dict.fromkeys(senders))
     return jwt.encode(claims, _secret_text(secret), algorithm=ALGORITHM)
 
 
-def verify_token(secret: str | SecretStr, token: str | None) -> Principal:
-    """Check ``token``'s signature, issuer, expiry and claims; return its principal."""
+def verify_token(secret: str | SecretStr, token: str | None, *,
+                 max_lifetime: timedelta | None = None) -> Principal:
+    """Check ``token``'s signature, issuer, expiry and claims; return its principal.
+
+    With ``max_lifetime``, a token issued for longer (``exp - iat``) is refused.
+    """
     if not token:
         raise TokenMissing("a bearer token is required")
     try:
@@ -195,12 +260,28 @@ def verify_token(secret: str | SecretStr, token: str | None) -> Principal:
     if areas is not None and (not isinstance(areas, list)
                               or not all(isinstance(a, str) for a in areas)):
         raise TokenInvalid("the token's areas claim is not a list of area ids")
+    if the_role.value in AREA_ROLES and not areas:
+        raise TokenInvalid(f"a {the_role.value} token must carry the team's areas "
+                           "(issue it with --area)")
+    senders = claims.get("senders", [])
+    if not isinstance(senders, list) or not all(
+            isinstance(s, str) and _SENDER.fullmatch(s) for s in senders):
+        raise TokenInvalid("the token's senders claim is not a list of '<kind>:<name>'")
+    if senders and the_role is not Role.SENSOR:
+        raise TokenInvalid("only a sensor token may name senders")
+    issued_at, expires = claims["iat"], claims["exp"]
+    if max_lifetime is not None and (
+            not isinstance(issued_at, int | float)
+            or expires - issued_at > max_lifetime.total_seconds()):
+        raise TokenInvalid(f"the token lives longer than the longest lifetime allowed "
+                           f"({max_lifetime}); ask for a shorter one")
     return Principal(
         subject=subject,
         role=the_role,
         token_id=jti,
         expires_at=datetime.fromtimestamp(int(claims["exp"]), UTC),
         areas=None if areas is None else frozenset(areas),
+        senders=frozenset(senders),
     )
 
 

@@ -1,19 +1,25 @@
-"""``sonae token issue``: bearer tokens from the command line, next to the code that signs them.
+"""``sonae token issue`` / ``revoke``: bearer tokens from the command line.
 
-Issuing is :func:`services.common.auth.issue_token`; this module is its click
-group (``token``), which the composition root adds to ``sonae``. ``--area`` is
-checked against the region pack before anything is signed. Nothing here reads
-settings or files at import time.
+Issuing is :func:`services.common.auth.issue_token`; revoking is
+:func:`services.common.revocation.revoke` (the token's ``jti`` onto the deny list
+in PostgreSQL, which intake and every gateway honour within seconds). This module
+is their click group (``token``), which the composition root adds to ``sonae``.
+``--area`` is checked against the region pack before anything is signed, ``--ttl``
+against ``SONAE_TOKEN_MAX_TTL_HOURS``. Nothing here reads settings or files at
+import time.
 """
 
 from __future__ import annotations
 
+import asyncio
+import getpass
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import click
+import jwt
 
-from services.common.auth import Role, issue_token
+from services.common.auth import ALGORITHM, ISSUER, Role, issue_token
 
 __all__ = ["token"]
 
@@ -40,9 +46,14 @@ def token() -> None:
 @click.option("--ttl", default="12h", show_default=True,
               help="Lifetime, e.g. 30m, 12h, 7d.")
 @click.option("--area", "areas", multiple=True, metavar="AREA",
-              help="A field team's area (repeat for several): the gateway shows the team "
-                   "these areas' reports and shelters. Checked against SONAE_REGION.")
-def token_issue(role: str, name: str, ttl: str, areas: tuple[str, ...]) -> None:
+              help="The team's area (repeat for several; required for field and "
+                   "shelter_staff): the gateway shows the team these areas' reports and "
+                   "shelters. Checked against SONAE_REGION.")
+@click.option("--sender", "senders", multiple=True, metavar="KIND:NAME",
+              help="A sensor token: a warning sender it may speak for besides itself "
+                   "(repeat for several), e.g. cap:jma.go.jp or jma:気象庁本庁.")
+def token_issue(role: str, name: str, ttl: str, areas: tuple[str, ...],
+                senders: tuple[str, ...]) -> None:
     """Print a new token (only the token, so `export SONAE_TOKEN=$(sonae token issue ...)`)."""
     from infra.settings import SettingsError, load_settings
     from schemas.region import RegionPackError, load_region
@@ -64,6 +75,55 @@ def token_issue(role: str, name: str, ttl: str, areas: tuple[str, ...]) -> None:
                 f"its areas are {', '.join(sorted(known))}", param_hint="'--area'")
     try:
         click.echo(issue_token(settings.token_secret, role, name, _parse_ttl(ttl),
-                               areas=areas))
+                               areas=areas, senders=senders, max_ttl=settings.token_max_ttl))
     except ValueError as e:
         raise click.ClickException(str(e)) from None
+
+
+def _token_id(secret: str, text: str) -> tuple[str, datetime | None]:
+    """The ``jti`` (and expiry) of a token, or ``text`` itself when it is a bare id."""
+    if text.count(".") != 2:
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,200}", text):
+            raise click.BadParameter("expected a token or its id (jti)", param_hint="TOKEN")
+        return text, None
+    try:
+        # An expired token can still be revoked (it may be replayed within the leeway).
+        claims = jwt.decode(text, secret, algorithms=[ALGORITHM], issuer=ISSUER,
+                            options={"verify_exp": False, "require": ["jti", "exp"]})
+    except jwt.PyJWTError as e:
+        raise click.BadParameter(f"not a token of this deployment: {e}",
+                                 param_hint="TOKEN") from None
+    return str(claims["jti"]), datetime.fromtimestamp(int(claims["exp"]), UTC)
+
+
+@token.command("revoke")
+@click.argument("token_or_id", metavar="TOKEN")
+@click.option("--reason", default="", help="Why (kept with the deny-list entry).")
+def token_revoke(token_or_id: str, reason: str) -> None:
+    """Revoke a token (or its jti): intake and every gateway refuse it within seconds."""
+    import asyncpg
+
+    from infra.settings import SettingsError, load_settings
+    from services.common.revocation import revoke
+
+    try:
+        settings = load_settings()
+    except SettingsError as e:
+        raise click.ClickException(str(e)) from None
+    jti, expires = _token_id(settings.token_secret.get_secret_value(), token_or_id.strip())
+
+    async def run() -> bool:
+        conn = await asyncpg.connect(settings.database_url)
+        try:
+            return await revoke(conn, jti, revoked_by=getpass.getuser(), expires_at=expires,
+                                reason=reason)
+        finally:
+            await conn.close()
+
+    try:
+        added = asyncio.run(run())
+    except (OSError, asyncpg.PostgresError) as e:
+        raise click.ClickException(f"cannot write the deny list (SONAE_DATABASE_URL; run "
+                                   f"`sonae db migrate` first?): {type(e).__name__}: {e}"
+                                   ) from None
+    click.echo(f"revoked {jti}" if added else f"{jti} was already revoked")

@@ -74,6 +74,8 @@ class WarningState(_Frozen):
     """The latest version of a warning."""
 
     warning_id: str
+    sender: str | None = None
+    """Whose warning it is (``hazard.warning``'s ``sender``); warnings are kept per sender."""
     kind: str
     name: str
     hazard: Hazard | None

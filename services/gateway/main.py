@@ -13,7 +13,6 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Final
 
 import asyncpg
@@ -24,8 +23,8 @@ from infra.kafka import clients
 from infra.logs import configure_logging
 from infra.settings import Settings
 from schemas.region import Region, RegionPackError, load_region
-from services.common.auth import Role, issue_token
 from services.common.bus import Publisher
+from services.common.revocation import Connect, DenyList
 from services.common.runtime import run_service
 from services.gateway.cop import COP, RegionIndex
 from services.gateway.errors import GatewayStartupError, LogReplaced
@@ -54,7 +53,6 @@ DB_CONNECT_TIMEOUT: Final = 5.0
 """Seconds to reach the event store for a cold start before reading the broker instead."""
 SERVICE_RESTART: Final = 1012
 """Close code when the log was replaced under us: reconnect for a fresh snapshot."""
-_DEV_SECRET: Final = Settings.model_fields["token_secret"].default.get_secret_value()
 
 
 @dataclass
@@ -83,11 +81,13 @@ async def _store_pool(settings: Settings) -> asyncpg.Pool | None:
 async def running(settings: Settings, *, region: Region | None = None,
                   pool: asyncpg.Pool | None = None, reports: ReportSink | None = None,
                   websocket_port: int | None = None, dashboard_port: int | None = None,
-                  queue_size: int = CLIENT_QUEUE_SIZE) -> AsyncIterator[Running]:
+                  queue_size: int = CLIENT_QUEUE_SIZE,
+                  revocation: Connect | None = None) -> AsyncIterator[Running]:
     """Start the gateway (source first, then the servers); stop it on exit.
 
     ``pool`` is the event store for the cold start (None: read the broker only).
-    The source and heartbeats run in a task group until the context exits.
+    ``revocation`` connects to the token deny list's database (None: no deny list).
+    The source, heartbeats and the deny list run in a task group until the context exits.
     """
     region = region or load_region(settings.region)
     hub = Hub(COP.empty(RegionIndex.from_region(region)), settings.namespace)
@@ -107,7 +107,12 @@ async def running(settings: Settings, *, region: Region | None = None,
         gateway = Gateway(hub, secret=settings.token_secret, namespace=settings.namespace,
                           area_ids=[d.id for d in region.districts],
                           publisher=Publisher(producer, settings.namespace), reports=reports,
-                          queue_size=queue_size)
+                          queue_size=queue_size, max_token_lifetime=settings.token_max_ttl)
+        denylist = None
+        if revocation is not None:
+            denylist = DenyList(revocation, poll_seconds=settings.token_denylist_poll_seconds,
+                                on_revoked=gateway.revoked)
+            gateway.denylist = denylist
         await runner.setup()
         try:
             await web.TCPSite(runner, settings.host, http_port).start()
@@ -129,6 +134,8 @@ async def running(settings: Settings, *, region: Region | None = None,
         async with server, asyncio.TaskGroup() as tg:
             tg.create_task(_read_log(settings, hub, source, pool, stop), name="gateway-source")
             tg.create_task(heartbeats(hub, stop), name="gateway-heartbeats")
+            if denylist is not None:
+                tg.create_task(denylist.run(stop), name="gateway-denylist")
             try:
                 yield Running(hub, gateway, source, f"ws://{settings.host}:{ws_port}/",
                               f"http://{settings.host}:{http_port}/", server)
@@ -169,31 +176,18 @@ async def serve_gateway(settings: Settings, stop: asyncio.Event) -> None:
     pool = await _store_pool(settings)
     reports = IntakeReports(settings.intake_base_url)
     try:
-        async with running(settings, region=region, pool=pool, reports=reports) as gw:
+        async with running(settings, region=region, pool=pool, reports=reports,
+                           revocation=lambda: asyncpg.connect(settings.database_url)) as gw:
+            # Never a token here: logs are read by more people than tokens are for
+            # (`sonae token issue` mints them; the demo prints its own to the console).
             log.info("gateway: websocket %s, dashboard %s (namespace %r)",
                      gw.websocket_url, gw.dashboard_url, settings.namespace)
-            _log_demo_links(settings, region, gw.dashboard_url)
             await stop.wait()
     finally:
         await reports.close()
         if pool is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(pool.close(), 5.0)
-
-
-def _log_demo_links(settings: Settings, region: Region, dashboard_url: str) -> None:
-    # Only with the development secret, which is public anyway: anyone can mint
-    # tokens with it. With a real secret, tokens come from the operators' tooling.
-    if settings.token_secret.get_secret_value() != _DEV_SECRET:
-        return
-    ttl = timedelta(hours=12)
-    hq = issue_token(settings.token_secret, Role.HQ, "demo-hq-officer", ttl)
-    field = issue_token(settings.token_secret, Role.FIELD, "demo-kanda-team", ttl,
-                        areas=[region.districts[0].id])
-    log.info("demo (development secret): HQ view %s#token=%s", dashboard_url, hq)
-    log.info("demo (development secret): field view (%s) %s#token=%s",
-             region.districts[0].id, dashboard_url, field)
-    log.info("demo: public portal %s", dashboard_url)
 
 
 def main(settings: Settings) -> None:

@@ -17,6 +17,12 @@ connection stays, until :data:`GARBAGE_LIMIT` of them within
 from allowed origins (clients without an ``Origin`` header are not browsers
 and are admitted); a missing hello closes with 1008, a bad token with 4401, a
 role that has no view (``sensor``) with 4403.
+
+Tokens: a field or shelter_staff token carries the team's areas and a hello can
+only narrow them (other areas close with 4403); a session closes with 4401 and
+the reason ``token expired`` when its token's ``exp`` passes, and with ``token
+revoked`` within seconds of ``sonae token revoke`` (:meth:`Gateway.revoked`,
+called by the process's :class:`~services.common.revocation.DenyList`).
 """
 
 from __future__ import annotations
@@ -28,8 +34,8 @@ import logging
 import re
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
 from typing import Any, Final, Protocol
 
 import aiohttp
@@ -155,6 +161,8 @@ class _Session:
         self.principal = principal
         self.viewer = viewer
         self.garbage: deque[float] = deque()
+        self.revoked = asyncio.Event()
+        """Set when the token's id was put on the deny list."""
 
 
 class Gateway:
@@ -163,8 +171,14 @@ class Gateway:
     def __init__(self, hub: Hub, *, secret: str | SecretStr, namespace: str,
                  area_ids: Sequence[str], publisher: Publisher | None = None,
                  reports: ReportSink | None = None, queue_size: int = CLIENT_QUEUE_SIZE,
-                 clock: Callable[[], datetime] = utc_now) -> None:
+                 clock: Callable[[], datetime] = utc_now,
+                 denylist: Container[str] = frozenset(),
+                 max_token_lifetime: timedelta | None = None) -> None:
         self.hub = hub
+        self.denylist = denylist
+        self.max_token_lifetime = max_token_lifetime
+        # Signed-in sessions by token id, so a revocation reaches their connections.
+        self._by_token: dict[str, set[_Session]] = {}
         self.queue_size = queue_size
         self.secret = secret
         self.namespace = namespace
@@ -195,17 +209,47 @@ class Gateway:
         attached = self.hub.attach(client, position, self._welcome(session))
         log.debug("client attached (%s, %s)", session.viewer.audience.value,
                   "snapshot" if attached.snapshot else f"resumed {attached.count}")
+        jti = session.principal.token_id if session.principal is not None else None
+        if jti is not None:
+            self._by_token.setdefault(jti, set()).add(session)
         try:
             async with asyncio.TaskGroup() as tg:
                 writer = tg.create_task(client.write_loop())
                 watchdog = tg.create_task(self._watch(ws, client))
+                expiry = tg.create_task(self._token_ends(ws, session))
                 try:
                     await self._read_loop(ws, session)
                 finally:
                     writer.cancel()
                     watchdog.cancel()
+                    expiry.cancel()
         finally:
             self.hub.detach(client)
+            if jti is not None:
+                sessions = self._by_token.get(jti, set())
+                sessions.discard(session)
+                if not sessions:
+                    self._by_token.pop(jti, None)
+
+    def revoked(self, token_ids: Iterable[str]) -> None:
+        """Close the sessions of these (just revoked) tokens with 4401 "token revoked"."""
+        for jti in token_ids:
+            for session in self._by_token.get(jti, ()):
+                session.revoked.set()
+
+    async def _token_ends(self, ws: ServerConnection, session: _Session) -> None:
+        # A session lasts as long as its token: at `exp` (or on revocation) it closes
+        # with 4401, so a client knows to sign in again rather than just reconnect.
+        if session.principal is None:
+            return
+        left = (session.principal.expires_at - self.clock()).total_seconds()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(session.revoked.wait(), max(left, 0.0))
+        reason = "token revoked" if session.revoked.is_set() else "token expired"
+        log.info("closing a %s session of %s: %s", session.principal.role.value,
+                 session.principal.subject, reason)
+        await self._error(ws, None, "unauthorized", f"{reason}; sign in again")
+        await close_connection(ws, UNAUTHORIZED, reason)
 
     async def _settle(self, position: Position | None) -> None:
         # A fresh gateway first catches up with the log; a client resuming a position
@@ -274,9 +318,13 @@ class Gateway:
         principal = None
         if token:
             try:
-                principal = verify_token(self.secret, token)
+                principal = verify_token(self.secret, token,
+                                         max_lifetime=self.max_token_lifetime)
             except AuthError as e:
                 raise Refused("unauthorized", str(e), close=UNAUTHORIZED) from None
+            if principal.token_id in self.denylist:
+                raise Refused("unauthorized", "the token has been revoked; sign in again",
+                              close=UNAUTHORIZED)
         viewer = self._viewer(principal, areas)
         position = None
         if hello.get("position") is not None:
@@ -303,18 +351,16 @@ class Gateway:
         if principal.role is Role.HQ:
             return Viewer(Audience.HQ, areas)
         if principal.role in (Role.FIELD, Role.SHELTER_STAFF):
-            # A token may name the team's areas (claim "areas"); otherwise the team
-            # names them in its hello. Either way reports and shelters stop there.
-            # Named in the hello, they are the team's areas, not a filter of the rest.
-            claimed = principal.areas
-            if claimed is None:
-                if not areas:
-                    raise Refused("areas_required", "a field team must name its areas "
-                                  "(hello.areas, or an 'areas' claim in its token)",
-                                  close=POLICY)
-                return Viewer(Audience.FIELD, None, areas)
-            return Viewer(Audience.FIELD, areas,
-                          self._areas(sorted(claimed), "the token's areas"))
+            # The token names the team's areas (verify_token refuses a team token
+            # without them); the hello may only narrow them, never widen them.
+            claimed = self._areas(sorted(principal.areas or ()), "the token's areas")
+            assert claimed is not None
+            if areas is not None and not areas <= claimed:
+                raise Refused("areas_not_permitted",
+                              f"the token's areas are {', '.join(sorted(claimed))}; a hello "
+                              f"may only narrow them, not add {', '.join(sorted(areas - claimed))}",
+                              close=FORBIDDEN)
+            return Viewer(Audience.FIELD, areas, claimed)
         raise Refused("forbidden", f"role {principal.role.value!r} has no view here",
                       close=FORBIDDEN)
 

@@ -30,7 +30,9 @@ Steps, each refusing with a reason the sender can act on:
      (for an Update or Cancel: the first message it ``references``), so updates
      of one warning share an id and a Kafka key; a second ``info`` adds ``/1``…;
    - *times*: ``issued_at`` = ``sent``; ``expires_at`` = the ``info``'s
-     ``expires``.
+     ``expires``;
+   - *sender*: the alert speaks for ``cap:<sender>`` (:func:`sender_of`), which
+     intake binds to the token (:func:`services.intake.domain.bind_sender`).
 
 Why one file over ~500 lines: parsing, the rule tables and the area matching
 are the three steps of one mapping whose contract is this docstring, and every
@@ -76,6 +78,7 @@ __all__ = [
     "level_from",
     "map_alert",
     "read_alert",
+    "sender_of",
 ]
 
 CAP_NS: Final = "urn:oasis:names:tc:emergency:cap:1.2"
@@ -475,6 +478,11 @@ def _external_id(sender: str, identifier: str, suffix: str = "") -> str:
     if _EXTERNAL_ID.fullmatch(candidate):
         return candidate
     return f"cap:{derive_id('cap', sender, identifier)}{suffix}"
+
+
+def sender_of(alert: CapAlert) -> str:
+    """The sender an alert speaks for: ``cap:<sender>`` (spaces, never in a sender, as _)."""
+    return "cap:" + re.sub(r"[\s\x00-\x1f\x7f]", "_", alert.sender.strip())[:200]
 
 
 def _choose_language(infos: Sequence[CapInfo], preferred: Sequence[str]) -> list[CapInfo]:

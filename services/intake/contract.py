@@ -37,6 +37,7 @@ from services.intake.errors import (
     MalformedInput,
     NotPermitted,
     RateLimited,
+    SenderNotPermitted,
     UnknownReport,
     UnknownShelter,
     UnsupportedMediaType,
@@ -183,6 +184,7 @@ class Health(_Response):
 REFUSALS: Final[Mapping[type[InputRefused], tuple[int, str]]] = MappingProxyType({
     MalformedInput: (400, "malformed"),
     NotPermitted: (403, "forbidden"),
+    SenderNotPermitted: (403, "sender_not_permitted"),
     UnknownReport: (404, "not_found"),
     UnknownShelter: (404, "not_found"),
     ClientIdConflict: (409, "conflict"),

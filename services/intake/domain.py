@@ -31,6 +31,15 @@ filled *before* validation (:func:`validate_report` and friends): a missing
 ``reporter`` / ``reported_by`` becomes ``{"team": <token subject>}`` and a
 shelter's id comes from the URL path.
 
+Senders (see :func:`bind_sender`): every warning and seismic report is recorded
+under the sender intake bound it to — ``token:<subject>`` when the token speaks
+for itself, or a sender the input names (a CAP alert's ``cap:<sender>``, JMA's
+``jma:<editorial office>``, a JSON body's ``sender``) which a sensor token may use
+only if its ``senders`` claim lists it (else 403 ``sender_not_permitted``). HQ
+may name any sender: the event then records ``overridden_by`` (the HQ subject),
+the audit of the override. Consumers key warnings and quakes by (sender, id), so
+one feed can never update or cancel another's warning.
+
 Idempotency (see :func:`decide`): the key is ``(kind, scope, client id)`` where
 the scope is the authenticated token subject, so two teams can never collide or
 read each other's reports. The body is compared by a SHA-256 of its canonical
@@ -49,7 +58,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import Enum, StrEnum
 from types import MappingProxyType
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 from uuid import UUID
 
 from pydantic import ValidationError
@@ -95,8 +104,14 @@ from schemas.shelters import (
     ShelterOpened,
     ShelterOpenedPayload,
 )
-from services.common.auth import Principal, Role
-from services.intake.errors import FieldError, InvalidInput, NotPermitted, UnknownShelter
+from services.common.auth import Principal, Role, own_sender, speaks_for
+from services.intake.errors import (
+    FieldError,
+    InvalidInput,
+    NotPermitted,
+    SenderNotPermitted,
+    UnknownShelter,
+)
 from services.intake.parsing import field_errors, to_problems
 
 __all__ = [
@@ -108,6 +123,9 @@ __all__ = [
     "ExistingRequest",
     "Kind",
     "ReportEvents",
+    "SenderBinding",
+    "bind_sender",
+    "bound",
     "canonical_hash",
     "decide",
     "enrich",
@@ -190,6 +208,44 @@ _ACTION_WORDS: Mapping[Action, str] = {
 }
 
 
+# --- senders ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SenderBinding:
+    """The sender an input is recorded under, and who overrode it (HQ), if anyone."""
+
+    sender: str
+    overridden_by: str | None = None
+
+
+def bind_sender(principal: Principal, claimed: str | None) -> SenderBinding:
+    """Bind an input to the authenticated principal (the rule in the module docstring).
+
+    ``claimed`` is the sender the input names (``cap:<CAP sender>``,
+    ``jma:<editorial office>``, a JSON ``sender``), ``None`` if it names none.
+    """
+    own = own_sender(principal)
+    if claimed is None or claimed == own or claimed in principal.senders:
+        return SenderBinding(claimed or own)
+    if principal.role is Role.HQ:
+        return SenderBinding(claimed, overridden_by=principal.subject)
+    allowed = ", ".join(sorted(speaks_for(principal)))
+    raise SenderNotPermitted(
+        f"sender binding: this {principal.role.value} token speaks for {allowed} only, not "
+        f"{claimed!r} (a sensor token's 'senders' claim lists the senders it may speak "
+        "for; HQ may override)")
+
+
+_Bindable = TypeVar("_Bindable", HazardWarningPayload, SeismicIntensityPayload)
+
+
+def bound(payload: _Bindable, binding: SenderBinding) -> _Bindable:
+    """``payload`` recorded under ``binding`` (its ``sender`` and ``overridden_by``)."""
+    return payload.model_copy(update={"sender": binding.sender,
+                                      "overridden_by": binding.overridden_by})
+
+
 # --- preparing and validating -----------------------------------------------------
 
 
@@ -260,6 +316,9 @@ def validate_hazard(document: Any, region: Region, now: datetime) -> HazardAnyRe
         raise InvalidInput(_summary(e.error_count()), errors=errors) from None
     areas = _district_ids(region)
     problems: list[FieldError] = []
+    if getattr(request, "overridden_by", None) is not None:
+        problems.append(FieldError("/overridden_by", "is set by intake (an HQ token naming "
+                                                     "another sender), not by the client"))
     if isinstance(request, GaugeReadingRequest):
         problems += _check_future(request.observed_at, now, "/observed_at")
         if request.gauge_id not in {g.id for g in region.gauges}:
@@ -407,8 +466,12 @@ def shelter_event(request: ShelterAnyRequest, scope: str, client_id: str | None,
 
 
 def hazard_event(request: HazardAnyRequest, scope: str, client_id: str | None,
-                 now: datetime) -> Envelope:
-    """The ``hazard.*`` event for a hazard observation request."""
+                 now: datetime, principal: Principal | None = None) -> Envelope:
+    """The ``hazard.*`` event for a hazard observation request.
+
+    With ``principal``, a warning or seismic report is bound to its sender
+    (:func:`bind_sender`; the request's ``sender``, if any, is the claim).
+    """
     extras = {"observation", "occurred_at", "exercise"}
     data = request.model_dump(exclude=extras)
     cls: type[Envelope]
@@ -418,9 +481,13 @@ def hazard_event(request: HazardAnyRequest, scope: str, client_id: str | None,
     elif isinstance(request, HazardWarningRequest):
         cls, occurred = HazardWarning, request.issued_at
         payload = HazardWarningPayload.model_validate(data)
+        if principal is not None:
+            payload = bound(payload, bind_sender(principal, request.sender))
     else:
         cls, occurred = SeismicIntensity, request.occurred_at or now
         payload = SeismicIntensityPayload.model_validate(data)
+        if principal is not None:
+            payload = bound(payload, bind_sender(principal, request.sender))
     return new_event(cls, payload, occurred_at=occurred, source=SOURCE, recorded_at=now,
                      exercise=request.exercise,
                      event_id=_event_id(cls.EVENT_TYPE, scope, client_id))

@@ -7,6 +7,7 @@
     │   ├── MalformedInput      not JSON, not well-formed XML, not UTF-8
     │   ├── InvalidInput        well-formed but breaks the contract (every field in .errors)
     │   ├── NotPermitted        the token's role may not do this
+    │   │   └── SenderNotPermitted  the token may not speak for the sender the input names
     │   ├── UnknownReport       no report with that id is visible to the caller
     │   ├── UnknownShelter      the URL names no shelter of the region pack
     │   ├── ClientIdConflict    the client id was already used for a different body
@@ -46,6 +47,7 @@ __all__ = [
     "NotPermitted",
     "RateLimited",
     "RawRejected",
+    "SenderNotPermitted",
     "UnknownReport",
     "UnknownShelter",
     "UnsupportedMediaType",
@@ -85,6 +87,10 @@ class InvalidInput(InputRefused):
 
 class NotPermitted(InputRefused):
     """The token's role may not do this."""
+
+
+class SenderNotPermitted(NotPermitted):
+    """The input names a sender (CAP ``sender``, JMA office, ``sender``) the token is not."""
 
 
 class UnknownReport(InputRefused):

@@ -8,7 +8,9 @@ Request pipeline, outermost first:
    are 503 with Retry-After; anything unexpected is logged and 500 (bad input
    never gets there);
 3. auth — ``/v1/*`` except the OpenAPI document needs ``Authorization: Bearer``
-   (401 missing/invalid/expired, 403 for a ``public`` token), then the token
+   (401 missing/invalid/expired/revoked — the deny list of
+   :mod:`services.common.revocation` is consulted on every request — or longer-lived
+   than ``SONAE_TOKEN_MAX_TTL_HOURS``; 403 for a ``public`` token), then the token
    bucket of the token's subject (429 with Retry-After);
 4. the handler — role check (403), Content-Type (415), size while reading
    (413, before the whole body is buffered), JSON (400), then the service
@@ -24,8 +26,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from collections.abc import Awaitable, Callable, Container
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, Final
 
@@ -39,6 +41,7 @@ from services.common.auth import (
     Principal,
     Role,
     TokenMissing,
+    TokenRevoked,
     bearer_token,
     verify_token,
 )
@@ -105,23 +108,32 @@ class _TokenVerifier:
     handling, and a client sends the same token with every request. A remembered token
     is the exact string that passed every check, so only its expiry (with the same
     leeway) is checked again; an expired one is verified afresh, which refuses it with
-    the usual message. A deny list of token ids, when there is one, must be consulted
-    on every request, remembered or not.
+    the usual message. The deny list of token ids is consulted on every request,
+    remembered or not.
     """
 
     def __init__(self, secret: str | SecretStr, size: int = VERIFIED_TOKENS,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC), *,
+                 denylist: Container[str] = frozenset(),
+                 max_lifetime: timedelta | None = None) -> None:
         self._secret = secret
         self._size = size
         self._clock = clock
+        self._denylist = denylist
+        self._max_lifetime = max_lifetime
         self._known: dict[str, Principal] = {}
 
     def __call__(self, token: str) -> Principal:
         principal = self._known.get(token)
-        if principal is not None and self._clock() < principal.expires_at + LEEWAY:
-            return principal
-        self._known.pop(token, None)
-        principal = verify_token(self._secret, token)
+        if principal is None or self._clock() >= principal.expires_at + LEEWAY:
+            self._known.pop(token, None)
+            principal = self._verify(token)
+        if principal.token_id in self._denylist:
+            raise TokenRevoked("the token has been revoked; ask for a new one")
+        return principal
+
+    def _verify(self, token: str) -> Principal:
+        principal = verify_token(self._secret, token, max_lifetime=self._max_lifetime)
         if len(self._known) >= self._size:
             # Dicts keep insertion order: forget the oldest entry (the cache is a
             # speed-up, so a simple bound is enough).
@@ -139,11 +151,17 @@ def build_app(
     max_json_bytes: int = MAX_JSON_BYTES,
     max_cap_bytes: int = MAX_CAP_BYTES,
     monotonic: Callable[[], float] = time.monotonic,
+    denylist: Container[str] = frozenset(),
+    max_token_lifetime: timedelta | None = None,
 ) -> web.Application:
-    """The aiohttp application around ``intake``; nothing connects until it is served."""
+    """The aiohttp application around ``intake``; nothing connects until it is served.
+
+    ``denylist`` holds the revoked token ids (a live
+    :class:`~services.common.revocation.DenyList` in the process).
+    """
     metrics = intake.metrics
     limiter = limiter or RateLimiter(RATE_BURST, RATE_PER_SECOND)
-    verify = _TokenVerifier(secret)
+    verify = _TokenVerifier(secret, denylist=denylist, max_lifetime=max_token_lifetime)
 
     @web.middleware
     async def count(request: web.Request,

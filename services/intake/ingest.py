@@ -43,6 +43,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Container
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Final
@@ -55,7 +56,7 @@ from infra.settings import Settings
 from schemas.common import ContractModel, Source
 from schemas.reports import ClientReportId
 from schemas.topics import qualified
-from services.common.auth import AuthError, Principal, Role, verify_token
+from services.common.auth import AuthError, Principal, Role, TokenRevoked, verify_token
 from services.common.bus import Publisher
 from services.common.retry import sleep_until
 from services.intake.errors import (
@@ -113,10 +114,11 @@ def _prefixed(errors: tuple[FieldError, ...], prefix: str) -> tuple[FieldError, 
 class Ingest:
     """Consumes ``intake.raw`` into :class:`~services.intake.service.Intake`."""
 
-    def __init__(self, intake: Intake, settings: Settings, *, group_id: str | None = None
-                 ) -> None:
+    def __init__(self, intake: Intake, settings: Settings, *, group_id: str | None = None,
+                 denylist: Container[str] = frozenset()) -> None:
         self.intake = intake
         self.settings = settings
+        self.denylist = denylist
         self.topic = qualified("intake.raw", settings.namespace)
         # One group per namespace, so a drill's intake never steals live records.
         self.group_id = group_id or (
@@ -142,7 +144,10 @@ class Ingest:
             raise InvalidInput("the record is not a raw intake envelope",
                                errors=field_errors(e)) from None
         if envelope.token is not None:
-            principal = verify_token(self.settings.token_secret, envelope.token)
+            principal = verify_token(self.settings.token_secret, envelope.token,
+                                     max_lifetime=self.settings.token_max_ttl)
+            if principal.token_id in self.denylist:
+                raise TokenRevoked("the token has been revoked")
         else:
             principal = Principal(subject=f"raw:{envelope.source}", role=Role.HQ,
                                   token_id="", expires_at=datetime.max.replace(tzinfo=UTC))

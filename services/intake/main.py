@@ -21,6 +21,7 @@ from infra.logs import configure_logging
 from infra.settings import Settings
 from infra.topics import ensure_topics
 from schemas.region import RegionPackError, load_region
+from services.common.revocation import DenyList
 from services.common.runtime import run_service
 from services.intake.errors import IntakeStartupError, IntakeTablesMissing
 from services.intake.http import build_app
@@ -72,8 +73,11 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
             metrics=metrics,
             on_connect=lambda: ensure_topics(settings),
         )
-        ingest = Ingest(intake, settings)
+        denylist = DenyList(lambda: asyncpg.connect(settings.database_url),
+                            poll_seconds=settings.token_denylist_poll_seconds)
+        ingest = Ingest(intake, settings, denylist=denylist)
         app = build_app(intake, secret=settings.token_secret, relay=relay,
+                        denylist=denylist, max_token_lifetime=settings.token_max_ttl,
                         limiter=RateLimiter(settings.intake_rate_burst,
                                             settings.intake_rate_per_second),
                         max_json_bytes=settings.intake_max_json_bytes,
@@ -94,6 +98,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(relay.run(stop), name="intake-relay")
                 tg.create_task(ingest.run(stop), name="intake-ingest")
+                tg.create_task(denylist.run(stop), name="intake-denylist")
         finally:
             await runner.cleanup()
     finally:

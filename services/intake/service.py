@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -40,6 +40,8 @@ from services.intake.domain import (
     Action,
     Decision,
     Kind,
+    bind_sender,
+    bound,
     canonical_hash,
     hazard_event,
     permitted,
@@ -234,7 +236,7 @@ class Intake:
             raise
         if request.exercise:
             require(principal, Action.EXERCISE)
-        event = hazard_event(request, principal.subject, client_id, now)
+        event = hazard_event(request, principal.subject, client_id, now, principal)
         return await self._write_one(Kind.HAZARD, principal.subject, client_id,
                                      canonical_hash(request.model_dump(mode="json")), (event,))
 
@@ -255,6 +257,9 @@ class Intake:
             raise
         if mapped.exercise:
             require(principal, Action.EXERCISE)
+        # A CAP alert speaks for its <sender>; the token must be that sender (or HQ).
+        binding = bind_sender(principal, cap.sender_of(alert))
+        mapped = replace(mapped, warnings=tuple(bound(w, binding) for w in mapped.warnings))
         scope, client_id = principal.subject, _bounded(mapped.client_id)
         events = tuple(
             new_event(HazardWarning, w, occurred_at=mapped.occurred_at, source=SOURCE,

@@ -90,7 +90,8 @@ async def test_dashboard_shows_a_report_and_approve_issues_the_order(
 
                 # A report through intake's HTTP API reaches the page via Kafka.
                 description = f"神田司町で冠水 {uuid.uuid4().hex[:6]}"
-                status, answer = await reports.submit(token(Role.FIELD, "kanda-team"), {
+                team = token(Role.FIELD, "kanda-team", areas=("kanda-koen",))
+                status, answer = await reports.submit(team, {
                     "client_report_id": "browser-1", "category": "flooding", "severity": 4,
                     "area_id": "kanda-koen", "description": description})
                 assert status == 202, answer

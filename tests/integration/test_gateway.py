@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+from datetime import UTC, datetime
 
 import asyncpg
+import jwt
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -22,6 +24,7 @@ from services.gateway.hub import OVERLOAD
 from services.gateway.positions import COP_TOPICS
 from tests.support import consume_events, produce_events, wait_for
 from tests.support.gateway import (
+    SECRET,
     fresh,
     gateway,
     gateway_settings,
@@ -241,7 +244,7 @@ async def test_hq_command_is_produced_with_the_operator_from_the_token(
     await produce_events(kafka_bootstrap, namespace, [recommendation])
     rec_id = str(recommendation.payload.recommendation_id)  # type: ignore[attr-defined]
     async with gateway(settings) as gw:
-        async with peer(gw, token=token(Role.FIELD, "kanda-team"), areas=["kanda-koen"]) as field:
+        async with peer(gw, token=token(Role.FIELD, "kanda-team", areas=("kanda-koen",))) as field:
             await field.until(lambda m: m["type"] == "snapshot")
             assert "recommendation" not in field.state
             await field.send({"type": "command", "id": "c0", "action": "approve",
@@ -277,7 +280,7 @@ async def test_views_keep_personal_data_from_the_public_and_other_areas(
     """Public sees no reports; a field team sees its areas' reports without names."""
     settings = gateway_settings(kafka_bootstrap, namespace)
     async with gateway(settings) as gw, peer(gw) as public, \
-            peer(gw, token=token(Role.FIELD, "jimbo-team"), areas=["jimbocho"]) as field:
+            peer(gw, token=token(Role.FIELD, "jimbo-team", areas=("jimbocho",))) as field:
         await public.until(lambda m: m["type"] == "snapshot")
         await field.until(lambda m: m["type"] == "snapshot")
         mine, theirs = report(area="jimbocho"), report(area="kanda-koen")
@@ -296,8 +299,9 @@ async def test_views_keep_personal_data_from_the_public_and_other_areas(
 
 async def test_a_field_token_that_names_its_areas_needs_no_areas_in_the_hello(
         kafka_bootstrap: str, namespace: str) -> None:
-    """The token's areas claim is the team's areas; without it (or hello.areas) a field
-    team is refused, since it would otherwise see no area or every area."""
+    """The token's areas claim is the team's areas; a field token without it (one signed
+    before team tokens had to carry areas) is refused, since the team would otherwise see
+    no area or every area."""
     settings = gateway_settings(kafka_bootstrap, namespace)
     claimed = token(Role.FIELD, "jimbo-team", areas=("jimbocho",))
     async with gateway(settings) as gw, peer(gw, token=claimed) as field:
@@ -309,9 +313,13 @@ async def test_a_field_token_that_names_its_areas_needs_no_areas_in_the_hello(
         mine_id = str(mine.payload.report_id)
         await field.until(lambda m: mine_id in field.state.get("report", {}))
         assert list(field.state["report"]) == [mine_id]
-        async with peer(gw, token=token(Role.FIELD, "nowhere-team")) as lost:
+        now = int(datetime.now(UTC).timestamp())
+        arealess = jwt.encode({"iss": "sonae", "sub": "nowhere-team", "role": "field",
+                               "iat": now, "exp": now + 600, "jti": "j-arealess"},
+                              SECRET, algorithm="HS256")
+        async with peer(gw, token=arealess, areas=["kanda-koen"]) as lost:
             refused = await lost.until(lambda m: m["type"] == "error")
-            assert refused["code"] == "areas_required"
+            assert refused["code"] == "unauthorized" and "areas" in refused["message"]
 
 
 async def test_cold_start_from_the_event_store_matches_reading_the_broker(
@@ -375,7 +383,7 @@ async def test_field_report_over_the_socket_goes_to_intake(kafka_bootstrap: str,
             return 202, {"status": "accepted", "report_id": "r"}
 
     settings = gateway_settings(kafka_bootstrap, namespace)
-    field_token = token(Role.FIELD, "kanda-team")
+    field_token = token(Role.FIELD, "kanda-team", areas=("kanda-koen",))
     async with gateway(settings, reports=Intake()) as gw, \
             peer(gw, token=field_token, areas=["kanda-koen"]) as field, peer(gw) as public:
         await field.until(lambda m: m["type"] == "snapshot")

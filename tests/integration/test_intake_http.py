@@ -17,6 +17,7 @@ from tests.support import (
     REGION,
     SECRET,
     SHELTER,
+    TEAM_AREAS,
     Running,
     auth,
     event_ids_on,
@@ -31,6 +32,8 @@ from tests.support import (
 pytestmark = pytest.mark.integration
 
 CAP_DIR = Path(__file__).parent.parent / "fixtures" / "cap"
+CAP_SENDER = "cap:jma-test@example.jp"
+"""The sender of sonae_chiyoda_heavy_rain.xml (its <sender> is jma-test@example.jp)."""
 
 
 @pytest.fixture
@@ -154,12 +157,12 @@ async def test_missing_expired_and_tampered_tokens_are_401(running: Running) -> 
     """No token, an expired one, a tampered one and a foreign one are all 401."""
     status, body, response = await running.post("/v1/reports", report_body())
     assert status == 401 and "Bearer" in response.headers["WWW-Authenticate"]
-    expired = issue_token(SECRET, Role.FIELD, "t", timedelta(seconds=5),
+    expired = issue_token(SECRET, Role.FIELD, "t", timedelta(seconds=5), areas=TEAM_AREAS,
                           now=datetime.now(UTC) - timedelta(hours=1))
     good = token(Role.FIELD)
     tampered = good[:-4] + ("AAAA" if not good.endswith("AAAA") else "BBBB")
     foreign = issue_token("some-other-secret-0123456789abcdefgh", Role.FIELD, "t",
-                          timedelta(hours=1))
+                          timedelta(hours=1), areas=TEAM_AREAS)
     for bad in (expired, tampered, foreign, "garbage"):
         status, body, response = await running.post(
             "/v1/reports", report_body(), headers={"Authorization": f"Bearer {bad}"})
@@ -310,7 +313,9 @@ async def test_hazard_observation_and_unknown_gauge(running: Running) -> None:
 async def test_cap_alert_becomes_warnings(running: Running) -> None:
     """A CAP alert for Chiyoda becomes hazard.warning events; a resend is 200."""
     xml = (CAP_DIR / "sonae_chiyoda_heavy_rain.xml").read_bytes()
-    headers = auth(Role.SENSOR, "jma-feed")
+    # The feed's token speaks for the alert's <sender> (else 403, see below).
+    headers = {"Authorization": "Bearer " + token(Role.SENSOR, "jma-feed",
+                                                  senders=[CAP_SENDER])}
     status, body, _ = await running.post("/v1/cap", None, raw=xml, headers=headers,
                                          content_type="application/cap+xml")
     assert status == 202, body
@@ -321,6 +326,54 @@ async def test_cap_alert_becomes_warnings(running: Running) -> None:
     await wait_for(lambda: _drained(running), what="outbox drained")
     ids = await event_ids_on(running.settings, "hazards.observations")
     assert sorted(ids) == sorted(body["event_ids"])
+
+
+async def test_a_sensor_can_update_or_cancel_only_its_own_senders_warnings(
+        running: Running) -> None:
+    """CAP and JSON warnings are bound to the token's senders; others 403; HQ overrides."""
+    xml = (CAP_DIR / "sonae_chiyoda_heavy_rain.xml").read_bytes()
+    feed = {"Authorization": "Bearer " + token(Role.SENSOR, "jma-feed", senders=[CAP_SENDER])}
+    rogue = auth(Role.SENSOR, "rogue-feed")
+    status, issued, _ = await running.post("/v1/cap", None, raw=xml, headers=feed,
+                                           content_type="application/cap+xml")
+    assert status == 202, issued
+    warning_id = issued["warnings"][0]["warning_id"]
+    # The same alert (or its Cancel) from a token that is not its sender: refused.
+    status, body, _ = await running.post("/v1/cap", None, raw=xml, headers=rogue,
+                                         content_type="application/cap+xml")
+    assert status == 403 and body["error"] == "sender_not_permitted", body
+    assert "sender binding" in body["message"] and CAP_SENDER in body["message"]
+    cancel = {"observation": "warning", "warning_id": warning_id, "action": "cancelled",
+              "kind": "heavy_rain_warning", "name": "大雨警報", "alert_level_equivalent": 3,
+              "area_ids": ["kanda-koen"], "issued_at": "2025-08-21T06:00:00Z",
+              "source": "manual"}
+    status, body, _ = await running.post("/v1/hazards/observations",
+                                         {**cancel, "sender": CAP_SENDER},
+                                         headers=rogue)
+    assert status == 403 and body["error"] == "sender_not_permitted", body
+    # Without a sender the rogue's cancellation is its own warning, not the feed's.
+    status, own, _ = await running.post("/v1/hazards/observations", cancel, headers=rogue)
+    assert status == 202, own
+    # HQ may cancel the feed's warning: recorded under the feed's sender, naming HQ.
+    status, override, _ = await running.post(
+        "/v1/hazards/observations", {**cancel, "sender": CAP_SENDER},
+        headers=auth(Role.HQ, "hq-duty"))
+    assert status == 202, override
+    status, body, _ = await running.post(
+        "/v1/hazards/observations", {**cancel, "overridden_by": "rogue-feed"}, headers=rogue)
+    assert status == 422 and body["errors"][0]["pointer"] == "/overridden_by"
+
+    await wait_for(lambda: _drained(running), what="outbox drained")
+    records = await read_topic(running.settings,
+                               qualified("hazards.observations", running.settings.namespace))
+    payloads = {json.loads(r.value)["event_id"]: json.loads(r.value)["payload"]
+                for r in records if r.value}
+    assert {(payloads[i]["sender"], payloads[i]["overridden_by"])
+            for i in issued["event_ids"]} == {(CAP_SENDER, None)}
+    assert (payloads[own["event_id"]]["sender"],
+            payloads[own["event_id"]]["overridden_by"]) == ("token:rogue-feed", None)
+    assert (payloads[override["event_id"]]["sender"],
+            payloads[override["event_id"]]["overridden_by"]) == (CAP_SENDER, "hq-duty")
 
 
 async def test_invalid_cap_is_refused_with_the_schema_reason(running: Running) -> None:

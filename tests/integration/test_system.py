@@ -19,8 +19,10 @@ from tests.support.stack import UpProcess
 async def test_inputs_flow_through_every_service_to_the_store(tmp_path: Path) -> None:
     """A shelter count and a report posted to intake become state, alerts and stored events."""
     secret = load_settings().token_secret.get_secret_value()
-    staff = issue_token(secret, Role.SHELTER_STAFF, "fujimi-shelter-desk", timedelta(hours=1))
-    field = issue_token(secret, Role.FIELD, "kanda-team-1", timedelta(hours=1))
+    staff = issue_token(secret, Role.SHELTER_STAFF, "fujimi-shelter-desk", timedelta(hours=1),
+                        areas=["fujimi"])
+    field = issue_token(secret, Role.FIELD, "kanda-team-1", timedelta(hours=1),
+                        areas=["kanda-koen"])
     shelter = next(s for s in load_region().sites
                    if "shelter" in {str(k) for k in s.kinds} and s.capacity)
     up = UpProcess(tmp_path / "stack")

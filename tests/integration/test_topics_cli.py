@@ -30,6 +30,7 @@ async def test_ensure_topics_creates_catalogue_once(kafka_bootstrap: str, namesp
 def test_topics_cli_lists_the_namespace(kafka_bootstrap: str, namespace: str) -> None:
     """The CLI creates a namespace's topics and lists them with their cleanup policy."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SONAE_")}
+    env["SONAE_DEVELOPMENT"] = "true"  # a development machine: the built-in token secret
     args = ["--kafka", kafka_bootstrap, "--namespace", namespace]
     made = subprocess.run([sys.executable, "-m", "sonae.cli", "topics", "create", *args],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,

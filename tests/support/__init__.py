@@ -8,7 +8,7 @@ import asyncio
 import inspect
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Container, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar, overload
@@ -30,7 +30,7 @@ from schemas.events import Event, decode_event
 from schemas.hazards import GaugeReading
 from schemas.region import load_region
 from schemas.topics import qualified, split_qualified
-from services.common.auth import Role, issue_token
+from services.common.auth import AREA_ROLES, Role, issue_token
 from services.common.bus import Publisher
 from services.intake.domain import Kind
 from services.intake.http import build_app
@@ -134,9 +134,16 @@ def make_settings(kafka_bootstrap: str, database_url: str, namespace: str,
                          namespace=namespace, token_secret=SECRET, **overrides)
 
 
-def token(role: Role | str, name: str = "kanda-team-1", ttl: float = 3600) -> str:
-    """A bearer token signed with the tests' secret."""
-    return issue_token(SECRET, role, name, timedelta(seconds=ttl))
+TEAM_AREAS = ("kanda-koen", "jimbocho", "fujimi")
+"""The areas of the tests' field and shelter_staff tokens (a team token must name some)."""
+
+
+def token(role: Role | str, name: str = "kanda-team-1", ttl: float = 3600,
+          senders: Sequence[str] = ()) -> str:
+    """A bearer token signed with the tests' secret (team tokens carry TEAM_AREAS)."""
+    areas = TEAM_AREAS if Role(role).value in AREA_ROLES else ()
+    return issue_token(SECRET, role, name, timedelta(seconds=ttl), areas=areas,
+                       senders=senders)
 
 
 def auth(role: Role | str, name: str = "kanda-team-1") -> dict[str, str]:
@@ -222,7 +229,9 @@ class Running:
 
 async def start_intake(settings: Settings, pool: asyncpg.Pool,
                        limiter: RateLimiter | None = None,
-                       max_json_bytes: int = 64 * 1024) -> AsyncIterator[Running]:
+                       max_json_bytes: int = 64 * 1024,
+                       denylist: Container[str] = frozenset(),
+                       max_token_lifetime: timedelta | None = None) -> AsyncIterator[Running]:
     """Migrate, create topics, and serve intake until the caller's context ends."""
     await prepare_schema(pool)
     await ensure_topics(settings, settings.namespace)
@@ -233,7 +242,8 @@ async def start_intake(settings: Settings, pool: asyncpg.Pool,
     relay = Relay(store, lambda: clients.producer(settings), metrics=metrics,
                   poll_interval=0.2)
     app = build_app(intake, secret=SECRET, relay=relay,
-                    limiter=limiter or RateLimiter(1000, 1000), max_json_bytes=max_json_bytes)
+                    limiter=limiter or RateLimiter(1000, 1000), max_json_bytes=max_json_bytes,
+                    denylist=denylist, max_token_lifetime=max_token_lifetime)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     port = free_port()

@@ -15,9 +15,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def stack_env() -> dict[str, str]:
-    """The test's environment without SONAE_* settings, with service ports of its own."""
+    """The test's environment without SONAE_* settings, with service ports of its own.
+
+    It is a development stack (the built-in token secret, loopback), as `make demo` runs.
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith("SONAE_")}
     env["PYTHONUNBUFFERED"] = "1"
+    env["SONAE_DEVELOPMENT"] = "true"
     # The services' own ports, so a stack under test never collides with another.
     for name in ("INTAKE", "GATEWAY", "DASHBOARD", "BROADCASTER"):
         env[f"SONAE_{name}_PORT"] = str(free_port())

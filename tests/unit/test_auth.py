@@ -18,16 +18,19 @@ from services.common.auth import (
     TokenMissing,
     bearer_token,
     issue_token,
+    own_sender,
+    speaks_for,
     verify_token,
 )
 
 SECRET = "unit-test-secret-0123456789abcdef-xyz"
+AREAS = ("kanda-koen",)
 OTHER = "another-secret-0123456789abcdef-xyzzy"
 
 
 def test_issued_token_verifies_to_its_principal() -> None:
     """A freshly issued token verifies to the same name and role."""
-    token = issue_token(SECRET, Role.FIELD, "kanda-team-1", timedelta(hours=1))
+    token = issue_token(SECRET, Role.FIELD, "kanda-team-1", timedelta(hours=1), areas=AREAS)
     principal = verify_token(SECRET, token)
     assert isinstance(principal, Principal)
     assert (principal.subject, principal.role) == ("kanda-team-1", Role.FIELD)
@@ -51,7 +54,7 @@ def test_expired_token_is_refused() -> None:
 
 def test_tampered_payload_is_refused() -> None:
     """Changing the role in the payload breaks the signature."""
-    token = issue_token(SECRET, Role.FIELD, "kanda-team-1", timedelta(hours=1))
+    token = issue_token(SECRET, Role.FIELD, "kanda-team-1", timedelta(hours=1), areas=AREAS)
     header, payload, signature = token.split(".")
     claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
     claims["role"] = "hq"
@@ -95,13 +98,13 @@ def test_missing_token_is_refused() -> None:
 def test_issue_refuses_bad_inputs() -> None:
     """Short secrets, unsafe names, unknown roles and non-positive TTLs are refused at issue."""
     with pytest.raises(ValueError, match="at least 32"):
-        issue_token("short", Role.FIELD, "a", timedelta(hours=1))
+        issue_token("short", Role.FIELD, "a", timedelta(hours=1), areas=AREAS)
     with pytest.raises(ValueError, match="token name"):
-        issue_token(SECRET, Role.FIELD, "神田 team", timedelta(hours=1))
+        issue_token(SECRET, Role.FIELD, "神田 team", timedelta(hours=1), areas=AREAS)
     with pytest.raises(ValueError):
         issue_token(SECRET, "admin", "a", timedelta(hours=1))
     with pytest.raises(ValueError, match="ttl"):
-        issue_token(SECRET, Role.FIELD, "a", timedelta(0))
+        issue_token(SECRET, Role.FIELD, "a", timedelta(0), areas=AREAS)
 
 
 def test_a_field_token_can_name_its_areas() -> None:
@@ -111,10 +114,7 @@ def test_a_field_token_can_name_its_areas() -> None:
     claims = jwt.decode(token, SECRET, algorithms=["HS256"], issuer="sonae")
     assert claims["areas"] == ["kanda-koen", "jimbocho"]
     assert verify_token(SECRET, token).role is Role.FIELD
-    plain = jwt.decode(issue_token(SECRET, Role.FIELD, "t", timedelta(hours=1)), SECRET,
-                       algorithms=["HS256"], issuer="sonae")
-    assert "areas" not in plain
-    with pytest.raises(ValueError, match="field tokens only"):
+    with pytest.raises(ValueError, match="field and shelter_staff tokens only"):
         issue_token(SECRET, Role.HQ, "duty", timedelta(hours=1), areas=["kanda-koen"])
     with pytest.raises(ValueError, match="'Kanda Koen' is not an area id"):
         issue_token(SECRET, Role.FIELD, "t", timedelta(hours=1), areas=["Kanda Koen"])
@@ -123,11 +123,11 @@ def test_a_field_token_can_name_its_areas() -> None:
 
 
 def test_the_verified_principal_carries_the_areas_claim() -> None:
-    """verify_token hands on the areas claim (None without one); a malformed claim is invalid."""
+    """verify_token hands on the areas claim (None in an hq token); a malformed claim is invalid."""
     token = issue_token(SECRET, Role.FIELD, "kanda-team-1", timedelta(hours=1),
                         areas=["kanda-koen", "jimbocho"])
     assert verify_token(SECRET, token).areas == frozenset({"kanda-koen", "jimbocho"})
-    plain = issue_token(SECRET, Role.FIELD, "t", timedelta(hours=1))
+    plain = issue_token(SECRET, Role.HQ, "t", timedelta(hours=1))
     assert verify_token(SECRET, plain).areas is None
     now = int(datetime.now(UTC).timestamp())
     base = {"iss": "sonae", "sub": "x", "role": "field", "iat": now, "exp": now + 60, "jti": "j"}
@@ -135,3 +135,47 @@ def test_the_verified_principal_carries_the_areas_claim() -> None:
         malformed = jwt.encode({**base, "areas": claim}, SECRET, algorithm="HS256")
         with pytest.raises(TokenInvalid, match="areas"):
             verify_token(SECRET, malformed)
+
+
+def test_team_tokens_must_carry_their_areas() -> None:
+    """A field or shelter_staff token without areas is neither issued nor accepted."""
+    for role in (Role.FIELD, Role.SHELTER_STAFF):
+        with pytest.raises(ValueError, match=f"a {role.value} token must carry"):
+            issue_token(SECRET, role, "team", timedelta(hours=1))
+        now = int(datetime.now(UTC).timestamp())
+        forged = jwt.encode({"iss": "sonae", "sub": "team", "role": role.value, "iat": now,
+                             "exp": now + 60, "jti": "j"}, SECRET, algorithm="HS256")
+        with pytest.raises(TokenInvalid, match="must carry the team's areas"):
+            verify_token(SECRET, forged)
+    staff = issue_token(SECRET, Role.SHELTER_STAFF, "fujimi-desk", timedelta(hours=1),
+                        areas=["fujimi"])
+    assert verify_token(SECRET, staff).areas == frozenset({"fujimi"})
+
+
+def test_the_longest_lifetime_bounds_issue_and_verification() -> None:
+    """A token living longer than max_lifetime is refused; issue refuses to sign one."""
+    long_lived = issue_token(SECRET, Role.HQ, "duty", timedelta(hours=48))
+    assert verify_token(SECRET, long_lived, max_lifetime=timedelta(hours=48)).subject == "duty"
+    with pytest.raises(TokenInvalid, match="longest lifetime"):
+        verify_token(SECRET, long_lived, max_lifetime=timedelta(hours=24))
+    with pytest.raises(ValueError, match="SONAE_TOKEN_MAX_TTL_HOURS"):
+        issue_token(SECRET, Role.HQ, "duty", timedelta(hours=48), max_ttl=timedelta(hours=24))
+
+
+def test_a_sensor_token_names_the_senders_it_speaks_for() -> None:
+    """The senders claim is a sensor's; speaks_for adds the token's own sender."""
+    feed = issue_token(SECRET, Role.SENSOR, "jma-feed", timedelta(hours=1),
+                       senders=["cap:jma.go.jp", "jma:気象庁本庁"])
+    principal = verify_token(SECRET, feed)
+    assert own_sender(principal) == "token:jma-feed"
+    assert speaks_for(principal) == {"token:jma-feed", "cap:jma.go.jp", "jma:気象庁本庁"}
+    with pytest.raises(ValueError, match="sensor tokens only"):
+        issue_token(SECRET, Role.HQ, "duty", timedelta(hours=1), senders=["cap:x"])
+    with pytest.raises(ValueError, match="'<kind>:<name>'"):
+        issue_token(SECRET, Role.SENSOR, "feed", timedelta(hours=1), senders=["jma.go.jp"])
+    now = int(datetime.now(UTC).timestamp())
+    forged = jwt.encode({"iss": "sonae", "sub": "duty", "role": "hq", "iat": now,
+                         "exp": now + 60, "jti": "j", "senders": ["cap:x"]}, SECRET,
+                        algorithm="HS256")
+    with pytest.raises(TokenInvalid, match="only a sensor token"):
+        verify_token(SECRET, forged)

@@ -7,9 +7,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from infra.settings import load_settings
+from services.common.auth import Role, verify_token
 from services.drill.cli import drill, drill_namespace
 from services.drill.logformat import read_log
-from sonae.demo import SCENARIO, demo_speed
+from sonae.demo import SCENARIO, demo_links, demo_speed
 
 
 def test_speed_and_max_speed_are_exclusive_and_one_is_required() -> None:
@@ -55,3 +57,15 @@ def test_the_demo_fits_five_minutes() -> None:
     assert log.start is not None and log.end is not None
     assert demo_speed((log.end - log.start).total_seconds()) == pytest.approx(64.0)
     assert demo_speed(60.0) == 1.0
+
+
+def test_the_demo_prints_sign_in_links_only_in_development_mode() -> None:
+    """In development mode the demo's console gets HQ and field links; otherwise none."""
+    settings = load_settings(development=True)
+    lines = demo_links(settings)
+    tokens = [line.split("#token=")[1] for line in lines if "#token=" in line]
+    principals = [verify_token(settings.token_secret, t) for t in tokens]
+    assert [p.role for p in principals] == [Role.HQ, Role.FIELD]
+    assert principals[1].areas  # a field token carries its areas
+    assert demo_links(load_settings(development=False,
+                                    token_secret="a-secret-of-our-own-0123456789abcdef")) == []

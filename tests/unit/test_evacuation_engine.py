@@ -85,12 +85,14 @@ class Feed:
 
     def warning(self, kind: str, level: int, areas: list[str], minutes: float, *,
                 hazard: str | None = None, action: str = "issued", warning_id: str = "w1",
-                source: str = "jma", name: str = "警報") -> list[Event]:
+                source: str = "jma", name: str = "警報", sender: str | None = None,
+                overridden_by: str | None = None) -> list[Event]:
         at = T0 + timedelta(minutes=minutes)
         return self.send(self.make(HazardWarning, {
             "warning_id": warning_id, "action": action, "kind": kind, "name": name,
             "hazard": hazard, "alert_level_equivalent": level, "area_ids": areas,
-            "issued_at": at, "source": source}, minutes))
+            "issued_at": at, "source": source, "sender": sender,
+            "overridden_by": overridden_by}, minutes))
 
     def quake(self, intensities: dict[str, str], minutes: float, quake_id: str = "q1"
               ) -> list[Event]:
@@ -542,6 +544,26 @@ def test_a_pending_recommendation_is_withdrawn_when_its_conditions_clear(
     assert (closed.payload.recommendation_id, closed.payload.outcome) == (rec, "withdrawn")
     (refused,) = feed.command("approve", 6, recommendation_id=rec)
     assert refused.payload.code == "withdrawn"  # type: ignore[union-attr]
+
+
+def test_only_the_warnings_own_sender_can_cancel_it(chiyoda: EngineConfig) -> None:
+    """Another sender's cancellation with the same warning id changes nothing; HQ's can."""
+    feed = Feed(chiyoda)
+    jma = "jma:気象庁本庁"
+    feed.warning("landslide_alert", 4, ["fujimi"], 0, warning_id="w-jma", sender=jma)
+    rec = feed.open_rec("fujimi", "landslide")
+    assert only(feed.warning("landslide_alert", 4, ["fujimi"], 5, warning_id="w-jma",
+                             action="cancelled", sender="token:rogue-feed"),
+                RecommendationClosed) == []
+    kept = feed.state.warnings[f"{jma} w-jma"]
+    assert kept.cancelled_at is None and kept.sender == jma
+    assert feed.open_rec("fujimi", "landslide") == rec
+    # HQ's override is sent under the warning's own sender, naming HQ.
+    (closed,) = only(feed.warning("landslide_alert", 4, ["fujimi"], 6, warning_id="w-jma",
+                                  action="cancelled", sender=jma, overridden_by="hq-duty"),
+                     RecommendationClosed)
+    assert closed.payload.recommendation_id == rec
+    assert feed.state.warnings[f"{jma} w-jma"].cancelled_at is not None
 
 
 # --- automatic level 5 ------------------------------------------------------------------

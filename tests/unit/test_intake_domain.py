@@ -20,6 +20,8 @@ from services.intake.domain import (
     Action,
     Decision,
     ExistingRequest,
+    SenderBinding,
+    bind_sender,
     canonical_hash,
     decide,
     enrich,
@@ -33,7 +35,13 @@ from services.intake.domain import (
     validate_report,
     validate_shelter,
 )
-from services.intake.errors import InvalidInput, MalformedInput, NotPermitted, UnknownShelter
+from services.intake.errors import (
+    InvalidInput,
+    MalformedInput,
+    NotPermitted,
+    SenderNotPermitted,
+    UnknownShelter,
+)
 from services.intake.parsing import parse_json, pointer, to_problems
 from services.intake.ratelimit import RateLimiter, retry_after_seconds
 
@@ -253,3 +261,20 @@ def test_token_bucket_refuses_then_refills() -> None:
     assert retry_after_seconds(wait) == 1
     assert limiter.take("b", 0.0) == 0  # buckets are per subject
     assert limiter.take("a", 1.0) == 0
+
+
+def test_an_input_is_bound_to_the_sender_its_token_speaks_for() -> None:
+    """Own sender by default; a listed sender is allowed; others 403; HQ overrides, named."""
+    now = datetime.now(UTC)
+    feed = Principal(subject="jma-feed", role=Role.SENSOR, token_id="t", expires_at=now,
+                     senders=frozenset({"cap:jma.go.jp"}))
+    assert bind_sender(feed, None) == SenderBinding("token:jma-feed")
+    assert bind_sender(feed, "token:jma-feed") == SenderBinding("token:jma-feed")
+    assert bind_sender(feed, "cap:jma.go.jp") == SenderBinding("cap:jma.go.jp")
+    rogue = Principal(subject="rogue", role=Role.SENSOR, token_id="t", expires_at=now)
+    with pytest.raises(SenderNotPermitted, match=r"sender binding: .* token:rogue only, not "
+                                                 r"'cap:jma\.go\.jp'"):
+        bind_sender(rogue, "cap:jma.go.jp")
+    hq = Principal(subject="hq-duty", role=Role.HQ, token_id="t", expires_at=now)
+    assert bind_sender(hq, "cap:jma.go.jp") == SenderBinding("cap:jma.go.jp", "hq-duty")
+    assert bind_sender(hq, None) == SenderBinding("token:hq-duty")

@@ -72,3 +72,36 @@ def test_field_outbox_defaults_and_refuses_a_directory(monkeypatch: pytest.Monke
     monkeypatch.setenv("SONAE_FIELD_OUTBOX", str(tmp_path))
     with pytest.raises(SettingsError, match="SONAE_FIELD_OUTBOX"):
         load_settings()
+
+
+def test_the_development_secret_is_refused_outside_development_mode(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The token secret in the source works only with SONAE_DEVELOPMENT=true."""
+    monkeypatch.delenv("SONAE_TOKEN_SECRET", raising=False)
+    monkeypatch.setenv("SONAE_DEVELOPMENT", "false")
+    with pytest.raises(SettingsError, match="SONAE_TOKEN_SECRET: the development secret") as e:
+        load_settings()
+    assert "SONAE_DEVELOPMENT=true" in str(e.value)
+    assert load_settings(token_secret="a-secret-of-our-own-0123456789abcdef").development is False
+    monkeypatch.setenv("SONAE_DEVELOPMENT", "true")
+    assert load_settings().development is True
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "192.0.2.10", "sonae.example.org"])
+def test_development_mode_binds_loopback_only(monkeypatch: pytest.MonkeyPatch,
+                                              host: str) -> None:
+    """In development mode SONAE_HOST must be a loopback address."""
+    monkeypatch.setenv("SONAE_DEVELOPMENT", "true")
+    with pytest.raises(SettingsError, match=r"SONAE_HOST: .* loopback"):
+        load_settings(host=host)
+    for loopback in ("127.0.0.1", "127.0.0.2", "::1", "[::1]", "localhost"):
+        assert load_settings(host=loopback).host == loopback
+
+
+def test_the_longest_token_lifetime_is_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SONAE_TOKEN_MAX_TTL_HOURS is read as a duration and must be positive."""
+    monkeypatch.setenv("SONAE_TOKEN_MAX_TTL_HOURS", "12")
+    assert load_settings().token_max_ttl.total_seconds() == 12 * 3600
+    monkeypatch.setenv("SONAE_TOKEN_MAX_TTL_HOURS", "0")
+    with pytest.raises(SettingsError, match="SONAE_TOKEN_MAX_TTL_HOURS"):
+        load_settings()

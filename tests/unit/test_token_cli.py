@@ -36,4 +36,22 @@ def test_areas_in_a_non_field_token_are_refused() -> None:
         token, ["issue", "--role", "hq", "--name", "duty", "--area", "kanda-koen"],
         env={"SONAE_TOKEN_SECRET": SECRET})
     assert result.exit_code == 1
-    assert "field tokens only" in result.output
+    assert "field and shelter_staff tokens only" in result.output
+
+
+def test_issue_refuses_a_ttl_over_the_longest_lifetime() -> None:
+    """--ttl longer than SONAE_TOKEN_MAX_TTL_HOURS is refused, naming the setting."""
+    result = CliRunner().invoke(
+        token, ["issue", "--role", "hq", "--name", "duty", "--ttl", "3d"],
+        env={"SONAE_TOKEN_SECRET": SECRET, "SONAE_TOKEN_MAX_TTL_HOURS": "24"})
+    assert result.exit_code == 1 and "SONAE_TOKEN_MAX_TTL_HOURS" in result.output
+
+
+def test_issue_puts_senders_in_a_sensor_token() -> None:
+    """`--sender` names the warning senders a sensor token may speak for."""
+    result = CliRunner().invoke(
+        token, ["issue", "--role", "sensor", "--name", "jma-feed", "--sender", "cap:jma.go.jp",
+                "--sender", "jma:気象庁本庁"], env={"SONAE_TOKEN_SECRET": SECRET})
+    assert result.exit_code == 0, result.output
+    claims = jwt.decode(result.output.strip(), SECRET, algorithms=["HS256"], issuer="sonae")
+    assert claims["senders"] == ["cap:jma.go.jp", "jma:気象庁本庁"]

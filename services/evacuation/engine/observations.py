@@ -4,6 +4,12 @@ Each fold is idempotent and order-independent where the input allows it: the
 newest reading of a gauge counts, a warning's updates apply in event time, the
 highest intensity reported for an area counts, a report is kept once, the
 tracker's highest shelter version wins.
+
+Warnings and quakes are keyed by their sender and id (:func:`sender_key`): an
+update or cancellation applies only to the warning its own sender issued, so a
+feed cannot cancel JMA's warning by reusing its id (intake binds the sender to
+the token; an HQ override is sent under the original sender, with
+``overridden_by`` naming HQ).
 """
 
 from __future__ import annotations
@@ -33,7 +39,8 @@ from services.evacuation.state import (
     WarningState,
 )
 
-__all__ = ["gauge_reading", "report", "report_horizon", "seismic", "shelter", "warning"]
+__all__ = ["gauge_reading", "report", "report_horizon", "seismic", "sender_key", "shelter",
+           "warning"]
 
 _MAX_EVENT_IDS_PER_WARNING: Final = 50
 
@@ -66,10 +73,17 @@ def gauge_reading(run: Run, e: GaugeReading) -> None:
     )
 
 
+def sender_key(sender: str | None, ident: str) -> str:
+    """The state key of a sender's warning or quake (the bare id for one without sender)."""
+    # A space occurs in neither a sender nor an id, so keys cannot collide.
+    return ident if sender is None else f"{sender} {ident}"
+
+
 def warning(run: Run, e: HazardWarning) -> None:
-    """Apply a warning's issue, update or cancellation (in event time)."""
+    """Apply a warning's issue, update or cancellation (in event time), per sender."""
     p = e.payload
-    old = run.warnings.get(p.warning_id)
+    key = sender_key(p.sender, p.warning_id)
+    old = run.warnings.get(key)
     if old is not None and (e.occurred_at, str(e.event_id)) <= (
         old.updated_at, str(old.event_id)
     ):
@@ -85,8 +99,8 @@ def warning(run: Run, e: HazardWarning) -> None:
                 ended[area] = e.occurred_at
     for area in areas:
         ended.pop(area, None)
-    run.warnings[p.warning_id] = WarningState(
-        warning_id=p.warning_id, kind=p.kind, name=p.name, hazard=p.hazard,
+    run.warnings[key] = WarningState(
+        warning_id=p.warning_id, sender=p.sender, kind=p.kind, name=p.name, hazard=p.hazard,
         level_equivalent=p.alert_level_equivalent, source=p.source, area_ids=areas,
         # The first issue time is the one people refer to ("issued at 09:10").
         ended_areas=ended, issued_at=min(old.issued_at, p.issued_at) if old else p.issued_at,
@@ -100,7 +114,8 @@ def warning(run: Run, e: HazardWarning) -> None:
 def seismic(run: Run, e: SeismicIntensity) -> None:
     """Keep each area's highest intensity of a quake."""
     p = e.payload
-    old = run.quakes.get(p.quake_id)
+    key = sender_key(p.sender, p.quake_id)
+    old = run.quakes.get(key)
     areas = dict(old.areas) if old is not None else {}
     changed = old is None
     for item in p.intensities:
@@ -114,7 +129,7 @@ def seismic(run: Run, e: SeismicIntensity) -> None:
             changed = True
     if not changed:
         return
-    run.quakes[p.quake_id] = QuakeState(
+    run.quakes[key] = QuakeState(
         quake_id=p.quake_id,
         at=e.occurred_at if old is None else min(old.at, e.occurred_at),
         magnitude=p.magnitude if p.magnitude is not None else (old.magnitude if old else None),
