@@ -16,6 +16,7 @@ from typing import Annotated, Any
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from infra.redact import mask_passwords
 from schemas.errors import InvalidNamespace
 from schemas.topics import validate_namespace
 
@@ -202,7 +203,7 @@ class Settings(BaseSettings):
     @classmethod
     def _dsn(cls, value: str) -> str:
         if not value.startswith(("postgresql://", "postgres://")):
-            raise ValueError(f"expected a postgresql:// URL, got {value!r}")
+            raise ValueError(f"expected a postgresql:// URL, got {mask_passwords(value)!r}")
         return value
 
     @field_validator("namespace")
@@ -227,7 +228,8 @@ class Settings(BaseSettings):
         if value is not None and not value.strip():
             return None  # an empty variable (compose's `${X:-}`) means unset
         if value is not None and not value.startswith(("http://", "https://")):
-            raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
+            raise ValueError(
+                f"expected an http:// or https:// URL, got {mask_passwords(value)!r}")
         return value or None
 
     @field_validator("webhooks_file", "cap_dir", mode="before")

@@ -12,6 +12,7 @@ from infra.db.migrate import current_version
 from infra.embedded.processes import process_alive
 from infra.kafka import clients
 from infra.kafka.compat import end_offsets
+from infra.redact import mask_passwords
 from infra.settings import Settings
 from infra.stackstate import StackState
 from schemas.topics import CATALOGUE, qualified
@@ -89,10 +90,11 @@ async def _postgres_part(dsn: str) -> PartStatus:
     try:
         conn = await asyncio.wait_for(asyncpg.connect(dsn), 5)
     except Exception as exc:
-        return PartStatus("postgresql", False, f"{dsn} unreachable: {exc or type(exc).__name__}")
+        return PartStatus("postgresql", False,
+                          mask_passwords(f"{dsn} unreachable: {exc or type(exc).__name__}"))
     try:
         version = await current_version(conn)
-        return PartStatus("postgresql", True, f"{dsn}, schema version {version}")
+        return PartStatus("postgresql", True, f"{mask_passwords(dsn)}, schema version {version}")
     finally:
         await conn.close()
 

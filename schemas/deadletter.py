@@ -4,6 +4,8 @@ Not an event of the union: the original bytes may not be an event at all, so
 the record stores them verbatim (as text when they are UTF-8, else base64) next
 to where they came from and why they failed. It travels on the ``deadletter``
 topic, keyed by the original key, and a person or a repair tool can replay it.
+The one exception to "verbatim": bearer tokens are removed before a letter is made
+(:func:`services.common.deadletter.letter_for`).
 """
 
 from __future__ import annotations

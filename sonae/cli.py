@@ -22,6 +22,7 @@ import click
 
 from infra.embedded.processes import EmbeddedError, process_alive
 from infra.logs import configure_logging
+from infra.redact import mask_passwords
 from infra.settings import Settings
 from services.common.cli import cli_settings
 from services.drill.ports import DrillContext, RunningServices
@@ -117,7 +118,7 @@ def _up_detached(settings: Settings, argv: list[str]) -> None:
         if state is not None and state.pid == proc.pid and state.status == "ready":
             click.echo(f"Sonae is up in the background (pid {proc.pid}); log: {logs / 'up.log'}")
             click.echo(f"  Kafka       {state.kafka_bootstrap}")
-            click.echo(f"  PostgreSQL  {state.database_url}")
+            click.echo(f"  PostgreSQL  {mask_passwords(state.database_url)}")
             for label, url in state.addresses.items():
                 click.echo(f"  {label:<11} {url}")
             click.echo("Stop it with `sonae down`.")
@@ -199,7 +200,7 @@ def db_migrate(database_url: str | None) -> None:
         applied = asyncio.run(run())
     except OSError as exc:
         raise click.ClickException(
-            f"cannot reach PostgreSQL at {settings.database_url}: {exc}") from None
+            mask_passwords(f"cannot reach PostgreSQL at {settings.database_url}: {exc}")) from None
     click.echo("applied: " + ", ".join(applied) if applied else "database is up to date")
 
 

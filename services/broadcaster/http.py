@@ -4,7 +4,9 @@
   :mod:`services.broadcaster.feed`), each entry linking its CAP document;
 - ``GET /cap/alerts/<identifier>.xml``: one CAP 1.2 document, ``application/cap+xml``;
   every document stays here for good, also after it is superseded or cancelled;
-- ``GET /healthz``: 200 when the database answers, else 503;
+- ``GET /healthz``: ``{"status": "healthy"}`` (200) when the database answers, else
+  ``{"status": "unhealthy"}`` (503); the reason is logged (once per outage), never
+  returned;
 - ``GET /metrics``: Prometheus metrics.
 
 Links are absolute: ``SONAE_CAP_BASE_URL`` when set (behind a proxy), else the
@@ -107,13 +109,22 @@ def make_app(feed: CapFeedStore, pool: asyncpg.Pool, namespace: str, info: FeedI
         return web.Response(body=bytes(xml), content_type=CAP_CONTENT_TYPE, charset="utf-8",
                             headers={"Cache-Control": "max-age=300"})
 
+    database_down = False
+
     async def healthz(_: web.Request) -> web.Response:
+        nonlocal database_down
         try:
             async with pool.acquire() as conn:
                 await conn.fetchval("select 1")
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
-            return web.json_response({"status": "unavailable", "database": str(e)}, status=503)
-        return web.json_response({"status": "ok"})
+            if not database_down:
+                log.warning("health: PostgreSQL unreachable (%s: %s)", type(e).__name__, e)
+            database_down = True
+            return web.json_response({"status": "unhealthy"}, status=503)
+        if database_down:
+            log.info("health: PostgreSQL answers again")
+        database_down = False
+        return web.json_response({"status": "healthy"})
 
     async def metrics(_: web.Request) -> web.Response:
         response = web.Response(body=generate_latest())

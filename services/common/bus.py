@@ -67,7 +67,7 @@ class Publisher:
         await self._producer.send_and_wait(
             qualified("deadletter", self.namespace),
             letter.model_dump_json().encode("utf-8"),
-            key=record.key,
+            key=letter.key_bytes(),  # the key as the letter keeps it: without a token
         )
         log.warning("dead-lettered %s[%d]@%d: %s", record.topic, record.partition,
                     record.offset, letter.error)

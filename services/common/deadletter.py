@@ -6,15 +6,23 @@
 - :func:`field_problems`: an :class:`~schemas.errors.InvalidEvent`'s field
   problems as :class:`~schemas.common.Problem` values (at most 100, each field
   and message bounded as the record requires).
-- :func:`letter_for`: the letter for one Kafka record (aiokafka's or faust's).
+- :func:`letter_for`: the letter for one Kafka record (aiokafka's or faust's),
+  with every bearer token removed (:func:`without_tokens`).
 - :class:`FaustDeadLetters`: a faust agent's dead-letter topic; produces the
   letter at once and waits for the broker's acknowledgement. The aiokafka
   services dead-letter through :meth:`services.common.bus.Publisher.dead_letter`.
+
+A letter never keeps a bearer token: dead letters are read by people and repair tools,
+stored for good in ``dead_letters``, and a token in one would let its reader act as the
+sender until it expired. A raw intake record's ``"token"`` field keeps its key with the
+value :data:`TOKEN_REMOVED` — a string no verifier accepts — so a replayed letter is
+refused as unauthenticated instead of being trusted as a token-less (internal) record.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Protocol
@@ -25,13 +33,24 @@ from schemas.common import Problem, utc_now
 from schemas.deadletter import DeadLetter
 from schemas.errors import InvalidEvent
 
-__all__ = ["FaustDeadLetters", "Record", "error_text", "field_problems", "letter_for"]
+__all__ = ["TOKEN_REMOVED", "FaustDeadLetters", "Record", "error_text", "field_problems",
+           "letter_for", "without_tokens"]
 
 log = logging.getLogger(__name__)
 
 _MAX_PROBLEMS = 100
 _MAX_FIELD = 200
 _MAX_MESSAGE = 1000
+
+TOKEN_REMOVED = "[token removed]"
+"""What stands where a bearer token was."""
+
+# The raw envelope's "token" field, whatever it holds (JSON text, even when malformed).
+_TOKEN_FIELD = re.compile(rb'("token"\s*:\s*")(?:[^"\\]|\\.)*(")')
+# A JWT anywhere (its header is base64url JSON, so it starts with "eyJ"), and
+# whatever follows "Bearer " in a quoted Authorization header.
+_JWT = re.compile(rb"eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
+_BEARER = re.compile(rb"(?i)(\bbearer\s+)[^\s\"',;]+")
 
 
 class Record(Protocol):
@@ -47,6 +66,14 @@ class Record(Protocol):
     def key(self) -> bytes | None: ...
     @property
     def value(self) -> bytes | None: ...
+
+
+def without_tokens(data: bytes) -> bytes:
+    """``data`` with every bearer token replaced by :data:`TOKEN_REMOVED`."""
+    removed = TOKEN_REMOVED.encode()
+    data = _TOKEN_FIELD.sub(lambda m: m[1] + removed + m[2], data)
+    data = _BEARER.sub(lambda m: m[1] + removed, data)
+    return _JWT.sub(removed, data)
 
 
 def error_text(error: BaseException | str) -> str:
@@ -69,10 +96,15 @@ def field_problems(error: BaseException | str) -> tuple[Problem, ...]:
 
 def letter_for(record: Record, error: BaseException | str, *, service: str,
                failed_at: datetime, problems: tuple[Problem, ...] | None = None) -> DeadLetter:
-    """The dead letter for ``record``; ``problems`` defaults to :func:`field_problems`."""
+    """The dead letter for ``record`` without its bearer tokens; ``problems`` defaults to
+    :func:`field_problems`."""
+    key, value = record.key, record.value
+    error_line = without_tokens(error_text(error).encode()).decode()
     return DeadLetter.from_record(
         topic=record.topic, partition=record.partition, offset=record.offset,
-        key=record.key, value=record.value, error=error_text(error), service=service,
+        key=None if key is None else without_tokens(key),
+        value=None if value is None else without_tokens(value),
+        error=error_line, service=service,
         failed_at=failed_at, problems=field_problems(error) if problems is None else problems,
     )
 
@@ -93,7 +125,8 @@ class FaustDeadLetters:
                             problems=problems)
         # force=True: produce now, not when the input offset is committed.
         pending = await self.topic.send(
-            key=message.key, value=letter.model_dump_json().encode("utf-8"), force=True)
+            key=letter.key_bytes(), value=letter.model_dump_json().encode("utf-8"),
+            force=True)
         await pending
         log.warning("dead-lettered %s[%d]@%d: %s", message.topic, message.partition,
                     message.offset, letter.error)

@@ -164,18 +164,14 @@ class ReportView(_Response):
 
 
 class Health(_Response):
-    """``GET /healthz``: 200 when the database answers (the broker may be down: intake still
-    accepts), 503 when it does not."""
+    """``GET /healthz``: ``healthy`` (200) when the database answers — the broker may be
+    down: intake still accepts — else ``unhealthy`` (503).
 
-    status: Literal["ok", "unavailable"]
-    database: str
-    """``ok``, or ``unreachable: <reason>``."""
-    broker: Literal["connected", "disconnected", "unknown"] | None = None
-    """Whether the relay is connected to Kafka (``unknown``: no relay in this process)."""
-    outbox_backlog: int | None = None
-    """Outbox rows not yet published."""
-    region: str | None = None
-    """The region pack intake validates against."""
+    Nothing else: the body is public, so the reason (a driver's error text), the outbox
+    backlog and the broker's state are in the log and at ``/metrics``
+    (``intake_outbox_backlog``, ``intake_relay_broker_connected``), not here."""
+
+    status: Literal["healthy", "unhealthy"]
 
 
 # --- refusals → status and body ------------------------------------------------------

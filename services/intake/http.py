@@ -57,7 +57,7 @@ from services.intake.errors import (
 from services.intake.openapi import openapi_document
 from services.intake.parsing import check_client_id, parse_json
 from services.intake.ratelimit import RateLimiter, retry_after_seconds
-from services.intake.relay import TRANSIENT, Relay
+from services.intake.relay import TRANSIENT
 from services.intake.service import Intake, Outcome
 
 log = logging.getLogger(__name__)
@@ -146,7 +146,6 @@ def build_app(
     intake: Intake,
     *,
     secret: str | SecretStr,
-    relay: Relay | None = None,
     limiter: RateLimiter | None = None,
     max_json_bytes: int = MAX_JSON_BYTES,
     max_cap_bytes: int = MAX_CAP_BYTES,
@@ -272,19 +271,31 @@ def build_app(
         return answer(await intake.submit_cap(principal,
                                               await body(request, CAP_TYPES, max_cap_bytes)))
 
-    async def healthz(request: web.Request) -> web.Response:
+    database_down = False
+
+    async def measure_backlog() -> bool:
+        """Read the outbox backlog into its gauge; False (and logged once) while the
+        database does not answer: the reason goes to the log, never into a response."""
+        nonlocal database_down
         try:
-            backlog = await intake.store.backlog()
+            metrics.outbox_backlog.set(await intake.store.backlog())
         except TRANSIENT as e:
-            return _json(503, Health(status="unavailable",
-                                     database=f"unreachable: {e}").as_json())
-        metrics.outbox_backlog.set(backlog)
-        broker = "unknown" if relay is None else (
-            "connected" if relay.connected else "disconnected")
-        return _json(200, Health(status="ok", database="ok", broker=broker,
-                                 outbox_backlog=backlog, region=intake.region.id).as_json())
+            if not database_down:
+                log.warning("health: PostgreSQL unreachable (%s: %s)", type(e).__name__, e)
+            database_down = True
+            return False
+        if database_down:
+            log.info("health: PostgreSQL answers again")
+        database_down = False
+        return True
+
+    async def healthz(request: web.Request) -> web.Response:
+        if await measure_backlog():
+            return _json(200, Health(status="healthy").as_json())
+        return _json(503, Health(status="unhealthy").as_json())
 
     async def prometheus(request: web.Request) -> web.Response:
+        await measure_backlog()
         payload, content_type = metrics.render()
         return web.Response(body=payload, headers={"Content-Type": content_type})
 

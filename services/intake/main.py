@@ -11,13 +11,13 @@ import asyncio
 import contextlib
 import logging
 from typing import Final
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 from aiohttp import web
 
 from infra.kafka import clients
 from infra.logs import configure_logging
+from infra.redact import mask_passwords
 from infra.settings import Settings
 from infra.topics import ensure_topics
 from schemas.region import RegionPackError, load_region
@@ -42,14 +42,6 @@ PRODUCER_REQUEST_TIMEOUT_MS: Final = 10_000
 """Fail a produce (and retry it) after this long rather than aiokafka's 40 s default."""
 
 
-def _redacted(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
     """Run intake until ``stop`` is set."""
     try:
@@ -60,8 +52,9 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     try:
         pool = await asyncpg.create_pool(settings.database_url, min_size=2, max_size=10)
     except (OSError, asyncpg.PostgresError) as e:
-        raise IntakeStartupError(f"cannot reach PostgreSQL at {_redacted(settings.database_url)} "
-                                 f"(SONAE_DATABASE_URL): {e}") from e
+        raise IntakeStartupError(mask_passwords(
+            f"cannot reach PostgreSQL at {settings.database_url} (SONAE_DATABASE_URL): {e}"
+        )) from e
     try:
         store = Store(pool, settings.namespace)
         await store.check_tables()
@@ -76,7 +69,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         denylist = DenyList(lambda: asyncpg.connect(settings.database_url),
                             poll_seconds=settings.token_denylist_poll_seconds)
         ingest = Ingest(intake, settings, denylist=denylist)
-        app = build_app(intake, secret=settings.token_secret, relay=relay,
+        app = build_app(intake, secret=settings.token_secret,
                         denylist=denylist, max_token_lifetime=settings.token_max_ttl,
                         limiter=RateLimiter(settings.intake_rate_burst,
                                             settings.intake_rate_per_second),

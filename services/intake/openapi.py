@@ -147,10 +147,10 @@ def openapi_document() -> dict[str, Any]:
                               **_errors(400, 401, 403, 409, 413, 415, 422, 429, 503)},
             }},
             "/healthz": {"get": {
-                "summary": "Liveness: database reachable (the broker may be down: intake "
-                           "still accepts)",
-                "responses": {"200": {"description": "Up.", **_json_body("Health")},
-                              "503": {"description": "Database unreachable.",
+                "summary": "Health: healthy while the database answers (the broker may be "
+                           "down: intake still accepts); the reason is logged, not returned",
+                "responses": {"200": {"description": "Healthy.", **_json_body("Health")},
+                              "503": {"description": "Unhealthy (database unreachable).",
                                       **_json_body("Health")}},
             }},
             "/metrics": {"get": {

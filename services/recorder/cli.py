@@ -18,6 +18,7 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from infra.redact import mask_passwords
 from infra.settings import Settings
 from services.common.cli import INSTANT, cli_settings
 from services.recorder.errors import RecorderError
@@ -47,7 +48,7 @@ def _run(settings: Settings, main: Coroutine[Any, Any, T]) -> T:
         raise click.ClickException(str(exc)) from None
     except OSError as exc:
         raise click.ClickException(
-            f"cannot reach PostgreSQL or Kafka ({settings.database_url}, "
+            f"cannot reach PostgreSQL or Kafka ({mask_passwords(settings.database_url)}, "
             f"{settings.kafka_bootstrap}): {exc}") from None
 
 

@@ -48,7 +48,7 @@ async def serve_intake(settings: Settings, pool: asyncpg.Pool) -> AsyncIterator[
     metrics = IntakeMetrics()
     intake = Intake(store, load_region(), metrics=metrics)
     relay = Relay(store, lambda: clients.producer(settings), metrics=metrics, poll_interval=0.1)
-    runner = web.AppRunner(build_app(intake, secret=settings.token_secret, relay=relay,
+    runner = web.AppRunner(build_app(intake, secret=settings.token_secret,
                                      limiter=RateLimiter(1000, 1000)), access_log=None)
     await runner.setup()
     port = free_port()

@@ -18,6 +18,7 @@ from infra.topics import ensure_topics
 from schemas.deadletter import DeadLetter
 from schemas.topics import qualified
 from services.common.auth import Role, issue_token
+from services.common.deadletter import TOKEN_REMOVED
 from services.intake.ingest import Ingest
 from services.intake.metrics import IntakeMetrics
 from services.intake.relay import Relay
@@ -61,7 +62,8 @@ async def _run(intake: Intake, settings: Settings, group_id: str,
 async def test_raw_records_become_events_or_dead_letters(settings: Settings,
                                                          db_pool: asyncpg.Pool) -> None:
     """Valid records reach their topics once; garbage, bad JSON, bad fields and bad tokens
-    are dead-lettered with the error and the original bytes, and the consumer carries on."""
+    are dead-lettered with the error and the original bytes (a token removed), and the
+    consumer carries on."""
     gauge = REGION.gauges[0].id
     expired = issue_token(SECRET, Role.SENSOR, "feed", timedelta(seconds=5),
                           now=datetime.now(UTC) - timedelta(hours=1))
@@ -79,6 +81,10 @@ async def test_raw_records_become_events_or_dead_letters(settings: Settings,
         "forbidden": raw("warning", {"warning_id": "w1"}, token=token(Role.FIELD, "field-1")),
         "expired": raw("report", report_body("raw-x"), token=expired),
     }
+    # What the letters keep: the records as sent, but never a bearer token.
+    kept = {name: value for name, value in bad.items() if name not in ("forbidden", "expired")}
+    kept["forbidden"] = raw("warning", {"warning_id": "w1"}, token=TOKEN_REMOVED)
+    kept["expired"] = raw("report", report_body("raw-x"), token=TOKEN_REMOVED)
     last = raw("report", report_body("raw-2", severity=2), token=token(Role.FIELD, "field-1"))
     producer = clients.producer(settings)
     await producer.start()
@@ -110,11 +116,13 @@ async def test_raw_records_become_events_or_dead_letters(settings: Settings,
                                  what="dead letters")
         assert len(letters) == len(bad)
         originals = {letter.original_bytes(): letter for letter in letters}
-        assert set(originals) == set(bad.values())  # the exact bytes, binary included
-        assert originals[bad["garbage"]].error.startswith("MalformedInput")
-        assert originals[bad["bad field"]].problems[0].field == "data.level_m"
-        assert "may not" in originals[bad["forbidden"]].error
-        assert originals[bad["expired"]].error.startswith("TokenExpired")
+        assert set(originals) == set(kept.values())  # the exact bytes, binary included
+        assert originals[kept["garbage"]].error.startswith("MalformedInput")
+        assert originals[kept["bad field"]].problems[0].field == "data.level_m"
+        assert "may not" in originals[kept["forbidden"]].error
+        assert originals[kept["expired"]].error.startswith("TokenExpired")
+        assert not any(b"eyJ" in r.value for r in await read_topic(
+            settings, qualified("deadletter", settings.namespace)) if r.value)
         assert all(letter.service == "intake" and letter.topic == topic for letter in letters)
 
         events = await reports()

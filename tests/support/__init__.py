@@ -241,7 +241,7 @@ async def start_intake(settings: Settings, pool: asyncpg.Pool,
     intake = Intake(store, REGION, metrics=metrics)
     relay = Relay(store, lambda: clients.producer(settings), metrics=metrics,
                   poll_interval=0.2)
-    app = build_app(intake, secret=SECRET, relay=relay,
+    app = build_app(intake, secret=SECRET,
                     limiter=limiter or RateLimiter(1000, 1000), max_json_bytes=max_json_bytes,
                     denylist=denylist, max_token_lifetime=max_token_lifetime)
     runner = web.AppRunner(app, access_log=None)

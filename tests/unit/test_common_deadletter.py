@@ -7,7 +7,13 @@ from datetime import UTC, datetime
 
 from schemas.common import Problem
 from schemas.errors import FieldProblem, InvalidEvent
-from services.common.deadletter import error_text, field_problems, letter_for
+from services.common.deadletter import (
+    TOKEN_REMOVED,
+    error_text,
+    field_problems,
+    letter_for,
+    without_tokens,
+)
 
 NOW = datetime(2026, 12, 3, 17, 0, tzinfo=UTC)
 
@@ -52,3 +58,25 @@ def test_letter_for_keeps_the_record_and_prefers_given_problems() -> None:
     derived = letter_for(_Record(value=None), InvalidEvent([FieldProblem("type", "missing")]),
                          service="shelter-tracker", failed_at=NOW)
     assert derived.problems[0].field == "type" and derived.original_bytes() is None
+
+
+def test_letter_for_removes_bearer_tokens_from_value_key_and_error() -> None:
+    """A raw record's token field, a JWT anywhere and a Bearer header never reach a letter."""
+    jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJmaWVsZC0xIn0.c2lnbmF0dXJl"
+    value = ('{"kind": "report", "token": "not-a-jwt-but-secret", "data": {"text": "'
+             f'forwarded with Authorization: Bearer {jwt}"}}}}').encode()
+    letter = letter_for(_Record(key=jwt.encode(), value=value), f"TokenInvalid: {jwt}",
+                        service="intake", failed_at=NOW)
+    kept = letter.original_bytes() or b""
+    assert b"not-a-jwt-but-secret" not in kept and jwt.encode() not in kept
+    assert kept.startswith(b'{"kind": "report", "token": "[token removed]", "data"')
+    assert b"Bearer [token removed]" in kept
+    assert letter.key_bytes() == TOKEN_REMOVED.encode()
+    assert letter.error == f"TokenInvalid: {TOKEN_REMOVED}"
+
+
+def test_without_tokens_leaves_other_bytes_alone() -> None:
+    """Records without a token (binary ones too) are kept byte for byte."""
+    for data in (b"\xff\x00\x01 not json", b'{"kind": "report", "data": {"tokens": 3}}',
+                 "避難所 eyJ は トークンではない".encode()):
+        assert without_tokens(data) == data
