@@ -53,7 +53,18 @@ __all__ = [
     "Shindo",
     "WarningAction",
     "WarningSource",
+    "sender_key",
 ]
+
+
+def sender_key(sender: str | None, ident: str) -> str:
+    """The key of a sender's warning or quake (the bare id for one without sender).
+
+    Decisions and the picture both key by it, so another sender's update or
+    cancellation of the same id is a different warning, not this one.
+    """
+    # A space occurs in neither a sender nor an id, so keys cannot collide.
+    return ident if sender is None else f"{sender} {ident}"
 
 
 class Hazard(StrEnum):

@@ -49,6 +49,7 @@ from schemas.hazards import (
     HazardWarning,
     SeismicIntensity,
     WarningAction,
+    sender_key,
 )
 from schemas.reports import ReportAccepted
 from schemas.shelters import ShelterAreaSummary, ShelterCapacityAlert, ShelterStatusChanged
@@ -329,19 +330,21 @@ def _warning(tx: _Tx, event: Event) -> None:
     p = event.payload
     body = {**p.model_dump(mode="json"), "in_force": p.action is not WarningAction.CANCELLED,
             "occurred_at": _iso(event)}
-    _winner(tx, Kind.WARNING, p.warning_id, _rank(event, _WARNING_ACTION_ORDER[p.action]), body)
+    _winner(tx, Kind.WARNING, sender_key(p.sender, p.warning_id),
+            _rank(event, _WARNING_ACTION_ORDER[p.action]), body)
 
 
 def _quake(tx: _Tx, event: Event) -> None:
     assert isinstance(event, SeismicIntensity)
     p = event.payload
     rank = _rank(event)
+    key = sender_key(p.sender, p.quake_id)
     kept = tx.sources_of(Kind.QUAKE)
-    if p.quake_id not in kept and len(kept) >= QUAKES_KEPT and rank < min(
+    if key not in kept and len(kept) >= QUAKES_KEPT and rank < min(
             r for r, _ in kept.values()):
         return  # older than every quake kept
     body = {**p.model_dump(mode="json"), "occurred_at": _iso(event)}
-    if not _winner(tx, Kind.QUAKE, p.quake_id, rank, body):
+    if not _winner(tx, Kind.QUAKE, key, rank, body):
         return
     kept = tx.sources_of(Kind.QUAKE)
     if len(kept) > QUAKES_KEPT:

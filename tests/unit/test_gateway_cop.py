@@ -92,6 +92,17 @@ def test_a_stale_order_version_never_revives_a_lifted_order() -> None:
         "status"] == "lifted"
 
 
+def test_another_senders_cancellation_leaves_the_warning_in_the_picture() -> None:
+    """A warning is keyed by its sender: a cancel of the same id by another is another warning."""
+    issued = vary(example("hazard.warning"), sender="jma:気象庁本庁", action="issued")
+    forged = vary(issued, sender="token:someone-else", action="cancelled")
+    cop = fold([issued, forged])
+    by_sender = {w["sender"]: w["in_force"] for w in cop.entities[Kind.WARNING].values()}
+    assert by_sender == {"jma:気象庁本庁": True, "token:someone-else": False}
+    own = fold([issued, vary(issued, action="cancelled")])
+    assert [w["in_force"] for w in own.entities[Kind.WARNING].values()] == [False]
+
+
 def test_recommendation_goes_pending_approved_ordered() -> None:
     """A recommendation is pending, approved by a command, then ordered by its order."""
     rec = example("evacuation.recommended")

@@ -23,6 +23,7 @@ from schemas.hazards import (
     HazardWarning,
     SeismicIntensity,
     WarningAction,
+    sender_key,
 )
 from schemas.reports import ReportAccepted
 from schemas.shelters import ShelterStatusChanged
@@ -39,7 +40,7 @@ from services.evacuation.state import (
     WarningState,
 )
 
-__all__ = ["gauge_reading", "report", "report_horizon", "seismic", "sender_key", "shelter",
+__all__ = ["gauge_reading", "report", "report_horizon", "seismic", "shelter",
            "warning"]
 
 _MAX_EVENT_IDS_PER_WARNING: Final = 50
@@ -71,12 +72,6 @@ def gauge_reading(run: Run, e: GaugeReading) -> None:
         last=Reading(event_id=e.event_id, level_m=p.level_m, observed_at=p.observed_at),
         clear_since=clear_since,
     )
-
-
-def sender_key(sender: str | None, ident: str) -> str:
-    """The state key of a sender's warning or quake (the bare id for one without sender)."""
-    # A space occurs in neither a sender nor an id, so keys cannot collide.
-    return ident if sender is None else f"{sender} {ident}"
 
 
 def warning(run: Run, e: HazardWarning) -> None:
