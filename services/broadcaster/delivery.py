@@ -73,6 +73,8 @@ class PlanOutcome(StrEnum):
     """This version was planned before (a redelivered record): nothing done."""
     STALE = "stale"
     """A newer version of the message was planned already: this one is skipped."""
+    EXERCISE = "exercise"
+    """Exercise traffic outside a drill namespace: never broadcast, nothing stored."""
 
 
 @dataclass(frozen=True)

@@ -86,7 +86,7 @@ async def both(live: Settings, drill: Settings,
 
 async def test_same_client_ids_are_answered_stored_and_published_per_namespace(
         live: Settings, drill: Settings, pool: asyncpg.Pool) -> None:
-    """A drill's client ids are new to live: each intake answers 202, stores and publishes its own."""
+    """A drill's client ids are new to live: each intake answers, stores and publishes its own."""
     client_id = f"r-{uuid.uuid4().hex[:8]}"
     async with both(live, drill, pool) as (lv, d):
         *drill_statuses, drill_ack = await submit_both(d, client_id)
