@@ -54,11 +54,13 @@ from schemas.events import encode_event
 
 __all__ = [
     "CATALOGUE",
+    "DRILL_PREFIX",
     "LIVE",
     "Cleanup",
     "Routed",
     "TopicSpec",
     "check_carries",
+    "is_drill",
     "key_for",
     "qualified",
     "route",
@@ -72,6 +74,8 @@ Cleanup = Literal["delete", "compact"]
 
 LIVE = ""
 """The live namespace: plain topic names."""
+DRILL_PREFIX = "drill"
+"""The first segment of every drill namespace (``drill.<id>``, see :func:`is_drill`)."""
 
 _DAY_MS = 24 * 60 * 60 * 1000
 # PostgreSQL is the durable record; the broker keeps an operational period's
@@ -323,6 +327,17 @@ def validate_namespace(namespace: str) -> str:
             f"namespace {namespace!r} starts with a live topic's name; choose another prefix"
         )
     return namespace
+
+
+def is_drill(namespace: str) -> bool:
+    """Whether ``namespace`` is a drill's (``drill.<id>``).
+
+    Exercise traffic drives state (decisions, shelter states, broadcasts, the
+    picture) only in a drill namespace. Anywhere else — the live namespace, and the
+    test namespaces that stand in for it — an ``exercise`` event is recorded and
+    shown to HQ as exercise, never acted on.
+    """
+    return namespace.split(".")[0] == DRILL_PREFIX
 
 
 def qualified(name: str, namespace: str = LIVE) -> str:

@@ -8,13 +8,13 @@ all-clear and lifts; 5 h 20 min of event time) is replayed into the stack's own
 namespace at the speed that fits :data:`DEMO_SECONDS`, with its recorded HQ
 decisions, so the dashboard moves for a newcomer without anyone typing.
 
-Like every replay, each event is flagged ``exercise``. In the live namespace the
-broadcaster therefore keeps the demo's messages off the live public feed (its
-drill guard); run the demo stack in a drill namespace (``sonae up --namespace
-drill.demo --demo``) to see the messages on that namespace's own feed and the
-dashboard's DRILL banner. Each demo run derives its own ids (a salt of its
-start time), so a second demo on the same database is a new show, not a
-duplicate the services would ignore.
+Like every replay, each event is flagged ``exercise``. In the live namespace
+exercise traffic drives nothing (no decision, shelter state, broadcast or banner;
+HQ sees the events as exercise), so run the demo stack in a drill namespace
+(``sonae up --namespace drill.demo --demo``, as ``make demo`` does) to see it
+play: decisions, messages on that namespace's own feed, the DRILL banner. Each
+demo run derives its own ids (a salt of its start time), so a second demo on the
+same database is a new show, not a duplicate the services would ignore.
 
 The show starts by printing ready-made HQ and field-team dashboard links (with
 tokens) to its own console — never to a log — so a newcomer can sign in; only

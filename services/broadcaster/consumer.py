@@ -4,7 +4,8 @@ Reads ``evacuation.orders`` and ``shelters.state`` of its namespace in the group
 ``broadcaster.<namespace>`` (``broadcaster`` when live). For each record:
 
 1. decode; a record that is not an event goes to the dead-letter topic;
-2. :func:`~services.broadcaster.domain.subject_of` — not public news: skip;
+2. :func:`~services.broadcaster.domain.subject_of` — not public news: skip; an
+   exercise subject outside a drill namespace: skip too (never broadcast in live);
 3. :class:`BroadcastService` composes, builds CAP and stores the plan in one
    transaction (:meth:`~services.broadcaster.delivery.DeliveryStore.record_plan`),
    then wakes the channel workers. A message the templates cannot render (an
@@ -35,7 +36,7 @@ from pydantic import ValidationError
 from schemas.common import Problem, utc_now
 from schemas.errors import InvalidEvent
 from schemas.events import decode_event
-from schemas.topics import LIVE, qualified
+from schemas.topics import LIVE, is_drill, qualified
 from services.broadcaster.delivery import TRANSIENT_DB_ERRORS, DeliveryStore, PlanOutcome
 from services.broadcaster.domain import SOURCE, Planner, Subject, subject_of
 from services.broadcaster.errors import TemplateError
@@ -73,7 +74,16 @@ class BroadcastService:
         self._clock = clock
 
     async def handle(self, subject: Subject) -> PlanOutcome:
-        """Compose, build CAP, plan deliveries and store them (idempotent per version)."""
+        """Compose, build CAP, plan deliveries and store them (idempotent per version).
+
+        Outside a drill namespace an exercise subject is not broadcast at all, on no
+        channel (drill-marked or not): exercise traffic in live drives nothing.
+        """
+        if subject.exercise and not is_drill(self._store.namespace):
+            log.info("not broadcasting exercise %s message %s v%d outside a drill "
+                     "(cause %s)", subject.kind.value, subject.message_id, subject.version,
+                     subject.cause.event_id)
+            return PlanOutcome.EXERCISE
         previous = None
         order = subject.order
         if order is not None and order.payload.supersedes_version is not None:

@@ -74,6 +74,8 @@ class PlanOutcome(StrEnum):
     """This version was planned before (a redelivered record): nothing done."""
     STALE = "stale"
     """A newer version of the message was planned already: this one is skipped."""
+    EXERCISE = "exercise"
+    """Exercise traffic outside a drill namespace: never broadcast, nothing stored."""
 
 
 @dataclass(frozen=True)
@@ -373,10 +375,10 @@ class DeliveryStore:
         rows = []
         for event in events:
             routed = route(event, self.namespace)
-            rows.append((routed.topic, routed.key, routed.value, event.event_id))
+            rows.append((self.namespace, routed.topic, routed.key, routed.value, event.event_id))
         await conn.executemany(
-            "insert into broadcast_outbox (topic, key, value, event_id) values ($1, $2, $3, $4) "
-            "on conflict (event_id) do nothing", rows)
+            "insert into broadcast_outbox (namespace, topic, key, value, event_id) "
+            "values ($1, $2, $3, $4, $5) on conflict (event_id) do nothing", rows)
 
     @staticmethod
     def _envelope(event_type: str, at: datetime, exercise: bool, cause_event_id: UUID,

@@ -322,13 +322,14 @@ class Dispatcher:
 BROADCAST_OUTBOX: Final = OutboxTable(table="broadcast_outbox",
                                       channel="sonae_broadcast_outbox",
                                       lock_class=0x534E4142)  # "SNAB"
-"""The broadcaster's outbox for the shared relay (NOTIFY trigger: migration 0005)."""
+"""The broadcaster's outbox for the shared relay (NOTIFY trigger: migrations 0005, 0006)."""
 
 
 class OutboxRelay(SharedOutboxRelay):
     """Publishes ``broadcast_outbox`` rows to Kafka and marks them sent.
 
-    The shared relay (:mod:`services.common.outbox`): one relay per schema, LISTEN
+    The shared relay (:mod:`services.common.outbox`): one relay per (schema, namespace)
+    publishing only its namespace's rows, LISTEN
     wake-ups, marks only what the broker acknowledged, one warning per outage. A
     crash between publish and mark publishes the rows again: the events keep their
     ids, and consumers (the recorder) deduplicate by ``event_id``. Once stopped, it
@@ -337,5 +338,6 @@ class OutboxRelay(SharedOutboxRelay):
 
     def __init__(self, store: DeliveryStore, producer_factory: ProducerFactory, *,
                  batch: int = 500, poll_interval: float = 0.5) -> None:
-        super().__init__(store.pool, BROADCAST_OUTBOX, producer_factory, name="broadcaster",
+        super().__init__(store.pool, BROADCAST_OUTBOX, producer_factory,
+                         namespace=store.namespace, name="broadcaster",
                          batch_size=batch, poll_interval=poll_interval, final_drain=3.0)

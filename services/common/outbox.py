@@ -6,15 +6,18 @@ differs between users is an :class:`OutboxTable` (the table, its NOTIFY
 channel, the advisory-lock class); intake (``outbox``) and the broadcaster
 (``broadcast_outbox``) both run this relay.
 
-- Wakes on ``LISTEN <channel>`` (a trigger notifies at commit, the payload names
-  the schema) and polls every ``poll_interval`` seconds anyway, so a lost
-  notification costs at most that.
-- Holds the schema's publishing lock on one connection (:func:`outbox_session`,
-  ``pg_try_advisory_lock(lock_class, hashtext(current_schema()))``), so one relay
-  per schema publishes and the outbox's id order (per-key order) reaches Kafka
-  intact. The lock is a session lock: it ends with the connection, however that
-  ends, and a connection found dead when the session ends is expected, not an
-  error.
+- Every row belongs to one namespace (its ``namespace`` column); a relay is
+  built for one namespace and publishes only that namespace's rows, so a drill's
+  relay never publishes live rows, nor live's a drill's (migration 0006).
+- Wakes on ``LISTEN <channel>`` (a trigger notifies at commit, the payload is
+  ``<schema>/<namespace>``) and polls every ``poll_interval`` seconds anyway, so
+  a lost notification costs at most that.
+- Holds its namespace's publishing lock on one connection (:func:`outbox_session`,
+  ``pg_try_advisory_lock(lock_class, hashtext(current_schema() || '/' || namespace))``),
+  so one relay per (schema, namespace) publishes and the outbox's id order
+  (per-key order) reaches Kafka intact. The lock is a session lock: it ends with
+  the connection, however that ends, and a connection found dead when the
+  session ends is expected, not an error.
 - Publishes a batch pipelined (every send queued, then every ack awaited) and
   marks it sent with the statement that reads the next batch
   (:meth:`OutboxSession.next_batch`), so a cycle is one round trip to PostgreSQL
@@ -58,6 +61,7 @@ __all__ = [
     "ProducerFactory",
     "RelayMetrics",
     "outbox_session",
+    "wake_payload",
 ]
 
 BATCH_SIZE: Final = 500
@@ -77,19 +81,19 @@ _RETENTION_EVERY: Final = 3600.0
 class OutboxTable:
     """What one user's outbox is: its table, NOTIFY channel and advisory-lock class.
 
-    The table has the columns ``id`` (identity), ``topic``, ``key``, ``value``,
-    ``event_id`` and ``sent_at``; its insert trigger notifies ``channel`` with
-    ``current_schema()`` as the payload.
+    The table has the columns ``id`` (identity), ``namespace``, ``topic``, ``key``,
+    ``value``, ``event_id`` and ``sent_at``; its insert trigger notifies ``channel``
+    with ``<schema>/<namespace>`` as the payload (:func:`wake_payload`).
     """
 
     table: str
     channel: str
     lock_class: int
-    """First key of ``pg_try_advisory_lock(classid, objid)``; objid is the schema's hash."""
+    """First key of ``pg_try_advisory_lock(classid, objid)``; objid hashes schema and namespace."""
 
     @property
     def next_batch_sql(self) -> str:
-        """Marks the rows published last ($2) and reads up to $1 unsent ones."""
+        """Marks the rows published last ($2) and reads up to $1 unsent ones of namespace $3."""
         # Both parts see the statement's snapshot, in which the rows being marked
         # are still unsent: hence the exclusion.
         return f"""
@@ -97,9 +101,18 @@ with marked as (
     update {self.table} set sent_at = now() where id = any($2::bigint[])
 )
 select id, topic, key, value, event_id from {self.table}
-where sent_at is null and id <> all($2::bigint[])
+where namespace = $3 and sent_at is null and id <> all($2::bigint[])
 order by id limit $1
 """
+
+
+def wake_payload(schema: str, namespace: str) -> str:
+    """The NOTIFY payload of rows written in ``schema`` for ``namespace`` (migration 0006)."""
+    return f"{schema}/{namespace}"
+
+
+# The lock's second key: one publisher per (schema, namespace).
+_LOCK_SQL: Final = ("select pg_try_advisory_lock($1, hashtext(current_schema() || '/' || $2))")
 
 
 @dataclass(frozen=True)
@@ -114,7 +127,7 @@ class OutboxRow:
 
 
 class OutboxSession:
-    """The relay's hold on an outbox: one connection that has the publishing lock.
+    """The relay's hold on one namespace of an outbox: a connection that has its lock.
 
     Each :meth:`next_batch` is one autocommitted statement that marks the batch
     published last sent and reads the next unsent rows, so a relay cycle costs one
@@ -122,14 +135,16 @@ class OutboxSession:
     marked after :meth:`published`: rows whose publishing failed stay unsent.
     """
 
-    def __init__(self, conn: asyncpg.Connection, table: OutboxTable) -> None:
+    def __init__(self, conn: asyncpg.Connection, table: OutboxTable, namespace: str) -> None:
         self.conn = conn
+        self.namespace = namespace
         self._sql = table.next_batch_sql
         self._unmarked: list[int] = []
 
     async def next_batch(self, limit: int) -> list[OutboxRow]:
-        """Mark the last published batch sent; return up to ``limit`` unsent rows, in id order."""
-        rows = await self.conn.fetch(self._sql, limit, self._unmarked)
+        """Mark the last published batch sent; return up to ``limit`` unsent rows of the
+        session's namespace, in id order."""
+        rows = await self.conn.fetch(self._sql, limit, self._unmarked, self.namespace)
         self._unmarked = []
         return [OutboxRow(r["id"], r["topic"],
                           bytes(r["key"]) if r["key"] is not None else None,
@@ -147,9 +162,10 @@ class OutboxSession:
 
 
 @contextlib.asynccontextmanager
-async def outbox_session(pool: asyncpg.Pool,
-                         table: OutboxTable) -> AsyncIterator[OutboxSession | None]:
-    """A connection holding this schema's publishing lock; ``None`` if another relay has it.
+async def outbox_session(pool: asyncpg.Pool, table: OutboxTable,
+                         namespace: str) -> AsyncIterator[OutboxSession | None]:
+    """A connection holding the publishing lock of ``namespace`` in this schema; ``None`` if
+    another relay has it.
 
     The lock is a session advisory lock: it is held while the connection is, and
     PostgreSQL releases it when the connection ends, however it ends (the pool's
@@ -157,14 +173,13 @@ async def outbox_session(pool: asyncpg.Pool,
     """
     conn = await pool.acquire()
     try:
-        if not await conn.fetchval("select pg_try_advisory_lock($1, hashtext(current_schema()))",
-                                   table.lock_class):
+        if not await conn.fetchval(_LOCK_SQL, table.lock_class, namespace):
             yield None
             return
         # A mark lost in a server crash only means the rows are published again,
         # which consumers absorb (they deduplicate by event_id): not worth an fsync.
         await conn.execute("set synchronous_commit = off")
-        yield OutboxSession(conn, table)
+        yield OutboxSession(conn, table, namespace)
     finally:
         try:
             await pool.release(conn)
@@ -197,7 +212,8 @@ ProducerFactory = Callable[[], AIOKafkaProducer]
 
 
 class OutboxRelay:
-    """Publishes one outbox table through producers made by ``producer_factory``."""
+    """Publishes one namespace's rows of an outbox table through producers made by
+    ``producer_factory``."""
 
     def __init__(
         self,
@@ -205,6 +221,7 @@ class OutboxRelay:
         table: OutboxTable,
         producer_factory: ProducerFactory,
         *,
+        namespace: str,
         name: str,
         metrics: RelayMetrics | None = None,
         on_connect: Callable[[], Awaitable[Any]] | None = None,
@@ -215,6 +232,8 @@ class OutboxRelay:
     ) -> None:
         self.pool = pool
         self.table = table
+        self.namespace = namespace
+        """The namespace whose rows this relay publishes (and no other's)."""
         self.name = name
         """Who relays, for log lines ("intake", "broadcaster")."""
         self._factory = producer_factory
@@ -235,22 +254,25 @@ class OutboxRelay:
         """Whether the last attempt failed (one warning per outage; backoff grows)."""
 
     def session(self) -> contextlib.AbstractAsyncContextManager[OutboxSession | None]:
-        """This outbox's publishing session (see :func:`outbox_session`)."""
-        return outbox_session(self.pool, self.table)
+        """This namespace's publishing session (see :func:`outbox_session`)."""
+        return outbox_session(self.pool, self.table, self.namespace)
 
     async def backlog(self) -> int:
-        """Outbox rows not yet published."""
+        """This namespace's outbox rows not yet published."""
         async with self.pool.acquire() as conn:
             count: int = await conn.fetchval(
-                f"select count(*) from {self.table.table} where sent_at is null")
+                f"select count(*) from {self.table.table} "
+                "where namespace = $1 and sent_at is null", self.namespace)
         return count
 
     async def forget_sent(self, older_than: timedelta) -> int:
-        """Delete rows published longer ago than ``older_than``; return how many."""
+        """Delete this namespace's rows published longer ago than ``older_than``; return
+        how many."""
         async with self.pool.acquire() as conn:
             status: str = await conn.execute(
-                f"delete from {self.table.table} "
-                "where sent_at is not null and sent_at < now() - $1::interval", older_than)
+                f"delete from {self.table.table} where namespace = $2 "
+                "and sent_at is not null and sent_at < now() - $1::interval", older_than,
+                self.namespace)
         return int(status.split()[-1])
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -276,7 +298,7 @@ class OutboxRelay:
                         log.info("%s relay connected to the broker", self.name)
                     async with self.session() as session:
                         if session is None:
-                            # Another relay of this schema publishes; take over when it stops.
+                            # Another relay of this namespace publishes; take over when it stops.
                             self._set_connected(True)
                             await sleep_until(stop, self.poll_interval)
                             continue
@@ -375,10 +397,11 @@ class OutboxRelay:
             try:
                 async with self.pool.acquire() as conn:
                     schema: str = await conn.fetchval("select current_schema()")
+                    ours = wake_payload(schema, self.namespace)
 
                     def notified(_c: Any, _pid: int, _channel: str, payload: str,
-                                 schema: str = schema) -> None:
-                        if payload == schema:
+                                 ours: str = ours) -> None:
+                        if payload == ours:
                             self._wake.set()
 
                     await conn.add_listener(channel, notified)

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any, Final
 
 from faust.types import StreamT
@@ -40,7 +41,7 @@ from infra.settings import Settings
 from schemas.errors import InvalidEvent, SchemaError
 from schemas.events import Event, decode_event
 from schemas.topics import app_id as faust_app_id
-from schemas.topics import evacuation_input_log, qualified, route
+from schemas.topics import evacuation_input_log, is_drill, qualified, route
 from services.common.deadletter import FaustDeadLetters
 from services.evacuation.config import EngineConfig
 from services.evacuation.engine import INPUT_TYPES, SOURCE, step
@@ -104,8 +105,12 @@ class _StateStore:
 
 
 def build_app(settings: Settings, config: EngineConfig, **options: Any) -> SonaeFaustApp:
-    """The decision service's faust app for ``settings.namespace`` (nothing connects yet)."""
+    """The decision service's faust app for ``settings.namespace`` (nothing connects yet).
+
+    Exercise inputs are decided on only in a drill namespace (``config.drill``).
+    """
     namespace = settings.namespace
+    config = replace(config, drill=is_drill(namespace))
     app = make_app(app_id(namespace), settings, topic_partitions=1, **options)
     raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
     sources = app.topic(*(qualified(name, namespace) for name in INPUT_TOPICS), **raw)

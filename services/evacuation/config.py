@@ -75,6 +75,10 @@ class EngineConfig:
     nearby: Mapping[tuple[str, Hazard], tuple[tuple[str, float], ...]]
     """(area, hazard) -> sites designated for the hazard in or near the area, as
     (site id, metres from the area; 0 inside), nearest first."""
+    drill: bool = False
+    """Whether the engine decides for a drill namespace. Only there do ``exercise``
+    inputs count; elsewhere (live) the engine ignores them (:func:`~services.evacuation.
+    engine.step`), so exercise traffic never raises a live recommendation or order."""
 
 
 def _scale(lat0: float) -> tuple[float, float]:

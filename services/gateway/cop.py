@@ -22,6 +22,7 @@ from schemas.region import Region
 
 __all__ = [
     "COP",
+    "EXERCISE_KEPT",
     "GAUGE_SERIES",
     "OUTSIDE",
     "QUAKES_KEPT",
@@ -46,6 +47,8 @@ REPORTS_PER_AREA: Final = 50
 """Most recent accepted reports kept per area (by event time)."""
 QUAKES_KEPT: Final = 10
 """Most recent earthquakes kept."""
+EXERCISE_KEPT: Final = 50
+"""Most recent exercise events kept for HQ in a picture that is not a drill's."""
 GAUGE_SERIES: Final = 48
 """Readings kept per gauge for its trend (8 hours at the usual 10-minute period)."""
 OUTSIDE: Final = ""
@@ -65,6 +68,8 @@ class Kind(StrEnum):
     WARNING = "warning"
     QUAKE = "quake"
     MESSAGE = "message"
+    EXERCISE = "exercise"
+    """Exercise events seen outside a drill: recorded for HQ, never part of the picture."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +134,11 @@ class COP:
 
     region: RegionIndex
     entities: Mapping[Kind, Mapping[str, Entity]]
+    drill: bool = False
+    """Whether this is a drill namespace's picture: there, exercise events are the
+    picture; elsewhere each is kept apart as a :attr:`Kind.EXERCISE` entity for HQ and
+    changes nothing else. ``meta.cop.exercise`` says this, and only this (the DRILL
+    banner shows what the namespace is, never what some event claimed)."""
     sources: Mapping[Kind, Mapping[str, tuple[Rank, Entity]]] = field(default_factory=dict)
     """Per entity, the winning event's rank and body (before overlays such as alerts)."""
     resolutions: Mapping[str, tuple[Rank, Entity]] = field(default_factory=dict)
@@ -149,11 +159,11 @@ class COP:
     """Gauge → latest data-quality judgement (stale or restored)."""
 
     @classmethod
-    def empty(cls, region: RegionIndex) -> COP:
+    def empty(cls, region: RegionIndex, *, drill: bool = False) -> COP:
         """The picture before any event: every area of the region, at no level."""
-        cop = cls(region=region, entities={kind: {} for kind in Kind})
+        cop = cls(region=region, entities={kind: {} for kind in Kind}, drill=drill)
         areas = {a: area_entity(cop, a) for a in region.area_ids}
-        meta = {"cop": {"exercise": False}}
+        meta = {"cop": {"exercise": drill}}
         return replace(cop, entities={**cop.entities, Kind.AREA: areas, Kind.META: meta})
 
     def get(self, kind: Kind, key: str) -> Entity | None:

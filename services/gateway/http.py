@@ -19,6 +19,7 @@ from typing import Any, Final
 from aiohttp import web
 
 from schemas.region import LANGUAGES, Region
+from schemas.topics import is_drill
 from services.gateway.cop import COP
 from services.gateway.hub import Hub
 from services.gateway.portal import add_portal_routes
@@ -87,7 +88,7 @@ def build_app(region: Region, *, gateway_port: int, namespace: str,
     files = {name: (_static(name), kind) for name, kind in STATIC_FILES.items()}
     region_json = web.json_response(region_document(region)).body
     config = {"websocket_port": gateway_port, "namespace": namespace,
-              "drill": namespace.split(".")[0] == "drill"}
+              "drill": is_drill(namespace)}
 
     @web.middleware
     async def secure(request: web.Request,

@@ -248,7 +248,7 @@ class Hub:
 
     def reset(self) -> None:
         """Forget everything read (the log was replaced); clients must reconnect."""
-        self.cop = COP.empty(self.cop.region)
+        self.cop = COP.empty(self.cop.region, drill=self.cop.drill)
         self.offsets.clear()
         self.markers.clear()
         self.history = History(self.history.limit)

@@ -23,6 +23,7 @@ from infra.kafka import clients
 from infra.logs import configure_logging
 from infra.settings import Settings
 from schemas.region import Region, RegionPackError, load_region
+from schemas.topics import is_drill
 from services.common.bus import Publisher
 from services.common.revocation import Connect, DenyList
 from services.common.runtime import run_service
@@ -90,7 +91,8 @@ async def running(settings: Settings, *, region: Region | None = None,
     The source, heartbeats and the deny list run in a task group until the context exits.
     """
     region = region or load_region(settings.region)
-    hub = Hub(COP.empty(RegionIndex.from_region(region)), settings.namespace)
+    hub = Hub(COP.empty(RegionIndex.from_region(region), drill=is_drill(settings.namespace)),
+              settings.namespace)
     ws_port = websocket_port if websocket_port is not None else settings.gateway_port
     http_port = dashboard_port if dashboard_port is not None else settings.dashboard_port
     producer = clients.producer(settings)

@@ -1,7 +1,10 @@
 """The COP reducer: ``reduce(cop, event) -> (cop, deltas)``, pure.
 
 It folds one event into the picture (:mod:`services.gateway.cop`) and says
-which entities changed. No I/O, no clock, no globals.
+which entities changed. No I/O, no clock, no globals. Outside a drill namespace
+(``COP.drill`` false) an ``exercise`` event goes to no handler: it is kept as an
+HQ-only ``exercise`` entity and changes nothing else, so exercise traffic in the
+live namespace never shows as a live order, level, message or DRILL banner.
 
 **Order independence.** For every entity the reducer keeps what the *winning*
 event under a total order says (an order's or shelter's highest version, a
@@ -55,6 +58,7 @@ from schemas.reports import ReportAccepted
 from schemas.shelters import ShelterAreaSummary, ShelterCapacityAlert, ShelterStatusChanged
 from services.gateway.cop import (
     COP,
+    EXERCISE_KEPT,
     GAUGE_SERIES,
     OUTSIDE,
     QUAKES_KEPT,
@@ -171,15 +175,39 @@ def _rank(event: Event, *middle: Any) -> Rank:
 
 def reduce(cop: COP, event: Event) -> tuple[COP, tuple[Delta, ...]]:
     """Fold ``event`` into ``cop``: the new picture and the entities that changed."""
-    handler = _HANDLERS.get(type(event))
     tx = _Tx(cop)
-    if event.exercise and not (cop.get(Kind.META, "cop") or {}).get("exercise"):
-        tx.set(Kind.META, "cop", {"exercise": True})
-    if handler is not None:
-        handler(tx, event)
+    if event.exercise and not cop.drill:
+        # Outside a drill an exercise event is shown to HQ as one and nothing else:
+        # no order, recommendation, message, level or banner follows from it.
+        _exercise(tx, event)
+    else:
+        handler = _HANDLERS.get(type(event))
+        if handler is not None:
+            handler(tx, event)
     if not (tx.deltas or tx.areas or tx.top or tx.sources):
         return cop, ()  # nothing changed, not even what decides later entities
     return tx.commit()
+
+
+def _exercise(tx: _Tx, event: Event) -> None:
+    """Keep the ``EXERCISE_KEPT`` latest exercise events (by event time, then id)."""
+    key = str(event.event_id)
+    rank = _rank(event)
+    kept = tx.sources_of(Kind.EXERCISE)
+    if key in kept:
+        return  # a duplicate delivery
+    if len(kept) >= EXERCISE_KEPT and rank < min(r for r, _ in kept.values()):
+        return  # older than every one kept
+    body = {"event_id": key, "type": event.type, "source": event.source,
+            "occurred_at": _iso(event), "exercise": True,
+            "payload": event.payload.model_dump(mode="json")}
+    tx.set_source(Kind.EXERCISE, key, (rank, body))
+    tx.set(Kind.EXERCISE, key, body)
+    kept = tx.sources_of(Kind.EXERCISE)
+    if len(kept) > EXERCISE_KEPT:
+        oldest = min(kept, key=lambda k: kept[k][0])
+        tx.set_source(Kind.EXERCISE, oldest, None)
+        tx.set(Kind.EXERCISE, oldest, None)
 
 
 def _report_accepted(tx: _Tx, event: Event) -> None:

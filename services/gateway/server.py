@@ -49,6 +49,7 @@ from schemas.common import utc_now
 from schemas.envelope import derive_id, new_event
 from schemas.evacuation import EvacuationCommand
 from schemas.events import problems_from
+from schemas.topics import is_drill
 from services.common.auth import AuthError, Principal, Role, verify_token
 from services.common.bus import Publisher
 from services.common.retry import sleep_until
@@ -186,7 +187,7 @@ class Gateway:
         self.publisher = publisher
         self.reports = reports
         self.clock = clock
-        self.drill = namespace.split(".")[0] == "drill"
+        self.drill = is_drill(namespace)
 
     # --- connection lifecycle -----------------------------------------------------
 

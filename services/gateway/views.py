@@ -1,7 +1,8 @@
 """Per-role views of the COP: what HQ, a field team and the public may see. Pure.
 
 ``view(cop_or_delta, viewer)`` projects the picture (or one change) for a role.
-HQ sees everything. A field team sees everything except recommendations, with
+HQ sees everything, exercise events outside a drill included (kind ``exercise``,
+each marked). A field team sees everything except recommendations and those, with
 reports and shelters limited to its own areas and people's names removed
 (personal data is HQ only). The public view is built field by field from
 allowlists — orders, shelters' status, area levels, public messages — so
@@ -31,7 +32,7 @@ class Audience(StrEnum):
 
 _VISIBLE: Final[Mapping[Audience, frozenset[Kind]]] = {
     Audience.HQ: frozenset(Kind),
-    Audience.FIELD: frozenset(Kind) - {Kind.RECOMMENDATION},
+    Audience.FIELD: frozenset(Kind) - {Kind.RECOMMENDATION, Kind.EXERCISE},
     Audience.PUBLIC: frozenset({Kind.META, Kind.AREA, Kind.ORDER, Kind.SHELTER, Kind.MESSAGE}),
 }
 # A field team's own areas bound these kinds; the rest of the picture is ward-wide.

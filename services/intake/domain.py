@@ -40,12 +40,16 @@ may name any sender: the event then records ``overridden_by`` (the HQ subject),
 the audit of the override. Consumers key warnings and quakes by (sender, id), so
 one feed can never update or cancel another's warning.
 
-Idempotency (see :func:`decide`): the key is ``(kind, scope, client id)`` where
-the scope is the authenticated token subject, so two teams can never collide or
-read each other's reports. The body is compared by a SHA-256 of its canonical
-validated form: an identical resend is a replay of the stored answer (nothing
-new is written); a different body under the same id is a conflict — except that
-a *rejected* report may be corrected and resent under the same id.
+Idempotency (see :func:`decide`): the key is ``(namespace, kind, scope, client
+id)`` where the scope is the authenticated token subject, so two teams can never
+collide or read each other's reports, and a drill never answers for live (the
+store adds the namespace). Ids derived from a client id (:func:`input_id`) include
+the namespace outside the live one, so a drill's events never share an id with
+live events (the event store keeps one row per id). The body is compared by a
+SHA-256 of its canonical validated form: an identical resend is a replay of the
+stored answer (nothing new is written); a different body under the same id is a
+conflict — except that a *rejected* report may be corrected and resent under the
+same id.
 """
 
 from __future__ import annotations
@@ -104,6 +108,7 @@ from schemas.shelters import (
     ShelterOpened,
     ShelterOpenedPayload,
 )
+from schemas.topics import LIVE
 from services.common.auth import Principal, Role, own_sender, speaks_for
 from services.intake.errors import (
     FieldError,
@@ -130,6 +135,7 @@ __all__ = [
     "decide",
     "enrich",
     "hazard_event",
+    "input_id",
     "permitted",
     "readable_client_report_id",
     "report_events",
@@ -360,9 +366,19 @@ def readable_client_report_id(document: Any) -> str | None:
 # --- enrichment and events --------------------------------------------------------
 
 
-def report_id_for(scope: str, client_report_id: str) -> UUID:
+def input_id(namespace: str, *parts: str | UUID | int) -> UUID:
+    """An id derived from an input's parts, in ``namespace``.
+
+    Live ids are ``derive_id(*parts)`` (unchanged, so a resend across an upgrade
+    keeps its id); any other namespace is one more part, so the same client id in
+    a drill and in live never yields one id.
+    """
+    return derive_id(*parts) if namespace == LIVE else derive_id("ns", namespace, *parts)
+
+
+def report_id_for(scope: str, client_report_id: str, *, namespace: str = LIVE) -> UUID:
     """Sonae's report id: derived from the reporting principal and the device's id."""
-    return derive_id("report", scope, client_report_id)
+    return input_id(namespace, "report", scope, client_report_id)
 
 
 def enrich(
@@ -399,7 +415,8 @@ class ReportEvents:
 
 
 def report_events(
-    request: ReportRequest, scope: str, region: Region, now: datetime
+    request: ReportRequest, scope: str, region: Region, now: datetime, *,
+    namespace: str = LIVE,
 ) -> ReportEvents:
     """``report.submitted`` (as received) and ``report.accepted`` (enriched) for one report.
 
@@ -409,7 +426,7 @@ def report_events(
     receipt); ``recorded_at`` says when intake processed it.
     """
     payload = request.payload()
-    report_id = report_id_for(scope, payload.client_report_id)
+    report_id = report_id_for(scope, payload.client_report_id, namespace=namespace)
     occurred = request.occurred_at or now
     submitted = new_event(
         ReportSubmitted, payload, occurred_at=occurred, source=SOURCE, recorded_at=now,
@@ -440,12 +457,14 @@ def report_rejected(
     return new_event(ReportRejected, payload, occurred_at=now, source=SOURCE, recorded_at=now)
 
 
-def _event_id(event_type: str, scope: str, client_id: str | None, index: int = 0) -> UUID | None:
-    return None if client_id is None else derive_id(event_type, scope, client_id, index)
+def _event_id(namespace: str, event_type: str, scope: str, client_id: str | None,
+              index: int = 0) -> UUID | None:
+    return None if client_id is None else input_id(namespace, event_type, scope, client_id,
+                                                   index)
 
 
 def shelter_event(request: ShelterAnyRequest, scope: str, client_id: str | None,
-                  now: datetime) -> Envelope:
+                  now: datetime, *, namespace: str = LIVE) -> Envelope:
     """The ``shelter.*`` event for a shelter status request."""
     extras = {"action", "occurred_at", "exercise"}
     data = request.model_dump(exclude=extras)
@@ -462,11 +481,12 @@ def shelter_event(request: ShelterAnyRequest, scope: str, client_id: str | None,
         cls, payload = ShelterNeedsReported, ShelterNeedsReportedPayload.model_validate(data)
     return new_event(cls, payload, occurred_at=request.occurred_at or now, source=SOURCE,
                      recorded_at=now, exercise=request.exercise,
-                     event_id=_event_id(cls.EVENT_TYPE, scope, client_id))
+                     event_id=_event_id(namespace, cls.EVENT_TYPE, scope, client_id))
 
 
 def hazard_event(request: HazardAnyRequest, scope: str, client_id: str | None,
-                 now: datetime, principal: Principal | None = None) -> Envelope:
+                 now: datetime, principal: Principal | None = None, *,
+                 namespace: str = LIVE) -> Envelope:
     """The ``hazard.*`` event for a hazard observation request.
 
     With ``principal``, a warning or seismic report is bound to its sender
@@ -490,7 +510,7 @@ def hazard_event(request: HazardAnyRequest, scope: str, client_id: str | None,
             payload = bound(payload, bind_sender(principal, request.sender))
     return new_event(cls, payload, occurred_at=occurred, source=SOURCE, recorded_at=now,
                      exercise=request.exercise,
-                     event_id=_event_id(cls.EVENT_TYPE, scope, client_id))
+                     event_id=_event_id(namespace, cls.EVENT_TYPE, scope, client_id))
 
 
 # --- idempotency -----------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Intake's outbox relay: the shared relay (:mod:`services.common.outbox`) over ``outbox``.
+"""Intake's outbox relay: the shared relay (:mod:`services.common.outbox`) over ``outbox``,
+for the store's namespace only (a drill's intake never publishes live rows, nor the reverse).
 
 While the broker is unreachable the relay retries with bounded backoff while
 the HTTP API keeps accepting into the outbox; the backlog drains when the broker
@@ -32,7 +33,8 @@ class Relay(OutboxRelay):
         batch_size: int = BATCH_SIZE,
         poll_interval: float = POLL_INTERVAL,
     ) -> None:
-        super().__init__(store.pool, OUTBOX, producer_factory, name="intake", metrics=metrics,
+        super().__init__(store.pool, OUTBOX, producer_factory, namespace=store.namespace,
+                         name="intake", metrics=metrics,
                          on_connect=on_connect, batch_size=batch_size,
                          poll_interval=poll_interval, outage_note=", intake keeps accepting")
         self.store = store

@@ -21,7 +21,7 @@ from typing import Any
 from uuid import UUID
 
 from schemas.common import Problem, utc_now
-from schemas.envelope import Envelope, derive_id, new_event
+from schemas.envelope import Envelope, new_event
 from schemas.hazards import HazardWarning
 from schemas.region import Region
 from services.common.auth import Principal
@@ -44,6 +44,7 @@ from services.intake.domain import (
     bound,
     canonical_hash,
     hazard_event,
+    input_id,
     permitted,
     readable_client_report_id,
     report_events,
@@ -102,6 +103,8 @@ class Intake:
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self.store = store
+        self.namespace = store.namespace
+        """The store's namespace: every id derived here is that namespace's."""
         self.region = region
         self.metrics = metrics or IntakeMetrics()
         self._clock = clock
@@ -124,7 +127,7 @@ class Intake:
             return await self._reject_report(scope, client_report_id, document, e, now)
         if request.exercise:
             require(principal, Action.EXERCISE)
-        events = report_events(request, scope, self.region, now)
+        events = report_events(request, scope, self.region, now, namespace=self.namespace)
         accepted = events.accepted.payload
         ack = Acknowledgement(
             event_id=events.submitted.event_id,
@@ -155,7 +158,7 @@ class Intake:
                              error: InvalidInput, now: datetime) -> Outcome:
         body_hash = "rejected:" + canonical_hash(document)
         rejected = report_rejected(client_report_id, error.errors, now)
-        report_id = report_id_for(scope, client_report_id)
+        report_id = report_id_for(scope, client_report_id, namespace=self.namespace)
         answer = rejected_report(error, report_id=report_id, client_report_id=client_report_id,
                                  event_id=rejected.event_id)
         reporter = document.get("reporter") if isinstance(document, dict) else None
@@ -220,7 +223,8 @@ class Intake:
             raise
         if request.exercise:
             require(principal, Action.EXERCISE)
-        event = shelter_event(request, principal.subject, client_id, now)
+        event = shelter_event(request, principal.subject, client_id, now,
+                              namespace=self.namespace)
         return await self._write_one(Kind.SHELTER, principal.subject, client_id,
                                      canonical_hash(request.model_dump(mode="json")), (event,))
 
@@ -236,7 +240,8 @@ class Intake:
             raise
         if request.exercise:
             require(principal, Action.EXERCISE)
-        event = hazard_event(request, principal.subject, client_id, now, principal)
+        event = hazard_event(request, principal.subject, client_id, now, principal,
+                             namespace=self.namespace)
         return await self._write_one(Kind.HAZARD, principal.subject, client_id,
                                      canonical_hash(request.model_dump(mode="json")), (event,))
 
@@ -264,7 +269,7 @@ class Intake:
         events = tuple(
             new_event(HazardWarning, w, occurred_at=mapped.occurred_at, source=SOURCE,
                       recorded_at=now, exercise=mapped.exercise,
-                      event_id=derive_id("hazard.warning", scope, client_id, i))
+                      event_id=input_id(self.namespace, "hazard.warning", scope, client_id, i))
             for i, w in enumerate(mapped.warnings)
         )
         body_hash = canonical_hash(

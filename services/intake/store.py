@@ -30,8 +30,13 @@ loopback a round trip costs ~0.35 ms, and the transaction it replaces took six
 (resends, corrections, conflicts) are then decided as described above, in a
 transaction of their own.
 
+Namespaces: a store belongs to one namespace (given at construction) and every
+row it writes carries it, every key includes it and every read is limited to it
+(migration 0006), so a drill's intake and the live one share the tables and never
+each other's idempotency records, report outcomes or outbox rows.
+
 The outbox is published by the shared relay (:mod:`services.common.outbox`,
-configured by :data:`OUTBOX`): it holds the schema's publishing lock on one
+configured by :data:`OUTBOX`): it holds the namespace's publishing lock on one
 connection and marks a batch sent only once the broker has acknowledged it, so
 a crash in between publishes the rows again (at-least-once; consumers
 deduplicate by ``event_id``).
@@ -80,7 +85,7 @@ REQUIRED_TABLES: Final = ("intake_requests", "outbox", "report_status")
 
 OUTBOX: Final = OutboxTable(table="outbox", channel="sonae_outbox",
                             lock_class=0x534E4145)  # "SNAE"
-"""Intake's outbox for the shared relay: one relay per schema publishes it at a time,
+"""Intake's outbox for the shared relay: one relay per namespace publishes it at a time,
 so the outbox's id order (and thus per-key order) reaches Kafka intact."""
 _MAX_ATTEMPTS: Final = 3
 MAX_GROUP: Final = 500
@@ -91,14 +96,15 @@ _SELECT_REQUESTS: Final = """
     from intake_requests r
     join unnest($1::text[], $2::text[], $3::text[]) as k(kind, scope, client_id)
         using (kind, scope, client_id)
+    where r.namespace = $4::text
     for update of r
 """
 # event_ids travel as comma-joined text: unnest() would flatten a uuid[][] parameter.
 _INSERT_REQUESTS: Final = """
-    insert into intake_requests (kind, scope, client_id, body_hash, status_code, response,
-        report_id, event_ids)
-    select kind, scope, client_id, body_hash, status_code, response::jsonb, report_id,
-        string_to_array(event_ids, ',')::uuid[]
+    insert into intake_requests (namespace, kind, scope, client_id, body_hash, status_code,
+        response, report_id, event_ids)
+    select $9::text, kind, scope, client_id, body_hash, status_code, response::jsonb,
+        report_id, string_to_array(event_ids, ',')::uuid[]
     from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int4[], $6::text[],
         $7::uuid[], $8::text[])
         as u(kind, scope, client_id, body_hash, status_code, response, report_id, event_ids)
@@ -106,19 +112,19 @@ _INSERT_REQUESTS: Final = """
 _UPDATE_REQUEST: Final = """
     update intake_requests set body_hash = $4, status_code = $5, response = $6::jsonb,
         report_id = $7, event_ids = $8, updated_at = now()
-    where kind = $1 and scope = $2 and client_id = $3
+    where namespace = $9 and kind = $1 and scope = $2 and client_id = $3
 """
 # One statement for the group: the NOTIFY trigger fires once, and "with ordinality"
 # keeps the outbox ids in arrival order (per-key order on Kafka follows id order).
 _INSERT_OUTBOX: Final = """
-    insert into outbox (topic, key, value, event_id, event_type)
-    select topic, key, value, event_id, event_type
+    insert into outbox (namespace, topic, key, value, event_id, event_type)
+    select $6::text, topic, key, value, event_id, event_type
     from unnest($1::text[], $2::bytea[], $3::bytea[], $4::uuid[], $5::text[])
         with ordinality as u(topic, key, value, event_id, event_type, n)
     order by n
 """
 # A report's outcome is replaced when a corrected resend is accepted.
-_REPORT_CONFLICT: Final = """on conflict (report_id) do update set
+_REPORT_CONFLICT: Final = """on conflict (namespace, report_id) do update set
         team = excluded.team, status = excluded.status, reasons = excluded.reasons,
         area_id = excluded.area_id, outside_region = excluded.outside_region,
         submitted_event_id = excluded.submitted_event_id,
@@ -127,7 +133,8 @@ _REPORT_CONFLICT: Final = """on conflict (report_id) do update set
 # First receipts in one statement (see the module docstring). $1..$9: one entry per
 # keyed write (w = its index in the group); $10..$16: every outbox row with the index
 # of its write and whether that write is keyed (a keyless write always writes its
-# rows); $17..$29: report outcomes of keyed writes.
+# rows); $17..$29: report outcomes of keyed writes; $30: the store's namespace, which
+# every row gets (and every key includes).
 # Returns the indexes of the keyed writes whose record was new.
 _WRITE_FIRST_RECEIPTS: Final = f"""
     with incoming as (
@@ -136,18 +143,18 @@ _WRITE_FIRST_RECEIPTS: Final = f"""
             as u(w, kind, scope, client_id, body_hash, status_code, response, report_id,
                  event_ids)
     ), inserted as (
-        insert into intake_requests (kind, scope, client_id, body_hash, status_code,
-            response, report_id, event_ids)
-        select kind, scope, client_id, body_hash, status_code, response::jsonb, report_id,
-            string_to_array(event_ids, ',')::uuid[]
+        insert into intake_requests (namespace, kind, scope, client_id, body_hash,
+            status_code, response, report_id, event_ids)
+        select $30::text, kind, scope, client_id, body_hash, status_code, response::jsonb,
+            report_id, string_to_array(event_ids, ',')::uuid[]
         from incoming order by w
-        on conflict (kind, scope, client_id) do nothing
+        on conflict (namespace, kind, scope, client_id) do nothing
         returning kind, scope, client_id
     ), written as (
         select i.w from incoming i join inserted n using (kind, scope, client_id)
     ), outbox_rows as (
-        insert into outbox (topic, key, value, event_id, event_type)
-        select topic, key, value, event_id, event_type
+        insert into outbox (namespace, topic, key, value, event_id, event_type)
+        select $30::text, topic, key, value, event_id, event_type
         from unnest($10::int4[], $11::bool[], $12::text[], $13::bytea[], $14::bytea[],
             $15::uuid[], $16::text[]) with ordinality as o(w, keyed, topic, key, value,
                                                            event_id, event_type, n)
@@ -155,12 +162,12 @@ _WRITE_FIRST_RECEIPTS: Final = f"""
         order by n
         returning 1
     ), reports as (
-        insert into report_status (report_id, scope, client_report_id, team, status,
-            reasons, area_id, outside_region, submitted_event_id, accepted_event_id,
+        insert into report_status (namespace, report_id, scope, client_report_id, team,
+            status, reasons, area_id, outside_region, submitted_event_id, accepted_event_id,
             rejected_event_id, received_at)
-        select report_id, scope, client_report_id, team, status, reasons::jsonb, area_id,
-            outside_region, submitted_event_id, accepted_event_id, rejected_event_id,
-            received_at
+        select $30::text, report_id, scope, client_report_id, team, status, reasons::jsonb,
+            area_id, outside_region, submitted_event_id, accepted_event_id,
+            rejected_event_id, received_at
         from unnest($17::int4[], $18::uuid[], $19::text[], $20::text[], $21::text[],
             $22::text[], $23::text[], $24::text[], $25::bool[], $26::uuid[], $27::uuid[],
             $28::uuid[], $29::timestamptz[])
@@ -174,11 +181,12 @@ _WRITE_FIRST_RECEIPTS: Final = f"""
     select w from written
 """
 _UPSERT_REPORTS: Final = f"""
-    insert into report_status (report_id, scope, client_report_id, team, status, reasons,
+    insert into report_status (namespace, report_id, scope, client_report_id, team, status,
+        reasons, area_id, outside_region, submitted_event_id, accepted_event_id,
+        rejected_event_id, received_at)
+    select $13::text, report_id, scope, client_report_id, team, status, reasons::jsonb,
         area_id, outside_region, submitted_event_id, accepted_event_id, rejected_event_id,
-        received_at)
-    select report_id, scope, client_report_id, team, status, reasons::jsonb, area_id,
-        outside_region, submitted_event_id, accepted_event_id, rejected_event_id, received_at
+        received_at
     from unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
         $7::text[], $8::bool[], $9::uuid[], $10::uuid[], $11::uuid[], $12::timestamptz[])
         as u(report_id, scope, client_report_id, team, status, reasons, area_id,
@@ -278,7 +286,8 @@ def _loads(value: Any) -> Any:
 
 
 class Store:
-    """Intake's tables, through an asyncpg pool whose search_path holds them."""
+    """Intake's tables, through an asyncpg pool whose search_path holds them, for one
+    ``namespace``: everything it writes, decides and reads is that namespace's alone."""
 
     def __init__(self, pool: asyncpg.Pool, namespace: str, *,
                  max_group: int = MAX_GROUP) -> None:
@@ -415,7 +424,7 @@ class Store:
                    if p.write.report is not None]
         rows = await conn.fetch(_WRITE_FIRST_RECEIPTS,
                                 *_columns([(w, *_request_params(p)) for w, p in keyed], 9),
-                                *_columns(outbox, 7), *_columns(reports, 13))
+                                *_columns(outbox, 7), *_columns(reports, 13), self.namespace)
         return {row["w"] for row in rows} | {w for w, p in enumerate(writes) if p.key is None}
 
     async def _commit_decided(self, conn: asyncpg.Connection,
@@ -465,7 +474,8 @@ class Store:
         existing: dict[tuple[str, str, str], ExistingRequest] = {}
         if keyed:
             kinds, scopes, client_ids = (list(c) for c in zip(*keyed, strict=True))
-            for row in await conn.fetch(_SELECT_REQUESTS, kinds, scopes, client_ids):
+            for row in await conn.fetch(_SELECT_REQUESTS, kinds, scopes, client_ids,
+                                        self.namespace):
                 existing[(row["kind"], row["scope"], row["client_id"])] = ExistingRequest(
                     row["body_hash"], row["status_code"], _loads(row["response"]))
         results: list[Recorded] = []
@@ -488,17 +498,19 @@ class Store:
             results.append(Recorded(Decision.WRITE, p.write.status_code, p.write.response))
         if inserts:
             await conn.execute(_INSERT_REQUESTS,
-                               *_columns([_request_params(p) for p in inserts], 8))
+                               *_columns([_request_params(p) for p in inserts], 8),
+                               self.namespace)
         if updates:
             await conn.executemany(_UPDATE_REQUEST, [
                 (p.write.kind.value, p.write.scope, p.write.client_id, p.write.body_hash,
                  p.write.status_code, p.response_json, p.write.report_id,
-                 [e[3] for e in p.outbox]) for p in updates])
+                 [e[3] for e in p.outbox], self.namespace) for p in updates])
         if outbox:
-            await conn.execute(_INSERT_OUTBOX, *_columns(outbox, 5))
+            await conn.execute(_INSERT_OUTBOX, *_columns(outbox, 5), self.namespace)
         if reports:
             await conn.execute(_UPSERT_REPORTS,
-                               *_columns([_report_params(r) for r in reports], 12))
+                               *_columns([_report_params(r) for r in reports], 12),
+                               self.namespace)
         return results
 
     async def _record(self, conn: asyncpg.Connection, prepared: _Prepared) -> Recorded:
@@ -507,8 +519,9 @@ class Store:
         if write.client_id is not None:
             row = await conn.fetchrow(
                 "select body_hash, status_code, response from intake_requests "
-                "where kind = $1 and scope = $2 and client_id = $3 for update",
-                write.kind.value, write.scope, write.client_id,
+                "where namespace = $4 and kind = $1 and scope = $2 and client_id = $3 "
+                "for update",
+                write.kind.value, write.scope, write.client_id, self.namespace,
             )
             if row is not None:
                 existing = ExistingRequest(row["body_hash"], row["status_code"],
@@ -520,19 +533,22 @@ class Store:
         event_ids = [e.event_id for e in write.events]
         if write.client_id is not None and existing is None:
             await conn.execute(
-                "insert into intake_requests (kind, scope, client_id, body_hash, status_code, "
-                "response, report_id, event_ids) values ($1, $2, $3, $4, $5, $6::jsonb, $7, $8)",
+                "insert into intake_requests (namespace, kind, scope, client_id, body_hash, "
+                "status_code, response, report_id, event_ids) "
+                "values ($9, $1, $2, $3, $4, $5, $6::jsonb, $7, $8)",
                 write.kind.value, write.scope, write.client_id, write.body_hash,
                 write.status_code, prepared.response_json, write.report_id, event_ids,
+                self.namespace,
             )
         elif write.client_id is not None:
             await conn.execute(_UPDATE_REQUEST, write.kind.value, write.scope, write.client_id,
                                write.body_hash, write.status_code, prepared.response_json,
-                               write.report_id, event_ids)
+                               write.report_id, event_ids, self.namespace)
         if prepared.outbox:
-            await conn.execute(_INSERT_OUTBOX, *_columns(prepared.outbox, 5))
+            await conn.execute(_INSERT_OUTBOX, *_columns(prepared.outbox, 5), self.namespace)
         if write.report is not None:
-            await conn.execute(_UPSERT_REPORTS, *_columns([_report_params(write.report)], 12))
+            await conn.execute(_UPSERT_REPORTS, *_columns([_report_params(write.report)], 12),
+                               self.namespace)
         return Recorded(Decision.WRITE, write.status_code, write.response)
 
     # --- reads ---------------------------------------------------------------------
@@ -549,10 +565,10 @@ class Store:
             where, arg = "client_report_id = $1", client_report_id
         else:
             raise ValueError("give report_id or client_report_id")
-        query = f"select * from report_status where {where}"
-        args: list[Any] = [arg]
+        query = f"select * from report_status where namespace = $2 and {where}"
+        args: list[Any] = [arg, self.namespace]
         if scope is not None:
-            query += " and scope = $2"
+            query += " and scope = $3"
             args.append(scope)
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(query + " order by received_at limit 20", *args)
@@ -570,7 +586,9 @@ class Store:
         ]
 
     async def backlog(self) -> int:
-        """Outbox rows not yet published."""
+        """This namespace's outbox rows not yet published."""
         async with self.pool.acquire() as conn:
-            count: int = await conn.fetchval("select count(*) from outbox where sent_at is null")
+            count: int = await conn.fetchval(
+                "select count(*) from outbox where namespace = $1 and sent_at is null",
+                self.namespace)
         return count

@@ -23,6 +23,9 @@ would lose the outputs: the redelivered update would find itself applied
 already and emit nothing. faust flushes the producer (changelog included)
 before it commits an input offset.
 
+An ``exercise`` update outside a drill namespace is logged and ignored: exercise
+traffic never changes a live shelter's state.
+
 A record that cannot be applied (not an event, wrong type or key, unknown
 shelter, refused by the rules) is dead-lettered with the reason and the agent
 goes on; a failure to produce propagates (the worker stops and its supervisor
@@ -55,7 +58,7 @@ from schemas.shelters import (
     ShelterOpened,
     ShelterStatusChanged,
 )
-from schemas.topics import CATALOGUE, check_carries, qualified, route
+from schemas.topics import CATALOGUE, check_carries, is_drill, qualified, route
 from schemas.topics import app_id as faust_app_id
 from services.common.deadletter import FaustDeadLetters
 from services.shelter_tracker.areas import AreaTracked, decide_area
@@ -122,6 +125,8 @@ class ShelterTracker:
         **faust_options: Any,
     ) -> None:
         self.namespace = ns = settings.namespace
+        self.drill = is_drill(ns)
+        """Whether exercise updates count (only in a drill namespace; live ignores them)."""
         self.region = region if region is not None else load_region(settings.region)
         self.thresholds = thresholds if thresholds is not None \
             else load_thresholds(settings.region)
@@ -189,6 +194,13 @@ class ShelterTracker:
         log.debug("update %s[%d]@%d", message.topic, message.partition, message.offset)
         try:
             update, site = self._read_update(message)
+            if update.exercise and not self.drill:
+                # Exercise traffic never drives a live shelter's state (the recorder
+                # keeps it, and HQ sees it as exercise on the gateway).
+                log.info("ignored exercise update %s for %s outside a drill (%s[%d]@%d)",
+                         update.event_id, site.shelter_id, message.topic, message.partition,
+                         message.offset)
+                return
             key = site.shelter_id.encode("utf-8")
             tracked = Tracked.from_bytes(self.shelters.get(key))
             decision = decide(tracked, update, site, recorded_at=self._clock(),

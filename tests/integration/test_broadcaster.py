@@ -253,7 +253,10 @@ async def test_exercise_orders_reach_no_live_channel(
 ) -> None:
     """A drill order reaches only the drill webhook; every live channel refuses it, recorded."""
     await migrated(db_pool)
-    settings = settings_for(kafka_bootstrap, database_url, db_schema, namespace)
+    # A drill namespace (outside one, exercise orders are not broadcast at all, below);
+    # its feeds forced live, so the drill guard and not the namespace must stop them.
+    drill_ns = f"drill.{namespace}"
+    settings = settings_for(kafka_bootstrap, database_url, db_schema, drill_ns)
     (drill,) = order_events("drill", exercise=True, versions=1)
     async with receiver() as recv:
         options = Options(
@@ -261,7 +264,7 @@ async def test_exercise_orders_reach_no_live_channel(
                                                 subscriber(recv, "drill", live=False))),
             dispatch=fast_retry(), feeds_live=True)  # as in the live namespace
         async with running(settings, options):
-            await produce_events(kafka_bootstrap, namespace, [drill])
+            await produce_events(kafka_bootstrap, drill_ns, [drill])
             await wait_for(lambda: len(recv.of("drill")) == 4, timeout=30,
                            what="the drill webhook served")
             await wait_for(lambda: _outbox_sent(db_pool), timeout=15, what="outbox published")
@@ -280,6 +283,34 @@ async def test_exercise_orders_reach_no_live_channel(
             assert len(refusals) == 4 + 4 + 1
             assert all("exercise message refused by live channel" in e.payload.error
                        and not e.payload.will_retry for e in refusals)
+
+
+async def test_exercise_orders_are_never_broadcast_outside_a_drill(
+    kafka_bootstrap: str, database_url: str, db_schema: str, db_pool: asyncpg.Pool,
+    namespace: str,
+) -> None:
+    """Outside a drill an exercise order is planned on no channel, drill webhooks included."""
+    await migrated(db_pool)
+    settings = settings_for(kafka_bootstrap, database_url, db_schema, namespace)
+    (drill,) = order_events("exercise", exercise=True, versions=1)
+    (real,) = order_events("real", versions=1)
+    async with receiver() as recv:
+        options = Options(
+            webhooks=WebhookConfig(subscribers=(subscriber(recv, "drill", live=False),)),
+            dispatch=fast_retry())
+        async with running(settings, options):
+            await produce_events(kafka_bootstrap, namespace, [drill, real])
+            # The real order after it is broadcast: the exercise one was read and skipped.
+            await wait_for(lambda: len(recv.of("drill")) == 4, timeout=30,
+                           what="the real order on the webhook")
+            await wait_for(lambda: _outbox_sent(db_pool), timeout=15, what="outbox published")
+            assert all(not r.event.exercise for r in recv.of("drill"))
+            subjects = {r["subject"] for r in await db_pool.fetch(
+                "select subject from broadcast_messages")}
+            assert subjects == {str(real.payload.order_id)}  # type: ignore[attr-defined]
+            assert not await db_pool.fetchval(
+                "select count(*) from broadcast_deliveries where exercise")
+            assert all(not e.exercise for e in await outbox_events(db_pool))
 
 
 async def test_channel_layer_refuses_a_drill_that_reached_a_live_queue(

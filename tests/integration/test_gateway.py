@@ -6,10 +6,12 @@ import asyncio
 import json
 import threading
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 import jwt
 import pytest
+from aiokafka.structs import TopicPartition
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect as sync_connect
@@ -17,6 +19,8 @@ from websockets.sync.client import connect as sync_connect
 from infra.db.migrate import migrate
 from infra.kafka import clients
 from infra.kafka.compat import end_offsets
+from infra.settings import Settings
+from schemas.envelope import Envelope, new_event
 from schemas.evacuation import EvacuationCommand
 from schemas.topics import qualified
 from services.common.auth import Role
@@ -322,21 +326,14 @@ async def test_a_field_token_that_names_its_areas_needs_no_areas_in_the_hello(
             assert refused["code"] == "unauthorized" and "areas" in refused["message"]
 
 
-async def test_cold_start_from_the_event_store_matches_reading_the_broker(
-        kafka_bootstrap: str, namespace: str, db_pool: asyncpg.Pool) -> None:
-    """Stored events fold to the same picture and position; stale offsets are not trusted."""
-    async with db_pool.acquire() as conn:
-        await migrate(conn)
-    settings = gateway_settings(kafka_bootstrap, namespace)
-    events = [report(area=a) for a in ("kanda-koen", "jimbocho", "fujimi")]
-    events += [fresh("evacuation.order_issued"), fresh("shelter.status_changed")]
-    await produce_events(kafka_bootstrap, namespace, events)
-    # Store what the recorder would: every record with its topic, partition and offset.
+async def store_log(settings: Settings, pool: asyncpg.Pool) -> list[tuple[Any, ...]]:
+    """Store what the recorder would of the COP topics: every record with its topic,
+    partition and offset; return the rows."""
+    namespace = settings.namespace
     consumer = clients.consumer(settings)
     await consumer.start()
     rows = []
     try:
-        from aiokafka.structs import TopicPartition
         tps = [TopicPartition(qualified(n, namespace), p) for n in COP_TOPICS for p in range(4)]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
@@ -347,14 +344,29 @@ async def test_cold_start_from_the_event_store_matches_reading_the_broker(
                     e = json.loads(r.value)
                     rows.append((e["event_id"], e["type"], e["schema_version"], r.topic,
                                  r.partition, r.offset, e["occurred_at"], e["recorded_at"],
-                                 namespace, r.value.decode()))
+                                 e["exercise"], namespace, r.value.decode()))
     finally:
         await consumer.stop()
-    async with db_pool.acquire() as conn:
+    async with pool.acquire() as conn:
         await conn.executemany(
             "insert into events (event_id, type, schema_version, topic, partition, \"offset\", "
-            "occurred_at, recorded_at, namespace, envelope) values ($1::uuid, $2, $3, $4, $5, "
-            "$6, $7::text::timestamptz, $8::text::timestamptz, $9, $10::jsonb)", rows)
+            "occurred_at, recorded_at, exercise, namespace, envelope) values ($1::uuid, $2, $3, "
+            "$4, $5, $6, $7::text::timestamptz, $8::text::timestamptz, $9, $10, $11::jsonb)",
+            rows)
+    return rows
+
+
+async def test_cold_start_from_the_event_store_matches_reading_the_broker(
+        kafka_bootstrap: str, namespace: str, db_pool: asyncpg.Pool) -> None:
+    """Stored events fold to the same picture and position; stale offsets are not trusted."""
+    async with db_pool.acquire() as conn:
+        await migrate(conn)
+    settings = gateway_settings(kafka_bootstrap, namespace)
+    events = [report(area=a) for a in ("kanda-koen", "jimbocho", "fujimi")]
+    events += [fresh("evacuation.order_issued"), fresh("shelter.status_changed")]
+    await produce_events(kafka_bootstrap, namespace, events)
+    rows = await store_log(settings, db_pool)
+    async with db_pool.acquire() as conn:
         # One partition's newest stored offset points at a different event: not this log.
         # (The gateway checks each partition's newest stored record against the broker.)
         stale_tp = (rows[0][3], rows[0][4])
@@ -400,3 +412,45 @@ async def test_field_report_over_the_socket_goes_to_intake(kafka_bootstrap: str,
         assert (await public.until(lambda m: m["type"] == "error"))["code"] == "forbidden"
         assert len(seen) == 2
 
+
+async def test_exercise_events_never_turn_a_live_portal_into_a_drill(
+        kafka_bootstrap: str, namespace: str, db_pool: asyncpg.Pool) -> None:
+    """Outside a drill, exercise events reach HQ as exercise only, also after a cold start."""
+    async with db_pool.acquire() as conn:
+        await migrate(conn)
+    settings = gateway_settings(kafka_bootstrap, namespace)
+    drills = [exercised("evacuation.order_issued"), exercised("hazard.warning")]
+    real = report()
+    await produce_events(kafka_bootstrap, namespace, [*drills, real])
+    await store_log(settings, db_pool)
+    async with gateway(settings, pool=db_pool) as gw:
+        assert gw.source.seeded_events == 3  # folded from the store
+        async with peer(gw) as public, peer(gw, token=HQ) as hq:
+            for client in (public, hq):
+                await client.next()
+            public_state = (await public.next())["state"]
+            hq_state = (await hq.next())["state"]
+    assert public_state["meta"] == {"cop": {"exercise": False}}
+    assert public_state["order"] == {} and "exercise" not in public_state
+    assert all(a["level"] is None for a in public_state["area"].values())
+    assert hq_state["order"] == {} and hq_state["warning"] == {}
+    assert set(hq_state["exercise"]) == {str(e.event_id) for e in drills}
+    assert all(entry["exercise"] for entry in hq_state["exercise"].values())
+    assert str(real.payload.report_id) in hq_state["report"]
+
+
+async def test_a_drill_gateway_shows_the_drill_banner_from_the_start(
+        kafka_bootstrap: str, namespace: str) -> None:
+    """A drill namespace's picture says exercise before any event: the banner is the namespace's."""
+    settings = gateway_settings(kafka_bootstrap, f"drill.{namespace}")
+    async with gateway(settings) as gw, peer(gw) as public:
+        await public.next()
+        snapshot = await public.next()
+    assert snapshot["state"]["meta"] == {"cop": {"exercise": True}}
+
+
+def exercised(event_type: str) -> Envelope:
+    """A fresh schema example of ``event_type``, flagged exercise."""
+    base = fresh(event_type)
+    return new_event(type(base), base.payload.model_dump(mode="json"),
+                     occurred_at=base.occurred_at, source=base.source, exercise=True)

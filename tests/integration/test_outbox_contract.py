@@ -68,8 +68,9 @@ async def _broadcaster_write(pool: asyncpg.Pool, namespace: str, client_id: str)
                           occurred_at=now, source="test")
         routed = route(event, namespace)
         await conn.execute(
-            "insert into broadcast_outbox (topic, key, value, event_id) values ($1, $2, $3, $4)",
-            routed.topic, routed.key, routed.value, event.event_id)
+            "insert into broadcast_outbox (namespace, topic, key, value, event_id) "
+            "values ($1, $2, $3, $4, $5)",
+            namespace, routed.topic, routed.key, routed.value, event.event_id)
 
 
 async def _broadcaster_relay(pool: asyncpg.Pool, namespace: str,
@@ -92,11 +93,13 @@ def user(request: pytest.FixtureRequest) -> User:
     return chosen
 
 
-async def unsent_ids(pool: asyncpg.Pool, table: OutboxTable) -> list[int]:
-    """The ids of the rows not yet marked sent, in order."""
+async def unsent_ids(pool: asyncpg.Pool, table: OutboxTable,
+                     namespace: str | None = None) -> list[int]:
+    """The ids of the rows (of ``namespace``, or all) not yet marked sent, in order."""
     async with pool.acquire() as conn:
         return [r["id"] for r in await conn.fetch(
-            f"select id from {table.table} where sent_at is null order by id")]
+            f"select id from {table.table} where sent_at is null"
+            " and namespace = coalesce($1, namespace) order by id", namespace)]
 
 
 async def filled(pool: asyncpg.Pool, namespace: str, user: User, count: int) -> list[int]:
@@ -110,7 +113,7 @@ async def test_a_batch_is_marked_sent_only_after_it_was_published(
         db_pool: asyncpg.Pool, namespace: str, user: User) -> None:
     """Unacknowledged batches are read again; acknowledged ones are marked by the next read."""
     ids = await filled(db_pool, namespace, user, 5)
-    async with outbox_session(db_pool, user.table) as session:
+    async with outbox_session(db_pool, user.table, namespace) as session:
         assert session is not None
         first = await session.next_batch(2)
         assert [r.id for r in first] == ids[:2]
@@ -132,9 +135,9 @@ async def test_one_relay_per_schema_holds_the_lock_until_its_connection_ends(
         db_pool: asyncpg.Pool, namespace: str, user: User) -> None:
     """A second relay gets no session while the first holds one, and takes over after."""
     await filled(db_pool, namespace, user, 1)
-    async with outbox_session(db_pool, user.table) as first:
+    async with outbox_session(db_pool, user.table, namespace) as first:
         assert first is not None
-        async with outbox_session(db_pool, user.table) as second:
+        async with outbox_session(db_pool, user.table, namespace) as second:
             assert second is None
         # The holder's connection dies (server restart, network): the lock goes with it.
         # (The timeout makes the call wait until the backend is gone: without it the
@@ -142,7 +145,7 @@ async def test_one_relay_per_schema_holds_the_lock_until_its_connection_ends(
         async with db_pool.acquire() as conn:
             assert await conn.fetchval("select pg_terminate_backend($1, 5000)",
                                        first.conn.get_server_pid())
-        async with outbox_session(db_pool, user.table) as third:
+        async with outbox_session(db_pool, user.table, namespace) as third:
             assert third is not None
             assert len(await third.next_batch(10)) == 1
 
@@ -152,29 +155,32 @@ async def test_a_dead_session_connection_ends_the_session_quietly(
     """Leaving a session whose backend was terminated does not raise (the lock went with it)."""
     await filled(db_pool, namespace, user, 1)
     for _ in range(5):  # the race (asyncpg noticing the close late) is timing-dependent
-        async with outbox_session(db_pool, user.table) as session:
+        async with outbox_session(db_pool, user.table, namespace) as session:
             assert session is not None
             async with db_pool.acquire() as conn:
                 # No timeout: the session ends while asyncpg may not have noticed yet.
                 await conn.execute("select pg_terminate_backend($1)",
                                    session.conn.get_server_pid())
-    await wait_for(lambda: lock_free(db_pool, user.table), timeout=10, what="the lock freed")
+    await wait_for(lambda: lock_free(db_pool, user.table, namespace), timeout=10,
+                   what="the lock freed")
 
 
-async def lock_free(pool: asyncpg.Pool, table: OutboxTable) -> bool:
+async def lock_free(pool: asyncpg.Pool, table: OutboxTable, namespace: str) -> bool:
     """Whether a new session gets the lock (and gives it back)."""
-    async with outbox_session(pool, table) as session:
+    async with outbox_session(pool, table, namespace) as session:
         return session is not None
 
 
-async def terminate_relay_session(pool: asyncpg.Pool, table: OutboxTable) -> None:
-    """End the connection that holds this schema's publishing lock (as a server restart does)."""
+async def terminate_relay_session(pool: asyncpg.Pool, table: OutboxTable,
+                                  namespace: str) -> None:
+    """End the connection that holds this namespace's publishing lock (as a server restart
+    does)."""
     async with pool.acquire() as conn:
         pid = await conn.fetchval(
             "select pid from pg_locks where locktype = 'advisory' and granted"
             " and classid = $1::bigint::oid"
-            " and objid = (hashtext(current_schema())::bigint & 4294967295)::oid",
-            table.lock_class)
+            " and objid = (hashtext(current_schema() || '/' || $2)::bigint & 4294967295)::oid",
+            table.lock_class, namespace)
         assert pid is not None, "no relay holds the lock"
         await conn.execute("select pg_terminate_backend($1)", pid)
 
@@ -206,7 +212,7 @@ async def test_each_outage_is_reported_once_and_the_relay_recovers(
         await wait_for(drained, timeout=30, what="the outbox drained after outage 1")
         # Outage 2: the database connection goes, and the broker with it.
         state["broker_up"] = False
-        await terminate_relay_session(db_pool, user.table)
+        await terminate_relay_session(db_pool, user.table, namespace)
         await user.write(db_pool, namespace, "during-outage-2")
         relay.wake()
         before = state["attempts"]
@@ -221,3 +227,23 @@ async def test_each_outage_is_reported_once_and_the_relay_recovers(
     assert sum("relay cannot publish" in m for m in messages) == 2, messages
     assert sum("relay recovered" in m for m in messages) == 2, messages
     assert relay.published >= 4  # at least once: nothing lost
+
+
+async def test_each_namespace_has_its_own_rows_and_lock(
+        db_pool: asyncpg.Pool, namespace: str, user: User) -> None:
+    """A session reads only its namespace's rows, and two namespaces publish side by side."""
+    drill = f"drill.{namespace}"
+    ours = await filled(db_pool, namespace, user, 2)
+    await user.write(db_pool, drill, "g-0")  # the same client id, in a drill
+    theirs = await unsent_ids(db_pool, user.table, drill)
+    assert len(theirs) == 1 and not set(theirs) & set(ours)
+    async with outbox_session(db_pool, user.table, namespace) as first, \
+            outbox_session(db_pool, user.table, drill) as second:
+        assert first is not None and second is not None  # one lock per namespace
+        batch = await first.next_batch(10)
+        assert [r.id for r in batch] == await unsent_ids(db_pool, user.table, namespace)
+        assert [r.id for r in await second.next_batch(10)] == theirs
+        first.published(batch)
+        await first.mark()
+    assert await unsent_ids(db_pool, user.table, namespace) == []
+    assert await unsent_ids(db_pool, user.table, drill) == theirs

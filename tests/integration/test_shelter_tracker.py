@@ -170,6 +170,24 @@ async def test_updates_change_state_alert_once_per_crossing_and_summarise_areas(
         worker.check_alive()
 
 
+async def test_exercise_updates_never_change_a_live_shelter(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """Outside a drill, an exercise update is ignored: the next real one is version 1."""
+    async with workers(settings, tmp_path) as start, \
+            readers(settings, "shelters.state") as (states,):
+        worker = start("tracker")
+        drill = new_event(ShelterOpened, {"reported_by": TEAM, "shelter_id": "tv-school"},
+                          occurred_at=T0, source="intake", exercise=True)
+        opened = update(ShelterOpened, 2, shelter_id="tv-school")
+        await produce_events(settings.kafka_bootstrap, settings.namespace, [drill, opened])
+        await states.until(lambda r: caused_by(r, opened), timeout=READY_TIMEOUT,
+                           what="the state after the real opening", worker=worker)
+        assert caused_by(states, drill) == []
+        (state,) = states_of(states, "tv-school")
+        assert (state.payload.version, state.payload.status, state.exercise) == (1, "open", False)
+
+
 async def test_bad_records_are_dead_lettered_with_the_reason_and_processing_goes_on(
     settings: Settings, tmp_path: Path
 ) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 from uuid import UUID
@@ -156,6 +157,36 @@ def test_judgement_level_recommends_level_3_for_every_affected_area(chiyoda: Eng
         assert p.evidence_event_ids == (out[0].causation_id,)
         assert "神田川（お茶の水橋）の水位 4.20 m" in p.rationale and "避難判断水位" in p.rationale
         assert rec.occurred_at == T0 + timedelta(minutes=10)
+
+
+def exercise_copy(event: Event) -> Event:
+    """``event`` flagged exercise (a new id, same time and payload)."""
+    return cast(Event, new_event(type(event), event.payload.model_dump(mode="json"),
+                                 occurred_at=event.occurred_at, recorded_at=event.recorded_at,
+                                 source=event.source, exercise=True))
+
+
+def test_exercise_inputs_in_live_raise_nothing_and_leave_the_state(chiyoda: EngineConfig
+                                                                   ) -> None:
+    """Live ignores exercise gauges, warnings, quakes and reports; a drill decides on them."""
+    probe = Feed(chiyoda)
+    inputs = [probe.make(GaugeReading, {"gauge_id": KANDA, "level_m": 6.0,
+                                        "observed_at": T0}, 0),
+              probe.make(HazardWarning, {
+                  "warning_id": "w-x", "action": "issued", "kind": "heavy_rain_emergency",
+                  "name": "大雨特別警報", "hazard": None, "alert_level_equivalent": 5,
+                  "area_ids": KANDA_AREAS, "issued_at": T0, "source": "jma"}, 1),
+              probe.make(SeismicIntensity, {"quake_id": "q-x", "intensities": [
+                  {"area_id": KANDA_AREAS[0], "shindo": "6+"}]}, 2)]
+    exercises = [exercise_copy(e) for e in inputs]
+    live = Feed(chiyoda)
+    for event in exercises:
+        assert live.send(event) == []
+    assert live.state == DecisionState()
+    drill = Feed(replace(chiyoda, drill=True))
+    decided = [out for event in exercises for out in drill.send(event)]
+    assert only(decided, EvacuationRecommended)
+    assert all(e.exercise for e in decided)
 
 
 def test_danger_level_recommends_4_and_bank_full_recommends_5(chiyoda: EngineConfig) -> None:

@@ -19,7 +19,7 @@ from schemas.events import EVENT_CLASSES
 from schemas.examples import EXAMPLES, example
 from schemas.region import load_region
 from schemas.reports import ReportAccepted
-from services.gateway.cop import COP, REPORTS_PER_AREA, Kind, RegionIndex
+from services.gateway.cop import COP, EXERCISE_KEPT, REPORTS_PER_AREA, Kind, RegionIndex
 from services.gateway.errors import InvalidPosition
 from services.gateway.hub import Hub, Resume
 from services.gateway.positions import (
@@ -83,6 +83,56 @@ def test_order_sets_the_level_of_its_areas_and_lift_clears_it() -> None:
     assert cop.get(Kind.AREA, "izumibashi")["level"] is None  # type: ignore[index]
     cop = fold([example("evacuation.order_lifted")], cop)
     assert cop.get(Kind.AREA, "kanda-koen")["level"] is None  # type: ignore[index]
+
+
+def exercised(event: Envelope, minutes: float = 0.0) -> Envelope:
+    """A copy of ``event`` flagged exercise (a new id), ``minutes`` later."""
+    return new_event(type(event), event.payload.model_dump(mode="json"), source=event.source,
+                     occurred_at=event.occurred_at + timedelta(minutes=minutes),
+                     exercise=True)
+
+
+EXERCISED = ("evacuation.order_issued", "hazard.warning", "report.accepted",
+             "evacuation.recommended", "broadcast.published", "shelter.status_changed")
+
+
+def test_exercise_events_in_a_live_picture_reach_hq_only_and_drive_nothing() -> None:
+    """Outside a drill, exercise events are HQ-only exercise entries: no order, level or banner."""
+    events = [exercised(example(t)) for t in EXERCISED]
+    cop = fold(events)
+    assert cop.get(Kind.META, "cop") == {"exercise": False}
+    for kind in (Kind.ORDER, Kind.WARNING, Kind.REPORT, Kind.RECOMMENDATION, Kind.MESSAGE,
+                 Kind.SHELTER):
+        assert not cop.entities[kind], kind
+    assert fold([]).entities[Kind.AREA] == cop.entities[Kind.AREA]
+    hq = view_state(cop, HQ)["exercise"]
+    assert set(hq) == {str(e.event_id) for e in events}
+    assert all(entry["exercise"] and entry["type"] in EXERCISED for entry in hq.values())
+    assert "exercise" not in view_state(cop, PUBLIC)
+    assert "exercise" not in view_state(cop, Viewer(Audience.FIELD))
+    assert view_state(cop, PUBLIC)["meta"] == {"cop": {"exercise": False}}
+    # Real traffic after them folds as if they had never been.
+    real = [example(t) for t in EXERCISED]
+    assert {k: v for k, v in fold(real, cop).entities.items() if k is not Kind.EXERCISE} == {
+        k: v for k, v in fold(real).entities.items() if k is not Kind.EXERCISE}
+
+
+def test_a_drill_picture_is_an_exercise_and_folds_exercise_events() -> None:
+    """In a drill namespace the banner is on from the start and exercise events are the picture."""
+    empty = COP.empty(REGION, drill=True)
+    assert empty.get(Kind.META, "cop") == {"exercise": True}
+    cop = fold([exercised(example("evacuation.order_issued"))], empty)
+    assert cop.get(Kind.AREA, "kanda-koen")["level"] == 4  # type: ignore[index]
+    assert not cop.entities[Kind.EXERCISE]
+
+
+def test_exercise_entries_are_bounded_keeping_the_latest() -> None:
+    """Only the latest EXERCISE_KEPT exercise events are kept, whatever the order."""
+    base = example("hazard.gauge_reading")
+    events = [exercised(base, minutes=m) for m in range(EXERCISE_KEPT + 10)]
+    latest = {str(e.event_id) for e in events[10:]}
+    assert set(fold(events).entities[Kind.EXERCISE]) == latest
+    assert set(fold(reversed(events)).entities[Kind.EXERCISE]) == latest
 
 
 def test_a_stale_order_version_never_revives_a_lifted_order() -> None:

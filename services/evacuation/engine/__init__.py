@@ -7,6 +7,9 @@ input sequence always yields the same state and the same output events, byte
 for byte. The faust app (``services.evacuation.app``) feeds it one event at a
 time from a single ordered log.
 
+Exercise inputs count only when the engine decides for a drill namespace
+(``EngineConfig.drill``); in live they are ignored.
+
 Per event:
 
 1. fold the event into the state (gauge, warning, quake, report, shelter), or
@@ -64,8 +67,13 @@ INPUT_TYPES: Final = frozenset({
 def step(
     config: EngineConfig, state: DecisionState, event: Event
 ) -> tuple[DecisionState, tuple[Event, ...]]:
-    """Fold one event into the state; return the new state and the events to emit."""
-    if event.type not in INPUT_TYPES:
+    """Fold one event into the state; return the new state and the events to emit.
+
+    An ``exercise`` input outside a drill (``config.drill`` false) leaves the state
+    unchanged, watermark included: exercise traffic in the live namespace never
+    drives a live decision.
+    """
+    if event.type not in INPUT_TYPES or (event.exercise and not config.drill):
         return state, ()
     run = Run(config, state, event)
     _apply(run)
