@@ -296,7 +296,7 @@ async def test_a_drill_reaches_only_its_own_namespaces_subscriptions(
     namespace: str,
 ) -> None:
     """A drill order in a drill namespace pushes to that namespace's subscription and never to
-    a live one; the same order offered to a live push channel is refused at planning."""
+    a live one; outside a drill the same exercise order pushes to no one."""
     await migrated(db_pool)
     drill_ns = f"drill.{namespace}"
     (drill,) = order_events("drill", exercise=True, areas=("kanda-koen",), versions=1)
@@ -313,16 +313,25 @@ async def test_a_drill_reaches_only_its_own_namespaces_subscriptions(
         (pushed,) = sink.of("drill")
         assert drill_keys.decrypt(pushed.body)["title"].startswith("【訓練】")
 
-        # The same exercise order where the push channel is live: refused, nothing sent.
+        # Outside a drill the same exercise order is planned on no channel: the real order
+        # after it reaches the live-like subscription, the exercise one never does.
         live_settings = settings_for(kafka_bootstrap, database_url, db_schema, namespace)
-        await subscribe(db_pool, namespace, sink, "live-like", ("kanda-koen",), "ja")
+        (real,) = order_events("real", areas=("kanda-koen",), versions=1)
+        live_like = await subscribe(db_pool, namespace, sink, "live-like", ("kanda-koen",), "ja")
         async with running(live_settings, push_options(feeds_live=True)):
-            await produce_events(kafka_bootstrap, namespace, [drill])
+            await produce_events(kafka_bootstrap, namespace, [drill, real])
             await wait_for(lambda: db_pool.fetchval(
                 "select count(*) = 4 from broadcast_deliveries where channel = 'push' "
-                "and namespace = $1 and state = 'refused'", namespace), timeout=30,
-                what="the live push channel's refusals")
-        assert sink.of("live-like") == [] and sink.of("live") == []
+                "and namespace = $1 and state = 'delivered'", namespace), timeout=30,
+                what="the real order's push fan-out")
+            await wait_for(lambda: len(sink.of("live-like")) == 1, timeout=15,
+                           what="the real order's push")
+        (real_push,) = sink.of("live-like")
+        assert not live_like.decrypt(real_push.body)["title"].startswith("【訓練】")
+        assert sink.of("live") == []
+        assert not await db_pool.fetchval(
+            "select count(*) from broadcast_deliveries where namespace = $1 and exercise",
+            namespace)
 
 
 # --- the gateway's routes --------------------------------------------------------------------
