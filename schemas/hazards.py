@@ -49,6 +49,7 @@ __all__ = [
     "SeismicIntensityPayload",
     "Shindo",
     "WarningAction",
+    "WarningOrigin",
     "WarningSource",
 ]
 
@@ -127,6 +128,20 @@ class WarningAction(StrEnum):
     CANCELLED = "cancelled"
 
 
+class WarningOrigin(ContractModel):
+    """The authority's message a warning was read from, as evidence a person can look up.
+
+    For JMA: ``Head/Title``, ``Head/ReportDateTime`` and ``Control/EditorialOffice``.
+    """
+
+    title: ShortText
+    """The message's title, e.g. 東京都気象警報・注意報."""
+    reported_at: UtcDatetime
+    """When the authority reported it (JMA's ReportDateTime)."""
+    office: ShortText
+    """Who wrote it, e.g. 気象庁本庁."""
+
+
 class HazardWarningPayload(ContractModel):
     """An official warning or advisory in force for some areas."""
 
@@ -152,6 +167,8 @@ class HazardWarningPayload(ContractModel):
     """Where the warning came from."""
     cap_identifier: ExternalId | None = None
     """The CAP ``identifier`` of the message this was ingested from."""
+    origin: WarningOrigin | None = None
+    """The message this version was read from (JMA messages); absent for CAP and manual."""
 
     @field_validator("expires_at")
     @classmethod
