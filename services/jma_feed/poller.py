@@ -37,7 +37,7 @@ from typing import Any, Final
 import aiohttp
 
 from schemas.jma import DataType
-from services.common.retry import Backoff, sleep_until
+from services.common.retry import TRANSIENT, Backoff, sleep_until
 from services.jma_feed.errors import EntryRefused, FeedUnreadable, IntakeUnavailable
 from services.jma_feed.feed import FeedEntry, read_feed, wanted
 from services.jma_feed.store import FeedStore, Handled, Validators
@@ -113,7 +113,8 @@ class Poller:
                 try:
                     done = await self.poll(feed)
                     ok = ok and done.complete
-                except (IntakeUnavailable, FeedUnreadable, *_TRANSIENT_HTTP, OSError) as e:
+                except (IntakeUnavailable, FeedUnreadable, *_TRANSIENT_HTTP, *TRANSIENT) as e:
+                    # The database or the broker (dead letters) down counts as transient too.
                     ok = False
                     log.warning("jma feed %s: %s", feed, e)
             if ok:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from schemas.jma import DataType
-from services.jma_feed.errors import FeedUnreadable
+from services.jma_feed import poller as module
+from services.jma_feed.errors import FeedUnreadable, IntakeUnavailable
 from services.jma_feed.feed import read_feed, wanted
-from services.jma_feed.poller import MIN_INTERVAL, Poller
+from services.jma_feed.poller import MIN_INTERVAL, Poller, Round
 
 FEED = """<?xml version="1.0" encoding="utf-8"?>
 <feed xmlns="http://www.w3.org/2005/Atom"><title>JMA</title><id>urn:x</id>
@@ -51,3 +54,29 @@ def test_the_interval_cannot_be_shorter_than_a_minute() -> None:
         Poller(session=None, store=None, feeds=[], data_types=[],  # type: ignore[arg-type]
                intake_url="http://x", token=str, dead_letter=None,  # type: ignore[arg-type]
                interval=MIN_INTERVAL - 1)
+
+
+async def test_errors_back_off_boundedly_and_a_clean_round_resets(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Failing rounds wait 60, 120, 240 … s (at most 900), a clean one the interval again."""
+    outcomes = [False] * 6 + [True]
+    waits: list[float] = []
+    stop = asyncio.Event()
+
+    class Scripted(Poller):
+        async def poll(self, feed: str) -> Round:
+            if not outcomes.pop(0):
+                raise IntakeUnavailable("down")
+            return Round()
+
+    async def sleep(_: asyncio.Event, seconds: float) -> None:
+        waits.append(seconds)
+        if not outcomes:
+            stop.set()
+
+    monkeypatch.setattr(module, "sleep_until", sleep)
+    p = Scripted(session=None, store=None, feeds=["f"], data_types=[],  # type: ignore[arg-type]
+                 intake_url="http://x", token=str, dead_letter=None,  # type: ignore[arg-type]
+                 jitter=0.0)
+    await p.run(stop)
+    assert waits == [60.0, 120.0, 240.0, 480.0, 900.0, 900.0, 60.0]
