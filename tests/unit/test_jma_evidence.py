@@ -7,9 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from schemas.hazards import WarningAction
+from schemas.envelope import new_event
+from schemas.hazards import HazardWarning, WarningAction
 from schemas.jma import JmaAreaTable, JmaSchemaInvalid, load_jma_table, map_message, read_jma
 from schemas.jma.mapping import cancellation_warnings
+from schemas.region import load_region
+from services.gateway.cop import COP, Kind, RegionIndex
+from services.gateway.reducer import reduce
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "jma"
 
@@ -77,3 +81,16 @@ def test_a_quake_cancellation_yields_no_warning(chiyoda: JmaAreaTable) -> None:
     signals = map_message(read_jma((FIXTURES / "32-35_06_06_100915_VXSE53.xml").read_bytes()),
                           chiyoda)
     assert signals.cancelled_ids and cancellation_warnings(signals, chiyoda) == ()
+
+
+def test_the_common_operating_picture_shows_the_jma_message(chiyoda: JmaAreaTable) -> None:
+    """A JMA warning's COP entity (what the dashboard draws) carries its origin and areas."""
+    signals = map_message(read_jma((FIXTURES / "15_12_02_161130_VPWW54.xml").read_bytes()),
+                          chiyoda)
+    warning = next(w for w in signals.warnings if w.kind == "heavy_rain_warning")
+    event = new_event(HazardWarning, warning, occurred_at=warning.issued_at, source="intake")
+    _, deltas = reduce(COP.empty(RegionIndex.from_region(load_region("chiyoda"))), event)
+    [delta] = [d for d in deltas if d.kind is Kind.WARNING]
+    assert delta.value is not None and delta.value["in_force"] is True
+    assert delta.value["origin"]["title"] == "東京都気象警報・注意報"
+    assert "kojimachi" in delta.value["area_ids"]
