@@ -6,11 +6,13 @@ import asyncio
 
 import pytest
 
+from infra.settings import load_settings
 from schemas.jma import DataType
 from services.jma_feed import poller as module
 from services.jma_feed.errors import FeedUnreadable, IntakeUnavailable
 from services.jma_feed.feed import read_feed, wanted
 from services.jma_feed.poller import MIN_INTERVAL, Poller, Round
+from sonae.drill_services import drill_settings
 
 FEED = """<?xml version="1.0" encoding="utf-8"?>
 <feed xmlns="http://www.w3.org/2005/Atom"><title>JMA</title><id>urn:x</id>
@@ -80,3 +82,9 @@ async def test_errors_back_off_boundedly_and_a_clean_round_resets(
                  jitter=0.0)
     await p.run(stop)
     assert waits == [60.0, 120.0, 240.0, 480.0, 900.0, 900.0, 60.0]
+
+
+def test_a_drill_never_polls_jma() -> None:
+    """A drill namespace's services run with the poller off, whatever the live stack says."""
+    live = load_settings(jma_feed_enabled=True)
+    assert drill_settings(live, "drill.test-1").jma_feed_enabled is False
