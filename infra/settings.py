@@ -113,6 +113,10 @@ class Settings(BaseSettings):
         default=1024 * 1024, ge=1024, le=64 * 1024 * 1024,
         description="Intake: largest CAP document (detailed polygons run to hundreds of KiB).",
     )
+    intake_max_jma_bytes: int = Field(
+        default=4 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024,
+        description="Intake: largest JMA XML message (JMA's largest sample is 548 kB).",
+    )
     intake_url: str | None = Field(
         default=None,
         description="Intake's base URL as other processes reach it (the gateway forwards "
@@ -182,9 +186,33 @@ class Settings(BaseSettings):
                              "SONAE_DEVELOPMENT=true on a development machine")
         return self
 
+    jma_feed_enabled: bool = Field(
+        default=False,
+        description="JMA feed poller: follow JMA's Atom feeds (off by default: CI and the demo "
+                    "have no internet).",
+    )
+    jma_feed_urls: str = Field(
+        default=",".join(f"https://www.data.jma.go.jp/developer/xml/feed/{name}.xml"
+                         for name in ("regular", "extra", "eqvol")),
+        description="JMA feed poller: the Atom feeds to follow, comma-separated.",
+    )
+    jma_feed_interval_seconds: float = Field(
+        default=60.0, ge=60.0, le=86_400.0,
+        description="JMA feed poller: seconds between rounds (at least 60).",
+    )
+    jma_feed_jitter_seconds: float = Field(
+        default=10.0, ge=0.0, le=600.0,
+        description="JMA feed poller: up to this many seconds added at random to each wait.",
+    )
+
     def given(self, name: str) -> bool:
         """Whether setting ``name`` was given (a ``SONAE_*`` variable or an option)."""
         return name in self.model_fields_set
+
+    @property
+    def jma_feed_url_list(self) -> tuple[str, ...]:
+        """The feeds the JMA poller follows."""
+        return tuple(u.strip() for u in self.jma_feed_urls.split(",") if u.strip())
 
     @property
     def intake_base_url(self) -> str:
@@ -214,6 +242,15 @@ class Settings(BaseSettings):
             return validate_namespace(value)
         except InvalidNamespace as exc:
             raise ValueError(str(exc)) from None
+
+    @field_validator("jma_feed_urls")
+    @classmethod
+    def _feed_urls(cls, value: str) -> str:
+        urls = [u.strip() for u in value.split(",") if u.strip()]
+        bad = [u for u in urls if not u.startswith(("http://", "https://"))]
+        if not urls or bad:
+            raise ValueError(f"expected comma-separated http(s):// URLs, got {value!r}")
+        return ",".join(urls)
 
     @field_validator("token_secret")
     @classmethod

@@ -52,6 +52,7 @@ __all__ = [
     "SenderId",
     "Shindo",
     "WarningAction",
+    "WarningOrigin",
     "WarningSource",
     "sender_key",
 ]
@@ -157,6 +158,20 @@ class WarningAction(StrEnum):
     CANCELLED = "cancelled"
 
 
+class WarningOrigin(ContractModel):
+    """The authority's message a warning was read from, as evidence a person can look up.
+
+    For JMA: ``Head/Title``, ``Head/ReportDateTime`` and ``Control/EditorialOffice``.
+    """
+
+    title: ShortText
+    """The message's title, e.g. 東京都気象警報・注意報."""
+    reported_at: UtcDatetime
+    """When the authority reported it (JMA's ReportDateTime)."""
+    office: ShortText
+    """Who wrote it, e.g. 気象庁本庁."""
+
+
 class HazardWarningPayload(ContractModel):
     """An official warning or advisory in force for some areas."""
 
@@ -189,6 +204,8 @@ class HazardWarningPayload(ContractModel):
     overridden_by: ActorId | None = None
     """The HQ subject that issued, updated or cancelled this warning for another sender
     (an audited override); null when the sender spoke for itself."""
+    origin: WarningOrigin | None = None
+    """The message this version was read from (JMA messages); absent for CAP and manual."""
 
     @field_validator("expires_at")
     @classmethod

@@ -55,6 +55,8 @@ def drill_settings(base: Settings, namespace: str) -> Settings:
         "intake_url": f"http://{host}:{ports['intake_port']}",
         # When the live stack writes CAP files, the drill writes its own, apart.
         "cap_dir": base.data_dir / "drills" / namespace / "cap" if base.cap_dir else None,
+        # A drill replays its scenario's warnings; live JMA messages have no place in it.
+        "jma_feed_enabled": False,
         **ports,
     })
 

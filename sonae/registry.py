@@ -58,6 +58,14 @@ SERVICES: tuple[ServiceSpec, ...] = (
         addresses={"intake": "intake_port"},
     ),
     ServiceSpec(
+        name="jma-feed",
+        entrypoint="services.jma_feed.main:main",
+        description="JMA disaster-prevention XML Atom feeds → intake's POST /v1/jma "
+                    "(idle unless SONAE_JMA_FEED_ENABLED)",
+        requires=frozenset({"SONAE_KAFKA_BOOTSTRAP", "SONAE_DATABASE_URL",
+                            "SONAE_TOKEN_SECRET"}),
+    ),
+    ServiceSpec(
         name="recorder",
         entrypoint="services.recorder.main:main",
         description="Every event into the PostgreSQL event store once, with projections",

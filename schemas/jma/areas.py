@@ -14,6 +14,7 @@ not in the table is not about the region, and the mapping ignores it.
     [rivers]              # 河川 (VXKO)
     [flood_forecast_areas]  # 指定河川洪水予報（予報区域） (VXKO)
     [tsunami_regions]     # 津波予報区 (VTSE41)
+    [landslide_municipalities]  # VXWW50 only: districts with 土砂災害警戒区域
 
 The file is read with :func:`schemas.region.load_pack_section`, so errors name
 the file and field like every other pack file; district ids are checked against
@@ -62,6 +63,10 @@ class JmaAreaTable(BaseModel):
     """指定河川洪水予報（予報区域） codes."""
     tsunami_regions: _CodeMap = {}
     """津波予報区 (3 digits, e.g. 東京湾内湾 312)."""
+    landslide_municipalities: _CodeMap = {}
+    """For 土砂災害警戒情報 (VXWW50) only: the districts of a municipality it concerns
+    (those with 土砂災害警戒区域); a municipality not listed here concerns all its
+    ``municipalities`` districts."""
 
     def districts(self, table: dict[str, tuple[str, ...]], codes: tuple[str, ...]) -> set[str]:
         """The union of the districts of ``codes`` in one of this table's maps."""
@@ -72,7 +77,7 @@ class JmaAreaTable(BaseModel):
 
 
 _MAPS: Final = ("municipalities", "forecast_regions", "seismic_areas", "rivers",
-                "flood_forecast_areas", "tsunami_regions")
+                "flood_forecast_areas", "tsunami_regions", "landslide_municipalities")
 
 
 def load_jma_table(name_or_path: str | Path, region: Region | None = None) -> JmaAreaTable:

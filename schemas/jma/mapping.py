@@ -49,6 +49,7 @@ from schemas.hazards import (
     SeismicIntensityPayload,
     Shindo,
     WarningAction,
+    WarningOrigin,
     WarningSource,
 )
 from schemas.jma.areas import JmaAreaTable
@@ -70,9 +71,11 @@ __all__ = [
     "JmaSignals",
     "KindRule",
     "KindTable",
+    "cancellation_warnings",
     "default_kinds",
     "map_message",
     "message_id",
+    "origin_of",
 ]
 
 
@@ -177,6 +180,13 @@ def message_id(message: JmaMessage) -> str:
     return f"jma:{uuid}"
 
 
+def origin_of(message: JmaMessage) -> WarningOrigin:
+    """The message as a warning's evidence: title, report time, editorial office."""
+    return WarningOrigin(title=message.head.title[:200],
+                         reported_at=message.head.report_date_time,
+                         office=message.control.editorial_office[:200])
+
+
 def map_message(
     message: JmaMessage, table: JmaAreaTable, kinds: KindTable | None = None
 ) -> JmaSignals:
@@ -187,7 +197,8 @@ def map_message(
     if isinstance(body, WarningBody):
         ctx.area_warnings(body.areas, kinds.warning, family_ids=True)
     elif isinstance(body, LandslideBody):
-        ctx.area_warnings(body.areas, kinds.landslide, family_ids=False)
+        ctx.area_warnings(body.areas, kinds.landslide, family_ids=False,
+                          overrides=table.landslide_municipalities)
     elif isinstance(body, RiverFloodBody):
         ctx.river(body)
     elif isinstance(body, RecordRainBody):
@@ -239,19 +250,23 @@ class _Context:
             warning_id=warning_id, action=action, kind=rule.kind, name=name[:200],
             hazard=rule.hazard, alert_level_equivalent=rule.level,
             area_ids=tuple(sorted(districts)), issued_at=self.m.head.report_date_time,
-            source=WarningSource.JMA,
+            source=WarningSource.JMA, origin=origin_of(self.m),
         )
 
     # --- VPWW54, VPWW55–61, VXWW50 -------------------------------------------
 
     def area_warnings(self, items: Sequence[AreaKinds], rules: Sequence[KindRule], *,
-                      family_ids: bool) -> None:
-        ours = [i for i in items if i.area.code in self.table.municipalities]
+                      family_ids: bool,
+                      overrides: Mapping[str, tuple[str, ...]] | None = None) -> None:
+        # ``overrides``: the districts a data type concerns within a municipality
+        # (土砂災害警戒情報: those with 土砂災害警戒区域), else the municipality's.
+        areas = {**self.table.municipalities, **(overrides or {})}
+        ours = [i for i in items if i.area.code in areas]
         if not ours:
             self.ignored = _no_area(items, "municipalities")
             return
         for item in ours:
-            districts = self.table.municipalities[item.area.code]
+            districts = areas[item.area.code]
             chosen: dict[str, tuple[WarningAction, KindRule, WarningKind]] = {}
             for kind in item.kinds:
                 name = kind.name
@@ -417,6 +432,32 @@ class _Context:
             cancelled_ids=tuple(self.cancelled), headline=m.head.headline,
             ignored=ignored, notes=tuple(self.notes),
         )
+
+
+_TSUNAMI_ID = re.compile(r"^jma:tsunami:.+:([0-9]{1,20})$")
+
+
+def cancellation_warnings(signals: JmaSignals, table: JmaAreaTable,
+                          kinds: KindTable | None = None) -> tuple[HazardWarningPayload, ...]:
+    """The ``cancelled`` warnings for the ids a bodiless 取消 lists (tsunami regions).
+
+    A quake id has no warning to cancel (``hazard.seismic_intensity`` has no
+    cancellation): it is left out, and the caller says so.
+    """
+    rule = min((kinds or default_kinds()).tsunami, key=lambda r: r.level)
+    origin = WarningOrigin(title=signals.title[:200], reported_at=signals.report_date_time,
+                           office=signals.editorial_office[:200])
+    out = []
+    for warning_id in signals.cancelled_ids:
+        match = _TSUNAMI_ID.match(warning_id)
+        districts = table.tsunami_regions.get(match.group(1), ()) if match else ()
+        if districts:
+            out.append(HazardWarningPayload(
+                warning_id=warning_id, action=WarningAction.CANCELLED, kind=rule.kind,
+                name=f"{rule.names[0]}（取消）"[:200], hazard=rule.hazard,
+                alert_level_equivalent=rule.level, area_ids=tuple(sorted(districts)),
+                issued_at=signals.report_date_time, source=WarningSource.JMA, origin=origin))
+    return tuple(out)
 
 
 _SHINDO_BY_TEXT: Final[Mapping[str, Shindo]] = MappingProxyType({s.value: s for s in Shindo})

@@ -25,10 +25,11 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from datetime import datetime
+from enum import StrEnum
 from types import MappingProxyType
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
-from schemas.jma.errors import JmaUnsupported
+from schemas.jma.errors import JmaProblem, JmaSchemaInvalid, JmaUnsupported
 from schemas.jma.model import (
     AreaKinds,
     CodeName,
@@ -81,6 +82,7 @@ _TITLE_PREFIXES: Final = (
 )
 
 _NS = dict(NS)
+_E = TypeVar("_E", bound=StrEnum)
 
 
 def data_type_of(control_title: str) -> DataType | None:
@@ -112,7 +114,8 @@ def read_report(root: Any) -> JmaMessage:
     control = Control(
         title=_text(root, "jmx:Control/jmx:Title"),
         date_time=_time(_text(root, "jmx:Control/jmx:DateTime")),
-        status=JmaStatus(_text(root, "jmx:Control/jmx:Status")),
+        status=_vocabulary(JmaStatus, _text(root, "jmx:Control/jmx:Status"),
+                           "/Report/Control/Status"),
         editorial_office=_text(root, "jmx:Control/jmx:EditorialOffice"),
         publishing_office=_text(root, "jmx:Control/jmx:PublishingOffice"),
     )
@@ -123,7 +126,7 @@ def read_report(root: Any) -> JmaMessage:
         report_date_time=_time(_text(head_el, "ib:ReportDateTime")),
         target_date_time=_time(target) if target else None,
         event_id=_text(head_el, "ib:EventID"),
-        info_type=InfoType(_text(head_el, "ib:InfoType")),
+        info_type=_vocabulary(InfoType, _text(head_el, "ib:InfoType"), "/Report/Head/InfoType"),
         serial=_text(head_el, "ib:Serial"),
         info_kind=_text(head_el, "ib:InfoKind"),
         info_kind_version=_text(head_el, "ib:InfoKindVersion"),
@@ -138,6 +141,17 @@ def read_report(root: Any) -> JmaMessage:
 
 
 # --- helpers ------------------------------------------------------------------
+
+
+def _vocabulary(cls: type[_E], text: str, pointer: str) -> _E:
+    # The schemas type these as plain strings; JMA's documentation fixes the words.
+    try:
+        return cls(text)
+    except ValueError:
+        allowed = "、".join(m.value for m in cls)
+        message = f"{text!r} is not one of JMA's values ({allowed})"
+        raise JmaSchemaInvalid(f"{pointer}: {message}",
+                               (JmaProblem(pointer, message, None, "jma_vocabulary"),)) from None
 
 
 def _text(element: Any, path: str) -> str:

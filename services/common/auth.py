@@ -18,7 +18,9 @@ standard JWT so that any client library can read it; its claims are
 - ``senders`` (``sensor`` tokens, optional): the warning senders the feed may
   speak for besides itself (:func:`own_sender`), e.g. ``cap:jma.go.jp`` for the
   CAP sender ``jma.go.jp`` or ``jma:<editorial office>`` for JMA XML; see
-  :func:`speaks_for`.
+  :func:`speaks_for`. ``<kind>:*`` speaks for every sender of that kind: the JMA
+  feed poller's own token has ``jma:*``, as it relays what JMA's own feed carries;
+  see :func:`may_speak_for`.
 
 :func:`verify_token` checks the claims' shapes and hands them on as a
 :class:`Principal`, so no service reads a token's claims itself. With
@@ -153,6 +155,16 @@ def speaks_for(principal: Principal) -> frozenset[str]:
     not limited by this set (it may override any sender, audited); intake decides that.
     """
     return principal.senders | {own_sender(principal)}
+
+
+def may_speak_for(principal: Principal, sender: str) -> bool:
+    """Whether ``principal``'s token lets it speak for ``sender`` (HQ overrides aside).
+
+    Its own sender, a sender its ``senders`` claim lists, or any sender of a kind
+    the claim lists as ``<kind>:*``.
+    """
+    kind = sender.split(":", 1)[0]
+    return sender in speaks_for(principal) or f"{kind}:*" in principal.senders
 
 
 def _secret_text(secret: str | SecretStr) -> str:

@@ -222,11 +222,17 @@ def _warning(
         return None
     minutes = (rule.lift_after_minutes if rule is not None and rule.lift_after_minutes
                else config.rules.warnings.lift_after_minutes)
-    source = text.SOURCE_LABELS_JA[warning.source]
-    issued = text.when(warning.issued_at, config.timezone)
-    clause = (f"{warning.name}（{source}、{issued}発表）が{config.area_names_ja[area_id]}に発表中"
+    origin = warning.origin
+    if origin is None:
+        source = text.SOURCE_LABELS_JA[warning.source]
+        cited = f"{source}、{text.when(warning.issued_at, config.timezone)}発表"
+    else:
+        # The message itself is the evidence: its title, office and report time (JST).
+        cited = (f"{origin.office}「{origin.title}」、"
+                 f"{text.when(origin.reported_at, config.timezone)}発表")
+    clause = (f"{warning.name}（{cited}）が{config.area_names_ja[area_id]}に発表中"
               if ended is None else
-              f"{warning.name}（{source}、{issued}発表）は{text.when(ended, config.timezone)}に"
+              f"{warning.name}（{cited}）は{text.when(ended, config.timezone)}に"
               f"{config.area_names_ja[area_id]}で解除・終了")
     return Signal(
         rule_id=rule_id,

@@ -21,7 +21,7 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict
 
 from schemas.evacuation import RecommendationKind
-from schemas.hazards import Hazard, Shindo, WarningSource
+from schemas.hazards import Hazard, Shindo, WarningOrigin, WarningSource
 from schemas.reports import ReportCategory
 from schemas.shelters import ShelterStatus
 
@@ -94,6 +94,8 @@ class WarningState(_Frozen):
     """The latest message about it."""
     event_ids: tuple[UUID, ...]
     """Every message about it (evidence), oldest first."""
+    origin: WarningOrigin | None = None
+    """The authority's message of the latest version (JMA: title, report time, office)."""
 
 
 class QuakeArea(_Frozen):

@@ -51,6 +51,7 @@ __all__ = [
     "ErrorBody",
     "ErrorItem",
     "Health",
+    "Ignored",
     "Links",
     "ReportView",
     "WarningSummary",
@@ -108,11 +109,23 @@ class Acknowledgement(_Response):
     outside_region: bool | None = None
     """Reports: true when the position lies outside every area of the region."""
     warnings: list[WarningSummary] | None = None
-    """CAP: the warnings the alert became."""
+    """CAP and JMA: the warnings the message became."""
     skipped: list[str] | None = None
-    """CAP: info blocks that named no area of the region."""
+    """CAP: info blocks that named no area of the region; JMA: parts not applied, and why."""
     links: Links | None = None
     """Reports: where to read the outcome."""
+
+
+class Ignored(_Response):
+    """200 for a JMA message about nothing of the region: acknowledged, nothing recorded."""
+
+    status: Literal["ignored"] = "ignored"
+    client_id: str
+    """The message's identity (``jma:<uuid>``)."""
+    reason: str
+    """Why nothing of it concerns the region."""
+    notes: list[str] | None = None
+    """Parts skipped, each with its reason."""
 
 
 class ErrorItem(_Response):

@@ -18,7 +18,8 @@ role                  may
 ``shelter_staff``     submit shelter status; submit and read its own reports
                       (shelter staff see damage around their shelter)
 ``sensor``            submit hazard observations (gauge readings, warnings,
-                      seismic intensity) and CAP alerts; flag input as exercise
+                      seismic intensity), CAP alerts and JMA messages; flag
+                      input as exercise
 ``hq``                everything, and read every team's reports
 ``public``            nothing (the gateway's read-only role)
 ====================  =========================================================
@@ -109,7 +110,7 @@ from schemas.shelters import (
     ShelterOpenedPayload,
 )
 from schemas.topics import LIVE
-from services.common.auth import Principal, Role, own_sender, speaks_for
+from services.common.auth import Principal, Role, may_speak_for, own_sender, speaks_for
 from services.intake.errors import (
     FieldError,
     InvalidInput,
@@ -172,6 +173,8 @@ class Action(StrEnum):
     """Submit a gauge reading, a warning or seismic intensities."""
     CAP = "cap"
     """Submit an external CAP 1.2 alert."""
+    JMA = "jma"
+    """Submit a 気象庁防災情報XML message."""
     EXERCISE = "exercise"
     """Mark input as drill traffic (``exercise: true``)."""
     READ_ALL_REPORTS = "read_all_reports"
@@ -184,7 +187,8 @@ PERMISSIONS: Mapping[Role, frozenset[Action]] = MappingProxyType(
         Role.SHELTER_STAFF: frozenset(
             {Action.SHELTER_STATUS, Action.REPORT, Action.READ_REPORT}
         ),
-        Role.SENSOR: frozenset({Action.HAZARD_OBSERVATION, Action.CAP, Action.EXERCISE}),
+        Role.SENSOR: frozenset({Action.HAZARD_OBSERVATION, Action.CAP, Action.JMA,
+                                Action.EXERCISE}),
         Role.HQ: frozenset(Action),
         Role.PUBLIC: frozenset(),
     }
@@ -209,6 +213,7 @@ _ACTION_WORDS: Mapping[Action, str] = {
     Action.SHELTER_STATUS: "submit shelter status",
     Action.HAZARD_OBSERVATION: "submit hazard observations or warnings",
     Action.CAP: "submit CAP alerts",
+    Action.JMA: "submit JMA messages",
     Action.EXERCISE: "flag input as exercise (drill) traffic",
     Action.READ_ALL_REPORTS: "read other teams' reports",
 }
@@ -232,7 +237,7 @@ def bind_sender(principal: Principal, claimed: str | None) -> SenderBinding:
     ``jma:<editorial office>``, a JSON ``sender``), ``None`` if it names none.
     """
     own = own_sender(principal)
-    if claimed is None or claimed == own or claimed in principal.senders:
+    if claimed is None or may_speak_for(principal, claimed):
         return SenderBinding(claimed or own)
     if principal.role is Role.HQ:
         return SenderBinding(claimed, overridden_by=principal.subject)
@@ -530,6 +535,7 @@ class Kind(StrEnum):
     SHELTER = "shelter"
     HAZARD = "hazard"
     CAP = "cap"
+    JMA = "jma"
 
 
 @dataclass(frozen=True)

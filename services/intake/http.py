@@ -17,7 +17,8 @@ Request pipeline, outermost first:
    (202/200/409/422, 404).
 
 The limits are settings (``SONAE_INTAKE_RATE_PER_SECOND``, ``SONAE_INTAKE_RATE_BURST``,
-``SONAE_INTAKE_MAX_JSON_BYTES``, ``SONAE_INTAKE_MAX_CAP_BYTES``); the constants below
+``SONAE_INTAKE_MAX_JSON_BYTES``, ``SONAE_INTAKE_MAX_CAP_BYTES``,
+``SONAE_INTAKE_MAX_JMA_BYTES``); the constants below
 are their defaults, read from :class:`~infra.settings.Settings`.
 """
 
@@ -64,8 +65,10 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "CAP_TYPES",
+    "JMA_TYPES",
     "JSON_TYPES",
     "MAX_CAP_BYTES",
+    "MAX_JMA_BYTES",
     "MAX_JSON_BYTES",
     "RATE_BURST",
     "RATE_PER_SECOND",
@@ -77,12 +80,15 @@ MAX_JSON_BYTES: Final[int] = _DEFAULTS["intake_max_json_bytes"].default
 """Largest JSON body: a report's longest text (2000 characters) is under 8 KiB in UTF-8."""
 MAX_CAP_BYTES: Final[int] = _DEFAULTS["intake_max_cap_bytes"].default
 """Largest CAP document (alerts with detailed polygons run to hundreds of KiB)."""
+MAX_JMA_BYTES: Final[int] = _DEFAULTS["intake_max_jma_bytes"].default
+"""Largest JMA message (JMA's largest sample, a tsunami message, is 548 kB)."""
 RATE_BURST: Final[int] = _DEFAULTS["intake_rate_burst"].default
 """Requests a token may make at once."""
 RATE_PER_SECOND: Final[float] = _DEFAULTS["intake_rate_per_second"].default
 """Sustained requests per second per token subject."""
 JSON_TYPES: Final = frozenset({"application/json"})
 CAP_TYPES: Final = frozenset({"application/cap+xml", "application/xml", "text/xml"})
+JMA_TYPES: Final = frozenset({"application/xml", "text/xml"})
 VERIFIED_TOKENS: Final = 10_000
 """Verified tokens remembered (a field team sends the same token with every request)."""
 _PUBLIC_PATHS: Final = frozenset({"/healthz", "/metrics", "/v1/openapi.json"})
@@ -149,6 +155,7 @@ def build_app(
     limiter: RateLimiter | None = None,
     max_json_bytes: int = MAX_JSON_BYTES,
     max_cap_bytes: int = MAX_CAP_BYTES,
+    max_jma_bytes: int = MAX_JMA_BYTES,
     monotonic: Callable[[], float] = time.monotonic,
     denylist: Container[str] = frozenset(),
     max_token_lifetime: timedelta | None = None,
@@ -271,6 +278,12 @@ def build_app(
         return answer(await intake.submit_cap(principal,
                                               await body(request, CAP_TYPES, max_cap_bytes)))
 
+    async def post_jma(request: web.Request) -> web.Response:
+        principal = request[_PRINCIPAL]
+        require(principal, Action.JMA)
+        return answer(await intake.submit_jma(principal,
+                                              await body(request, JMA_TYPES, max_jma_bytes)))
+
     database_down = False
 
     async def measure_backlog() -> bool:
@@ -304,12 +317,13 @@ def build_app(
 
     # The size of what aiohttp itself would buffer is bounded too (we stream).
     app = web.Application(middlewares=[count, errors, authenticate],
-                          client_max_size=max(max_json_bytes, max_cap_bytes) + 1)
+                          client_max_size=max(max_json_bytes, max_cap_bytes, max_jma_bytes) + 1)
     app.router.add_post("/v1/reports", post_report)
     app.router.add_get("/v1/reports/{id}", get_report)
     app.router.add_post("/v1/shelters/{shelter_id}/status", post_shelter_status)
     app.router.add_post("/v1/hazards/observations", post_hazard)
     app.router.add_post("/v1/cap", post_cap)
+    app.router.add_post("/v1/jma", post_jma)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", prometheus)
     app.router.add_get("/v1/openapi.json", openapi)

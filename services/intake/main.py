@@ -20,6 +20,7 @@ from infra.logs import configure_logging
 from infra.redact import mask_passwords
 from infra.settings import Settings
 from infra.topics import ensure_topics
+from schemas.jma import load_jma_table
 from schemas.region import RegionPackError, load_region
 from services.common.revocation import DenyList
 from services.common.runtime import run_service
@@ -50,6 +51,11 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         raise IntakeStartupError(f"cannot load region pack {settings.region!r} "
                                  f"(SONAE_REGION): {e}") from e
     try:
+        jma_table = load_jma_table(settings.region, region)
+    except RegionPackError as e:
+        raise IntakeStartupError(f"cannot load the JMA code table of region pack "
+                                 f"{settings.region!r} (SONAE_REGION): {e}") from e
+    try:
         pool = await asyncpg.create_pool(settings.database_url, min_size=2, max_size=10)
     except (OSError, asyncpg.PostgresError) as e:
         raise IntakeStartupError(mask_passwords(
@@ -59,7 +65,8 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         store = Store(pool, settings.namespace)
         await store.check_tables()
         metrics = IntakeMetrics()
-        intake = Intake(store, region, metrics=metrics)
+        intake = Intake(store, region, metrics=metrics, jma_table=jma_table,
+                        max_jma_bytes=settings.intake_max_jma_bytes)
         relay = Relay(
             store,
             lambda: clients.producer(settings, request_timeout_ms=PRODUCER_REQUEST_TIMEOUT_MS),
@@ -74,7 +81,8 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
                         limiter=RateLimiter(settings.intake_rate_burst,
                                             settings.intake_rate_per_second),
                         max_json_bytes=settings.intake_max_json_bytes,
-                        max_cap_bytes=settings.intake_max_cap_bytes)
+                        max_cap_bytes=settings.intake_max_cap_bytes,
+                        max_jma_bytes=settings.intake_max_jma_bytes)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         try:

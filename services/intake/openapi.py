@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from schemas.intake import HazardObservationRequest, ReportRequest, ShelterStatusRequest
-from services.intake.contract import Acknowledgement, ErrorBody, Health, ReportView
+from services.intake.contract import Acknowledgement, ErrorBody, Health, Ignored, ReportView
 
 __all__ = ["openapi_document"]
 
@@ -58,7 +58,8 @@ def openapi_document() -> dict[str, Any]:
     """The OpenAPI document (built once per process)."""
     requests: list[type[BaseModel]] = [ReportRequest, ShelterStatusRequest,
                                        HazardObservationRequest]
-    responses: list[type[BaseModel]] = [Acknowledgement, ErrorBody, Health, ReportView]
+    responses: list[type[BaseModel]] = [Acknowledgement, ErrorBody, Health, Ignored,
+                                        ReportView]
     inputs: list[tuple[type[BaseModel], JsonSchemaMode]] = [
         *((m, "validation") for m in requests), *((m, "serialization") for m in responses)]
     names, top = models_json_schema(inputs, ref_template=_REF)
@@ -81,7 +82,8 @@ def openapi_document() -> dict[str, Any]:
             "title": "Sonae intake",
             "version": "1",
             "description": (
-                "Field reports, shelter status, hazard observations and CAP alerts for the "
+                "Field reports, shelter status, hazard observations, CAP alerts and JMA "
+                "messages for the "
                 "disaster HQ. Every input is written to a PostgreSQL outbox before it is "
                 "acknowledged, then published to Kafka."
             ),
@@ -145,6 +147,29 @@ def openapi_document() -> dict[str, Any]:
                     for media in ("application/cap+xml", "application/xml", "text/xml")}},
                 "responses": {**accepted,
                               **_errors(400, 401, 403, 409, 413, 415, 422, 429, 503)},
+            }},
+            "/v1/jma": {"post": {
+                "summary": "Ingest a 気象庁防災情報XML message as hazard.warning / "
+                           "hazard.seismic_intensity events",
+                "description": "Roles: sensor, hq. Parsed safely (no DTDs or entities, size and "
+                               "element limits) and validated against JMA's schemas; mapped by "
+                               "the region pack's JMA code table (docs/jma.md). The message's "
+                               "identity (office, type, EventID, ReportDateTime, Serial, "
+                               "InfoType) is the idempotency key, whoever sends it. 訓練 and 試験 "
+                               "become exercise events; 取消 cancels, 訂正 corrects. A message "
+                               "about no area of the region is answered 200 'ignored'.",
+                "security": bearer,
+                "requestBody": {"required": True, "content": {
+                    media: {"schema": {"type": "string"}}
+                    for media in ("application/xml", "text/xml")}},
+                "responses": {
+                    **accepted,
+                    "200": {"description": "An identical resend (the original answer, nothing "
+                                           "new recorded), or a message about nothing of the "
+                                           "region (Ignored: the reason, nothing recorded).",
+                            "content": {"application/json": {"schema": {"oneOf": [
+                                _ref("Acknowledgement"), _ref("Ignored")]}}}},
+                    **_errors(400, 401, 403, 409, 413, 415, 422, 429, 503)},
             }},
             "/healthz": {"get": {
                 "summary": "Health: healthy while the database answers (the broker may be "

@@ -23,11 +23,13 @@ from uuid import UUID
 from schemas.common import Problem, utc_now
 from schemas.envelope import Envelope, new_event
 from schemas.hazards import HazardWarning
+from schemas.jma import DEFAULT_MAX_BYTES, JmaAreaTable, load_jma_table
 from schemas.region import Region
 from services.common.auth import Principal
 from services.intake import cap
 from services.intake.contract import (
     Acknowledgement,
+    Ignored,
     ReportView,
     WarningSummary,
     conflict,
@@ -63,6 +65,7 @@ from services.intake.errors import (
     InvalidInput,
     UnknownReport,
 )
+from services.intake.jma import jma_events, jma_scope, read_and_map
 from services.intake.metrics import IntakeMetrics
 from services.intake.store import Recorded, ReportRow, Store, Write
 
@@ -101,6 +104,8 @@ class Intake:
         *,
         metrics: IntakeMetrics | None = None,
         clock: Callable[[], datetime] = utc_now,
+        jma_table: JmaAreaTable | None = None,
+        max_jma_bytes: int = DEFAULT_MAX_BYTES,
     ) -> None:
         self.store = store
         self.namespace = store.namespace
@@ -109,6 +114,15 @@ class Intake:
         self.metrics = metrics or IntakeMetrics()
         self._clock = clock
         self._areas = cap.RegionAreas(region)
+        self._jma_table = jma_table
+        self._max_jma_bytes = max_jma_bytes
+
+    @property
+    def jma_table(self) -> JmaAreaTable:
+        """The region pack's JMA code table (read on first use when not given)."""
+        if self._jma_table is None:
+            self._jma_table = load_jma_table(self.region.id, self.region)
+        return self._jma_table
 
     # --- reports ------------------------------------------------------------------
 
@@ -283,6 +297,47 @@ class Intake:
             "skipped": list(mapped.skipped) or None,
         }
         return await self._write_one(Kind.CAP, scope, client_id, body_hash, events, extra)
+
+    async def submit_jma(self, principal: Principal, xml: bytes) -> Outcome:
+        """A 気象庁防災情報XML message → ``hazard.warning`` / ``hazard.seismic_intensity`` events.
+
+        A message about nothing of the region is answered 200 ``ignored`` with the
+        reason and records nothing (a feed bridge treats it as done, not as an error).
+        """
+        require(principal, Action.JMA)
+        now = self._clock()
+        try:
+            mapped = await read_and_map(xml, self.jma_table, max_bytes=self._max_jma_bytes)
+            signals = mapped.signals
+            if signals.report_date_time > now + MAX_FUTURE_SKEW:
+                raise InvalidInput("the message was reported in the future", errors=[FieldError(
+                    "/Report/Head/ReportDateTime",
+                    f"is {signals.report_date_time.isoformat()}, in the future", "in_future")])
+        except InputRefused:
+            self._count(Kind.JMA, "invalid")
+            raise
+        if signals.exercise or signals.test:
+            require(principal, Action.EXERCISE)
+        scope, client_id = jma_scope(signals), signals.message_id
+        binding = bind_sender(principal, scope)  # 403 before anything is written
+        events = jma_events(mapped, scope, client_id, now, binding=binding,
+                            namespace=self.namespace)
+        if not events:
+            self._count(Kind.JMA, "ignored")
+            return Outcome(200, Ignored(client_id=client_id,
+                                        reason=signals.ignored or "nothing to map",
+                                        notes=list(mapped.notes) or None).as_json())
+        body_hash = canonical_hash({"exercise": signals.exercise or signals.test,
+                                    "events": [e.payload.model_dump(mode="json")
+                                               for e in events]})
+        extra = {
+            "warnings": [WarningSummary(
+                warning_id=w.warning_id, kind=w.kind,
+                alert_level_equivalent=w.alert_level_equivalent, area_ids=list(w.area_ids),
+            ) for w in mapped.warnings] or None,
+            "skipped": list(mapped.notes) or None,
+        }
+        return await self._write_one(Kind.JMA, scope, client_id, body_hash, events, extra)
 
     # --- shared -----------------------------------------------------------------------
 

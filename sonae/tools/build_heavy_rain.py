@@ -33,6 +33,7 @@ import sys
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from functools import partial
+from pathlib import Path
 from typing import Any, Final
 from uuid import UUID
 
@@ -56,7 +57,7 @@ from services.shelter_tracker.domain import (
     shelter_sites,
 )
 
-__all__ = ["NAME", "build", "main"]
+__all__ = ["DESCRIPTION", "NAME", "Run", "build", "main", "write"]
 
 NAME: Final = "chiyoda-heavy-rain"
 OUTPUT: Final = scenario_path(NAME)
@@ -294,31 +295,37 @@ def timeline(run: Run) -> list[tuple[datetime, Callable[[], None]]]:
     return events
 
 
-def build() -> DrillLog:
-    """The scenario as a drill log."""
-    run = Run()
+DESCRIPTION: Final = ("大雨の午後（千代田区）: 神田川の増水と氾濫危険水位超過、"
+                      "万世橋・和泉橋の浸水、避難所の開設と混雑、土砂災害警戒情報、解除まで。"
+                      "Illustrative data.")
+
+
+def build(run: Run | None = None, *, description: str = DESCRIPTION,
+          generator: str = "sonae/tools/build_heavy_rain.py") -> DrillLog:
+    """The scenario as a drill log (``run``: a variant of how inputs are made)."""
+    run = run or Run()
     for _, add in sorted(timeline(run), key=lambda item: item[0]):
         add()
     return build_log(
         [*run.inputs, *run.references], region="chiyoda",
-        recorded_from=RecordedFrom(kind="scenario",
-                                   generator="sonae/tools/build_heavy_rain.py"),
-        since=at("12:40"), until=at("18:01"),
-        description=("大雨の午後（千代田区）: 神田川の増水と氾濫危険水位超過、"
-                     "万世橋・和泉橋の浸水、避難所の開設と混雑、土砂災害警戒情報、解除まで。"
-                     "Illustrative data."),
+        recorded_from=RecordedFrom(kind="scenario", generator=generator),
+        since=at("12:40"), until=at("18:01"), description=description,
     )
 
 
-def main() -> None:
-    log = build()
-    with OUTPUT.open("wb") as out:
+def write(log: DrillLog, output: Path) -> None:
+    """Write ``log`` to ``output`` and say what it holds."""
+    with output.open("wb") as out:
         write_log(log, out)
     kinds: dict[str, int] = {}
     for event in log.references:
         kinds[event.type] = kinds.get(event.type, 0) + 1
-    print(f"{OUTPUT.name}: {log.header.inputs} inputs, {log.header.references} references "
+    print(f"{output.name}: {log.header.inputs} inputs, {log.header.references} references "
           f"({', '.join(f'{k} {v}' for k, v in sorted(kinds.items()))})", file=sys.stderr)
+
+
+def main() -> None:
+    write(build(), OUTPUT)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from services.common.auth import (
     TokenMissing,
     bearer_token,
     issue_token,
+    may_speak_for,
     own_sender,
     speaks_for,
     verify_token,
@@ -179,3 +180,16 @@ def test_a_sensor_token_names_the_senders_it_speaks_for() -> None:
                         algorithm="HS256")
     with pytest.raises(TokenInvalid, match="only a sensor token"):
         verify_token(SECRET, forged)
+
+
+def test_a_kind_wildcard_speaks_for_every_sender_of_that_kind_only() -> None:
+    """``jma:*`` (the feed poller's claim) covers any JMA office, no CAP sender, no token."""
+    poller = verify_token(SECRET, issue_token(SECRET, Role.SENSOR, "jma-feed",
+                                              timedelta(hours=1), senders=["jma:*"]))
+    assert may_speak_for(poller, "jma:気象庁予報部")
+    assert may_speak_for(poller, "token:jma-feed")
+    assert not may_speak_for(poller, "cap:jma.go.jp")
+    assert not may_speak_for(poller, "token:someone-else")
+    named = verify_token(SECRET, issue_token(SECRET, Role.SENSOR, "feed", timedelta(hours=1),
+                                             senders=["jma:気象庁本庁"]))
+    assert may_speak_for(named, "jma:気象庁本庁") and not may_speak_for(named, "jma:気象庁予報部")

@@ -1,7 +1,9 @@
 """The shipped drill scenarios (JSONL drill logs), found by name.
 
-``chiyoda-heavy-rain.jsonl`` is written by ``sonae/tools/build_heavy_rain.py``
-(run by hand; the output is checked in).
+``chiyoda-heavy-rain.jsonl`` is written by ``sonae/tools/build_heavy_rain.py``,
+``chiyoda-heavy-rain-jma.jsonl`` (the same drill, its warnings arriving as the
+illustrative JMA XML messages of ``chiyoda-heavy-rain-jma/``) by
+``sonae/tools/build_heavy_rain_jma.py`` (run by hand; the output is checked in).
 """
 
 from __future__ import annotations

@@ -103,6 +103,7 @@ def warning(run: Run, e: HazardWarning) -> None:
         cancelled_at=e.occurred_at if cancelled else None, updated_at=e.occurred_at,
         event_id=e.event_id,
         event_ids=((*(old.event_ids if old else ()), e.event_id))[-_MAX_EVENT_IDS_PER_WARNING:],
+        origin=p.origin,
     )
 
 
