@@ -187,9 +187,13 @@ async def read_topic(settings: Settings, topic: str) -> list[ConsumerRecord[byte
 
 
 async def event_ids_on(settings: Settings, name: str) -> list[str]:
-    """The event ids on a catalogue topic of the test's namespace, duplicates included."""
+    """The event ids on a catalogue topic of the test's namespace, duplicates included, sorted.
+
+    Sorted because a topic has several partitions and a read interleaves them in no
+    fixed order: two reads of an unchanged topic may list its records differently.
+    """
     records = await read_topic(settings, qualified(name, settings.namespace))
-    return [json.loads(r.value)["event_id"] for r in records if r.value is not None]
+    return sorted(json.loads(r.value)["event_id"] for r in records if r.value is not None)
 
 
 @dataclass
