@@ -15,6 +15,11 @@ from infra.settings import Settings
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
+CHATTY_LOGGERS = ("aiokafka.consumer.group_coordinator", "aiokafka.consumer.subscription_state")
+"""Loggers that write every group join and partition assignment at INFO (one line names
+every partition of every topic); below DEBUG they write warnings only, so the stack's
+console reads as the services' own decisions."""
+
 
 class MaskingFormatter(logging.Formatter):
     """A formatter whose output never carries a URL's password."""
@@ -29,3 +34,6 @@ def configure_logging(settings: Settings) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(MaskingFormatter(FORMAT))
     logging.basicConfig(level=settings.log_level, handlers=[handler])
+    if logging.getLevelName(settings.log_level) > logging.DEBUG:
+        for name in CHATTY_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)

@@ -29,6 +29,9 @@ DEVELOPMENT_SECRET = "sonae-development-secret-change-me-0000"
 """The token secret in the source: accepted only with ``SONAE_DEVELOPMENT=true``."""
 
 
+DATA_DIR_DESCRIPTION = "Where the embedded PostgreSQL keeps its data, logs and the stack state."
+
+
 class KafkaProfile(StrEnum):
     """Which broker the clients talk to; the embedded one needs the compatibility layer."""
 
@@ -66,7 +69,7 @@ class Settings(BaseSettings):
     )
     data_dir: Path = Field(
         default=Path(".sonae"),
-        description="Where the embedded PostgreSQL keeps its data, logs and the stack state.",
+        description=DATA_DIR_DESCRIPTION,
     )
     region: str = Field(default="chiyoda", description="Region pack name or path.")
     token_secret: SecretStr = Field(
@@ -319,6 +322,29 @@ def _loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+class StackLocation(BaseSettings):
+    """Only where a stack keeps its state: what ``sonae down`` needs to stop it.
+
+    Stopping a stack must not depend on the rest of the settings being valid for
+    running one: the shell that stops ``make demo`` has no ``SONAE_DEVELOPMENT``, and
+    refusing the development secret there would leave the demo running.
+    """
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    data_dir: Path = Field(default=Path(".sonae"), description=DATA_DIR_DESCRIPTION)
+
+
+def load_stack_location(data_dir: Path | None = None) -> Path:
+    """The data directory from ``data_dir`` or ``SONAE_DATA_DIR``; other settings unread."""
+    try:
+        location = StackLocation() if data_dir is None else StackLocation(data_dir=data_dir)
+    except ValidationError as exc:
+        raise SettingsError(f"invalid settings: {ENV_PREFIX}DATA_DIR: "
+                            f"{exc.errors()[0]['msg']}") from None
+    return location.data_dir
 
 
 def load_settings(**overrides: Any) -> Settings:

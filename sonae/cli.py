@@ -23,7 +23,7 @@ import click
 from infra.embedded.processes import EmbeddedError, process_alive
 from infra.logs import configure_logging
 from infra.redact import mask_passwords
-from infra.settings import Settings
+from infra.settings import Settings, SettingsError, load_stack_location
 from services.common.cli import cli_settings
 from services.drill.ports import DrillContext, RunningServices
 from sonae import registry
@@ -138,15 +138,18 @@ def down(data_dir: Path | None, timeout: float) -> None:
     """Stop a stack started with `sonae up` (in the background or another shell)."""
     from infra.stackstate import StackState
 
-    settings = cli_settings(data_dir=data_dir)
-    state = StackState.read(settings.data_dir)
+    try:
+        where = load_stack_location(data_dir)
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
+    state = StackState.read(where)
     if state is None:
-        click.echo(f"No Sonae stack is running on {settings.data_dir}.")
+        click.echo(f"No Sonae stack is running on {where}.")
         return
     try:
         os.kill(state.pid, signal.SIGTERM)
     except ProcessLookupError:
-        (settings.data_dir / "stack.json").unlink(missing_ok=True)
+        (where / "stack.json").unlink(missing_ok=True)
         click.echo(f"The stack (pid {state.pid}) was already gone; cleared its state file.")
         return
     deadline = time.monotonic() + timeout

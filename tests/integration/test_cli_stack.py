@@ -80,7 +80,11 @@ def test_port_in_use_is_a_one_line_error(tmp_path: Path) -> None:
 
 
 def test_detached_up_and_down(tmp_path: Path) -> None:
-    """`sonae up --detach` returns once ready and `sonae down` stops it completely."""
+    """`sonae up --detach` returns once ready and `sonae down` stops it completely.
+
+    The stopping shell is an ordinary one (no development mode, no settings): stopping a
+    development stack must not need the settings that running one does.
+    """
     data = tmp_path / "bg"
     started = run_sonae("up", "--detach", "--data-dir", str(data), "--kafka-port",
                      str(free_port()), "--postgres-port", str(free_port()), timeout=120)
@@ -88,7 +92,8 @@ def test_detached_up_and_down(tmp_path: Path) -> None:
     state = json.loads((data / "stack.json").read_text())
     pids = [state["pid"], state["embedded_kafka_pid"], state["embedded_postgres_pid"]]
     try:
-        stopped = run_sonae("down", "--data-dir", str(data))
+        plain = {k: v for k, v in os.environ.items() if not k.startswith("SONAE_")}
+        stopped = run_sonae("down", "--data-dir", str(data), env=plain)
         assert stopped.returncode == 0, stopped.stderr
         assert "Sonae stopped" in stopped.stdout
         wait_until(lambda: not any(process_alive(p) for p in pids), 20, "background stack to exit")

@@ -28,9 +28,11 @@ def stack_env() -> dict[str, str]:
     return env
 
 
-def run_sonae(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """``sonae ARGS`` as a child process, output captured."""
-    return subprocess.run([sys.executable, "-m", "sonae.cli", *args], cwd=ROOT, env=stack_env(),
+def run_sonae(*args: str, timeout: float = 60,
+              env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``sonae ARGS`` as a child process, output captured (``env``: else :func:`stack_env`)."""
+    return subprocess.run([sys.executable, "-m", "sonae.cli", *args], cwd=ROOT,
+                          env=stack_env() if env is None else env,
                           capture_output=True, text=True, timeout=timeout, check=False)
 
 

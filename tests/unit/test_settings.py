@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from infra.settings import KafkaProfile, SettingsError, load_settings
+from infra.settings import KafkaProfile, SettingsError, load_settings, load_stack_location
 
 
 def test_defaults_describe_the_embedded_stack(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -105,3 +105,16 @@ def test_the_longest_token_lifetime_is_a_setting(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("SONAE_TOKEN_MAX_TTL_HOURS", "0")
     with pytest.raises(SettingsError, match="SONAE_TOKEN_MAX_TTL_HOURS"):
         load_settings()
+
+
+def test_the_stack_location_needs_no_other_setting(monkeypatch: pytest.MonkeyPatch,
+                                                   tmp_path: Path) -> None:
+    """Where a stack lives is read alone: the development secret outside development mode
+    (refused for running a stack) does not stop ``sonae down`` from finding it."""
+    monkeypatch.delenv("SONAE_DEVELOPMENT", raising=False)
+    monkeypatch.delenv("SONAE_TOKEN_SECRET", raising=False)
+    monkeypatch.setenv("SONAE_DATA_DIR", str(tmp_path / "stack"))
+    with pytest.raises(SettingsError):
+        load_settings()
+    assert load_stack_location() == tmp_path / "stack"
+    assert load_stack_location(tmp_path / "other") == tmp_path / "other"
