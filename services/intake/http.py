@@ -313,7 +313,7 @@ def build_app(
         return web.Response(body=payload, headers={"Content-Type": content_type})
 
     async def openapi(request: web.Request) -> web.Response:
-        return _json(200, openapi_document())
+        return _json(200, openapi_document(intake.region))
 
     # The size of what aiohttp itself would buffer is bounded too (we stream).
     app = web.Application(middlewares=[count, errors, authenticate],

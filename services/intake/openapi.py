@@ -3,6 +3,12 @@
 Request and response schemas come from the same models the handlers validate
 and answer with (:mod:`schemas.intake` and :mod:`services.intake.contract`), so
 the document cannot drift from the code; ``GET /v1/openapi.json`` serves it.
+
+The document is the region's: area, gauge and shelter ids are enumerated from the
+region pack, a report's "location or area_id" rule and the fields intake sets itself
+(``overridden_by``, read-only) are stated, so a client (or a fuzzer) generating from
+the document produces what intake accepts. What JSON Schema cannot say (a CAP or JMA
+body is XML valid against its own schemas) the operation's description says.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from schemas.intake import HazardObservationRequest, ReportRequest, ShelterStatusRequest
+from schemas.region import Region
 from services.intake.contract import Acknowledgement, ErrorBody, Health, Ignored, ReportView
 
 __all__ = ["openapi_document"]
@@ -53,9 +60,62 @@ _IDEMPOTENCY_KEY = {
 }
 
 
+def _string_enum(node: dict[str, Any], values: list[str]) -> None:
+    """Narrow a string schema, or the string branch of a nullable one, to ``values``."""
+    for branch in node.get("anyOf", [node]):
+        if branch.get("type") == "string":
+            branch["enum"] = values
+
+
+def _refs(node: Any) -> list[str]:
+    """The component names a schema node refers to."""
+    if isinstance(node, dict):
+        own = [node["$ref"].rsplit("/", 1)[-1]] if isinstance(node.get("$ref"), str) else []
+        return own + [name for value in node.values() for name in _refs(value)]
+    if isinstance(node, list):
+        return [name for value in node for name in _refs(value)]
+    return []
+
+
+def _reachable(schemas: dict[str, Any], roots: list[str]) -> set[str]:
+    """The component names ``roots`` refer to, directly or through other components."""
+    seen: set[str] = set()
+    todo = list(roots)
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo += _refs(schemas[name])
+    return seen
+
+
+def _narrow_to_region(schemas: dict[str, Any], requests: list[str], region: Region) -> None:
+    """State in the request schemas what intake checks against the region pack."""
+    areas = sorted(d.id for d in region.districts)
+    gauges = sorted(g.id for g in region.gauges)
+    for name in _reachable(schemas, requests):
+        properties = schemas[name].get("properties", {})
+        if "area_id" in properties:
+            _string_enum(properties["area_id"], areas)
+        if "area_ids" in properties:
+            _string_enum(properties["area_ids"]["items"], areas)
+        if "gauge_id" in properties:
+            _string_enum(properties["gauge_id"], gauges)
+        if "overridden_by" in properties:
+            properties["overridden_by"]["readOnly"] = True
+        if name.startswith("Shelter") and "shelter_id" in properties:
+            properties["shelter_id"]["readOnly"] = True  # the URL names the shelter
+    report = schemas["ReportRequest"]
+    report["anyOf"] = [
+        {"required": ["location"], "properties": {"location": _ref("GeoPoint")}},
+        {"required": ["area_id"], "properties": {"area_id": {"type": "string",
+                                                             "enum": areas}}},
+    ]
+
+
 @cache
-def openapi_document() -> dict[str, Any]:
-    """The OpenAPI document (built once per process)."""
+def openapi_document(region: Region) -> dict[str, Any]:
+    """The OpenAPI document for ``region`` (built once per process)."""
     requests: list[type[BaseModel]] = [ReportRequest, ShelterStatusRequest,
                                        HazardObservationRequest]
     responses: list[type[BaseModel]] = [Acknowledgement, ErrorBody, Health, Ignored,
@@ -69,6 +129,8 @@ def openapi_document() -> dict[str, Any]:
         ref = names[(model, mode)]["$ref"].rsplit("/", 1)[-1]
         if ref != model.__name__:
             schemas[model.__name__] = schemas.pop(ref)
+    _narrow_to_region(schemas, [m.__name__ for m in requests], region)
+    shelter_ids = sorted(s.id for s in region.sites if s.is_shelter)
     accepted = {
         "202": {"description": "Recorded durably (first receipt); events are in the outbox.",
                 **_json_body("Acknowledgement")},
@@ -85,7 +147,9 @@ def openapi_document() -> dict[str, Any]:
                 "Field reports, shelter status, hazard observations, CAP alerts and JMA "
                 "messages for the "
                 "disaster HQ. Every input is written to a PostgreSQL outbox before it is "
-                "acknowledged, then published to Kafka."
+                "acknowledged, then published to Kafka. Numbers and booleans are strict: "
+                "an integer is written as a JSON integer (5, not 5.0 or \"5\"), a "
+                "boolean as true or false. A seismic report lists each area at most once."
             ),
         },
         "components": {
@@ -121,7 +185,9 @@ def openapi_document() -> dict[str, Any]:
                 "description": "Roles: shelter_staff, hq.",
                 "security": bearer,
                 "parameters": [{"name": "shelter_id", "in": "path", "required": True,
-                                "schema": {"type": "string"}}, _IDEMPOTENCY_KEY],
+                                "description": "A shelter (避難所) of the region pack.",
+                                "schema": {"type": "string", "enum": shelter_ids}},
+                               _IDEMPOTENCY_KEY],
                 "requestBody": {"required": True, **_json_body("ShelterStatusRequest")},
                 "responses": {**accepted,
                               **_errors(400, 401, 403, 404, 409, 413, 415, 422, 429, 503)},

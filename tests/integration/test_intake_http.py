@@ -406,6 +406,11 @@ async def test_health_metrics_and_openapi(running: Running) -> None:
     status, doc = await running.get("/v1/openapi.json")
     assert status == 200 and doc["openapi"].startswith("3.1")
     assert "/v1/reports" in doc["paths"] and "ReportRequest" in doc["components"]["schemas"]
+    # The document is the region's: its shelter and area ids are enumerated.
+    shelter = doc["paths"]["/v1/shelters/{shelter_id}/status"]["post"]["parameters"][0]
+    assert SHELTER in shelter["schema"]["enum"]
+    area = doc["components"]["schemas"]["ReportRequest"]["properties"]["area_id"]
+    assert "kanda-koen" in next(b["enum"] for b in area["anyOf"] if b.get("type") == "string")
     status, body = await running.get("/v1/nothing-here", auth(Role.HQ, "hq"))
     assert status == 404 and body["error"] == "not_found"
 
