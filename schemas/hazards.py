@@ -18,7 +18,14 @@ from enum import StrEnum
 from typing import Annotated, Literal
 from uuid import UUID
 
-from pydantic import Field, Strict, StringConstraints, ValidationInfo, field_validator
+from pydantic import (
+    Field,
+    Strict,
+    StrictBool,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+)
 
 from schemas.common import (
     INT_ONLY,
@@ -272,8 +279,11 @@ class SeismicIntensityPayload(ContractModel):
     """Magnitude, when known."""
     epicentre: ShortText | None = None
     """Name of the epicentral region as published, e.g. 東京湾."""
-    intensities: Annotated[tuple[AreaIntensity, ...], Field(min_length=1, max_length=500)]
-    """Intensity per area; each area at most once."""
+    withdrawn: StrictBool = False
+    """True when the issuer withdrew what it said of this quake (a JMA 取消): the quake
+    and every intensity reported for it no longer count, and ``intensities`` is empty."""
+    intensities: Annotated[tuple[AreaIntensity, ...], Field(max_length=500)]
+    """Intensity per area; each area at most once; at least one unless withdrawn."""
     sender: SenderId | None = None
     """Who reported it (intake binds it to the token, see :data:`SenderId`): a quake id
     is unique per sender. Null in reports recorded before senders were bound."""
@@ -282,7 +292,13 @@ class SeismicIntensityPayload(ContractModel):
 
     @field_validator("intensities")
     @classmethod
-    def _one_per_area(cls, value: tuple[AreaIntensity, ...]) -> tuple[AreaIntensity, ...]:
+    def _one_per_area(cls, value: tuple[AreaIntensity, ...],
+                      info: ValidationInfo) -> tuple[AreaIntensity, ...]:
+        withdrawn = info.data.get("withdrawn") is True
+        if withdrawn and value:
+            raise ValueError("a withdrawal lists no intensities")
+        if not withdrawn and not value:
+            raise ValueError("at least one intensity is required (unless withdrawn)")
         seen: set[str] = set()
         for item in value:
             if item.area_id in seen:

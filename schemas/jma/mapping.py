@@ -76,6 +76,7 @@ __all__ = [
     "map_message",
     "message_id",
     "origin_of",
+    "quake_withdrawals",
 ]
 
 
@@ -441,8 +442,7 @@ def cancellation_warnings(signals: JmaSignals, table: JmaAreaTable,
                           kinds: KindTable | None = None) -> tuple[HazardWarningPayload, ...]:
     """The ``cancelled`` warnings for the ids a bodiless 取消 lists (tsunami regions).
 
-    A quake id has no warning to cancel (``hazard.seismic_intensity`` has no
-    cancellation): it is left out, and the caller says so.
+    A quake id has no warning to cancel: :func:`quake_withdrawals` withdraws it.
     """
     rule = min((kinds or default_kinds()).tsunami, key=lambda r: r.level)
     origin = WarningOrigin(title=signals.title[:200], reported_at=signals.report_date_time,
@@ -458,6 +458,12 @@ def cancellation_warnings(signals: JmaSignals, table: JmaAreaTable,
                 alert_level_equivalent=rule.level, area_ids=tuple(sorted(districts)),
                 issued_at=signals.report_date_time, source=WarningSource.JMA, origin=origin))
     return tuple(out)
+
+
+def quake_withdrawals(signals: JmaSignals) -> tuple[SeismicIntensityPayload, ...]:
+    """A withdrawal (``withdrawn``, no intensities) for each quake a 取消 withdraws."""
+    return tuple(SeismicIntensityPayload(quake_id=quake_id, withdrawn=True, intensities=())
+                 for quake_id in signals.cancelled_ids if quake_id.startswith("jma:quake:"))
 
 
 _SHINDO_BY_TEXT: Final[Mapping[str, Shindo]] = MappingProxyType({s.value: s for s in Shindo})

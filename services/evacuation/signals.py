@@ -91,18 +91,25 @@ def signals_for(
         if entry is None or rule is None or rule.hazard is not hazard:
             continue
         until = quake.at + timedelta(minutes=rule.hold_minutes)
+        withdrawn = quake.withdrawn_at is not None and quake.withdrawn_at < until
+        if withdrawn:
+            assert quake.withdrawn_at is not None
+            until = quake.withdrawn_at
         active = now < until
         magnitude = f"M{quake.magnitude:.1f}、" if quake.magnitude is not None else ""
         epicentre = f"{quake.epicentre}を震源とする" if quake.epicentre else ""
+        ended = (f"（{text.when(until, config.timezone)}に取消）" if withdrawn
+                 else f"（{text.when(until, config.timezone)}に判断期間終了）")
         found.append(Signal(
             rule_id=rule.rule_id,
             level=rule.level if active else 0,
             clear_since=None if active else until,
             lift_after=timedelta(minutes=rule.lift_after_minutes),
-            evidence=(entry.event_id,),
+            evidence=(entry.event_id,) + ((quake.withdrawal_event_id,)
+                                          if withdrawn and quake.withdrawal_event_id else ()),
             text=(f"{epicentre}地震（{magnitude}{text.when(quake.at, config.timezone)}）で"
                   f"{config.area_names_ja[area_id]}の震度{entry.shindo.value}"
-                  + ("" if active else f"（{text.when(until, config.timezone)}に判断期間終了）")),
+                  + ("" if active else ended)),
             auto_issue=rule.auto_issue_level_5,
         ))
     for cluster in config.rules.report_clusters:

@@ -114,6 +114,9 @@ class QuakeState(_Frozen):
     magnitude: float | None
     epicentre: str | None
     areas: dict[str, QuakeArea]
+    withdrawn_at: datetime | None = None
+    """Event time of its withdrawal (a JMA 取消): from then on it is a cleared condition."""
+    withdrawal_event_id: UUID | None = None
 
 
 class ReportEntry(_Frozen):

@@ -367,6 +367,9 @@ def _quake(tx: _Tx, event: Event) -> None:
     p = event.payload
     rank = _rank(event)
     key = sender_key(p.sender, p.quake_id)
+    current = tx.entity(Kind.QUAKE, key)
+    if current is not None and current.get("withdrawn") and not p.withdrawn:
+        return  # withdrawn for good (a JMA 取消), as the evacuation engine has it
     kept = tx.sources_of(Kind.QUAKE)
     if key not in kept and len(kept) >= QUAKES_KEPT and rank < min(
             r for r, _ in kept.values()):

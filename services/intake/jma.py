@@ -13,7 +13,8 @@ payloads) is :mod:`schemas.jma`; this module is intake's adapter around it:
   that carried it, so a message pushed by one sensor and polled by the feed
   bridge is one input with one set of event ids;
 - :func:`jma_events` builds the envelopes: one ``hazard.warning`` per warning
-  (cancellations of a bodiless 取消 included), one ``hazard.seismic_intensity``,
+  (cancellations of a bodiless 取消 included), one ``hazard.seismic_intensity``
+  (or, for a quake's 取消, its withdrawal),
   ``exercise`` set for 訓練 and 試験, event ids derived from the message identity.
 """
 
@@ -26,7 +27,12 @@ from datetime import datetime
 from typing import Final
 
 from schemas.envelope import Envelope, new_event
-from schemas.hazards import HazardWarning, HazardWarningPayload, SeismicIntensity
+from schemas.hazards import (
+    HazardWarning,
+    HazardWarningPayload,
+    SeismicIntensity,
+    SeismicIntensityPayload,
+)
 from schemas.jma import (
     JmaAreaTable,
     JmaError,
@@ -36,7 +42,7 @@ from schemas.jma import (
     map_message,
     read_jma,
 )
-from schemas.jma.mapping import cancellation_warnings
+from schemas.jma.mapping import cancellation_warnings, quake_withdrawals
 from schemas.topics import LIVE
 from services.intake.domain import SOURCE, SenderBinding, bound, input_id
 from services.intake.errors import (
@@ -59,7 +65,9 @@ class JmaInput:
     signals: JmaSignals
     warnings: tuple[HazardWarningPayload, ...]
     notes: tuple[str, ...]
-    """Parts not applied, each with why (the mapping's notes, quake cancellations)."""
+    """Parts not applied, each with why (the mapping's notes)."""
+    withdrawals: tuple[SeismicIntensityPayload, ...] = ()
+    """The quakes a 取消 withdraws."""
 
 
 def jma_scope(signals: JmaSignals) -> str:
@@ -90,11 +98,8 @@ def map_bytes(data: bytes, table: JmaAreaTable, *, max_bytes: int) -> JmaInput:
     except JmaError as e:
         raise _refusal(e) from None
     cancellations = cancellation_warnings(signals, table)
-    cancelled = {w.warning_id for w in cancellations}
-    notes = list(signals.notes)
-    notes += [f"{i}: a seismic intensity has no cancellation event; nothing was withdrawn"
-              for i in signals.cancelled_ids if i not in cancelled]
-    return JmaInput(signals, (*signals.warnings, *cancellations), tuple(notes))
+    return JmaInput(signals, (*signals.warnings, *cancellations), signals.notes,
+                    quake_withdrawals(signals))
 
 
 async def read_and_map(data: bytes, table: JmaAreaTable, *, max_bytes: int) -> JmaInput:
@@ -120,4 +125,11 @@ def jma_events(mapped: JmaInput, scope: str, client_id: str, now: datetime, *,
             SeismicIntensity, bound(signals.seismic, binding), occurred_at=occurred,
             source=SOURCE, recorded_at=now, exercise=exercise,
             event_id=input_id(namespace, "hazard.seismic_intensity", scope, client_id)))
+    events += [
+        new_event(SeismicIntensity, bound(w, binding), occurred_at=occurred, source=SOURCE,
+                  recorded_at=now, exercise=exercise,
+                  event_id=input_id(namespace, "hazard.seismic_intensity", scope, client_id,
+                                    "withdrawn", i))
+        for i, w in enumerate(mapped.withdrawals)
+    ]
     return tuple(events)

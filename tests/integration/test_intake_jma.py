@@ -118,6 +118,20 @@ async def test_seismic_intensity_reaches_the_districts(running: Running) -> None
     assert sorted(i.area_id for i in event.payload.intensities) == ALL_DISTRICTS
 
 
+async def test_a_quake_cancellation_withdraws_the_quake(running: Running) -> None:
+    """A VXSE53 取消 becomes the quake's withdrawal: same quake, same sender, no intensities."""
+    status, body = await _post(running, "32-35_06_05_240613_VXSE53.xml")
+    assert status == 202, body
+    status, body = await _post(running, "32-35_06_06_100915_VXSE53.xml")
+    assert status == 202, body
+    events = await _hazard_events(running)
+    [report] = [e for e in events if isinstance(e, SeismicIntensity) and not e.payload.withdrawn]
+    [withdrawal] = [e for e in events if isinstance(e, SeismicIntensity) and e.payload.withdrawn]
+    assert withdrawal.payload.quake_id == report.payload.quake_id
+    assert withdrawal.payload.sender == report.payload.sender
+    assert withdrawal.payload.intensities == ()
+
+
 async def test_a_tsunami_cancellation_cancels_the_region_warning(running: Running) -> None:
     """A bodiless VTSE41 取消 becomes a cancelled hazard.warning for 東京湾内湾's districts."""
     status, body = await _post(running, "38-39_03_01_210805_VTSE41.xml")

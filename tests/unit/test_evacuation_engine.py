@@ -95,10 +95,10 @@ class Feed:
             "issued_at": at, "source": source, "sender": sender,
             "overridden_by": overridden_by}, minutes))
 
-    def quake(self, intensities: dict[str, str], minutes: float, quake_id: str = "q1"
-              ) -> list[Event]:
+    def quake(self, intensities: dict[str, str], minutes: float, quake_id: str = "q1",
+              *, withdrawn: bool = False) -> list[Event]:
         return self.send(self.make(SeismicIntensity, {
-            "quake_id": quake_id,
+            "quake_id": quake_id, "withdrawn": withdrawn,
             "intensities": [{"area_id": a, "shindo": s} for a, s in intensities.items()]},
             minutes))
 
@@ -257,6 +257,24 @@ def test_seismic_intensity_per_area(chiyoda: EngineConfig) -> None:
     got = {(r.payload.area_ids[0], r.payload.level, r.payload.hazard)
            for r in only(out, EvacuationRecommended)}
     assert got == {("kanda-koen", 4, "earthquake"), ("manseibashi", 3, "earthquake")}
+
+
+def test_a_withdrawn_quake_no_longer_counts(chiyoda: EngineConfig) -> None:
+    """A quake's withdrawal (a JMA 取消) forgets it: its pending recommendation is
+    withdrawn; another quake is untouched."""
+    feed = Feed(chiyoda)
+    feed.quake({"kanda-koen": "6-"}, 0)
+    feed.quake({"manseibashi": "6-"}, 1, quake_id="q2")
+    rec = feed.open_rec("kanda-koen", "earthquake")
+    other = feed.open_rec("manseibashi", "earthquake")
+    (closed,) = only(feed.quake({}, 5, withdrawn=True), RecommendationClosed)
+    assert (closed.payload.recommendation_id, closed.payload.outcome) == (rec, "withdrawn")
+    assert "取消" in closed.payload.reason  # type: ignore[operator]
+    assert feed.open_rec("manseibashi", "earthquake") == other
+    # A late copy of the withdrawn quake's report changes nothing; a withdrawal of a
+    # quake never seen neither.
+    assert feed.quake({"kanda-koen": "6-"}, 6) == []
+    assert feed.quake({}, 7, quake_id="never-seen", withdrawn=True) == []
 
 
 def test_a_cluster_of_severe_reports_in_one_area_within_the_window(chiyoda: EngineConfig

@@ -340,6 +340,17 @@ def test_seismic_intensity_lists_each_area_once() -> None:
     assert [e["loc"] for e in excinfo.value.errors()] == [("intensities",)]
 
 
+def test_a_withdrawal_lists_no_intensities_and_a_report_at_least_one() -> None:
+    """withdrawn ⇔ no intensities: each mismatch is refused at /intensities."""
+    data = doc("hazard.seismic_intensity")["payload"]
+    assert SeismicIntensityPayload.model_validate({**data, "intensities": [],
+                                                   "withdrawn": True}).withdrawn
+    for wrong in ({**data, "withdrawn": True}, {**data, "intensities": []}):
+        with pytest.raises(ValidationError) as excinfo:
+            SeismicIntensityPayload.model_validate(wrong)
+        assert [e["loc"] for e in excinfo.value.errors()] == [("intensities",)]
+
+
 def test_shindo_ranks_follow_the_scale_not_the_text() -> None:
     """5+ ranks above 5- although it sorts before it as text."""
     assert Shindo("5+").rank > Shindo("5-").rank

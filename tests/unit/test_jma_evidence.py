@@ -3,14 +3,15 @@ cancellations of a bodiless 取消 (pure)."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from schemas.envelope import new_event
-from schemas.hazards import HazardWarning, WarningAction
+from schemas.hazards import HazardWarning, SeismicIntensity, WarningAction
 from schemas.jma import JmaAreaTable, JmaSchemaInvalid, load_jma_table, map_message, read_jma
-from schemas.jma.mapping import cancellation_warnings
+from schemas.jma.mapping import cancellation_warnings, quake_withdrawals
 from schemas.region import load_region
 from services.gateway.cop import COP, Kind, RegionIndex
 from services.gateway.reducer import reduce
@@ -76,11 +77,38 @@ def test_a_bodiless_tsunami_cancellation_becomes_cancelled_warnings(
     assert warning.area_ids == ("izumibashi", "kanda-koen", "manseibashi")
 
 
-def test_a_quake_cancellation_yields_no_warning(chiyoda: JmaAreaTable) -> None:
-    """A VXSE53 取消 withdraws a quake: there is no warning to cancel."""
+def test_a_quake_cancellation_withdraws_the_quake(chiyoda: JmaAreaTable) -> None:
+    """A VXSE53 取消 withdraws a quake: no warning to cancel, a withdrawal of its id."""
     signals = map_message(read_jma((FIXTURES / "32-35_06_06_100915_VXSE53.xml").read_bytes()),
                           chiyoda)
-    assert signals.cancelled_ids and cancellation_warnings(signals, chiyoda) == ()
+    assert cancellation_warnings(signals, chiyoda) == ()
+    [withdrawal] = quake_withdrawals(signals)
+    assert withdrawal.withdrawn and withdrawal.intensities == ()
+    assert withdrawal.quake_id == "jma:quake:20080614084350"
+
+
+def test_a_withdrawn_quake_leaves_the_picture_s_areas(chiyoda: JmaAreaTable) -> None:
+    """After a 取消 the quake shows as withdrawn and no area keeps its intensity."""
+    region = RegionIndex.from_region(load_region("chiyoda"))
+    report = map_message(read_jma((FIXTURES / "32-35_06_05_240613_VXSE53.xml").read_bytes()),
+                         chiyoda).seismic
+    cancel = map_message(read_jma((FIXTURES / "32-35_06_06_100915_VXSE53.xml").read_bytes()),
+                         chiyoda)
+    assert report is not None
+    at = cancel.report_date_time
+    cop, _ = reduce(COP.empty(region), new_event(
+        SeismicIntensity, report, occurred_at=at - timedelta(hours=1), source="intake"))
+    assert any(d["shindo"] for d in cop.entities[Kind.AREA].values())
+    [withdrawal] = quake_withdrawals(cancel)
+    cop, deltas = reduce(cop, new_event(SeismicIntensity, withdrawal, occurred_at=at,
+                                        source="intake"))
+    [quake] = [d for d in deltas if d.kind is Kind.QUAKE]
+    assert quake.value is not None and quake.value["withdrawn"] is True
+    assert not any(d["shindo"] for d in cop.entities[Kind.AREA].values())
+    # A late copy of the report does not bring it back.
+    cop, deltas = reduce(cop, new_event(
+        SeismicIntensity, report, occurred_at=at + timedelta(minutes=1), source="intake"))
+    assert not [d for d in deltas if d.kind is Kind.QUAKE]
 
 
 def test_the_common_operating_picture_shows_the_jma_message(chiyoda: JmaAreaTable) -> None:

@@ -108,10 +108,21 @@ def warning(run: Run, e: HazardWarning) -> None:
 
 
 def seismic(run: Run, e: SeismicIntensity) -> None:
-    """Keep each area's highest intensity of a quake."""
+    """Keep each area's highest intensity of a quake; a withdrawal forgets the quake."""
     p = e.payload
     key = sender_key(p.sender, p.quake_id)
     old = run.quakes.get(key)
+    if old is not None and old.withdrawn_at is not None:
+        return  # withdrawn for good: a late copy of an earlier report changes nothing
+    if p.withdrawn:
+        # The issuer took back what it said (a JMA 取消): the quake stays as a condition
+        # that cleared at the withdrawal, so a pending recommendation it alone justified
+        # is withdrawn and an order it justified is proposed for lifting, as for a
+        # cancelled warning. A withdrawal of a quake never seen has nothing to clear.
+        if old is not None:
+            run.quakes[key] = old.model_copy(update={"withdrawn_at": e.occurred_at,
+                                                     "withdrawal_event_id": e.event_id})
+        return
     areas = dict(old.areas) if old is not None else {}
     changed = old is None
     for item in p.intensities:
