@@ -213,7 +213,7 @@ async def measure(args: argparse.Namespace, bootstrap: str, dsn: str, port: int,
 
     await load_subscriptions(dsn, subscribers(port, "sonae", n))
     settings = load_settings(kafka_bootstrap=bootstrap, database_url=dsn, namespace=NAMESPACE,
-                             host="127.0.0.1", broadcaster_port=free_port(),
+                             development=True, host="127.0.0.1", broadcaster_port=free_port(),
                              push_concurrency=args.concurrency, log_level="WARNING")
     await ensure_topics(settings)
     with tempfile.TemporaryDirectory(prefix="sonae-bench-push-") as tmp:
