@@ -3,8 +3,11 @@
 The format itself (safe parse, XSD validation, typed reading, the mapping to
 payloads) is :mod:`schemas.jma`; this module is intake's adapter around it:
 
-- :func:`read_and_map` parses off the event loop (a 500 kB message with its
-  schema validation takes tens of milliseconds) and translates
+- :func:`map_bytes` parses, validates and maps (blocking: intake runs it in its
+  bounded :class:`~services.intake.parsepool.ParsePool`, never on the event loop —
+  a 500 kB message with its schema validation takes tens of milliseconds; the
+  message's size and element count are bounded by :func:`schemas.jma.parse_jma`)
+  and translates
   :class:`~schemas.jma.JmaError` into intake's refusals, pointer and all:
   too large 413, not well-formed 400, schema-invalid or unsupported 422 — the
   answers the CAP path gives;
@@ -19,7 +22,6 @@ payloads) is :mod:`schemas.jma`; this module is intake's adapter around it:
 
 from __future__ import annotations
 
-import asyncio
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -28,6 +30,7 @@ from typing import Final
 from schemas.envelope import Envelope, new_event
 from schemas.hazards import HazardWarning, HazardWarningPayload, SeismicIntensity
 from schemas.jma import (
+    DEFAULT_MAX_ELEMENTS,
     JmaAreaTable,
     JmaError,
     JmaNotWellFormed,
@@ -47,7 +50,7 @@ from services.intake.errors import (
     MalformedInput,
 )
 
-__all__ = ["JmaInput", "jma_events", "jma_scope", "map_bytes", "read_and_map"]
+__all__ = ["JmaInput", "jma_events", "jma_scope", "map_bytes"]
 
 _MAX_ERRORS: Final = 20
 
@@ -83,10 +86,12 @@ def _refusal(error: JmaError) -> InputRefused:
     return InvalidInput(str(error), errors=errors)
 
 
-def map_bytes(data: bytes, table: JmaAreaTable, *, max_bytes: int) -> JmaInput:
+def map_bytes(data: bytes, table: JmaAreaTable, *, max_bytes: int,
+              max_elements: int = DEFAULT_MAX_ELEMENTS) -> JmaInput:
     """Parse, validate and map one message (blocking: run it off the loop)."""
     try:
-        signals = map_message(read_jma(data, max_bytes=max_bytes), table)
+        signals = map_message(
+            read_jma(data, max_bytes=max_bytes, max_elements=max_elements), table)
     except JmaError as e:
         raise _refusal(e) from None
     cancellations = cancellation_warnings(signals, table)
@@ -95,11 +100,6 @@ def map_bytes(data: bytes, table: JmaAreaTable, *, max_bytes: int) -> JmaInput:
     notes += [f"{i}: a seismic intensity has no cancellation event; nothing was withdrawn"
               for i in signals.cancelled_ids if i not in cancelled]
     return JmaInput(signals, (*signals.warnings, *cancellations), tuple(notes))
-
-
-async def read_and_map(data: bytes, table: JmaAreaTable, *, max_bytes: int) -> JmaInput:
-    """:func:`map_bytes` in a worker thread, so a large message never stalls the loop."""
-    return await asyncio.to_thread(map_bytes, data, table, max_bytes=max_bytes)
 
 
 def jma_events(mapped: JmaInput, scope: str, client_id: str, now: datetime, *,
