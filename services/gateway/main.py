@@ -109,7 +109,10 @@ async def running(settings: Settings, *, region: Region | None = None,
         gateway = Gateway(hub, secret=settings.token_secret, namespace=settings.namespace,
                           area_ids=[d.id for d in region.districts],
                           publisher=Publisher(producer, settings.namespace), reports=reports,
-                          queue_size=queue_size, max_token_lifetime=settings.token_max_ttl)
+                          queue_size=queue_size, max_token_lifetime=settings.token_max_ttl,
+                          message_rate=settings.gateway_message_rate_per_second,
+                          message_burst=settings.gateway_message_burst,
+                          max_per_address=settings.gateway_max_connections_per_address)
         denylist = None
         if revocation is not None:
             denylist = DenyList(revocation, poll_seconds=settings.token_denylist_poll_seconds,
