@@ -30,18 +30,24 @@ from aiohttp import web
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LINGER", "GuardedSite", "busy_response", "runner_options"]
+__all__ = ["HEADER_TIMEOUT", "LINGER", "GuardedSite", "busy_response", "runner_options"]
 
 
+HEADER_TIMEOUT: Final = 15.0
+"""The header timeout of the HTTP servers that have no setting for it (the gateway's
+dashboard, the broadcaster's feed); aiohttp's own default is an hour."""
 LINGER: Final = 2.0
 """Seconds an unread body is drained after the response before the connection closes."""
 
 
-def runner_options(header_timeout: float, linger: float = LINGER) -> dict[str, Any]:
+def runner_options(header_timeout: float | None = None,
+                   linger: float = LINGER) -> dict[str, Any]:
     """Keyword arguments of ``web.AppRunner`` that close a connection whose request
-    headers have not all arrived within ``header_timeout`` seconds, and one whose
-    unread body still trickles ``linger`` seconds after its answer."""
-    return {"keepalive_timeout": header_timeout, "lingering_time": linger}
+    headers have not all arrived within ``header_timeout`` seconds (default
+    :data:`HEADER_TIMEOUT`, read when called), and one whose unread body still trickles
+    ``linger`` seconds after its answer."""
+    timeout = HEADER_TIMEOUT if header_timeout is None else header_timeout
+    return {"keepalive_timeout": timeout, "lingering_time": linger}
 
 
 def busy_response(open_connections: int) -> bytes:

@@ -6,9 +6,10 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from services.common import httpguard
 from services.common.auth import Role
 from services.gateway.hub import OVERLOAD
-from tests.support import wait_for
+from tests.support import seconds_until_cut_off, wait_for
 from tests.support.gateway import gateway, gateway_settings, peer, token
 
 pytestmark = pytest.mark.integration
@@ -78,3 +79,15 @@ async def test_connections_over_the_per_address_cap_are_closed_1013(
                        what="the second connection counted out")
         async with peer(gw) as again:
             assert (await again.next())["type"] == "welcome"
+
+
+async def test_the_dashboard_cuts_off_a_client_trickling_its_headers(
+        kafka_bootstrap: str, namespace: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The dashboard's HTTP server closes a connection whose headers are not all there by
+    the header timeout (aiohttp's own default is an hour)."""
+    monkeypatch.setattr(httpguard, "HEADER_TIMEOUT", 1.0)
+    settings = gateway_settings(kafka_bootstrap, namespace)
+    async with gateway(settings) as gw:
+        host, port = gw.dashboard_url.removeprefix("http://").rstrip("/").split(":")
+        elapsed = await seconds_until_cut_off(host, int(port))
+        assert 0.8 <= elapsed < 6, elapsed

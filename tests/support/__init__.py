@@ -285,6 +285,32 @@ async def start_intake(settings: Settings, pool: asyncpg.Pool,
         intake.parsing.close()
 
 
+async def seconds_until_cut_off(host: str, port: int, *, give_up: float = 10.0) -> float:
+    """Open a connection, send a request line and then a header byte every 0.1 s (a
+    slow-loris client); return how long until the server closed it (AssertionError if
+    it had not after ``give_up`` seconds)."""
+    reader, writer = await asyncio.open_connection(host, port)
+    started = time.monotonic()
+    try:
+        writer.write(b"GET / HTTP/1.1\r\nHost: sonae\r\n")
+        while time.monotonic() - started < give_up:
+            try:
+                writer.write(b"X")
+                await writer.drain()
+            except ConnectionError:
+                return time.monotonic() - started
+            try:
+                if await asyncio.wait_for(reader.read(1024), 0.1) == b"":
+                    return time.monotonic() - started
+            except TimeoutError:
+                pass
+            except ConnectionError:
+                return time.monotonic() - started
+        raise AssertionError(f"a client trickling its headers was not cut off in {give_up} s")
+    finally:
+        writer.close()
+
+
 async def store_for(pool: asyncpg.Pool, namespace: str) -> Store:
     """Intake's store over ``pool`` (the test's schema), migrations applied."""
     async with pool.acquire() as conn:
