@@ -180,16 +180,18 @@ def openapi_document() -> dict[str, Any]:
                            "down: intake still accepts); the reason is logged, not returned",
                 "responses": {"200": {"description": "Healthy.", **_json_body("Health")},
                               "503": {"description": "Unhealthy (database unreachable).",
-                                      **_json_body("Health")}},
+                                      **_json_body("Health")},
+                              **_errors(429)},
             }},
             "/metrics": {"get": {
                 "summary": "Prometheus metrics (text exposition format)",
                 "responses": {"200": {"description": "Metrics.",
-                                      "content": {"text/plain": {"schema": {"type": "string"}}}}},
+                                      "content": {"text/plain": {"schema": {"type": "string"}}}},
+                              **_errors(429)},
             }},
             "/v1/openapi.json": {"get": {
                 "summary": "This document",
-                "responses": {"200": {"description": "OpenAPI 3.1."}},
+                "responses": {"200": {"description": "OpenAPI 3.1."}, **_errors(429)},
             }},
         },
     }

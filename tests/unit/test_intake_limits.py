@@ -12,6 +12,7 @@ from infra.settings import SettingsError, load_settings
 from services.intake.cap import CapLimits, read_alert
 from services.intake.contract import refusal
 from services.intake.errors import Overloaded, TooManyElements
+from services.intake.openapi import openapi_document
 from services.intake.parsepool import ParsePool
 
 CAP = Path(__file__).parent.parent / "fixtures" / "cap"
@@ -94,3 +95,13 @@ def test_overloaded_is_503_with_retry_after() -> None:
     answer = refusal(Overloaded("busy", retry_after=1))
     assert (answer.status, answer.body["error"], dict(answer.headers)) == (
         503, "unavailable", {"Retry-After": "1"})
+
+
+def test_the_openapi_document_lists_the_limits_answers() -> None:
+    """Every route may answer 429 (the address's bucket); body routes 408, 413 and 503."""
+    paths = openapi_document()["paths"]
+    for path, methods in paths.items():
+        for method, operation in methods.items():
+            assert "429" in operation["responses"], (method, path)
+    for path in ("/v1/cap", "/v1/jma", "/v1/reports"):
+        assert {"408", "413", "503"} <= set(paths[path]["post"]["responses"]), path
