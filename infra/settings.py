@@ -130,7 +130,7 @@ class Settings(BaseSettings):
         description="Intake: requests without a valid token a client address may make at once.",
     )
     intake_header_timeout_seconds: float = Field(
-        default=15.0, ge=0.5, le=3600,
+        default=20.0, ge=0.5, le=3600,
         description="Intake: seconds a connection may take to send a request's headers, "
                     "counted from its opening or the previous response (idle keep-alive "
                     "included); then it is closed.",

@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 __all__ = ["HEADER_TIMEOUT", "LINGER", "GuardedSite", "busy_response", "runner_options"]
 
 
-HEADER_TIMEOUT: Final = 15.0
+HEADER_TIMEOUT: Final = 20.0
 """The header timeout of the HTTP servers that have no setting for it (the gateway's
 dashboard, the broadcaster's feed); aiohttp's own default is an hour."""
 LINGER: Final = 2.0

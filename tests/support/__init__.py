@@ -247,7 +247,7 @@ async def start_intake(settings: Settings, pool: asyncpg.Pool,
                        max_token_lifetime: timedelta | None = None, *,
                        intake_options: Mapping[str, Any] | None = None,
                        app_options: Mapping[str, Any] | None = None,
-                       header_timeout: float = 15.0,
+                       header_timeout: float = 20.0,
                        max_connections: int = 1024) -> AsyncIterator[Running]:
     """Migrate, create topics, and serve intake until the caller's context ends.
 
