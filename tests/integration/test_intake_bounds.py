@@ -15,14 +15,19 @@ from typing import Any
 import asyncpg
 import pytest
 
+from infra.kafka import clients
+from schemas.deadletter import DeadLetter
+from schemas.topics import qualified
 from services.common.auth import Role
 from services.intake.cap import CapLimits
+from services.intake.ingest import Ingest
 from services.intake.parsepool import ParsePool
 from services.intake.ratelimit import RateLimiter
 from tests.support import (
     Running,
     auth,
     make_settings,
+    read_topic,
     report_body,
     seconds_until_cut_off,
     start_intake,
@@ -312,3 +317,49 @@ async def test_requests_without_a_valid_token_are_rate_limited_per_address(
         status, body, _ = await running.post("/v1/reports", report_body("ok-1"),
                                              headers=auth(Role.FIELD))
         assert status == 202, body
+
+
+# --- the raw topic -------------------------------------------------------------------
+
+
+async def test_raw_topic_cap_over_a_limit_is_dead_lettered_naming_it(
+        kafka_bootstrap: str, database_url: str, namespace: str, db_pool: asyncpg.Pool) -> None:
+    """The limits hold for CAP from intake.raw too: one over is dead-lettered with the limit
+    named, and the record after it is still ingested."""
+    settings = make_settings(kafka_bootstrap, database_url, namespace)
+    limits = CapLimits(circles=3)
+    async for running in start_intake(settings, db_pool, intake_options={"cap_limits": limits}):
+        topic = qualified("intake.raw", namespace)
+        producer = clients.producer(settings)
+        await producer.start()
+        try:
+            for xml in (alert("raw-over", circles=4), alert("raw-ok", circles=3)):
+                await producer.send_and_wait(topic, json.dumps(
+                    {"kind": "cap", "source": "bounds-bridge", "data": xml.decode()}).encode(),
+                    key=b"k")
+        finally:
+            await producer.stop()
+        stop = asyncio.Event()
+        ingest = asyncio.create_task(
+            Ingest(running.intake, settings, group_id=f"{namespace}-raw").run(stop))
+        try:
+            async def letters() -> list[DeadLetter]:
+                records = await read_topic(settings, qualified("deadletter", namespace))
+                return [DeadLetter.model_validate_json(r.value) for r in records if r.value]
+
+            async def warnings() -> list[Any]:
+                return await read_topic(settings, qualified("hazards.observations", namespace))
+
+            await wait_for(lambda: _non_empty(letters), timeout=30, what="a dead letter")
+            [letter] = await letters()
+            assert letter.error.startswith("TooManyElements")
+            assert "SONAE_INTAKE_CAP_MAX_CIRCLES" in letter.error
+            await wait_for(lambda: _non_empty(warnings), timeout=30,
+                           what="the next record's warning")
+        finally:
+            stop.set()
+            await asyncio.wait_for(ingest, 15)
+
+
+async def _non_empty(read: Any) -> bool:
+    return bool(await read())
