@@ -120,6 +120,64 @@ class Settings(BaseSettings):
         default=4 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024,
         description="Intake: largest JMA XML message (JMA's largest sample is 548 kB).",
     )
+    intake_unauthenticated_rate_per_second: float = Field(
+        default=10.0, gt=0, le=1_000_000,
+        description="Intake: sustained requests per second per client address without a "
+                    "valid token (public paths, missing or invalid tokens; then 429).",
+    )
+    intake_unauthenticated_rate_burst: int = Field(
+        default=50, ge=1, le=1_000_000,
+        description="Intake: requests without a valid token a client address may make at once.",
+    )
+    intake_header_timeout_seconds: float = Field(
+        default=20.0, ge=0.5, le=3600,
+        description="Intake: seconds a connection may take to send a request's headers, "
+                    "counted from its opening or the previous response (idle keep-alive "
+                    "included); then it is closed.",
+    )
+    intake_body_timeout_seconds: float = Field(
+        default=60.0, ge=0.5, le=3600,
+        description="Intake: seconds a request's body may take to arrive (then 408 and the "
+                    "connection is closed).",
+    )
+    intake_max_connections: int = Field(
+        default=1024, ge=1, le=1_000_000,
+        description="Intake: open HTTP connections at once; one more is answered 503 and "
+                    "closed.",
+    )
+    intake_parse_workers: int = Field(
+        default=2, ge=1, le=64,
+        description="Intake: threads parsing CAP and JMA XML at once (never the event loop).",
+    )
+    intake_parse_queue: int = Field(
+        default=8, ge=0, le=100_000,
+        description="Intake: XML documents that may wait for a parsing thread (then 503 with "
+                    "Retry-After).",
+    )
+    intake_cap_max_elements: int = Field(
+        default=20_000, ge=100, le=100_000_000,
+        description="Intake: elements in one CAP alert (then 413 naming the count).",
+    )
+    intake_cap_max_infos: int = Field(
+        default=16, ge=1, le=100_000_000, description="Intake: info blocks in one CAP alert.")
+    intake_cap_max_areas: int = Field(
+        default=500, ge=1, le=100_000_000, description="Intake: area elements in one CAP alert.")
+    intake_cap_max_polygons: int = Field(
+        default=100, ge=1, le=100_000_000,
+        description="Intake: polygon elements in one CAP alert.")
+    intake_cap_max_circles: int = Field(
+        default=100, ge=1, le=100_000_000,
+        description="Intake: circle elements in one CAP alert.")
+    intake_cap_max_polygon_points: int = Field(
+        default=20_000, ge=4, le=100_000_000,
+        description="Intake: points of all polygons of one CAP alert together.")
+    intake_cap_max_geocodes: int = Field(
+        default=2_000, ge=1, le=100_000_000,
+        description="Intake: geocode elements in one CAP alert.")
+    intake_jma_max_elements: int = Field(
+        default=100_000, ge=100, le=100_000_000,
+        description="Intake: elements in one JMA XML message (then 413).",
+    )
     intake_url: str | None = Field(
         default=None,
         description="Intake's base URL as other processes reach it (the gateway forwards "
@@ -142,6 +200,20 @@ class Settings(BaseSettings):
     cap_base_url: str | None = Field(
         default=None,
         description="Broadcaster: absolute base URL of the CAP feed's links (behind a proxy).",
+    )
+    gateway_message_rate_per_second: float = Field(
+        default=10.0, gt=0, le=1_000_000,
+        description="Gateway: sustained websocket messages per second a connection may send "
+                    "(then an error rate_limited and close 1008).",
+    )
+    gateway_message_burst: int = Field(
+        default=40, ge=1, le=1_000_000,
+        description="Gateway: websocket messages a connection may send at once.",
+    )
+    gateway_max_connections_per_address: int = Field(
+        default=64, ge=1, le=1_000_000,
+        description="Gateway: websocket connections open at once from one client address "
+                    "(one more is closed with 1013); raise it behind a proxy or NAT.",
     )
     push_contact: str = Field(
         default="mailto:sonae@localhost",

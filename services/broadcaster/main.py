@@ -62,6 +62,7 @@ from services.broadcaster.push import (
 from services.broadcaster.templates import Composer, load_templates
 from services.broadcaster.webhooks import WebhookConfig, webhooks_for
 from services.common.bus import Publisher
+from services.common.httpguard import runner_options
 from services.common.retry import sleep_until
 from services.common.runtime import run_service
 from services.common.webpush import ensure_vapid_keys
@@ -176,7 +177,8 @@ async def serve(settings: Settings, stop: asyncio.Event, *, options: Options | N
                 author=templates.cap.sender_name.get(region.default_language),
                 base_url=options.cap_base_url,
             )
-            runner = web.AppRunner(make_app(feed, pool, namespace, info), access_log=None)
+            runner = web.AppRunner(make_app(feed, pool, namespace, info), access_log=None,
+                                   **runner_options())
             await runner.setup()
             try:
                 await web.TCPSite(runner, settings.host, settings.broadcaster_port).start()

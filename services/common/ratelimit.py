@@ -1,5 +1,6 @@
-"""A token bucket per key, for HTTP rate limits: intake's per token subject, the gateway's
-push subscriptions per client address.
+"""A token bucket per key, for rate limits: intake's per token subject and per client
+address (requests without a valid token), the gateway's push subscriptions per client
+address and its websocket messages per connection.
 
 Pure (the caller passes the monotonic time): :mod:`services.intake.http` spends
 one token per authenticated request (``SONAE_INTAKE_RATE_PER_SECOND``,

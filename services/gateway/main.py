@@ -25,6 +25,7 @@ from infra.settings import Settings
 from schemas.region import Region, RegionPackError, load_region
 from schemas.topics import is_drill
 from services.common.bus import Publisher
+from services.common.httpguard import runner_options
 from services.common.revocation import Connect, DenyList
 from services.common.runtime import run_service
 from services.gateway.cop import COP, RegionIndex
@@ -101,7 +102,7 @@ async def running(settings: Settings, *, region: Region | None = None,
     push = PushApi(settings, region, pool)
     runner = web.AppRunner(build_app(region, gateway_port=ws_port,
                                      namespace=settings.namespace, hub=hub, push=push),
-                           access_log=None)
+                           access_log=None, **runner_options())
     try:
         await push.start()
         await producer.start()
@@ -109,7 +110,10 @@ async def running(settings: Settings, *, region: Region | None = None,
         gateway = Gateway(hub, secret=settings.token_secret, namespace=settings.namespace,
                           area_ids=[d.id for d in region.districts],
                           publisher=Publisher(producer, settings.namespace), reports=reports,
-                          queue_size=queue_size, max_token_lifetime=settings.token_max_ttl)
+                          queue_size=queue_size, max_token_lifetime=settings.token_max_ttl,
+                          message_rate=settings.gateway_message_rate_per_second,
+                          message_burst=settings.gateway_message_burst,
+                          max_per_address=settings.gateway_max_connections_per_address)
         denylist = None
         if revocation is not None:
             denylist = DenyList(revocation, poll_seconds=settings.token_denylist_poll_seconds,

@@ -16,7 +16,14 @@ connection stays, until :data:`GARBAGE_LIMIT` of them within
 :data:`GARBAGE_WINDOW` seconds close it with 1008; browsers are admitted only
 from allowed origins (clients without an ``Origin`` header are not browsers
 and are admitted); a missing hello closes with 1008, a bad token with 4401, a
-role that has no view (``sensor``) with 4403.
+role that has no view (``sensor``) with 4403. Every connection, signed in or not, has
+a token bucket of messages (``SONAE_GATEWAY_MESSAGE_RATE_PER_SECOND``,
+``SONAE_GATEWAY_MESSAGE_BURST``): a message past it gets an ``error`` ``rate_limited``
+and the connection is closed with 1008, since a client that floods is not following
+the protocol and answering each message would cost what the limit saves. One address
+may hold at most ``SONAE_GATEWAY_MAX_CONNECTIONS_PER_ADDRESS`` connections at once;
+one more gets an ``error`` ``too_many_connections`` and is closed with 1013 (try
+again later) before its hello is read.
 
 Tokens: a field or shelter_staff token carries the team's areas and a hello can
 only narrow them (other areas close with 4403); a session closes with 4401 and
@@ -45,6 +52,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Origin
 
+from infra.settings import Settings
 from schemas.common import utc_now
 from schemas.envelope import derive_id, new_event
 from schemas.evacuation import EvacuationCommand
@@ -52,6 +60,7 @@ from schemas.events import problems_from
 from schemas.topics import is_drill
 from services.common.auth import AuthError, Principal, Role, verify_token
 from services.common.bus import Publisher
+from services.common.ratelimit import RateLimiter
 from services.common.retry import sleep_until
 from services.gateway.errors import InvalidPosition, Refused
 from services.gateway.hub import CLIENT_QUEUE_SIZE, OVERLOAD, Client, Hub, Resume, encode
@@ -65,7 +74,10 @@ __all__ = [
     "GARBAGE_WINDOW",
     "HEARTBEAT_INTERVAL",
     "HELLO_TIMEOUT",
+    "MAX_CONNECTIONS_PER_ADDRESS",
     "MAX_MESSAGE_BYTES",
+    "MESSAGE_BURST",
+    "MESSAGE_RATE",
     "PING_INTERVAL",
     "PING_TIMEOUT",
     "Gateway",
@@ -97,6 +109,14 @@ GARBAGE_LIMIT: Final = 5
 GARBAGE_WINDOW: Final = 60.0
 EXTRA_ORIGINS: Final[tuple[str, ...]] = ()
 """Browser origins admitted besides the dashboard's own (e.g. a reverse proxy's)."""
+
+_DEFAULTS: Final = Settings.model_fields
+MESSAGE_RATE: Final[float] = _DEFAULTS["gateway_message_rate_per_second"].default
+"""Sustained messages per second a connection may send (a dashboard sends a few a minute)."""
+MESSAGE_BURST: Final[int] = _DEFAULTS["gateway_message_burst"].default
+"""Messages a connection may send at once (an HQ operator's quick series of commands)."""
+MAX_CONNECTIONS_PER_ADDRESS: Final[int] = _DEFAULTS["gateway_max_connections_per_address"].default
+"""Connections one client address may hold open at once."""
 
 POLICY = 1008
 UNAUTHORIZED = 4401
@@ -157,8 +177,11 @@ class IntakeReports:
 class _Session:
     """What the server knows about one connection after its hello."""
 
-    def __init__(self, token: str | None, principal: Principal | None, viewer: Viewer) -> None:
+    def __init__(self, token: str | None, principal: Principal | None, viewer: Viewer,
+                 messages: RateLimiter | None = None) -> None:
         self.token = token
+        self.messages = messages
+        """The connection's message bucket (kept from before the hello)."""
         self.principal = principal
         self.viewer = viewer
         self.garbage: deque[float] = deque()
@@ -174,8 +197,15 @@ class Gateway:
                  reports: ReportSink | None = None, queue_size: int = CLIENT_QUEUE_SIZE,
                  clock: Callable[[], datetime] = utc_now,
                  denylist: Container[str] = frozenset(),
-                 max_token_lifetime: timedelta | None = None) -> None:
+                 max_token_lifetime: timedelta | None = None,
+                 message_rate: float = MESSAGE_RATE, message_burst: int = MESSAGE_BURST,
+                 max_per_address: int = MAX_CONNECTIONS_PER_ADDRESS) -> None:
         self.hub = hub
+        self.message_rate = message_rate
+        self.message_burst = message_burst
+        self.max_per_address = max_per_address
+        self._per_address: dict[str, int] = {}
+        """Open connections by client address."""
         self.denylist = denylist
         self.max_token_lifetime = max_token_lifetime
         # Signed-in sessions by token id, so a revocation reaches their connections.
@@ -192,16 +222,42 @@ class Gateway:
     # --- connection lifecycle -----------------------------------------------------
 
     async def handler(self, ws: ServerConnection) -> None:
-        """Serve one connection until it closes."""
+        """Serve one connection until it closes (at most so many per client address)."""
+        address = _address(ws)
+        held = self._per_address.get(address, 0)
+        if held >= self.max_per_address:
+            log.info("refused a connection from %s: %d open already", address, held)
+            await self._error(ws, None, "too_many_connections",
+                              f"{held} connections are open from your address, the most one "
+                              "address may hold; close one or retry later")
+            await close_connection(ws, OVERLOAD, "too many connections from your address")
+            return
+        self._per_address[address] = held + 1
         try:
-            session, position = await asyncio.wait_for(self._hello(ws), HELLO_TIMEOUT)
+            await self._serve(ws)
+        finally:
+            left = self._per_address[address] - 1
+            if left:
+                self._per_address[address] = left
+            else:
+                del self._per_address[address]
+
+    def connections_from(self, address: str) -> int:
+        """Connections open from ``address`` now."""
+        return self._per_address.get(address, 0)
+
+    async def _serve(self, ws: ServerConnection) -> None:
+        messages = RateLimiter(self.message_burst, self.message_rate, max_keys=1)
+        try:
+            session, position = await asyncio.wait_for(self._hello(ws, messages),
+                                                       HELLO_TIMEOUT)
         except TimeoutError:
             await self._error(ws, None, "no_hello", "say hello first")
             await close_connection(ws, POLICY, "no hello")
             return
         except Refused as e:
             await self._error(ws, None, e.code, e.message)
-            await close_connection(ws, e.close or POLICY, e.message[:120])
+            await close_connection(ws, e.close or POLICY, _close_reason(e))
             return
         except ConnectionClosed:
             return
@@ -290,15 +346,19 @@ class Gateway:
 
     # --- hello ----------------------------------------------------------------------
 
-    async def _hello(self, ws: ServerConnection) -> tuple[_Session, Position | None]:
+    async def _hello(self, ws: ServerConnection, messages: RateLimiter
+                     ) -> tuple[_Session, Position | None]:
         garbage = 0
         while True:
             raw = await ws.recv()
             try:
+                self._spend(messages)
                 document = _parse(raw)
                 if document.get("type") != "hello":
                     raise Refused("hello_expected", "the first message must be a hello")
-                return self._session_from(document)
+                session, position = self._session_from(document)
+                session.messages = messages
+                return session, position
             except Refused as e:
                 if e.close is not None:
                     raise
@@ -371,10 +431,18 @@ class Gateway:
         with contextlib.suppress(ConnectionClosed):  # any close ends the connection's work
             await self._requests(ws, session)
 
+    def _spend(self, messages: RateLimiter | None) -> None:
+        """One message of the connection's bucket; past it, refused with a close (1008)."""
+        if messages is not None and messages.take("", time.monotonic()) > 0:
+            raise Refused("rate_limited",
+                          f"more than {self.message_burst} messages at once or "
+                          f"{self.message_rate:g} per second; closing", close=POLICY)
+
     async def _requests(self, ws: ServerConnection, session: _Session) -> None:
         async for raw in ws:
             request_id = None
             try:
+                self._spend(session.messages)
                 document = _parse(raw)
                 request_id = _request_id(document)
                 kind = document.get("type")
@@ -391,6 +459,9 @@ class Gateway:
                                   "ping, command or report")
             except Refused as e:
                 await self._error(ws, request_id, e.code, e.message, e.errors)
+                if e.close is not None:
+                    await close_connection(ws, e.close, _close_reason(e))
+                    return
                 if e.code in _GARBAGE and self._too_much_garbage(session):
                     await close_connection(ws, POLICY, "too many bad messages")
                     return
@@ -485,6 +556,19 @@ class Gateway:
         if errors:
             reply["errors"] = list(errors)
         await self._send(ws, reply)
+
+
+def _close_reason(refused: Refused) -> str:
+    # A close reason is at most 123 bytes; the error message before it says the details.
+    if refused.code == "rate_limited":
+        return "message rate exceeded"
+    return refused.message[:120]
+
+
+def _address(ws: ServerConnection) -> str:
+    """The client's IP address (the peer of the TCP connection, a proxy's if behind one)."""
+    peer = ws.remote_address
+    return str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
 
 
 def _parse(raw: str | bytes) -> dict[str, Any]:

@@ -30,14 +30,17 @@ from pydantic import BaseModel, ConfigDict, Field
 from schemas.common import Problem
 from services.intake.errors import (
     BodyTooLarge,
+    BodyTooSlow,
     ClientIdConflict,
     FieldError,
     InputRefused,
     InvalidInput,
     MalformedInput,
     NotPermitted,
+    Overloaded,
     RateLimited,
     SenderNotPermitted,
+    TooManyElements,
     UnknownReport,
     UnknownShelter,
     UnsupportedMediaType,
@@ -142,7 +145,7 @@ class ErrorBody(_Response):
 
     error: str
     """A stable code: malformed, invalid, unauthorized, forbidden, not_found, conflict,
-    too_large, unsupported_media_type, rate_limited, unavailable, internal."""
+    timeout, too_large, unsupported_media_type, rate_limited, unavailable, internal."""
     message: str
     """What went wrong, in words."""
     errors: list[ErrorItem] | None = None
@@ -196,11 +199,14 @@ REFUSALS: Final[Mapping[type[InputRefused], tuple[int, str]]] = MappingProxyType
     SenderNotPermitted: (403, "sender_not_permitted"),
     UnknownReport: (404, "not_found"),
     UnknownShelter: (404, "not_found"),
+    BodyTooSlow: (408, "timeout"),
     ClientIdConflict: (409, "conflict"),
     BodyTooLarge: (413, "too_large"),
+    TooManyElements: (413, "too_large"),
     UnsupportedMediaType: (415, "unsupported_media_type"),
     InvalidInput: (422, "invalid"),
     RateLimited: (429, "rate_limited"),
+    Overloaded: (503, "unavailable"),
 })
 """Each refusal's HTTP status and :attr:`ErrorBody.error` code (a subclass answers as the
 nearest class listed; a refusal listed nowhere is a plain 400 ``bad_request``)."""
@@ -240,7 +246,8 @@ class Answer:
 def refusal(error: InputRefused) -> Answer:
     """The answer to a refusal: its status and code from :data:`REFUSALS`, its field errors."""
     status, code = _status_and_code(error)
-    headers = {"Retry-After": str(error.retry_after)} if isinstance(error, RateLimited) else {}
+    headers = ({"Retry-After": str(error.retry_after)}
+               if isinstance(error, RateLimited | Overloaded) else {})
     return Answer(status, error_body(code, error.message, error.errors), headers)
 
 

@@ -12,8 +12,11 @@
     │   ├── UnknownShelter      the URL names no shelter of the region pack
     │   ├── ClientIdConflict    the client id was already used for a different body
     │   ├── UnsupportedMediaType  the Content-Type (or charset) is not one the route reads
+    │   ├── BodyTooSlow         the body did not arrive within the read timeout
     │   ├── BodyTooLarge        the body exceeds the route's size limit
-    │   └── RateLimited         the token subject's bucket is empty; .retry_after in seconds
+    │   │   └── TooManyElements an XML document has more elements of a kind than allowed
+    │   ├── RateLimited         a token subject's or an address's bucket is empty; .retry_after
+    │   └── Overloaded          the parsing pool's queue is full; .retry_after in seconds
     ├── RawRejected             an ``intake.raw`` record cannot become an input (dead-lettered)
     ├── IntakeTablesMissing     the migrations that create intake's tables were not applied
     └── IntakeStartupError      intake cannot start: region pack, database or port
@@ -36,6 +39,7 @@ from dataclasses import dataclass
 
 __all__ = [
     "BodyTooLarge",
+    "BodyTooSlow",
     "ClientIdConflict",
     "FieldError",
     "InputRefused",
@@ -45,9 +49,11 @@ __all__ = [
     "InvalidInput",
     "MalformedInput",
     "NotPermitted",
+    "Overloaded",
     "RateLimited",
     "RawRejected",
     "SenderNotPermitted",
+    "TooManyElements",
     "UnknownReport",
     "UnknownShelter",
     "UnsupportedMediaType",
@@ -109,15 +115,35 @@ class UnsupportedMediaType(InputRefused):
     """The request's Content-Type (or its charset) is not one the route reads."""
 
 
+class BodyTooSlow(InputRefused):
+    """The body did not arrive within the read timeout (a slow or stalled client)."""
+
+
 class BodyTooLarge(InputRefused):
     """The body exceeds the route's size limit (refused while reading, not after)."""
 
 
+class TooManyElements(BodyTooLarge):
+    """An XML document has more elements of one kind (info, area, circle…) than allowed;
+    ``errors`` names each kind with its count and limit."""
+
+
 class RateLimited(InputRefused):
-    """The token subject has used its burst; ``retry_after`` is whole seconds to wait."""
+    """A bucket (a token subject's, or an address's without a valid token) is empty;
+    ``retry_after`` is whole seconds to wait."""
 
     def __init__(self, message: str, *, retry_after: int) -> None:
         super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Overloaded(InputRefused):
+    """The pool that parses XML has as many documents waiting as it may; nothing was read
+    into the record, and ``retry_after`` says when to try again."""
+
+    def __init__(self, message: str, *, retry_after: int = 1,
+                 errors: Sequence[FieldError] = ()) -> None:
+        super().__init__(message, errors=errors)
         self.retry_after = retry_after
 
 

@@ -11,19 +11,29 @@ Request pipeline, outermost first:
    (401 missing/invalid/expired/revoked — the deny list of
    :mod:`services.common.revocation` is consulted on every request — or longer-lived
    than ``SONAE_TOKEN_MAX_TTL_HOURS``; 403 for a ``public`` token), then the token
-   bucket of the token's subject (429 with Retry-After);
+   bucket of the token's subject (429 with Retry-After). A request without a valid
+   token — the public paths, an unknown route, a missing or invalid token — spends
+   from its client address's bucket instead, and is 429 with Retry-After once that
+   is empty: a flood of bad tokens cannot take the CPU, and valid tokens (the
+   gateway forwards every team's reports from one address) never share it;
 4. the handler — role check (403), Content-Type (415), size while reading
-   (413, before the whole body is buffered), JSON (400), then the service
-   (202/200/409/422, 404).
+   (413, before the whole body is buffered) within the body read timeout (408, and
+   the connection is closed), JSON (400), then the service (202/200/409/422, 404).
+   CAP and JMA documents are parsed in the bounded
+   :class:`~services.intake.parsepool.ParsePool`: 503 with Retry-After when it has as
+   many waiting as it may; 413 when a CAP document has more elements than allowed.
 
 The limits are settings (``SONAE_INTAKE_RATE_PER_SECOND``, ``SONAE_INTAKE_RATE_BURST``,
+``SONAE_INTAKE_UNAUTHENTICATED_RATE_PER_SECOND``, ``SONAE_INTAKE_UNAUTHENTICATED_RATE_BURST``,
 ``SONAE_INTAKE_MAX_JSON_BYTES``, ``SONAE_INTAKE_MAX_CAP_BYTES``,
-``SONAE_INTAKE_MAX_JMA_BYTES``); the constants below
-are their defaults, read from :class:`~infra.settings.Settings`.
+``SONAE_INTAKE_MAX_JMA_BYTES``, ``SONAE_INTAKE_BODY_TIMEOUT_SECONDS``); the constants
+below are their defaults, read from :class:`~infra.settings.Settings`. The header
+timeout and the connection cap are the server's (:mod:`services.common.httpguard`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -50,6 +60,7 @@ from services.intake.contract import ROUTER_CODES, Health, error_body, refusal
 from services.intake.domain import Action, require
 from services.intake.errors import (
     BodyTooLarge,
+    BodyTooSlow,
     InputRefused,
     NotPermitted,
     RateLimited,
@@ -64,6 +75,7 @@ from services.intake.service import Intake, Outcome
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "BODY_TIMEOUT",
     "CAP_TYPES",
     "JMA_TYPES",
     "JSON_TYPES",
@@ -72,6 +84,8 @@ __all__ = [
     "MAX_JSON_BYTES",
     "RATE_BURST",
     "RATE_PER_SECOND",
+    "UNAUTHENTICATED_RATE_BURST",
+    "UNAUTHENTICATED_RATE_PER_SECOND",
     "build_app",
 ]
 
@@ -86,6 +100,13 @@ RATE_BURST: Final[int] = _DEFAULTS["intake_rate_burst"].default
 """Requests a token may make at once."""
 RATE_PER_SECOND: Final[float] = _DEFAULTS["intake_rate_per_second"].default
 """Sustained requests per second per token subject."""
+UNAUTHENTICATED_RATE_BURST: Final[int] = _DEFAULTS["intake_unauthenticated_rate_burst"].default
+"""Requests without a valid token an address may make at once."""
+UNAUTHENTICATED_RATE_PER_SECOND: Final[float] = (
+    _DEFAULTS["intake_unauthenticated_rate_per_second"].default)
+"""Sustained requests per second without a valid token per client address."""
+BODY_TIMEOUT: Final[float] = _DEFAULTS["intake_body_timeout_seconds"].default
+"""Seconds a request's body may take to arrive (a field phone's 8 KiB report takes far less)."""
 JSON_TYPES: Final = frozenset({"application/json"})
 CAP_TYPES: Final = frozenset({"application/cap+xml", "application/xml", "text/xml"})
 JMA_TYPES: Final = frozenset({"application/xml", "text/xml"})
@@ -153,6 +174,8 @@ def build_app(
     *,
     secret: str | SecretStr,
     limiter: RateLimiter | None = None,
+    unauthenticated_limiter: RateLimiter | None = None,
+    body_timeout: float = BODY_TIMEOUT,
     max_json_bytes: int = MAX_JSON_BYTES,
     max_cap_bytes: int = MAX_CAP_BYTES,
     max_jma_bytes: int = MAX_JMA_BYTES,
@@ -163,10 +186,13 @@ def build_app(
     """The aiohttp application around ``intake``; nothing connects until it is served.
 
     ``denylist`` holds the revoked token ids (a live
-    :class:`~services.common.revocation.DenyList` in the process).
+    :class:`~services.common.revocation.DenyList` in the process). ``limiter`` is
+    per token subject, ``unauthenticated_limiter`` per client address.
     """
     metrics = intake.metrics
     limiter = limiter or RateLimiter(RATE_BURST, RATE_PER_SECOND)
+    anonymous = unauthenticated_limiter or RateLimiter(UNAUTHENTICATED_RATE_BURST,
+                                                       UNAUTHENTICATED_RATE_PER_SECOND)
     verify = _TokenVerifier(secret, denylist=denylist, max_lifetime=max_token_lifetime)
 
     @web.middleware
@@ -187,7 +213,10 @@ def build_app(
             return await handler(request)
         except InputRefused as e:
             answer = refusal(e)
-            return _json(answer.status, answer.body, dict(answer.headers))
+            response = _json(answer.status, answer.body, dict(answer.headers))
+            if isinstance(e, BodyTooSlow):
+                response.force_close()  # the rest of a stalled body is not waited for
+            return response
         except AuthError as e:
             challenge = 'Bearer realm="sonae"'
             if not isinstance(e, TokenMissing):
@@ -212,8 +241,13 @@ def build_app(
                            handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
                            ) -> web.StreamResponse:
         if request.path in _PUBLIC_PATHS or request.match_info.http_exception is not None:
+            unauthenticated(request)
             return await handler(request)
-        principal = verify(bearer_token(request.headers.get("Authorization")))
+        try:
+            principal = verify(bearer_token(request.headers.get("Authorization")))
+        except AuthError:
+            unauthenticated(request)  # 429 rather than 401 once the address's bucket is empty
+            raise
         if principal.role is Role.PUBLIC:
             raise NotPermitted("a public token cannot use intake")
         wait = limiter.take(principal.subject, monotonic())
@@ -225,6 +259,16 @@ def build_app(
         request[_PRINCIPAL] = principal
         return await handler(request)
 
+    def unauthenticated(request: web.Request) -> None:
+        """Spend one token of the client address's bucket; 429 when it is empty."""
+        address = request.remote or "unknown"
+        wait = anonymous.take(address, monotonic())
+        if wait > 0:
+            seconds = retry_after_seconds(wait)
+            raise RateLimited(
+                f"too many requests without a valid token from {address}; retry in "
+                f"{seconds} s", retry_after=seconds)
+
     async def body(request: web.Request, types: frozenset[str], limit: int) -> bytes:
         if request.content_type not in types:
             raise UnsupportedMediaType(f"Content-Type must be {' or '.join(sorted(types))}, "
@@ -235,10 +279,15 @@ def build_app(
         if request.content_length is not None and request.content_length > limit:
             raise too_large
         data = bytearray()
-        async for chunk in request.content.iter_chunked(64 * 1024):
-            data += chunk
-            if len(data) > limit:
-                raise too_large
+        try:
+            async with asyncio.timeout(body_timeout):
+                async for chunk in request.content.iter_chunked(64 * 1024):
+                    data += chunk
+                    if len(data) > limit:
+                        raise too_large
+        except TimeoutError:
+            raise BodyTooSlow(f"the body did not arrive within {body_timeout:g} s "
+                              f"({len(data)} bytes received)") from None
         return bytes(data)
 
     def answer(outcome: Outcome) -> web.Response:
@@ -275,14 +324,16 @@ def build_app(
     async def post_cap(request: web.Request) -> web.Response:
         principal = request[_PRINCIPAL]
         require(principal, Action.CAP)
-        return answer(await intake.submit_cap(principal,
-                                              await body(request, CAP_TYPES, max_cap_bytes)))
+        xml = await body(request, CAP_TYPES, max_cap_bytes)
+        intake.parsing.admit()  # 503 when the parsing pool is full (no await until it runs)
+        return answer(await intake.submit_cap(principal, xml))
 
     async def post_jma(request: web.Request) -> web.Response:
         principal = request[_PRINCIPAL]
         require(principal, Action.JMA)
-        return answer(await intake.submit_jma(principal,
-                                              await body(request, JMA_TYPES, max_jma_bytes)))
+        xml = await body(request, JMA_TYPES, max_jma_bytes)
+        intake.parsing.admit()
+        return answer(await intake.submit_jma(principal, xml))
 
     database_down = False
 

@@ -3,8 +3,11 @@
 The format itself (safe parse, XSD validation, typed reading, the mapping to
 payloads) is :mod:`schemas.jma`; this module is intake's adapter around it:
 
-- :func:`read_and_map` parses off the event loop (a 500 kB message with its
-  schema validation takes tens of milliseconds) and translates
+- :func:`map_bytes` parses, validates and maps (blocking: intake runs it in its
+  bounded :class:`~services.intake.parsepool.ParsePool`, never on the event loop —
+  a 500 kB message with its schema validation takes tens of milliseconds; the
+  message's size and element count are bounded by :func:`schemas.jma.parse_jma`)
+  and translates
   :class:`~schemas.jma.JmaError` into intake's refusals, pointer and all:
   too large 413, not well-formed 400, schema-invalid or unsupported 422 — the
   answers the CAP path gives;
@@ -20,7 +23,6 @@ payloads) is :mod:`schemas.jma`; this module is intake's adapter around it:
 
 from __future__ import annotations
 
-import asyncio
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -34,6 +36,7 @@ from schemas.hazards import (
     SeismicIntensityPayload,
 )
 from schemas.jma import (
+    DEFAULT_MAX_ELEMENTS,
     JmaAreaTable,
     JmaError,
     JmaNotWellFormed,
@@ -53,7 +56,7 @@ from services.intake.errors import (
     MalformedInput,
 )
 
-__all__ = ["JmaInput", "jma_events", "jma_scope", "map_bytes", "read_and_map"]
+__all__ = ["JmaInput", "jma_events", "jma_scope", "map_bytes"]
 
 _MAX_ERRORS: Final = 20
 
@@ -91,20 +94,17 @@ def _refusal(error: JmaError) -> InputRefused:
     return InvalidInput(str(error), errors=errors)
 
 
-def map_bytes(data: bytes, table: JmaAreaTable, *, max_bytes: int) -> JmaInput:
+def map_bytes(data: bytes, table: JmaAreaTable, *, max_bytes: int,
+              max_elements: int = DEFAULT_MAX_ELEMENTS) -> JmaInput:
     """Parse, validate and map one message (blocking: run it off the loop)."""
     try:
-        signals = map_message(read_jma(data, max_bytes=max_bytes), table)
+        signals = map_message(
+            read_jma(data, max_bytes=max_bytes, max_elements=max_elements), table)
     except JmaError as e:
         raise _refusal(e) from None
     cancellations = cancellation_warnings(signals, table)
     return JmaInput(signals, (*signals.warnings, *cancellations), signals.notes,
                     quake_withdrawals(signals))
-
-
-async def read_and_map(data: bytes, table: JmaAreaTable, *, max_bytes: int) -> JmaInput:
-    """:func:`map_bytes` in a worker thread, so a large message never stalls the loop."""
-    return await asyncio.to_thread(map_bytes, data, table, max_bytes=max_bytes)
 
 
 def jma_events(mapped: JmaInput, scope: str, client_id: str, now: datetime, *,

@@ -22,12 +22,15 @@ from infra.settings import Settings
 from infra.topics import ensure_topics
 from schemas.jma import load_jma_table
 from schemas.region import RegionPackError, load_region
+from services.common.httpguard import GuardedSite, runner_options
 from services.common.revocation import DenyList
 from services.common.runtime import run_service
+from services.intake.cap import CapLimits
 from services.intake.errors import IntakeStartupError, IntakeTablesMissing
 from services.intake.http import build_app
 from services.intake.ingest import Ingest
 from services.intake.metrics import IntakeMetrics
+from services.intake.parsepool import ParsePool
 from services.intake.ratelimit import RateLimiter
 from services.intake.relay import Relay
 from services.intake.service import Intake
@@ -65,8 +68,11 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         store = Store(pool, settings.namespace)
         await store.check_tables()
         metrics = IntakeMetrics()
+        parsing = ParsePool(settings.intake_parse_workers, settings.intake_parse_queue)
         intake = Intake(store, region, metrics=metrics, jma_table=jma_table,
-                        max_jma_bytes=settings.intake_max_jma_bytes)
+                        max_jma_bytes=settings.intake_max_jma_bytes,
+                        max_jma_elements=settings.intake_jma_max_elements,
+                        cap_limits=CapLimits.from_settings(settings), parsing=parsing)
         relay = Relay(
             store,
             lambda: clients.producer(settings, request_timeout_ms=PRODUCER_REQUEST_TIMEOUT_MS),
@@ -80,14 +86,19 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
                         denylist=denylist, max_token_lifetime=settings.token_max_ttl,
                         limiter=RateLimiter(settings.intake_rate_burst,
                                             settings.intake_rate_per_second),
+                        unauthenticated_limiter=RateLimiter(
+                            settings.intake_unauthenticated_rate_burst,
+                            settings.intake_unauthenticated_rate_per_second),
+                        body_timeout=settings.intake_body_timeout_seconds,
                         max_json_bytes=settings.intake_max_json_bytes,
                         max_cap_bytes=settings.intake_max_cap_bytes,
                         max_jma_bytes=settings.intake_max_jma_bytes)
-        runner = web.AppRunner(app, access_log=None)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=HTTP_SHUTDOWN_GRACE,
+                               **runner_options(settings.intake_header_timeout_seconds))
         await runner.setup()
         try:
-            site = web.TCPSite(runner, settings.host, settings.intake_port,
-                               shutdown_timeout=HTTP_SHUTDOWN_GRACE)
+            site = GuardedSite(runner, settings.host, settings.intake_port,
+                               max_connections=settings.intake_max_connections)
             try:
                 await site.start()
             except OSError as e:
@@ -102,6 +113,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
                 tg.create_task(denylist.run(stop), name="intake-denylist")
         finally:
             await runner.cleanup()
+            parsing.close()
     finally:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(pool.close(), 5.0)

@@ -43,11 +43,15 @@ def _errors(*codes: int) -> dict[str, Any]:
         403: "The token's role may not do this.",
         404: "No such report or shelter.",
         409: "The client id was already used for a different body.",
-        413: "The body exceeds the size limit.",
+        408: "The body was not received in time (SONAE_INTAKE_BODY_TIMEOUT_SECONDS).",
+        413: "The body exceeds the size limit, or an XML document has more elements of a "
+             "kind than allowed (each limit and count named in errors).",
         415: "Wrong Content-Type.",
         422: "Well-formed but invalid: every field error, with a JSON pointer.",
-        429: "Rate limit of this token exceeded; see Retry-After.",
-        503: "Storage unavailable; retry (see Retry-After).",
+        429: "Rate limit of this token (or, without a valid token, of this address) "
+             "exceeded; see Retry-After.",
+        503: "Storage unavailable, or too many XML documents waiting to be parsed; retry "
+             "(see Retry-After).",
     }
     return {str(c): {"description": words[c], **_json_body("ErrorBody")} for c in codes}
 
@@ -168,7 +172,7 @@ def openapi_document(region: Region) -> dict[str, Any]:
                 "security": bearer,
                 "requestBody": {"required": True, **_json_body("ReportRequest")},
                 "responses": {**accepted,
-                              **_errors(400, 401, 403, 409, 413, 415, 422, 429, 503)},
+                              **_errors(400, 401, 403, 408, 409, 413, 415, 422, 429, 503)},
             }},
             "/v1/reports/{id}": {"get": {
                 "summary": "A report's outcome: accepted or rejected, and why",
@@ -190,7 +194,7 @@ def openapi_document(region: Region) -> dict[str, Any]:
                                _IDEMPOTENCY_KEY],
                 "requestBody": {"required": True, **_json_body("ShelterStatusRequest")},
                 "responses": {**accepted,
-                              **_errors(400, 401, 403, 404, 409, 413, 415, 422, 429, 503)},
+                              **_errors(400, 401, 403, 404, 408, 409, 413, 415, 422, 429, 503)},
             }},
             "/v1/hazards/observations": {"post": {
                 "summary": "Submit a gauge reading, a warning or seismic intensities",
@@ -199,7 +203,7 @@ def openapi_document(region: Region) -> dict[str, Any]:
                 "parameters": [_IDEMPOTENCY_KEY],
                 "requestBody": {"required": True, **_json_body("HazardObservationRequest")},
                 "responses": {**accepted,
-                              **_errors(400, 401, 403, 409, 413, 415, 422, 429, 503)},
+                              **_errors(400, 401, 403, 408, 409, 413, 415, 422, 429, 503)},
             }},
             "/v1/cap": {"post": {
                 "summary": "Ingest an external CAP 1.2 alert as hazard.warning events",
@@ -212,7 +216,7 @@ def openapi_document(region: Region) -> dict[str, Any]:
                     media: {"schema": {"type": "string"}}
                     for media in ("application/cap+xml", "application/xml", "text/xml")}},
                 "responses": {**accepted,
-                              **_errors(400, 401, 403, 409, 413, 415, 422, 429, 503)},
+                              **_errors(400, 401, 403, 408, 409, 413, 415, 422, 429, 503)},
             }},
             "/v1/jma": {"post": {
                 "summary": "Ingest a 気象庁防災情報XML message as hazard.warning / "
@@ -235,23 +239,25 @@ def openapi_document(region: Region) -> dict[str, Any]:
                                            "region (Ignored: the reason, nothing recorded).",
                             "content": {"application/json": {"schema": {"oneOf": [
                                 _ref("Acknowledgement"), _ref("Ignored")]}}}},
-                    **_errors(400, 401, 403, 409, 413, 415, 422, 429, 503)},
+                    **_errors(400, 401, 403, 408, 409, 413, 415, 422, 429, 503)},
             }},
             "/healthz": {"get": {
                 "summary": "Health: healthy while the database answers (the broker may be "
                            "down: intake still accepts); the reason is logged, not returned",
                 "responses": {"200": {"description": "Healthy.", **_json_body("Health")},
                               "503": {"description": "Unhealthy (database unreachable).",
-                                      **_json_body("Health")}},
+                                      **_json_body("Health")},
+                              **_errors(429)},
             }},
             "/metrics": {"get": {
                 "summary": "Prometheus metrics (text exposition format)",
                 "responses": {"200": {"description": "Metrics.",
-                                      "content": {"text/plain": {"schema": {"type": "string"}}}}},
+                                      "content": {"text/plain": {"schema": {"type": "string"}}}},
+                              **_errors(429)},
             }},
             "/v1/openapi.json": {"get": {
                 "summary": "This document",
-                "responses": {"200": {"description": "OpenAPI 3.1."}},
+                "responses": {"200": {"description": "OpenAPI 3.1."}, **_errors(429)},
             }},
         },
     }

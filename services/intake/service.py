@@ -17,13 +17,14 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
+from functools import partial
 from typing import Any
 from uuid import UUID
 
 from schemas.common import Problem, utc_now
 from schemas.envelope import Envelope, new_event
 from schemas.hazards import HazardWarning
-from schemas.jma import DEFAULT_MAX_BYTES, JmaAreaTable, load_jma_table
+from schemas.jma import DEFAULT_MAX_BYTES, DEFAULT_MAX_ELEMENTS, JmaAreaTable, load_jma_table
 from schemas.region import Region
 from services.common.auth import Principal
 from services.intake import cap
@@ -65,8 +66,9 @@ from services.intake.errors import (
     InvalidInput,
     UnknownReport,
 )
-from services.intake.jma import jma_events, jma_scope, read_and_map
+from services.intake.jma import jma_events, jma_scope, map_bytes
 from services.intake.metrics import IntakeMetrics
+from services.intake.parsepool import ParsePool
 from services.intake.store import Recorded, ReportRow, Store, Write
 
 __all__ = ["Intake", "Outcome"]
@@ -106,6 +108,9 @@ class Intake:
         clock: Callable[[], datetime] = utc_now,
         jma_table: JmaAreaTable | None = None,
         max_jma_bytes: int = DEFAULT_MAX_BYTES,
+        max_jma_elements: int = DEFAULT_MAX_ELEMENTS,
+        cap_limits: cap.CapLimits | None = None,
+        parsing: ParsePool | None = None,
     ) -> None:
         self.store = store
         self.namespace = store.namespace
@@ -116,6 +121,11 @@ class Intake:
         self._areas = cap.RegionAreas(region)
         self._jma_table = jma_table
         self._max_jma_bytes = max_jma_bytes
+        self._max_jma_elements = max_jma_elements
+        self._cap_limits = cap_limits or cap.CapLimits()
+        self.parsing = parsing or ParsePool()
+        """Where XML is parsed and mapped: never on the event loop (HTTP asks it to admit
+        a document first)."""
 
     @property
     def jma_table(self) -> JmaAreaTable:
@@ -263,10 +273,11 @@ class Intake:
         """An external CAP 1.2 alert → one ``hazard.warning`` per mapped info block."""
         require(principal, Action.CAP)
         now = self._clock()
+        languages = tuple(dict.fromkeys((self.region.default_language, "en")))
         try:
-            alert = cap.read_alert(xml)
-            languages = tuple(dict.fromkeys((self.region.default_language, "en")))
-            mapped = cap.map_alert(alert, self._areas, preferred_languages=languages)
+            alert, mapped = await self.parsing.run(partial(
+                cap.read_and_map, xml, self._areas, limits=self._cap_limits,
+                preferred_languages=languages))
             if mapped.occurred_at > now + MAX_FUTURE_SKEW:
                 raise InvalidInput("the alert was sent in the future", errors=[FieldError(
                     "/alert/sent", f"is {mapped.occurred_at.isoformat()}, in the future",
@@ -307,7 +318,9 @@ class Intake:
         require(principal, Action.JMA)
         now = self._clock()
         try:
-            mapped = await read_and_map(xml, self.jma_table, max_bytes=self._max_jma_bytes)
+            mapped = await self.parsing.run(partial(
+                map_bytes, xml, self.jma_table, max_bytes=self._max_jma_bytes,
+                max_elements=self._max_jma_elements))
             signals = mapped.signals
             if signals.report_date_time > now + MAX_FUTURE_SKEW:
                 raise InvalidInput("the message was reported in the future", errors=[FieldError(

@@ -8,7 +8,15 @@ import asyncio
 import inspect
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Container, Iterable, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Container,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar, overload
@@ -32,6 +40,7 @@ from schemas.region import load_region
 from schemas.topics import qualified, split_qualified
 from services.common.auth import AREA_ROLES, Role, issue_token
 from services.common.bus import Publisher
+from services.common.httpguard import GuardedSite, runner_options
 from services.intake.domain import Kind
 from services.intake.http import build_app
 from services.intake.metrics import IntakeMetrics
@@ -235,23 +244,33 @@ async def start_intake(settings: Settings, pool: asyncpg.Pool,
                        limiter: RateLimiter | None = None,
                        max_json_bytes: int = 64 * 1024,
                        denylist: Container[str] = frozenset(),
-                       max_token_lifetime: timedelta | None = None) -> AsyncIterator[Running]:
-    """Migrate, create topics, and serve intake until the caller's context ends."""
+                       max_token_lifetime: timedelta | None = None, *,
+                       intake_options: Mapping[str, Any] | None = None,
+                       app_options: Mapping[str, Any] | None = None,
+                       header_timeout: float = 20.0,
+                       max_connections: int = 1024) -> AsyncIterator[Running]:
+    """Migrate, create topics, and serve intake until the caller's context ends.
+
+    Served as the process serves it: the guarded site (connection cap) and the
+    header timeout; ``intake_options`` and ``app_options`` go to ``Intake`` and
+    ``build_app``.
+    """
     await prepare_schema(pool)
     await ensure_topics(settings, settings.namespace)
     metrics = IntakeMetrics()
     store = Store(pool, settings.namespace)
     await store.check_tables()
-    intake = Intake(store, REGION, metrics=metrics)
+    intake = Intake(store, REGION, metrics=metrics, **(intake_options or {}))
     relay = Relay(store, lambda: clients.producer(settings), metrics=metrics,
                   poll_interval=0.2)
     app = build_app(intake, secret=SECRET,
                     limiter=limiter or RateLimiter(1000, 1000), max_json_bytes=max_json_bytes,
-                    denylist=denylist, max_token_lifetime=max_token_lifetime)
-    runner = web.AppRunner(app, access_log=None)
+                    denylist=denylist, max_token_lifetime=max_token_lifetime,
+                    **(app_options or {}))
+    runner = web.AppRunner(app, access_log=None, **runner_options(header_timeout))
     await runner.setup()
     port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    await GuardedSite(runner, "127.0.0.1", port, max_connections=max_connections).start()
     stop = asyncio.Event()
     relay_task = asyncio.create_task(relay.run(stop))
     session = aiohttp.ClientSession()
@@ -263,6 +282,33 @@ async def start_intake(settings: Settings, pool: asyncpg.Pool,
         await session.close()
         await asyncio.wait_for(relay_task, 10)
         await runner.cleanup()
+        intake.parsing.close()
+
+
+async def seconds_until_cut_off(host: str, port: int, *, give_up: float = 10.0) -> float:
+    """Open a connection, send a request line and then a header byte every 0.1 s (a
+    slow-loris client); return how long until the server closed it (AssertionError if
+    it had not after ``give_up`` seconds)."""
+    reader, writer = await asyncio.open_connection(host, port)
+    started = time.monotonic()
+    try:
+        writer.write(b"GET / HTTP/1.1\r\nHost: sonae\r\n")
+        while time.monotonic() - started < give_up:
+            try:
+                writer.write(b"X")
+                await writer.drain()
+            except ConnectionError:
+                return time.monotonic() - started
+            try:
+                if await asyncio.wait_for(reader.read(1024), 0.1) == b"":
+                    return time.monotonic() - started
+            except TimeoutError:
+                pass
+            except ConnectionError:
+                return time.monotonic() - started
+        raise AssertionError(f"a client trickling its headers was not cut off in {give_up} s")
+    finally:
+        writer.close()
 
 
 async def store_for(pool: asyncpg.Pool, namespace: str) -> Store:
