@@ -47,9 +47,12 @@ well under a minute on a loaded 2-core machine."""
 @pytest.fixture
 async def running(kafka_bootstrap: str, database_url: str, namespace: str,
                   db_pool: asyncpg.Pool) -> AsyncIterator[Running]:
-    """Intake with its rate limit raised out of the fuzzer's way."""
+    """Intake with its rate limits (per token and per address) raised out of the
+    fuzzer's way; every other limit as configured by default."""
     settings = make_settings(kafka_bootstrap, database_url, namespace)
-    async for r in start_intake(settings, db_pool, limiter=RateLimiter(10**6, 10**6)):
+    async for r in start_intake(
+            settings, db_pool, limiter=RateLimiter(10**6, 10**6),
+            app_options={"unauthenticated_limiter": RateLimiter(10**6, 10**6)}):
         yield r
 
 
