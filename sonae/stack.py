@@ -14,15 +14,18 @@ import contextlib
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import TextIO
 
 from infra.db.migrate import migrate_database
 from infra.embedded.broker import EmbeddedBroker
 from infra.embedded.postgres import EmbeddedPostgres
+from infra.health import beacon_path
 from infra.redact import mask_passwords
 from infra.settings import Settings
 from infra.stackstate import STATE_FILE, StackState, stack_lock
+from infra.status import service_parts
 from infra.supervisor import ProcessSpec, Supervisor
 from infra.topics import ensure_topics
 from services.recorder.rehydrate import rehydrate_if_empty
@@ -40,6 +43,19 @@ def service_process_specs(settings: Settings) -> list[ProcessSpec]:
                     env=env)
         for spec in registry.SERVICES
     ]
+
+
+def service_health_checks(settings: Settings) -> dict[str, dict[str, str]]:
+    """How each registered service is asked whether it serves (see :mod:`infra.health`)."""
+    out: dict[str, dict[str, str]] = {}
+    for spec in registry.SERVICES:
+        if spec.health_port is not None:
+            port = getattr(settings, spec.health_port)
+            out[spec.name] = {"http": f"http://{settings.host}:{port}/healthz"}
+        else:
+            path = beacon_path(settings.data_dir.resolve(), spec.name, settings.namespace)
+            out[spec.name] = {"beacon": str(path)}
+    return out
 
 
 def service_addresses(settings: Settings) -> dict[str, str]:
@@ -85,7 +101,9 @@ async def run_up(
             loop.add_signal_handler(sig, stop.set)
         state = StackState(pid=os.getpid(), status="starting", namespace=settings.namespace,
                            kafka_bootstrap=settings.kafka_bootstrap,
-                           database_url=settings.database_url)
+                           database_url=settings.database_url,
+                           kafka_profile=settings.kafka_profile.value)
+        began = time.monotonic()
         try:
             out.write("Starting Sonae\n")
             if not external_kafka:
@@ -113,14 +131,19 @@ async def run_up(
             supervisor = Supervisor(service_process_specs(settings), out=out)
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(supervisor.run(), name="supervisor")
-                state.status = "ready"
-                state.addresses = service_addresses(settings)
+                state.health = service_health_checks(settings)
                 state.services = supervisor.pids()
                 state.write(data_dir)
-                _announce(settings, state, out)
                 refresher = tg.create_task(_refresh_state(state, supervisor, data_dir),
                                            name="state-refresh")
-                if demo:
+                # "Ready" means every service serves, not that its process exists.
+                if await _wait_serving(state, supervisor, stop, out):
+                    state.status = "ready"
+                    state.ready_seconds = time.monotonic() - began
+                    state.addresses = service_addresses(settings)
+                    state.write(data_dir)
+                    _announce(settings, state, out)
+                if demo and not stop.is_set():
                     tg.create_task(run_demo(settings, out=out, stop=stop), name="demo")
                 await stop.wait()
                 refresher.cancel()
@@ -149,9 +172,34 @@ async def _refresh_state(state: StackState, supervisor: Supervisor, data_dir: Pa
         state.write(data_dir)
 
 
+async def _wait_serving(state: StackState, supervisor: Supervisor, stop: asyncio.Event,
+                        out: TextIO) -> bool:
+    """Poll every service's health check until all serve (True) or ``stop`` is set.
+
+    Every 15 s without success it names the services still not serving, so a stack
+    that cannot come up says why instead of staying silent.
+    """
+    last_report = time.monotonic()
+    while not stop.is_set():
+        state.services = supervisor.pids()
+        parts = await service_parts(state)
+        waiting = [p for p in parts if not p.ok]
+        if not waiting:
+            return True
+        if time.monotonic() - last_report >= 15.0:
+            last_report = time.monotonic()
+            out.write("  waiting for " + "; ".join(f"{p.name} ({p.detail})" for p in waiting)
+                      + "\n")
+            out.flush()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 0.2)
+    return False
+
+
 def _announce(settings: Settings, state: StackState, out: TextIO) -> None:
     ns = settings.namespace or "live"
-    out.write(f"Sonae is up (namespace: {ns}).\n")
+    seconds = state.ready_seconds or 0.0
+    out.write(f"Sonae is up (namespace: {ns}), ready in {seconds:.1f} s.\n")
     names = ", ".join(state.services) or "none registered yet"
     out.write(f"  services    {names}\n")
     for label, url in state.addresses.items():
