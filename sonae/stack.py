@@ -25,12 +25,12 @@ from infra.health import beacon_path
 from infra.redact import mask_passwords
 from infra.settings import Settings
 from infra.stackstate import STATE_FILE, StackState, stack_lock
-from infra.status import service_parts
 from infra.supervisor import ProcessSpec, Supervisor
 from infra.topics import ensure_topics
 from services.recorder.rehydrate import rehydrate_if_empty
 from sonae import registry
 from sonae.demo import run_demo
+from sonae.heal import Healer, wait_serving
 
 __all__ = ["prepare", "run_up", "service_addresses", "service_process_specs"]
 
@@ -78,6 +78,10 @@ async def prepare(settings: Settings, *, out: TextIO) -> None:
     out.write(f"  topics      {len(created)} created\n" if created else "  topics      present\n")
     # The embedded broker forgets everything when it stops; the event store does not.
     await rehydrate_if_empty(settings, out=out)
+
+
+async def _prepare(settings: Settings, out: TextIO) -> None:
+    await prepare(settings, out=out)
 
 
 async def run_up(
@@ -137,12 +141,15 @@ async def run_up(
                 refresher = tg.create_task(_refresh_state(state, supervisor, data_dir),
                                            name="state-refresh")
                 # "Ready" means every service serves, not that its process exists.
-                if await _wait_serving(state, supervisor, stop, out):
+                if await wait_serving(state, supervisor, stop, out):
                     state.status = "ready"
                     state.ready_seconds = time.monotonic() - began
                     state.addresses = service_addresses(settings)
                     state.write(data_dir)
                     _announce(settings, state, out)
+                healer = Healer(settings, state, data_dir, supervisor, broker, postgres, stop,
+                                out, _prepare)
+                tg.create_task(healer.watch(), name="heal")
                 if demo and not stop.is_set():
                     tg.create_task(run_demo(settings, out=out, stop=stop), name="demo")
                 await stop.wait()
@@ -170,30 +177,6 @@ async def _refresh_state(state: StackState, supervisor: Supervisor, data_dir: Pa
         await asyncio.sleep(1.0)
         state.services = supervisor.pids()
         state.write(data_dir)
-
-
-async def _wait_serving(state: StackState, supervisor: Supervisor, stop: asyncio.Event,
-                        out: TextIO) -> bool:
-    """Poll every service's health check until all serve (True) or ``stop`` is set.
-
-    Every 15 s without success it names the services still not serving, so a stack
-    that cannot come up says why instead of staying silent.
-    """
-    last_report = time.monotonic()
-    while not stop.is_set():
-        state.services = supervisor.pids()
-        parts = await service_parts(state)
-        waiting = [p for p in parts if not p.ok]
-        if not waiting:
-            return True
-        if time.monotonic() - last_report >= 15.0:
-            last_report = time.monotonic()
-            out.write("  waiting for " + "; ".join(f"{p.name} ({p.detail})" for p in waiting)
-                      + "\n")
-            out.flush()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), 0.2)
-    return False
 
 
 def _announce(settings: Settings, state: StackState, out: TextIO) -> None:
