@@ -30,6 +30,8 @@ from typing import Any
 
 import aiohttp
 
+from infra.embedded.processes import process_alive
+
 __all__ = ["BEACON_FRESH_SECONDS", "Beacon", "ServiceCheck", "beacon_path", "beat", "check_service",
            "read_beacon", "write_beacon"]
 
@@ -82,7 +84,7 @@ class ServiceCheck:
 async def check_service(check: dict[str, str], pid: int | None, *,
                         now: float | None = None) -> ServiceCheck:
     """Run one check as ``sonae up`` recorded it: ``{"http": url}`` or ``{"beacon": path}``."""
-    if pid is None:
+    if pid is None or not process_alive(pid):
         return ServiceCheck(False, "restarting")
     if "http" in check:
         return await _check_http(check["http"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 from pathlib import Path
 
@@ -47,3 +48,13 @@ async def test_a_missing_beacon_or_process_is_not_serving(tmp_path: Path) -> Non
     assert not missing.serving and "no health beacon" in missing.detail
     restarting = await check_service({"beacon": str(tmp_path / "none.json")}, None)
     assert not restarting.serving and restarting.detail == "restarting"
+
+
+async def test_the_beacon_of_a_process_that_died_is_not_serving(tmp_path: Path) -> None:
+    """A SIGKILLed service leaves a fresh beacon behind; its dead pid must not count."""
+    child = subprocess.Popen(["true"])
+    child.wait()
+    path = beacon_path(tmp_path, "recorder")
+    write_beacon(path, serving=True, detail="ok")
+    result = await check_service({"beacon": str(path)}, child.pid)
+    assert not result.serving and result.detail == "restarting"
