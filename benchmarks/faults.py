@@ -44,6 +44,8 @@ import aiohttp
 import asyncpg
 from websockets.asyncio.client import connect
 
+from infra.embedded.broker import EmbeddedBroker
+from infra.embedded.postgres import EmbeddedPostgres
 from infra.embedded.processes import free_port, process_alive
 from infra.settings import load_settings
 from infra.status import collect_status
@@ -321,6 +323,28 @@ def _attribute(fault: Fault, traffic: Traffic, counts: dict[str, int]) -> dict[s
             "lost": sum(1 for r in mine if counts.get(r, 0) == 0)}
 
 
+def raw_restarts(times: int = 3) -> dict[str, list[float]]:
+    """The layer underneath: SIGKILL a bare Tansu / PostgreSQL and start it again on the
+    same port (and data directory), timed until it accepts connections; no Sonae code."""
+    out: dict[str, list[float]] = {"broker": [], "postgres": []}
+    with tempfile.TemporaryDirectory(prefix="sonae-raw-") as tmp:
+        broker = EmbeddedBroker(port=free_port(), log_path=Path(tmp) / "tansu.log")
+        postgres = EmbeddedPostgres(data_dir=Path(tmp) / "pg", port=free_port())
+        broker.start()
+        postgres.start()
+        try:
+            for _ in range(times):
+                for name, part in (("broker", broker), ("postgres", postgres)):
+                    part.kill()
+                    began = time.monotonic()
+                    part.start()
+                    out[name].append(time.monotonic() - began)
+        finally:
+            postgres.stop()
+            broker.stop()
+    return out
+
+
 def _spread(values: list[float]) -> str:
     if not values:
         return "—"
@@ -353,10 +377,13 @@ def main() -> None:
                   f"{'never' if f.healthy_after is None else f'{f.healthy_after:.1f} s'}  "
                   f"delta {'never' if f.delta_after is None else f'{f.delta_after:.1f} s'}",
                   flush=True)
-    print(f"\nsummary over {args.runs} run(s) at {args.rate:.0f} reports/s "
+    raw = raw_restarts()
+    print(f"\nraw restart after SIGKILL (3 runs): broker {_spread(raw['broker'])} s, "
+          f"PostgreSQL {_spread(raw['postgres'])} s")
+    print(f"summary over {args.runs} run(s) at {args.rate:.0f} reports/s "
           "(median (min–max) seconds from the SIGKILL)")
     print("| fault | acknowledged | stored once | duplicated | lost | healthy again "
-          "| first new delta |\n|---|---|---|---|---|---|---|")
+          "| first new delta | healthy / raw restart |\n|---|---|---|---|---|---|---|---|")
     for i, target in enumerate(args.faults):
         runs = [r[i] for r in rounds]
         healthy = [f.healthy_after for f in runs if f.healthy_after is not None]
@@ -367,7 +394,14 @@ def main() -> None:
               f"| {sum(f.counts['duplicated'] for f in runs)} "
               f"| {sum(f.counts['lost'] for f in runs)} "
               f"| {_spread(healthy)}{f' ({never} never)' if never else ''} "
-              f"| {_spread(delta)} |")
+              f"| {_spread(delta)} "
+              f"| {_ratio(healthy, raw.get(target, []))} |")
+
+
+def _ratio(healed: list[float], raw: list[float]) -> str:
+    if not healed or not raw:
+        return "—"
+    return f"{statistics.median(healed) / statistics.median(raw):.0f}×"
 
 
 if __name__ == "__main__":

@@ -143,7 +143,9 @@ class Healer:
         if rearmed:
             self._say(f"outbox      {rearmed} acknowledged events the store lacks will be "
                       "published again")
+        began = time.monotonic()
         await self.prepare(self.settings, self.out)
+        self._say(f"republish   topics and event store in {time.monotonic() - began:.2f} s")
 
     async def _heal_postgres(self, postgres: EmbeddedPostgres) -> None:
         began = time.monotonic()

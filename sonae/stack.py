@@ -2,8 +2,10 @@
 
 The order is: embedded broker and PostgreSQL (unless external addresses are
 given), migrations, topics from the catalogue, a republish of the event store
-into an empty broker, then every registered service under the supervisor. The
-state file (:mod:`infra.stackstate`) tells ``sonae status`` and ``sonae down``
+into an empty broker, then every registered service under the supervisor.
+"Ready" (and the addresses) come once every service serves (:mod:`infra.health`);
+from then on :mod:`sonae.heal` replaces an embedded broker or PostgreSQL that dies.
+The state file (:mod:`infra.stackstate`) tells ``sonae status`` and ``sonae down``
 what runs; its lock keeps two stacks from sharing one data directory.
 """
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncpg
 import pytest
 from websockets.asyncio.client import connect
 
@@ -125,5 +126,43 @@ async def test_broker_sigkill_heals_and_an_acknowledged_report_reaches_the_pictu
         output = up.output()
         assert "exited with status -9; holding the services and restarting it" in output
         assert "healed" in output
+    finally:
+        up.stop()
+
+
+async def test_postgres_sigkill_heals_and_reports_are_stored_again(tmp_path: Path) -> None:
+    """The embedded PostgreSQL is SIGKILLed: `sonae up` starts it again on its data, a
+    report stored before is still there, one sent after is acknowledged and stored."""
+    secret = load_settings(development=True).token_secret.get_secret_value()
+    field = issue_token(secret, Role.FIELD, "kanda-team-1", timedelta(hours=1),
+                        areas=["kanda-koen"])
+    up = UpProcess(tmp_path / "stack")
+    try:
+        state = up.wait_ready()
+        intake = f"http://127.0.0.1:{up.env['SONAE_INTAKE_PORT']}/v1/reports"
+        old_postgres = int(str(state["embedded_postgres_pid"]))
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
+            before, _ = await _post_until_acknowledged(http, intake, field, _report("before"))
+            os.kill(old_postgres, signal.SIGKILL)
+            after, _ = await _post_until_acknowledged(http, intake, field, _report("after"))
+        current = json.loads((up.data_dir / "stack.json").read_text())
+        assert current["embedded_postgres_pid"] != old_postgres
+        conn = await asyncpg.connect(str(state["database_url"]))
+        try:
+            async def stored() -> bool:
+                found = await conn.fetchval(
+                    "select count(distinct envelope->'payload'->>'report_id') from events "
+                    "where type = 'report.accepted' "
+                    "and envelope->'payload'->>'report_id' = any($1::text[])", [before, after])
+                return bool(found == 2)
+            await wait_for(stored, timeout=90, what="both reports in the event store")
+        finally:
+            await conn.close()
+
+        def healthy() -> bool:
+            return run_sonae("status", "--data-dir", str(up.data_dir)).returncode == 0
+        await wait_for(lambda: asyncio.to_thread(healthy), timeout=90,
+                       what="sonae status healthy again")
+        assert "embedded PostgreSQL" in up.output() and "healed" in up.output()
     finally:
         up.stop()
