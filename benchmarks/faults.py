@@ -73,6 +73,8 @@ class Fault:
     delta_after: float | None = None
     window_end: float = float("inf")
     counts: dict[str, int] = field(default_factory=dict)
+    note: str = ""
+    """What `sonae up` said about the heal (the republish), for a broker fault."""
 
 
 class Traffic:
@@ -275,6 +277,10 @@ async def _inject(up: Up, target: str, traffic: Traffic, watcher: Watcher,
             break
         await asyncio.sleep(0.05)
     fault.healthy_after = await healthy_task
+    if target == "broker":
+        said = [line.strip() for line in up.log.read_text().splitlines()
+                if line.startswith(("  rehydrate   the broker", "  republish", "  outbox"))]
+        fault.note = "; ".join(said[-3:])
     if process_alive(pid):
         print(f"  warning: {target} (pid {pid}) still alive after SIGKILL", file=sys.stderr)
     return fault
@@ -375,8 +381,8 @@ def main() -> None:
                   f"{f.counts['stored']:>5}  duplicated {f.counts['duplicated']}  lost "
                   f"{f.counts['lost']}  healthy "
                   f"{'never' if f.healthy_after is None else f'{f.healthy_after:.1f} s'}  "
-                  f"delta {'never' if f.delta_after is None else f'{f.delta_after:.1f} s'}",
-                  flush=True)
+                  f"delta {'never' if f.delta_after is None else f'{f.delta_after:.1f} s'}"
+                  + (f"\n    {f.note}" if f.note else ""), flush=True)
     raw = raw_restarts()
     print(f"\nraw restart after SIGKILL (3 runs): broker {_spread(raw['broker'])} s, "
           f"PostgreSQL {_spread(raw['postgres'])} s")
