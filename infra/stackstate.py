@@ -31,15 +31,19 @@ class StackState:
     """What ``sonae up`` wrote about the stack it runs."""
 
     pid: int
-    status: str  # "starting" | "ready" | "stopping"
+    status: str  # "starting" | "ready" | "healing" | "stopping"
     namespace: str
     kafka_bootstrap: str
     database_url: str
+    kafka_profile: str = "embedded"
     embedded_kafka_pid: int | None = None
     embedded_postgres_pid: int | None = None
     services: dict[str, int | None] = field(default_factory=dict)
     addresses: dict[str, str] = field(default_factory=dict)
+    # How `sonae status` asks each service whether it serves (infra.health.check_service).
+    health: dict[str, dict[str, str]] = field(default_factory=dict)
     started_at: float = field(default_factory=time.time)
+    ready_seconds: float | None = None
 
     def write(self, data_dir: Path) -> None:
         """Replace the state file atomically."""

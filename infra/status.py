@@ -1,19 +1,25 @@
-"""``sonae status``: is each part up, and how far behind is each consumer group."""
+"""``sonae status``: is each part up, does each service serve, how far behind is each group.
+
+A service is up when it serves (:mod:`infra.health`: its ``/healthz`` answers 200,
+or its beacon says it is in its consumer group), not when its process exists.
+"""
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import asyncpg
 from aiokafka.structs import TopicPartition
 
 from infra.db.migrate import current_version
 from infra.embedded.processes import process_alive
+from infra.health import check_service
 from infra.kafka import clients
 from infra.kafka.compat import end_offsets
 from infra.redact import mask_passwords
-from infra.settings import Settings
+from infra.settings import KafkaProfile, Settings
 from infra.stackstate import StackState
 from schemas.topics import CATALOGUE, qualified
 
@@ -39,31 +45,63 @@ class StatusReport:
         """True when every part is up."""
         return bool(self.parts) and all(p.ok for p in self.parts)
 
+    @property
+    def failing(self) -> list[str]:
+        """The names of the parts that are not up (what ``sonae status`` names)."""
+        return [p.name for p in self.parts if not p.ok]
 
-async def collect_status(settings: Settings, *, explicit_kafka: bool = False,
-                         explicit_database: bool = False) -> StatusReport:
-    """Probe the stack described by the state file (or the given addresses)."""
+
+def probe_settings(bootstrap: str, profile: str = KafkaProfile.EMBEDDED.value) -> Settings:
+    """Settings for the probes' Kafka clients, built from what ``sonae up`` recorded.
+
+    ``sonae status`` reads only the data directory (like ``sonae down``): the shell
+    that asks may lack the variables the stack runs with (``SONAE_DEVELOPMENT`` after
+    ``make demo``), and the probes need no token secret. So no environment is read
+    here; the values come from the state file a validated ``sonae up`` wrote.
+    """
+    return Settings.model_construct(kafka_bootstrap=bootstrap,
+                                    kafka_profile=KafkaProfile(profile))
+
+
+async def service_parts(state: StackState) -> list[PartStatus]:
+    """One row per service: serving (its /healthz or its beacon), or why not."""
+    names = sorted(state.services)
+    checks = await asyncio.gather(*(
+        check_service(state.health.get(name, {}), state.services[name]) for name in names))
+    out = []
+    for name, result in zip(names, checks, strict=True):
+        pid = state.services[name]
+        where = f"pid {pid}: " if pid else ""
+        out.append(PartStatus(f"service {name}", result.serving, where + result.detail))
+    return out
+
+
+async def collect_status(data_dir: Path, *, kafka: str | None = None,
+                         database_url: str | None = None,
+                         namespace: str | None = None) -> StatusReport:
+    """Probe the stack described by the state file in ``data_dir`` (or the given addresses)."""
     report = StatusReport()
-    state = StackState.read(settings.data_dir)
-    bootstrap = settings.kafka_bootstrap
-    dsn = settings.database_url
-    namespace = settings.namespace
+    state = StackState.read(data_dir)
+    bootstrap = kafka or (state.kafka_bootstrap if state else Settings.model_fields[
+        "kafka_bootstrap"].default)
+    dsn = database_url or (state.database_url if state else Settings.model_fields[
+        "database_url"].default)
+    if namespace is None:
+        namespace = state.namespace if state else ""
     if state is not None:
-        bootstrap = settings.kafka_bootstrap if explicit_kafka else state.kafka_bootstrap
-        dsn = settings.database_url if explicit_database else state.database_url
-        namespace = state.namespace
-        report.parts.append(PartStatus("sonae up", process_alive(state.pid),
-                                       f"pid {state.pid}, {state.status}"))
-    elif not (explicit_kafka or explicit_database):
+        alive = process_alive(state.pid)
+        ready = state.status == "ready"
+        report.parts.append(PartStatus("sonae up", alive and ready,
+                                       f"pid {state.pid}, {state.status}"
+                                       if alive else f"pid {state.pid} gone"))
+    elif not (kafka or database_url):
         report.parts.append(PartStatus("sonae up", False,
-                                       f"no stack running on {settings.data_dir}"))
-    target = settings.model_copy(update={"kafka_bootstrap": bootstrap})
+                                       f"no stack running on {data_dir}"))
+    target = probe_settings(bootstrap, state.kafka_profile if state else "embedded")
     report.parts.append(await _kafka_part(target))
     report.parts.append(await _postgres_part(dsn))
     if state is not None:
-        for name, pid in sorted(state.services.items()):
-            report.parts.append(PartStatus(f"service {name}", process_alive(pid),
-                                           f"pid {pid}" if pid else "restarting"))
+        report.parts.extend(await service_parts(state))
     kafka_ok = any(p.name == "kafka" and p.ok for p in report.parts)
     if kafka_ok:
         try:
@@ -150,4 +188,7 @@ def render_status(report: StatusReport) -> None:
         for group, value in sorted(report.lag.items()):
             lag.add_row(group, str(value))
         console.print(lag)
-    console.print("[green]healthy[/]" if report.healthy else "[red]unhealthy[/]")
+    if report.healthy:
+        console.print("[green]healthy[/]")
+    else:
+        console.print(f"[red]unhealthy[/]: not serving: {', '.join(report.failing)}")

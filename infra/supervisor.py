@@ -6,6 +6,12 @@ supervisor). A service that exits unexpectedly is restarted with exponential
 backoff; one that stays up for a while gets its backoff reset. Output is
 prefixed with the service name, one line at a time. Shutdown is in reverse
 start order, SIGTERM first and SIGKILL after a bounded grace period.
+
+:meth:`Supervisor.hold` stops every service (reverse order) and keeps them down
+until :meth:`Supervisor.release` starts them again: what ``sonae up`` does while
+it replaces a broker that died, so that nothing publishes into the new broker
+before the event store is republished (per-key order) and every consumer starts
+against the new log.
 """
 
 from __future__ import annotations
@@ -74,6 +80,8 @@ class Supervisor:
         self._grace = grace
         self._out = out or sys.stdout
         self._stop = asyncio.Event()
+        self._running = asyncio.Event()  # cleared while held
+        self._running.set()
         self._width = max((len(s.name) for s in specs), default=0)
 
     def pids(self) -> dict[str, int | None]:
@@ -98,18 +106,43 @@ class Supervisor:
     def stop(self) -> None:
         """Ask :meth:`run` to stop every process and return."""
         self._stop.set()
+        self._running.set()  # a held child waits on this: let it see the stop
+
+    async def hold(self, grace: float = 2.0) -> None:
+        """Stop every process at once (SIGKILL after ``grace``) and keep them down.
+
+        All at once and with a short grace: a service held because its broker died
+        cannot commit or flush anything more (a faust worker waits on the dead broker
+        until killed), and everything it acknowledged is already durable.
+        """
+        self._running.clear()
+        async with asyncio.TaskGroup() as tg:
+            for child in self._children:
+                tg.create_task(self._signal_stop(child, grace))
+
+    def release(self) -> None:
+        """Start the held processes again (at once: a hold is not a failure)."""
+        self._running.set()
 
     async def _keep_running(self, child: _Child) -> None:
         while not self._stop.is_set():
+            await self._running.wait()
+            if self._stop.is_set():
+                return
             started = time.monotonic()
             await self._start(child)
             assert child.proc is not None
             pump = asyncio.create_task(self._pump(child))
+            if not self._running.is_set():  # held while it was being started
+                await self._signal_stop(child, 3.0)
             code = await child.proc.wait()
             await pump
             child.exited.set()
             if self._stop.is_set() or child.stopping:
                 return
+            if not self._running.is_set():
+                self._write(child.spec.name, "stopped (held)")
+                continue
             if time.monotonic() - started >= self._backoff.stable:
                 child.failures = 0
             child.failures += 1
@@ -146,16 +179,19 @@ class Supervisor:
 
     async def _terminate(self, child: _Child) -> None:
         child.stopping = True
+        await self._signal_stop(child, self._grace)
+
+    async def _signal_stop(self, child: _Child, grace: float) -> None:
         proc = child.proc
         if proc is None or proc.returncode is not None:
             return
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
         try:
-            await asyncio.wait_for(proc.wait(), self._grace)
+            await asyncio.wait_for(proc.wait(), grace)
         except TimeoutError:
             log.warning("service %s did not stop within %.0fs; killing it",
-                        child.spec.name, self._grace)
+                        child.spec.name, grace)
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             await proc.wait()

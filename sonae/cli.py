@@ -171,13 +171,19 @@ def down(data_dir: Path | None, timeout: float) -> None:
 @data_dir_option
 def status(kafka: str | None, database_url: str | None, namespace: str | None,
            data_dir: Path | None) -> None:
-    """Show the broker, the database, each service and its consumer lag."""
+    """Show the broker, the database, whether each service serves, and consumer lag.
+
+    Exits 1 naming what does not serve. Reads only the data directory (and the options
+    given), so it works from any shell, whatever its SONAE_* variables.
+    """
     from infra.status import collect_status, render_status
 
-    settings = cli_settings(kafka_bootstrap=kafka, database_url=database_url, namespace=namespace,
-                         data_dir=data_dir)
-    report = asyncio.run(collect_status(settings, explicit_kafka=kafka is not None,
-                                        explicit_database=database_url is not None))
+    try:
+        where = load_stack_location(data_dir)
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
+    report = asyncio.run(collect_status(where, kafka=kafka, database_url=database_url,
+                                        namespace=namespace))
     render_status(report)
     if not report.healthy:
         sys.exit(1)

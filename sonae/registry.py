@@ -38,6 +38,9 @@ class ServiceSpec:
     addresses: Mapping[str, str] = field(default_factory=dict)
     # click commands the package adds to `sonae`, as "package.module:attribute".
     commands: tuple[str, ...] = ()
+    # The settings attribute of the port that answers GET /healthz; None: the process
+    # listens on no port and writes a health beacon instead (infra.health).
+    health_port: str | None = None
 
     def load(self) -> Callable[[Settings], None]:
         """Import and return the service's main function."""
@@ -56,6 +59,7 @@ SERVICES: tuple[ServiceSpec, ...] = (
         requires=frozenset({"SONAE_KAFKA_BOOTSTRAP", "SONAE_DATABASE_URL",
                             "SONAE_TOKEN_SECRET"}),
         addresses={"intake": "intake_port"},
+        health_port="intake_port",
     ),
     ServiceSpec(
         name="jma-feed",
@@ -91,6 +95,7 @@ SERVICES: tuple[ServiceSpec, ...] = (
                     "dashboard and public portal",
         requires=frozenset({"SONAE_KAFKA_BOOTSTRAP", "SONAE_TOKEN_SECRET"}),
         addresses={"dashboard": "dashboard_port", "websocket": "gateway_port"},
+        health_port="dashboard_port",
     ),
     ServiceSpec(
         name="broadcaster",
@@ -98,6 +103,7 @@ SERVICES: tuple[ServiceSpec, ...] = (
         description="Orders and shelter changes to public messages in ja/en/zh/ko, CAP 1.2 "
                     "feed, signed webhooks",
         addresses={"cap feed": "broadcaster_port"},
+        health_port="broadcaster_port",
     ),
 )
 

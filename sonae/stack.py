@@ -2,8 +2,10 @@
 
 The order is: embedded broker and PostgreSQL (unless external addresses are
 given), migrations, topics from the catalogue, a republish of the event store
-into an empty broker, then every registered service under the supervisor. The
-state file (:mod:`infra.stackstate`) tells ``sonae status`` and ``sonae down``
+into an empty broker, then every registered service under the supervisor.
+"Ready" (and the addresses) come once every service serves (:mod:`infra.health`);
+from then on :mod:`sonae.heal` replaces an embedded broker or PostgreSQL that dies.
+The state file (:mod:`infra.stackstate`) tells ``sonae status`` and ``sonae down``
 what runs; its lock keeps two stacks from sharing one data directory.
 """
 
@@ -14,12 +16,14 @@ import contextlib
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import TextIO
 
 from infra.db.migrate import migrate_database
 from infra.embedded.broker import EmbeddedBroker
 from infra.embedded.postgres import EmbeddedPostgres
+from infra.health import beacon_path
 from infra.redact import mask_passwords
 from infra.settings import Settings
 from infra.stackstate import STATE_FILE, StackState, stack_lock
@@ -28,6 +32,7 @@ from infra.topics import ensure_topics
 from services.recorder.rehydrate import rehydrate_if_empty
 from sonae import registry
 from sonae.demo import run_demo
+from sonae.heal import Healer, wait_serving
 
 __all__ = ["prepare", "run_up", "service_addresses", "service_process_specs"]
 
@@ -40,6 +45,19 @@ def service_process_specs(settings: Settings) -> list[ProcessSpec]:
                     env=env)
         for spec in registry.SERVICES
     ]
+
+
+def service_health_checks(settings: Settings) -> dict[str, dict[str, str]]:
+    """How each registered service is asked whether it serves (see :mod:`infra.health`)."""
+    out: dict[str, dict[str, str]] = {}
+    for spec in registry.SERVICES:
+        if spec.health_port is not None:
+            port = getattr(settings, spec.health_port)
+            out[spec.name] = {"http": f"http://{settings.host}:{port}/healthz"}
+        else:
+            path = beacon_path(settings.data_dir.resolve(), spec.name, settings.namespace)
+            out[spec.name] = {"beacon": str(path)}
+    return out
 
 
 def service_addresses(settings: Settings) -> dict[str, str]:
@@ -64,6 +82,10 @@ async def prepare(settings: Settings, *, out: TextIO) -> None:
     await rehydrate_if_empty(settings, out=out)
 
 
+async def _prepare(settings: Settings, out: TextIO) -> None:
+    await prepare(settings, out=out)
+
+
 async def run_up(
     settings: Settings,
     *,
@@ -85,7 +107,9 @@ async def run_up(
             loop.add_signal_handler(sig, stop.set)
         state = StackState(pid=os.getpid(), status="starting", namespace=settings.namespace,
                            kafka_bootstrap=settings.kafka_bootstrap,
-                           database_url=settings.database_url)
+                           database_url=settings.database_url,
+                           kafka_profile=settings.kafka_profile.value)
+        began = time.monotonic()
         try:
             out.write("Starting Sonae\n")
             if not external_kafka:
@@ -113,14 +137,22 @@ async def run_up(
             supervisor = Supervisor(service_process_specs(settings), out=out)
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(supervisor.run(), name="supervisor")
-                state.status = "ready"
-                state.addresses = service_addresses(settings)
+                state.health = service_health_checks(settings)
                 state.services = supervisor.pids()
                 state.write(data_dir)
-                _announce(settings, state, out)
                 refresher = tg.create_task(_refresh_state(state, supervisor, data_dir),
                                            name="state-refresh")
-                if demo:
+                # "Ready" means every service serves, not that its process exists.
+                if await wait_serving(state, supervisor, stop, out):
+                    state.status = "ready"
+                    state.ready_seconds = time.monotonic() - began
+                    state.addresses = service_addresses(settings)
+                    state.write(data_dir)
+                    _announce(settings, state, out)
+                healer = Healer(settings, state, data_dir, supervisor, broker, postgres, stop,
+                                out, _prepare)
+                tg.create_task(healer.watch(), name="heal")
+                if demo and not stop.is_set():
                     tg.create_task(run_demo(settings, out=out, stop=stop), name="demo")
                 await stop.wait()
                 refresher.cancel()
@@ -151,7 +183,8 @@ async def _refresh_state(state: StackState, supervisor: Supervisor, data_dir: Pa
 
 def _announce(settings: Settings, state: StackState, out: TextIO) -> None:
     ns = settings.namespace or "live"
-    out.write(f"Sonae is up (namespace: {ns}).\n")
+    seconds = state.ready_seconds or 0.0
+    out.write(f"Sonae is up (namespace: {ns}), ready in {seconds:.1f} s.\n")
     names = ", ".join(state.services) or "none registered yet"
     out.write(f"  services    {names}\n")
     for label, url in state.addresses.items():

@@ -98,6 +98,10 @@ class EmbeddedBroker:
     def _log_tail(self) -> str:
         return tail(self.log_path) if self.log_path else ""
 
+    def exit_status(self) -> int | None:
+        """The exit status of a process that ended (negative: the signal), else None."""
+        return self._proc.poll() if self._proc is not None else None
+
     def alive(self) -> bool:
         """True while the broker process runs."""
         return self._proc is not None and self._proc.poll() is None

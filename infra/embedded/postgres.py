@@ -395,6 +395,10 @@ class EmbeddedPostgres:
             if created.returncode != 0:
                 raise StartFailed(f"could not create database {DATABASE}: {created.stderr}")
 
+    def exit_status(self) -> int | None:
+        """The exit status of a process that ended (negative: the signal), else None."""
+        return self._proc.poll() if self._proc is not None else None
+
     def alive(self) -> bool:
         """True while the server runs."""
         return self._proc is not None and self._proc.poll() is None

@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterable
 
 import faust
 
+from infra.health import beacon_path, write_beacon
+from infra.kafka.membership import faust_membership
 from infra.settings import Settings
 from infra.topics import ensure_topics
 from services.common.runtime import tune_gc
@@ -30,12 +32,15 @@ def run_faust_worker(
     quiet_loggers: Iterable[str],
     quiet_level: int,
     announce: Callable[[], None],
+    service: str,
 ) -> None:
     """Run ``app``'s worker until SIGTERM/SIGINT (blocking); exits non-zero on failure.
 
     ``quiet_loggers`` (the libraries that log every rebalance and commit at INFO)
     are set to ``quiet_level``, so the service's own decisions are what an
-    operator reads; ``announce`` logs the service's start line.
+    operator reads; ``announce`` logs the service's start line. Every second a
+    timer writes the process's health beacon (:mod:`infra.health`) under the name
+    ``service``: in its group, partitions assigned, not rebalancing.
     """
     settings.data_dir.mkdir(parents=True, exist_ok=True)  # faust makes only its own dir
     loop = asyncio.new_event_loop()
@@ -45,6 +50,13 @@ def run_faust_worker(
     except BaseException:
         loop.close()
         raise
+    beacon = beacon_path(settings.data_dir, service, settings.namespace)
+
+    async def health_beacon() -> None:
+        serving, detail = faust_membership(app)
+        write_beacon(beacon, serving=serving, detail=detail)
+
+    app.timer(1.0, name=f"{service}-health-beacon")(health_beacon)
     worker = faust.Worker(app, loop=loop, loglevel=settings.log_level, quiet=True,
                           redirect_stdouts=False, override_logging=False)
     tune_gc()  # as run_service does for the asyncio services

@@ -37,7 +37,7 @@ def main(settings: Settings) -> None:
                                      f"{settings.region!r} (SONAE_REGION): {e}") from None
     app = build_app(settings, config)
     run_faust_worker(
-        app, settings, quiet_loggers=_QUIET_LOGGERS,
+        app, settings, service="evacuation", quiet_loggers=_QUIET_LOGGERS,
         quiet_level=max(logging.WARNING, logging.getLogger().level),
         announce=lambda: log.info(
             "evacuation decision starting: app %s, region %s, namespace %r",

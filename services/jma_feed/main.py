@@ -25,6 +25,7 @@ import aiohttp
 import asyncpg
 from aiokafka import AIOKafkaProducer
 
+from infra.health import beacon_path, beat
 from infra.kafka import clients
 from infra.logs import configure_logging
 from infra.settings import Settings
@@ -94,9 +95,27 @@ def kafka_dead_letters(producer: AIOKafkaProducer, namespace: str) -> DeadLetter
 
 
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
-    """Run the poller until ``stop`` is set (idle when disabled)."""
+    """Run the poller until ``stop`` is set (idle when disabled), beating its health beacon.
+
+    The poller consumes no topic, so its beacon says only that its loop runs: idle
+    when disabled, polling once started.
+    """
+    state = {"serving": False, "detail": "starting"}
+    done = asyncio.Event()
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(beat(beacon_path(settings.data_dir, SERVICE, settings.namespace),
+                            lambda: (state["serving"] is True, str(state["detail"])), done),
+                       name="health-beacon")
+        try:
+            await _serve(settings, stop, state)
+        finally:
+            done.set()
+
+
+async def _serve(settings: Settings, stop: asyncio.Event, state: dict[str, object]) -> None:
     if not settings.jma_feed_enabled:
         log.info("jma feed poller disabled (SONAE_JMA_FEED_ENABLED=false); idle")
+        state.update(serving=True, detail="disabled (SONAE_JMA_FEED_ENABLED=false), idle")
         await stop.wait()
         return
     try:
@@ -125,6 +144,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
             log.info("jma feed poller following %s every %.0f s (+ up to %.0f s), data types %s",
                      ", ".join(poller.feeds), poller.interval, poller.jitter,
                      ", ".join(t.value for t in poller.data_types))
+            state.update(serving=True, detail=f"polling {len(poller.feeds)} feeds")
             await poller.run(stop)
     finally:
         with contextlib.suppress(Exception):

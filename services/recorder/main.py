@@ -10,14 +10,22 @@ import logging
 
 import asyncpg
 
+from infra.health import beacon_path, beat
 from infra.kafka import clients
+from infra.kafka.membership import group_membership
 from infra.logs import configure_logging
 from infra.settings import Settings
 from infra.topics import ensure_topics
 from services.common.bus import Publisher
 from services.common.retry import sleep_until
 from services.common.runtime import run_service
-from services.recorder.consumer import Recorder, RecorderConfig, group_id, recorded_topics
+from services.recorder.consumer import (
+    SERVICE,
+    Recorder,
+    RecorderConfig,
+    group_id,
+    recorded_topics,
+)
 from services.recorder.errors import RecorderError, StoreUnavailable
 from services.recorder.store import EventStore, is_transient
 
@@ -78,7 +86,16 @@ async def serve(settings: Settings, stop: asyncio.Event,
                 recorder = Recorder(consumer, store, Publisher(producer, namespace),
                                     config=config)
                 log.info("recording namespace %r into the event store", namespace or "live")
-                await recorder.run(stop)
+                # The beacon says "in my group and consuming" for `sonae status`.
+                beacon = beacon_path(settings.data_dir, SERVICE, namespace)
+                done = asyncio.Event()
+                async with asyncio.TaskGroup() as tg:
+                    tg.create_task(beat(beacon, lambda: group_membership(consumer), done),
+                                   name="health-beacon")
+                    try:
+                        await recorder.run(stop)
+                    finally:
+                        done.set()
                 log.info("recorder stopped after %d new events", recorder.recorded)
             finally:
                 await consumer.stop()

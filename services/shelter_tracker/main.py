@@ -31,7 +31,7 @@ def main(settings: Settings) -> None:
     """Run the shelter tracker until SIGTERM/SIGINT (blocking); exits non-zero on failure."""
     tracker = ShelterTracker(settings)  # loads and checks the region pack first
     run_faust_worker(
-        tracker.app, settings, quiet_loggers=_CHATTY,
+        tracker.app, settings, service="shelter-tracker", quiet_loggers=_CHATTY,
         # At DEBUG the libraries' INFO lines (rebalances, recovery) are wanted too.
         quiet_level=logging.INFO if settings.log_level == "DEBUG" else logging.WARNING,
         announce=lambda: log.info("shelter tracker starting (app %s, namespace %r)",

@@ -77,3 +77,34 @@ def test_backoff_doubles_up_to_its_maximum() -> None:
     """Restart delays double from the initial value and stop at the maximum."""
     b = Backoff(initial=0.5, maximum=4.0)
     assert [b.delay(n) for n in range(1, 7)] == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
+
+
+async def test_hold_stops_every_process_until_release_starts_them_again() -> None:
+    """A hold stops every process (a stubborn one killed after the grace) and keeps them
+    down, counting no failure; release starts each again at once."""
+    out = io.StringIO()
+    sup = Supervisor(
+        [
+            ProcessSpec("polite", [sys.executable, "-c", "import time; print('up', flush=True); "
+                                   "time.sleep(120)"]),
+            ProcessSpec("stubborn", [sys.executable, "-c", _IGNORE_TERM]),
+        ],
+        backoff=Backoff(initial=30.0, maximum=30.0),  # a restart counted as failure would wait
+        out=out,
+    )
+    runner = asyncio.create_task(sup.run())
+    try:
+        await wait_for(lambda: all(sup.pids().values()), timeout=15, what="both started")
+        first = dict(sup.pids())
+        await wait_for(lambda: "stubborn" in out.getvalue(), timeout=15, what="stubborn up")
+        await sup.hold(grace=0.5)
+        assert not any(process_alive(pid) for pid in first.values())
+        await wait_for(lambda: not any(sup.pids().values()), timeout=5, what="both down")
+        assert "exited with status" not in out.getvalue()  # a hold is not a crash
+        sup.release()
+        await wait_for(lambda: all(sup.pids().values()), timeout=15, what="both started again")
+        assert all(sup.pids()[name] != first[name] for name in first)
+        assert sup.restarts() == {"polite": 1, "stubborn": 1}
+    finally:
+        sup.stop()
+        await asyncio.wait_for(runner, 30)
