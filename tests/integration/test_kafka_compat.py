@@ -156,7 +156,12 @@ async def test_latest_reset_replays_old_records_and_position_at_end_does_not(
 
 async def hop_latencies(settings: Settings, topic: str, count: int,
                         **consumer_overrides: Any) -> list[float]:
-    """Seconds from send_and_wait to receipt for ``count`` records sent one at a time."""
+    """Seconds from send_and_wait to receipt for ``count`` records sent one at a time.
+
+    Each record is sent a quarter second after the previous one arrived, so the
+    consumer's next fetch is already waiting at the broker: sent at once, the record
+    races that fetch, and a fetch that finds it returns at once whatever its wait.
+    """
     tp = TopicPartition(topic, 0)
     consumer = clients.consumer(settings, **consumer_overrides)
     producer = clients.producer(settings)
@@ -167,6 +172,7 @@ async def hop_latencies(settings: Settings, topic: str, count: int,
         latencies = []
         for i in range(count):
             value = f"{consumer_overrides}-{i}".encode()
+            await asyncio.sleep(0.25)
             started = time.perf_counter()
             await producer.send_and_wait(topic, value, partition=0)
             while True:
