@@ -145,8 +145,17 @@ async def test_postgres_sigkill_heals_and_reports_are_stored_again(tmp_path: Pat
             before, _ = await _post_until_acknowledged(http, intake, field, _report("before"))
             os.kill(old_postgres, signal.SIGKILL)
             after, _ = await _post_until_acknowledged(http, intake, field, _report("after"))
-        current = json.loads((up.data_dir / "stack.json").read_text())
-        assert current["embedded_postgres_pid"] != old_postgres
+
+        # The acknowledgement may come before the heal: a backend that outlives its
+        # killed postmaster for a moment can still commit (to the WAL the restarted
+        # server recovers), so the new server is waited for, not assumed.
+        def new_postgres() -> int | None:
+            current = json.loads((up.data_dir / "stack.json").read_text())
+            pid = current.get("embedded_postgres_pid")
+            return int(pid) if pid and int(pid) != old_postgres and process_alive(
+                int(pid)) else None
+        await wait_for(new_postgres, timeout=60, what="a new PostgreSQL process")
+        assert not process_alive(old_postgres)
         conn = await asyncpg.connect(str(state["database_url"]))
         try:
             async def stored() -> bool:
