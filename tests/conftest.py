@@ -19,6 +19,7 @@ import pytest
 from infra.embedded.broker import EmbeddedBroker
 from infra.embedded.postgres import EmbeddedPostgres
 from infra.embedded.processes import free_port
+from tests.support.stack import UpProcess
 
 # The test session is a development one (the built-in token secret is accepted, and
 # only on loopback); a test of production settings says development=False itself.
@@ -101,3 +102,13 @@ async def db_pool(database_url: str, db_schema: str) -> AsyncIterator[asyncpg.Po
         yield pool
     finally:
         await pool.close()
+
+
+@pytest.fixture
+def up(tmp_path: Path) -> Iterator[UpProcess]:
+    """A real `sonae up` in a fresh data directory, stopped after the test."""
+    proc = UpProcess(tmp_path / "stack")
+    try:
+        yield proc
+    finally:
+        proc.stop()

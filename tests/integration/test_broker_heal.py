@@ -55,6 +55,13 @@ async def _post_until_acknowledged(http: aiohttp.ClientSession, url: str, token:
     raise AssertionError("intake never acknowledged the report")
 
 
+def _replaced(up: UpProcess, key: str, old_pid: int) -> int | None:
+    """The pid ``stack.json`` names under ``key`` once it is a live process other than
+    ``old_pid``."""
+    pid = json.loads((up.data_dir / "stack.json").read_text()).get(key)
+    return int(pid) if pid and int(pid) != old_pid and process_alive(int(pid)) else None
+
+
 async def _picture_with(ws_url: str, token: str, report_ids: list[str],
                         timeout: float) -> dict[str, Any]:
     """Connect (again whenever the gateway goes away) until the report is in the picture;
@@ -105,12 +112,8 @@ async def test_broker_sigkill_heals_and_an_acknowledged_report_reaches_the_pictu
             at_ack = json.loads((up.data_dir / "stack.json").read_text())
             assert at_ack["embedded_kafka_pid"] == old_broker, "acknowledged after the heal"
 
-            def new_broker() -> int | None:
-                current = json.loads((up.data_dir / "stack.json").read_text())
-                pid = current.get("embedded_kafka_pid")
-                return int(pid) if pid and int(pid) != old_broker and process_alive(
-                    int(pid)) else None
-            await wait_for(new_broker, timeout=60, what="a new broker process")
+            await wait_for(lambda: _replaced(up, "embedded_kafka_pid", old_broker),
+                           timeout=60, what="a new broker process")
             assert not process_alive(old_broker)
 
             # Both: the one the old log held and the one acknowledged while it was gone.
@@ -149,12 +152,8 @@ async def test_postgres_sigkill_heals_and_reports_are_stored_again(tmp_path: Pat
         # The acknowledgement may come before the heal: a backend that outlives its
         # killed postmaster for a moment can still commit (to the WAL the restarted
         # server recovers), so the new server is waited for, not assumed.
-        def new_postgres() -> int | None:
-            current = json.loads((up.data_dir / "stack.json").read_text())
-            pid = current.get("embedded_postgres_pid")
-            return int(pid) if pid and int(pid) != old_postgres and process_alive(
-                int(pid)) else None
-        await wait_for(new_postgres, timeout=60, what="a new PostgreSQL process")
+        await wait_for(lambda: _replaced(up, "embedded_postgres_pid", old_postgres),
+                       timeout=60, what="a new PostgreSQL process")
         assert not process_alive(old_postgres)
         conn = await asyncpg.connect(str(state["database_url"]))
         try:

@@ -8,22 +8,10 @@ import re
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from infra.embedded.processes import free_port, process_alive
 from tests.support.stack import ROOT, UpProcess, run_sonae, stack_env, wait_until
-
-
-@pytest.fixture
-def up(tmp_path: Path) -> Iterator[UpProcess]:
-    proc = UpProcess(tmp_path / "stack")
-    try:
-        yield proc
-    finally:
-        proc.stop()
 
 
 def test_up_status_and_clean_stop_on_sigterm(up: UpProcess) -> None:

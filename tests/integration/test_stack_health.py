@@ -7,23 +7,12 @@ import re
 import signal
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from tests.support.stack import UpProcess, run_sonae, stack_env, wait_until
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def up(tmp_path: Path) -> Iterator[UpProcess]:
-    proc = UpProcess(tmp_path / "stack")
-    try:
-        yield proc
-    finally:
-        proc.stop()
 
 
 def _answers(url: str) -> int:
