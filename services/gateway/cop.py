@@ -6,7 +6,8 @@ new value or removed (``None``). A delta always carries the entity's *whole*
 current value, never an increment.
 
 :mod:`services.gateway.reducer` folds events into a :class:`COP` (and states the
-order-independence contract); :mod:`services.gateway.views` projects it for HQ,
+order-independence contract, with :mod:`services.gateway.people` for the people and
+supplies kinds); :mod:`services.gateway.views` projects it for HQ, shelter staff,
 field teams and the public. No I/O, no clock, no globals.
 """
 
