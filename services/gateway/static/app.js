@@ -343,7 +343,10 @@
   }
   function renderShelters() {
     const shelters = Object.values(S.state.shelter || {});
-    fill("shelters", shelters.sort((a, b) => siteName(a.shelter_id).localeCompare(siteName(b.shelter_id)))
+    // Shelter staff: the sites they run (those with check-in counts) first.
+    const own = (s) => (s.registered === undefined ? 1 : 0);
+    fill("shelters", shelters.sort((a, b) => (own(a) - own(b)) ||
+        siteName(a.shelter_id).localeCompare(siteName(b.shelter_id)))
       .map((s) => {
         const site = S.region.sites.find((x) => x.id === s.shelter_id);
         const capacity = s.capacity || (site && site.capacity) || 0;
