@@ -3,7 +3,7 @@
 No I/O and no clock here. :func:`event_row` turns a decoded event and the
 metadata of the record it came in (topic, partition, offset, key) into a row of
 the ``events`` table. The reducers fold events into projections: one row per
-aggregate, the shape the ``*_current`` tables of migration 0003 hold.
+aggregate, the shape the ``*_current`` tables of migrations 0003 and 0012 hold.
 
 Every reducer keeps, per aggregate, what the *winning* event under a total order
 says, so folding is order-independent: a duplicate delivery changes nothing, a
@@ -28,11 +28,23 @@ related events can sit on different ones). The orders:
   then event id. ``broadcast.requested`` creates a row per language × channel
   and supplies the message kind.
 
+- **households** (``shelter_id, household_code``): the latest check-in (event
+  time, then event id) gives the details, the latest check-out its time; the
+  household is ``in`` when its latest check-in is later than its latest check-out
+  (at the same instant the check-out applies, as in the shelter tracker).
+- **at home** (``household_id``): the latest report by event time, then event id
+  (a later report replaces it); beside it the latest welfare check, ordered alike.
+- **supply requests** (``request_id``): the status is the furthest step (requested
+  < assigned < dispatched < received or cancelled; intake accepts only the steps of
+  ``schemas.supplies.next_status``), each step keeps its earliest time.
+- **generators** (``generator_id``): the latest registration and, apart, the
+  latest status report, each by event time, then event id.
+
 A reducer returns ``current`` itself (the same object) when the event changes
 nothing, so the store writes only rows that changed; ``last_event_id`` is the
 event that last changed the row.
 
-Why one file over ~500 lines: the four projections follow the one rule above
+Why one file over ~500 lines: the eight projections follow the one rule above
 (fold by a total order per aggregate); each is short, and side by side the
 orders can be compared at a glance.
 """
