@@ -280,6 +280,13 @@ class Settings(BaseSettings):
         description="JMA feed poller: up to this many seconds added at random to each wait.",
     )
 
+    people_retention_days: int | None = Field(
+        default=None, ge=1, le=3650,
+        description="How many days personal data of people and supplies events is kept: "
+                    "`sonae people purge` without --before purges what is older (unset: "
+                    "--before is required).",
+    )
+
     def given(self, name: str) -> bool:
         """Whether setting ``name`` was given (a ``SONAE_*`` variable or an option)."""
         return name in self.model_fields_set

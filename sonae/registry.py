@@ -73,7 +73,8 @@ SERVICES: tuple[ServiceSpec, ...] = (
         name="recorder",
         entrypoint="services.recorder.main:main",
         description="Every event into the PostgreSQL event store once, with projections",
-        commands=("services.recorder.cli:events", "services.recorder.cli:rehydrate"),
+        commands=("services.recorder.cli:events", "services.recorder.cli:rehydrate",
+                  "services.recorder.cli:people"),
     ),
     ServiceSpec(
         name="shelter-tracker",
