@@ -110,7 +110,7 @@ def test_each_role_may_take_exactly_its_steps(role: Role, allowed: set[Step]) ->
         if step in allowed:
             assert take(step, row(_before(step)), principal).request is not None
         else:
-            with pytest.raises(NotPermitted, match=f"may not .*{step.value}|may not"):
+            with pytest.raises(NotPermitted, match="may not"):
                 take(step, row(_before(step)), principal)
 
 
