@@ -99,6 +99,7 @@ from services.intake.domain import (
 from services.intake.errors import (
     ClientIdConflict,
     FieldError,
+    InputRefused,
     InvalidInput,
     MalformedInput,
     NotPermitted,
@@ -710,8 +711,8 @@ class Supplies:
         try:
             recorded = await self.store.apply(command, decide, request_id=request_id,
                                               generator_id=generator_id)
-        except (InvalidInput, NotPermitted, UnknownSupplyRequest, UnknownGenerator,
-                TransitionRefused):
+        except InputRefused:
+            # Raised by the decision inside the transaction, which rolled back.
             self._count(command.kind, "refused")
             raise
         if recorded.decision is Decision.WRITE:

@@ -8,7 +8,9 @@ generators are registered, re-registered and reported on.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -243,6 +245,11 @@ async def test_generators_are_registered_replaced_and_reported_on(
     status, refused, _ = await running.post("/v1/generators/no-such-gen/status", report,
                                             headers=HQ)
     assert (status, refused["error"]) == (404, "unknown_generator")
+    # A report older than the stored state is recorded as an event, not as the state now.
+    status, _, _ = await running.post("/v1/generators/kanda-gen-1/status", {
+        "client_id": "st-3", "state": "running", "occurred_at": "2025-08-21T05:00:00Z"},
+        headers=HQ)
+    assert status == 202
     row = await running.pool.fetchrow(
         "select state, fuel_hours_left from generators where namespace = $1", namespace)
     assert dict(row) == {"state": "fuel_low", "fuel_hours_left": 1.5}
@@ -256,11 +263,30 @@ async def test_generators_are_registered_replaced_and_reported_on(
         "fuel-2", requester_kind="generator", site_id="no-such-gen"), headers=STAFF)
     assert status == 422 and refused["errors"][0]["code"] == "unknown_generator"
 
-    events = await consume_events(kafka_bootstrap, namespace, "generators", count=3)
+    events = await consume_events(kafka_bootstrap, namespace, "generators", count=4)
     assert [e.type for e in events] == ["generator.registered", "generator.registered",
+                                        "generator.status_reported",
                                         "generator.status_reported"]
     assert events[0].payload.registered_by == "hq-duty"
     assert events[2].payload.reported_by.team == "kanda-team-1"
+
+
+async def test_concurrent_commands_are_decided_one_after_the_other(
+        running: Running, namespace: str) -> None:
+    """Racing first receipts of one request make one; racing steps: one taken, one 409."""
+    answers = await asyncio.gather(*(
+        running.post("/v1/supplies/requests", request_body("race"), headers=STAFF)
+        for _ in range(4)))
+    assert sorted(status for status, _, _ in answers) == [200, 200, 200, 201]
+    assert len({json.dumps(body, sort_keys=True) for _, body, _ in answers}) == 1
+    rid = answers[0][1]["request_id"]
+    steps = await asyncio.gather(*(
+        step(running, rid, "assign", f"a-{n}", HQ, assignee=f"depot {n}") for n in range(4)))
+    assert sorted(status for status, _ in steps) == [202, 409, 409, 409], steps
+    [(_, taken)] = [(s, b) for s, b in steps if s == 202]
+    assert (await state_of(running.pool, namespace, rid))["last_event_id"] == uuid.UUID(
+        taken["event_id"])
+    assert await outbox_of(running.pool, namespace) == ["supply.requested", "supply.assigned"]
 
 
 async def test_a_drill_and_live_keep_the_same_client_ids_apart(
