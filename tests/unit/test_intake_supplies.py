@@ -20,6 +20,7 @@ from services.intake.errors import (
     UnknownGenerator,
     UnknownSupplyRequest,
 )
+from services.intake.openapi import openapi_document
 from services.intake.supplies import (
     STEPS,
     Current,
@@ -337,3 +338,21 @@ def test_request_ids_are_uuids() -> None:
     effect = request_effect(request, STAFF, REGION, Current(), namespace=LIVE, now=NOW)
     assert isinstance(effect.request.request_id, UUID)
     assert effect.response["request_id"] == str(effect.request.request_id)
+
+
+def test_the_openapi_document_states_the_step_rules() -> None:
+    """Each step is an operation answering 404 and 409; only assign requires an assignee."""
+    document = openapi_document(REGION)
+    schemas = document["components"]["schemas"]
+    for step in Step:
+        operation = document["paths"][f"/v1/supplies/requests/{{request_id}}/{step.value}"]
+        responses = operation["post"]["responses"]
+        assert {"202", "200", "403", "404", "409", "422"} <= set(responses), step
+        ref = operation["post"]["requestBody"]["content"]["application/json"]["schema"]
+        name = ref["$ref"].rsplit("/", 1)[-1]
+        has_assignee = "assignee" in schemas[name]["properties"]
+        assert has_assignee == (step is Step.ASSIGN)
+        assert ("assignee" in schemas[name]["required"]) == (step is Step.ASSIGN)
+    assert "201" in document["paths"]["/v1/supplies/requests"]["post"]["responses"]
+    assert "404" in document["paths"]["/v1/generators/{generator_id}/status"]["post"][
+        "responses"]
