@@ -184,8 +184,7 @@ def may_act_for(principal: Principal, requester: Requester) -> bool:
     if principal.role is not Role.SHELTER_STAFF:
         return False
     if principal.shelters is not None:
-        return requester.host_site_id is not None and requester.host_site_id in \
-            principal.shelters
+        return requester.host_site_id in principal.shelters
     return principal.areas is not None and requester.area_id in principal.areas
 
 
