@@ -4,9 +4,11 @@ Every body a client receives is one of the models below, dumped by
 :meth:`_Response.as_json` — the same models :mod:`services.intake.openapi`
 documents, so the document and the answers cannot drift apart:
 
-- :class:`Acknowledgement` — 202 on first receipt, 200 with the stored body on
-  an identical resend;
+- :class:`Acknowledgement` — 202 on first receipt (201 for a new supply request),
+  200 with the stored body on an identical resend;
 - :class:`ReportView` — ``GET /v1/reports/{id}``;
+- :class:`SupplyRequestList` — ``GET /v1/supplies/requests`` (each a
+  :class:`SupplyRequestView`);
 - :class:`Health` — ``GET /healthz``;
 - :class:`ErrorBody` — every 4xx/5xx; a recorded rejection (422) and a conflict
   (409) also carry the report's ids.
@@ -28,6 +30,7 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.common import Problem
+from schemas.supplies import RequesterKind, SupplyLine, SupplyRequestStatus, Urgency
 from services.intake.errors import (
     BodyTooLarge,
     BodyTooSlow,
@@ -41,8 +44,11 @@ from services.intake.errors import (
     RateLimited,
     SenderNotPermitted,
     TooManyElements,
+    TransitionRefused,
+    UnknownGenerator,
     UnknownReport,
     UnknownShelter,
+    UnknownSupplyRequest,
     UnsupportedMediaType,
 )
 
@@ -57,6 +63,8 @@ __all__ = [
     "Ignored",
     "Links",
     "ReportView",
+    "SupplyRequestList",
+    "SupplyRequestView",
     "WarningSummary",
     "conflict",
     "error_body",
@@ -92,7 +100,8 @@ class WarningSummary(_Response):
 
 
 class Acknowledgement(_Response):
-    """202 on first receipt (the input is durably recorded), 200 with the same body on a resend."""
+    """202 on first receipt (the input is durably recorded; 201 for a new supply request), 200
+    with the same body on a resend."""
 
     status: Literal["accepted"] = "accepted"
     """Always ``accepted`` here; rejections are 422 with :class:`ErrorBody`."""
@@ -117,6 +126,12 @@ class Acknowledgement(_Response):
     """CAP: info blocks that named no area of the region; JMA: parts not applied, and why."""
     links: Links | None = None
     """Reports: where to read the outcome."""
+    request_id: UUID | None = None
+    """Supply requests and their steps: the request (derived from the client id)."""
+    request_status: SupplyRequestStatus | None = None
+    """Supply requests and their steps: the request's status after this input."""
+    generator_id: str | None = None
+    """Generators: the generator registered or reported on."""
 
 
 class Ignored(_Response):
@@ -144,8 +159,9 @@ class ErrorBody(_Response):
     """Every 4xx/5xx body. A rejected report (422) also carries its ids, so GET shows why."""
 
     error: str
-    """A stable code: malformed, invalid, unauthorized, forbidden, not_found, conflict,
-    timeout, too_large, unsupported_media_type, rate_limited, unavailable, internal."""
+    """A stable code: malformed, invalid, unauthorized, forbidden, not_found,
+    unknown_request, unknown_generator, conflict, transition_refused, timeout, too_large,
+    unsupported_media_type, rate_limited, unavailable, internal."""
     message: str
     """What went wrong, in words."""
     errors: list[ErrorItem] | None = None
@@ -179,6 +195,36 @@ class ReportView(_Response):
     links: Links
 
 
+class SupplyRequestView(_Response):
+    """One supply request as intake holds it (the state its steps are checked against)."""
+
+    request_id: UUID
+    requester_kind: RequesterKind
+    site_id: str
+    """The requesting site: a region-pack site id, or a generator id."""
+    area_id: str
+    lines: list[SupplyLine]
+    urgency: Urgency
+    note: str
+    status: SupplyRequestStatus
+    assignee: str | None = None
+    """The team or depot it was assigned to."""
+    requested_by: str
+    """The requesting team."""
+    requested_at: datetime
+    """Event time of the request."""
+    updated_at: datetime
+    """Event time of its latest step."""
+
+
+class SupplyRequestList(_Response):
+    """``GET /v1/supplies/requests``: the requests the caller may see, newest first."""
+
+    requests: list[SupplyRequestView]
+    truncated: bool = False
+    """True when more matched than one answer holds (narrow by site or status)."""
+
+
 class Health(_Response):
     """``GET /healthz``: ``healthy`` (200) when the database answers — the broker may be
     down: intake still accepts — else ``unhealthy`` (503).
@@ -199,8 +245,11 @@ REFUSALS: Final[Mapping[type[InputRefused], tuple[int, str]]] = MappingProxyType
     SenderNotPermitted: (403, "sender_not_permitted"),
     UnknownReport: (404, "not_found"),
     UnknownShelter: (404, "not_found"),
+    UnknownSupplyRequest: (404, "unknown_request"),
+    UnknownGenerator: (404, "unknown_generator"),
     BodyTooSlow: (408, "timeout"),
     ClientIdConflict: (409, "conflict"),
+    TransitionRefused: (409, "transition_refused"),
     BodyTooLarge: (413, "too_large"),
     TooManyElements: (413, "too_large"),
     UnsupportedMediaType: (415, "unsupported_media_type"),

@@ -24,6 +24,12 @@ role                  may
 ``public``            nothing (the gateway's read-only role)
 ====================  =========================================================
 
+Supply requests and generators (:mod:`services.intake.supplies`) add: shelter_staff
+request supplies, mark them received or cancel them, and read their sites' requests
+(only for the sites they may act for: the token's ``shelters``, else its ``areas``);
+field and shelter_staff report a generator's state (in their areas); hq also assigns
+and dispatches requests and registers generators.
+
 Request bodies (:mod:`schemas.intake`, shared with the field client) are the
 schemas' payload models plus a few request-only fields
 (``occurred_at``, ``exercise``, a discriminator), so validation, bounds and
@@ -179,13 +185,31 @@ class Action(StrEnum):
     """Mark input as drill traffic (``exercise: true``)."""
     READ_ALL_REPORTS = "read_all_reports"
     """Read any team's reports."""
+    SUPPLY_REQUEST = "supply_request"
+    """Request supplies for a site (shelter_staff: the sites it may act for)."""
+    SUPPLY_ASSIGN = "supply_assign"
+    """Assign a supply request to a team or depot."""
+    SUPPLY_DISPATCH = "supply_dispatch"
+    """Mark a supply request dispatched."""
+    SUPPLY_RECEIVE = "supply_receive"
+    """Mark a supply request received (shelter_staff: its own sites' requests)."""
+    SUPPLY_CANCEL = "supply_cancel"
+    """Cancel a supply request (shelter_staff: its own sites' requests)."""
+    READ_SUPPLY_REQUESTS = "read_supply_requests"
+    """Read supply requests (shelter_staff: its own sites'; hq: all)."""
+    GENERATOR_REGISTER = "generator_register"
+    """Register (or re-register) a community generator."""
+    GENERATOR_STATUS = "generator_status"
+    """Report a generator's state (field, shelter_staff: generators of their areas)."""
 
 
 PERMISSIONS: Mapping[Role, frozenset[Action]] = MappingProxyType(
     {
-        Role.FIELD: frozenset({Action.REPORT, Action.READ_REPORT}),
+        Role.FIELD: frozenset({Action.REPORT, Action.READ_REPORT, Action.GENERATOR_STATUS}),
         Role.SHELTER_STAFF: frozenset(
-            {Action.SHELTER_STATUS, Action.REPORT, Action.READ_REPORT}
+            {Action.SHELTER_STATUS, Action.REPORT, Action.READ_REPORT,
+             Action.SUPPLY_REQUEST, Action.SUPPLY_RECEIVE, Action.SUPPLY_CANCEL,
+             Action.READ_SUPPLY_REQUESTS, Action.GENERATOR_STATUS}
         ),
         Role.SENSOR: frozenset({Action.HAZARD_OBSERVATION, Action.CAP, Action.JMA,
                                 Action.EXERCISE}),
@@ -216,6 +240,14 @@ _ACTION_WORDS: Mapping[Action, str] = {
     Action.JMA: "submit JMA messages",
     Action.EXERCISE: "flag input as exercise (drill) traffic",
     Action.READ_ALL_REPORTS: "read other teams' reports",
+    Action.SUPPLY_REQUEST: "request supplies",
+    Action.SUPPLY_ASSIGN: "assign supply requests",
+    Action.SUPPLY_DISPATCH: "mark supply requests dispatched",
+    Action.SUPPLY_RECEIVE: "mark supply requests received",
+    Action.SUPPLY_CANCEL: "cancel supply requests",
+    Action.READ_SUPPLY_REQUESTS: "read supply requests",
+    Action.GENERATOR_REGISTER: "register generators",
+    Action.GENERATOR_STATUS: "report a generator's state",
 }
 
 
@@ -536,6 +568,10 @@ class Kind(StrEnum):
     HAZARD = "hazard"
     CAP = "cap"
     JMA = "jma"
+    SUPPLY_REQUEST = "supply_request"
+    SUPPLY_STEP = "supply_step"
+    GENERATOR = "generator"
+    GENERATOR_STATUS = "generator_status"
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,9 @@
     │   │   └── SenderNotPermitted  the token may not speak for the sender the input names
     │   ├── UnknownReport       no report with that id is visible to the caller
     │   ├── UnknownShelter      the URL names no shelter of the region pack
+    │   ├── UnknownSupplyRequest  the URL names no supply request of this namespace
+    │   ├── UnknownGenerator    the URL names no generator registered in this namespace
+    │   ├── TransitionRefused   the supply request's status does not allow the step
     │   ├── ClientIdConflict    the client id was already used for a different body
     │   ├── UnsupportedMediaType  the Content-Type (or charset) is not one the route reads
     │   ├── BodyTooSlow         the body did not arrive within the read timeout
@@ -54,8 +57,11 @@ __all__ = [
     "RawRejected",
     "SenderNotPermitted",
     "TooManyElements",
+    "TransitionRefused",
+    "UnknownGenerator",
     "UnknownReport",
     "UnknownShelter",
+    "UnknownSupplyRequest",
     "UnsupportedMediaType",
 ]
 
@@ -105,6 +111,19 @@ class UnknownReport(InputRefused):
 
 class UnknownShelter(InputRefused):
     """The URL names no shelter of the region pack."""
+
+
+class UnknownSupplyRequest(InputRefused):
+    """The URL names no supply request of this namespace."""
+
+
+class UnknownGenerator(InputRefused):
+    """The URL names no generator registered in this namespace."""
+
+
+class TransitionRefused(InputRefused):
+    """A supply request's current status does not allow the step (the message names both;
+    :func:`schemas.supplies.next_status` is the table)."""
 
 
 class ClientIdConflict(InputRefused):

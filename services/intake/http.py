@@ -18,7 +18,9 @@ Request pipeline, outermost first:
    gateway forwards every team's reports from one address) never share it;
 4. the handler — role check (403), Content-Type (415), size while reading
    (413, before the whole body is buffered) within the body read timeout (408, and
-   the connection is closed), JSON (400), then the service (202/200/409/422, 404).
+   the connection is closed), JSON (400), then the service (202/200/409/422, 404;
+   supply requests and generators: :mod:`services.intake.supplies`, 201 for a new
+   request, 409 ``transition_refused`` for a step its status does not allow).
    CAP and JMA documents are parsed in the bounded
    :class:`~services.intake.parsepool.ParsePool`: 503 with Retry-After when it has as
    many waiting as it may; 413 when a CAP document has more elements than allowed.
@@ -56,7 +58,7 @@ from services.common.auth import (
     bearer_token,
     verify_token,
 )
-from services.intake.contract import ROUTER_CODES, Health, error_body, refusal
+from services.intake.contract import ROUTER_CODES, Answer, Health, error_body, refusal
 from services.intake.domain import Action, require
 from services.intake.errors import (
     BodyTooLarge,
@@ -71,6 +73,7 @@ from services.intake.parsing import check_client_id, parse_json
 from services.intake.ratelimit import RateLimiter, retry_after_seconds
 from services.intake.relay import TRANSIENT
 from services.intake.service import Intake, Outcome
+from services.intake.supplies import STEPS, Step
 
 log = logging.getLogger(__name__)
 
@@ -335,6 +338,42 @@ def build_app(
         intake.parsing.admit()
         return answer(await intake.submit_jma(principal, xml))
 
+    def supplies_answer(result: Answer) -> web.Response:
+        return _json(result.status, result.body, dict(result.headers))
+
+    async def post_supply_request(request: web.Request) -> web.Response:
+        principal = request[_PRINCIPAL]
+        require(principal, Action.SUPPLY_REQUEST)
+        document = parse_json(await body(request, JSON_TYPES, max_json_bytes))
+        return supplies_answer(await intake.supplies.request(principal, document))
+
+    async def get_supply_requests(request: web.Request) -> web.Response:
+        principal = request[_PRINCIPAL]
+        require(principal, Action.READ_SUPPLY_REQUESTS)
+        return supplies_answer(await intake.supplies.requests(
+            principal, site=request.query.get("site"), status=request.query.get("status")))
+
+    async def post_supply_step(request: web.Request) -> web.Response:
+        principal = request[_PRINCIPAL]
+        step = Step(request.match_info["step"])
+        require(principal, STEPS[step][1])
+        document = parse_json(await body(request, JSON_TYPES, max_json_bytes))
+        return supplies_answer(await intake.supplies.step(
+            principal, request.match_info["request_id"], step, document))
+
+    async def post_generator(request: web.Request) -> web.Response:
+        principal = request[_PRINCIPAL]
+        require(principal, Action.GENERATOR_REGISTER)
+        document = parse_json(await body(request, JSON_TYPES, max_json_bytes))
+        return supplies_answer(await intake.supplies.register_generator(principal, document))
+
+    async def post_generator_status(request: web.Request) -> web.Response:
+        principal = request[_PRINCIPAL]
+        require(principal, Action.GENERATOR_STATUS)
+        document = parse_json(await body(request, JSON_TYPES, max_json_bytes))
+        return supplies_answer(await intake.supplies.report_generator(
+            principal, request.match_info["generator_id"], document))
+
     database_down = False
 
     async def measure_backlog() -> bool:
@@ -375,6 +414,12 @@ def build_app(
     app.router.add_post("/v1/hazards/observations", post_hazard)
     app.router.add_post("/v1/cap", post_cap)
     app.router.add_post("/v1/jma", post_jma)
+    app.router.add_post("/v1/supplies/requests", post_supply_request)
+    app.router.add_get("/v1/supplies/requests", get_supply_requests)
+    app.router.add_post("/v1/supplies/requests/{request_id}/"
+                        f"{{step:{'|'.join(s.value for s in Step)}}}", post_supply_step)
+    app.router.add_post("/v1/generators", post_generator)
+    app.router.add_post("/v1/generators/{generator_id}/status", post_generator_status)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", prometheus)
     app.router.add_get("/v1/openapi.json", openapi)

@@ -19,9 +19,26 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
-from schemas.intake import HazardObservationRequest, ReportRequest, ShelterStatusRequest
+from schemas.intake import (
+    GeneratorRegisterRequest,
+    GeneratorStatusRequest,
+    HazardObservationRequest,
+    ReportRequest,
+    ShelterStatusRequest,
+    SupplyRequestRequest,
+    SupplyStepRequest,
+)
 from schemas.region import Region
-from services.intake.contract import Acknowledgement, ErrorBody, Health, Ignored, ReportView
+from schemas.supplies import SupplyRequestStatus
+from services.intake.contract import (
+    Acknowledgement,
+    ErrorBody,
+    Health,
+    Ignored,
+    ReportView,
+    SupplyRequestList,
+)
+from services.intake.supplies import Step
 
 __all__ = ["openapi_document"]
 
@@ -41,8 +58,11 @@ def _errors(*codes: int) -> dict[str, Any]:
         400: "Malformed body (not JSON, not UTF-8, duplicate keys, not well-formed XML).",
         401: "Missing, malformed, tampered or expired bearer token.",
         403: "The token's role may not do this.",
-        404: "No such report or shelter.",
-        409: "The client id was already used for a different body.",
+        404: "No such report, shelter, supply request (unknown_request) or generator "
+             "(unknown_generator).",
+        409: "The client id was already used for a different body (conflict); for a supply "
+             "request's step, a step its status does not allow (transition_refused, naming "
+             "both statuses).",
         408: "The body was not received in time (SONAE_INTAKE_BODY_TIMEOUT_SECONDS).",
         413: "The body exceeds the size limit, or an XML document has more elements of a "
              "kind than allowed (each limit and count named in errors).",
@@ -109,6 +129,21 @@ def _narrow_to_region(schemas: dict[str, Any], requests: list[str], region: Regi
             properties["overridden_by"]["readOnly"] = True
         if name.startswith("Shelter") and "shelter_id" in properties:
             properties["shelter_id"]["readOnly"] = True  # the URL names the shelter
+        if name == "GeneratorStatusRequest":
+            properties["generator_id"]["readOnly"] = True  # the URL names the generator
+        if name == "GeneratorRegisterRequest":
+            _string_enum(properties["site_id"], sorted(s.id for s in region.sites))
+    # One body model for every step; the document states the assign rule per operation.
+    step = schemas.pop("SupplyStepRequest")
+    assignee = step["properties"]["assignee"]
+    named = {**assignee["anyOf"][0], "description": assignee.get("description", "")}
+    schemas["SupplyAssignRequest"] = {
+        **step, "title": "SupplyAssignRequest",
+        "required": sorted({*step.get("required", ()), "assignee"}),
+        "properties": {**step["properties"], "assignee": named}}
+    schemas["SupplyStepRequest"] = {
+        **step, "properties": {k: v for k, v in step["properties"].items()
+                               if k != "assignee"}}
     report = schemas["ReportRequest"]
     report["anyOf"] = [
         {"required": ["location"], "properties": {"location": _ref("GeoPoint")}},
@@ -117,13 +152,20 @@ def _narrow_to_region(schemas: dict[str, Any], requests: list[str], region: Regi
     ]
 
 
+_STEP_ROLES = {Step.ASSIGN: "hq", Step.DISPATCH: "hq",
+               Step.RECEIVE: "hq; shelter_staff of the requesting site",
+               Step.CANCEL: "hq; shelter_staff of the requesting site"}
+
+
 @cache
 def openapi_document(region: Region) -> dict[str, Any]:
     """The OpenAPI document for ``region`` (built once per process)."""
     requests: list[type[BaseModel]] = [ReportRequest, ShelterStatusRequest,
-                                       HazardObservationRequest]
+                                       HazardObservationRequest, SupplyRequestRequest,
+                                       SupplyStepRequest, GeneratorRegisterRequest,
+                                       GeneratorStatusRequest]
     responses: list[type[BaseModel]] = [Acknowledgement, ErrorBody, Health, Ignored,
-                                        ReportView]
+                                        ReportView, SupplyRequestList]
     inputs: list[tuple[type[BaseModel], JsonSchemaMode]] = [
         *((m, "validation") for m in requests), *((m, "serialization") for m in responses)]
     names, top = models_json_schema(inputs, ref_template=_REF)
@@ -148,8 +190,8 @@ def openapi_document(region: Region) -> dict[str, Any]:
             "title": "Sonae intake",
             "version": "1",
             "description": (
-                "Field reports, shelter status, hazard observations, CAP alerts and JMA "
-                "messages for the "
+                "Field reports, shelter status, hazard observations, CAP alerts, JMA "
+                "messages, supply requests and community generators for the "
                 "disaster HQ. Every input is written to a PostgreSQL outbox before it is "
                 "acknowledged, then published to Kafka. Numbers and booleans are strict: "
                 "an integer is written as a JSON integer (5, not 5.0 or \"5\"), a "
@@ -240,6 +282,77 @@ def openapi_document(region: Region) -> dict[str, Any]:
                             "content": {"application/json": {"schema": {"oneOf": [
                                 _ref("Acknowledgement"), _ref("Ignored")]}}}},
                     **_errors(400, 401, 403, 408, 409, 413, 415, 422, 429, 503)},
+            }},
+            "/v1/supplies/requests": {
+                "post": {
+                    "summary": "Request supplies for a shelter, facility or generator",
+                    "description": "Roles: shelter_staff (for a site its token's shelters "
+                                   "claim names, else a site of its areas), hq (any site). "
+                                   "The site must be a region-pack site that can request "
+                                   "(a shelter) or a registered generator; intake fills the "
+                                   "area from it. client_id is the idempotency key.",
+                    "security": bearer,
+                    "requestBody": {"required": True, **_json_body("SupplyRequestRequest")},
+                    "responses": {
+                        "201": {"description": "Recorded durably (first receipt): the "
+                                               "request's id and status.",
+                                **_json_body("Acknowledgement")},
+                        "200": accepted["200"],
+                        **_errors(400, 401, 403, 408, 409, 413, 415, 422, 429, 503)},
+                },
+                "get": {
+                    "summary": "Supply requests and where each stands, newest first",
+                    "description": "Roles: shelter_staff (the requests of the sites it may "
+                                   "act for), hq (all).",
+                    "security": bearer,
+                    "parameters": [
+                        {"name": "site", "in": "query", "required": False,
+                         "description": "Only this site's requests.",
+                         "schema": {"type": "string"}},
+                        {"name": "status", "in": "query", "required": False,
+                         "description": "Only requests in this status.",
+                         "schema": {"type": "string",
+                                    "enum": [x.value for x in SupplyRequestStatus]}}],
+                    "responses": {
+                        "200": {"description": "The requests.",
+                                **_json_body("SupplyRequestList")},
+                        **_errors(400, 401, 403, 429, 503)},
+                },
+            },
+            **{f"/v1/supplies/requests/{{request_id}}/{name.value}": {"post": {
+                "summary": f"{name.value.capitalize()} a supply request",
+                "description": f"Roles: {who}. Checked against the request's status "
+                               "(requested → assigned → dispatched → received; cancel "
+                               "before dispatch): 409 transition_refused otherwise. "
+                               "client_id is the idempotency key.",
+                "security": bearer,
+                "parameters": [{"name": "request_id", "in": "path", "required": True,
+                                "schema": {"type": "string", "format": "uuid"}}],
+                "requestBody": {"required": True, **_json_body(
+                    "SupplyAssignRequest" if name is Step.ASSIGN else "SupplyStepRequest")},
+                "responses": {**accepted, **_errors(400, 401, 403, 404, 408, 409, 413, 415,
+                                                    422, 429, 503)},
+            }} for name, who in _STEP_ROLES.items()},
+            "/v1/generators": {"post": {
+                "summary": "Register a community generator (again: replace its registration)",
+                "description": "Roles: hq. The area defaults to the site's, when a site is "
+                               "named. client_id is the idempotency key.",
+                "security": bearer,
+                "requestBody": {"required": True, **_json_body("GeneratorRegisterRequest")},
+                "responses": {**accepted,
+                              **_errors(400, 401, 403, 408, 409, 413, 415, 422, 429, 503)},
+            }},
+            "/v1/generators/{generator_id}/status": {"post": {
+                "summary": "Report a generator's state (running, stopped, fuel low, fault)",
+                "description": "Roles: hq; field and shelter_staff whose areas hold the "
+                               "generator. client_id is the idempotency key.",
+                "security": bearer,
+                "parameters": [{"name": "generator_id", "in": "path", "required": True,
+                                "description": "A registered generator.",
+                                "schema": {"type": "string"}}],
+                "requestBody": {"required": True, **_json_body("GeneratorStatusRequest")},
+                "responses": {**accepted,
+                              **_errors(400, 401, 403, 404, 408, 409, 413, 415, 422, 429, 503)},
             }},
             "/healthz": {"get": {
                 "summary": "Health: healthy while the database answers (the broker may be "

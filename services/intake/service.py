@@ -70,6 +70,8 @@ from services.intake.jma import jma_events, jma_scope, map_bytes
 from services.intake.metrics import IntakeMetrics
 from services.intake.parsepool import ParsePool
 from services.intake.store import Recorded, ReportRow, Store, Write
+from services.intake.supplies import Supplies
+from services.intake.supplies_store import SupplyStore
 
 __all__ = ["Intake", "Outcome"]
 
@@ -126,6 +128,9 @@ class Intake:
         self.parsing = parsing or ParsePool()
         """Where XML is parsed and mapped: never on the event loop (HTTP asks it to admit
         a document first)."""
+        self.supplies = Supplies(SupplyStore(store.pool, store.namespace), region,
+                                 metrics=self.metrics, clock=clock)
+        """Supply requests and generators: commands checked against intake's state."""
 
     @property
     def jma_table(self) -> JmaAreaTable:
