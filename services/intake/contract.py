@@ -4,8 +4,8 @@ Every body a client receives is one of the models below, dumped by
 :meth:`_Response.as_json` — the same models :mod:`services.intake.openapi`
 documents, so the document and the answers cannot drift apart:
 
-- :class:`Acknowledgement` — 202 on first receipt, 200 with the stored body on
-  an identical resend;
+- :class:`Acknowledgement` — 202 on first receipt (201 for a household check-in,
+  which creates a household code), 200 with the stored body on an identical resend;
 - :class:`ReportView` — ``GET /v1/reports/{id}``;
 - :class:`Health` — ``GET /healthz``;
 - :class:`ErrorBody` — every 4xx/5xx; a recorded rejection (422) and a conflict
@@ -33,6 +33,7 @@ from services.intake.errors import (
     BodyTooSlow,
     ClientIdConflict,
     FieldError,
+    HouseholdAlreadyCheckedIn,
     InputRefused,
     InvalidInput,
     MalformedInput,
@@ -40,7 +41,9 @@ from services.intake.errors import (
     Overloaded,
     RateLimited,
     SenderNotPermitted,
+    SiteNotPermitted,
     TooManyElements,
+    UnknownHousehold,
     UnknownReport,
     UnknownShelter,
     UnsupportedMediaType,
@@ -105,8 +108,13 @@ class Acknowledgement(_Response):
     client_report_id: str | None = None
     """Reports: the device's id."""
     client_id: str | None = None
-    """Other inputs: the idempotency key used (Idempotency-Key header, or the CAP sender and
-    identifier); absent when none was given."""
+    """Other inputs: the idempotency key used (Idempotency-Key header, a household command's
+    client_id, or the CAP sender and identifier); absent when none was given."""
+    household_code: str | None = None
+    """Households: the code checked in, out or transferred (print it or show it as a QR
+    code at check-in)."""
+    shelter_id: str | None = None
+    """Households: where the household is now (a transfer's destination)."""
     area_id: str | None = None
     """Reports: the resolved area (absent when outside the region and none was named)."""
     outside_region: bool | None = None
@@ -144,8 +152,9 @@ class ErrorBody(_Response):
     """Every 4xx/5xx body. A rejected report (422) also carries its ids, so GET shows why."""
 
     error: str
-    """A stable code: malformed, invalid, unauthorized, forbidden, not_found, conflict,
-    timeout, too_large, unsupported_media_type, rate_limited, unavailable, internal."""
+    """A stable code: malformed, invalid, unauthorized, forbidden, sender_not_permitted,
+    site_not_permitted, not_found, unknown_household, conflict, household_checked_in, timeout,
+    too_large, unsupported_media_type, rate_limited, unavailable, internal."""
     message: str
     """What went wrong, in words."""
     errors: list[ErrorItem] | None = None
@@ -197,10 +206,13 @@ REFUSALS: Final[Mapping[type[InputRefused], tuple[int, str]]] = MappingProxyType
     MalformedInput: (400, "malformed"),
     NotPermitted: (403, "forbidden"),
     SenderNotPermitted: (403, "sender_not_permitted"),
+    SiteNotPermitted: (403, "site_not_permitted"),
     UnknownReport: (404, "not_found"),
     UnknownShelter: (404, "not_found"),
+    UnknownHousehold: (404, "unknown_household"),
     BodyTooSlow: (408, "timeout"),
     ClientIdConflict: (409, "conflict"),
+    HouseholdAlreadyCheckedIn: (409, "household_checked_in"),
     BodyTooLarge: (413, "too_large"),
     TooManyElements: (413, "too_large"),
     UnsupportedMediaType: (415, "unsupported_media_type"),

@@ -7,9 +7,12 @@
     │   ├── MalformedInput      not JSON, not well-formed XML, not UTF-8
     │   ├── InvalidInput        well-formed but breaks the contract (every field in .errors)
     │   ├── NotPermitted        the token's role may not do this
-    │   │   └── SenderNotPermitted  the token may not speak for the sender the input names
+    │   │   ├── SenderNotPermitted  the token may not speak for the sender the input names
+    │   │   └── SiteNotPermitted    a shelter_staff token may not act at that site
     │   ├── UnknownReport       no report with that id is visible to the caller
     │   ├── UnknownShelter      the URL names no shelter of the region pack
+    │   ├── UnknownHousehold    no household with that code is checked in at that shelter
+    │   ├── HouseholdAlreadyCheckedIn  a check-in of a code that is checked in already
     │   ├── ClientIdConflict    the client id was already used for a different body
     │   ├── UnsupportedMediaType  the Content-Type (or charset) is not one the route reads
     │   ├── BodyTooSlow         the body did not arrive within the read timeout
@@ -42,6 +45,7 @@ __all__ = [
     "BodyTooSlow",
     "ClientIdConflict",
     "FieldError",
+    "HouseholdAlreadyCheckedIn",
     "InputRefused",
     "IntakeError",
     "IntakeStartupError",
@@ -53,7 +57,9 @@ __all__ = [
     "RateLimited",
     "RawRejected",
     "SenderNotPermitted",
+    "SiteNotPermitted",
     "TooManyElements",
+    "UnknownHousehold",
     "UnknownReport",
     "UnknownShelter",
     "UnsupportedMediaType",
@@ -99,12 +105,25 @@ class SenderNotPermitted(NotPermitted):
     """The input names a sender (CAP ``sender``, JMA office, ``sender``) the token is not."""
 
 
+class SiteNotPermitted(NotPermitted):
+    """A shelter_staff token acts only at the sites of its ``shelters`` claim (else of its
+    ``areas``); the URL names another."""
+
+
 class UnknownReport(InputRefused):
     """No report with that id is visible to the caller."""
 
 
 class UnknownShelter(InputRefused):
     """The URL names no shelter of the region pack."""
+
+
+class UnknownHousehold(InputRefused):
+    """No household with that code is checked in at the shelter the URL names."""
+
+
+class HouseholdAlreadyCheckedIn(InputRefused):
+    """A check-in names a household code that is checked in already (here or elsewhere)."""
 
 
 class ClientIdConflict(InputRefused):

@@ -66,6 +66,7 @@ from services.intake.errors import (
     InvalidInput,
     UnknownReport,
 )
+from services.intake.households import Households
 from services.intake.jma import jma_events, jma_scope, map_bytes
 from services.intake.metrics import IntakeMetrics
 from services.intake.parsepool import ParsePool
@@ -126,6 +127,9 @@ class Intake:
         self.parsing = parsing or ParsePool()
         """Where XML is parsed and mapped: never on the event loop (HTTP asks it to admit
         a document first)."""
+        self.households = Households(store, region, metrics=self.metrics, clock=clock)
+        """Check-in, check-out and transfer of households at shelters (same store, clock
+        and metrics)."""
 
     @property
     def jma_table(self) -> JmaAreaTable:
