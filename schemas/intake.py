@@ -15,7 +15,8 @@ their idempotency id in the body (``client_id``, the pattern of a
 ``client_report_id``): the field client queues them offline and resends them
 unchanged, so a resend is always recognisable. A check-in's ``household_code``
 is the client's when it chose one (the field client does, to print it offline),
-else intake derives it from the client id.
+else intake derives it from the client id. :func:`read_household_code` is how both
+read a code a person typed.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ __all__ = [
     "ShelterOccupancyRequest",
     "ShelterOpenRequest",
     "ShelterStatusRequest",
+    "read_household_code",
 ]
 
 
@@ -260,3 +262,13 @@ class HouseholdTransferRequest(ContractModel):
     """When it moved; default: when intake received it."""
     exercise: StrictBool = False
     """True for drill traffic."""
+
+
+# Crockford base32 read by a person: case does not matter, O is 0, I and L are 1.
+_READ_AS = str.maketrans({"O": "0", "I": "1", "L": "1"})
+
+
+def read_household_code(text: str) -> str:
+    """A household code as a person may type it (lower case, O for 0, I or L for 1), in its
+    canonical form; anything else comes back upper-cased (and is then no code)."""
+    return text.strip().upper().translate(_READ_AS)

@@ -53,6 +53,7 @@ from schemas.intake import (
     HouseholdCheckInRequest,
     HouseholdCheckOutRequest,
     HouseholdTransferRequest,
+    read_household_code,
 )
 from schemas.people import (
     HOUSEHOLD_CODE_ALPHABET,
@@ -104,7 +105,6 @@ __all__ = [
     "household_event_id",
     "household_site",
     "may_act_at",
-    "normalise_code",
     "require_site",
     "transfer",
     "validate_check_in",
@@ -114,8 +114,6 @@ __all__ = [
 
 _CLIENT_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 _CODE: Final = re.compile(f"[{HOUSEHOLD_CODE_ALPHABET}]{{8}}")
-# Crockford base32 read by a person: case does not matter, O is 0, I and L are 1.
-_READ_AS: Final = str.maketrans({"O": "0", "I": "1", "L": "1"})
 
 
 # --- sites and who may act there ----------------------------------------------------
@@ -160,12 +158,6 @@ def require_site(principal: Principal, site: Site) -> None:
 
 
 # --- codes and ids ---------------------------------------------------------------------
-
-
-def normalise_code(text: str) -> str:
-    """A household code as a person may type it (lower case, O for 0, I or L for 1),
-    in its canonical form; anything else unchanged (and then unknown)."""
-    return text.strip().upper().translate(_READ_AS)
 
 
 def derived_household_code(namespace: str, scope: str, client_id: str) -> str:
@@ -459,7 +451,7 @@ class Households:
             require(principal, Action.EXERCISE)
 
     def _known_code(self, code: str, site: Site) -> str:
-        canonical = normalise_code(code)
+        canonical = read_household_code(code)
         if not _CODE.fullmatch(canonical):
             raise UnknownHousehold(f"no household {code[:20]!r} is checked in at {site.id!r} "
                                    "(a code is eight characters of 0-9 and A-Z without "

@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from schemas.envelope import new_event
+from schemas.intake import read_household_code
 from schemas.people import (
     HOUSEHOLD_CODE_ALPHABET,
     HouseholdCheckedIn,
@@ -37,7 +38,6 @@ from services.intake.households import (
     household_event_id,
     household_site,
     may_act_at,
-    normalise_code,
     require_site,
     transfer,
     validate_check_in,
@@ -162,12 +162,12 @@ def test_event_ids_differ_per_command_kind() -> None:
 @given(st.text(alphabet=HOUSEHOLD_CODE_ALPHABET, min_size=8, max_size=8))
 def test_a_code_typed_in_lower_case_reads_as_itself(code: str) -> None:
     """Case does not matter when a person types a code."""
-    assert normalise_code(code.lower()) == code
+    assert read_household_code(code.lower()) == code
 
 
 def test_o_i_and_l_read_as_digits() -> None:
     """Crockford base32: O is 0, I and L are 1."""
-    assert normalise_code(" 7kOm9qil ") == "7K0M9Q11"
+    assert read_household_code(" 7kOm9qil ") == "7K0M9Q11"
 
 
 # --- bodies ---
