@@ -696,15 +696,6 @@ class Store:
         await conn.execute(_INSERT_OUTBOX, *_columns(outbox, 5), self.namespace)
         return Recorded(Decision.WRITE, write.status_code, write.response)
 
-    async def households_at(self, shelter_id: str) -> list[HouseholdRow]:
-        """The households checked in at ``shelter_id`` now, oldest check-in first."""
-        async with self.pool.acquire() as conn:
-            rows = await conn.fetch(
-                "select * from households where namespace = $1 and shelter_id = $2 "
-                "and checked_in order by checked_in_at, household_code",
-                self.namespace, shelter_id)
-        return [_household(r) for r in rows]
-
     # --- reads ---------------------------------------------------------------------
 
     async def find_reports(
