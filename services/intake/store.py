@@ -54,7 +54,9 @@ check failed, and a lock held across the rule must be short, which one row is.
 
 Why one file over ~500 lines: the group commit's statements and the code that
 fills their array parameters must agree column by column (``_columns``,
-``_request_params``, ``_report_params``), so they are read together.
+``_request_params``, ``_report_params``), so they are read together; the households
+write uses the same outbox statement and idempotency decision, in the same
+transaction as its row, so it sits beside them.
 """
 
 from __future__ import annotations
