@@ -30,8 +30,10 @@ CONFIG = """
 # Rules JSON Schema cannot state, each refused as invalid (422, documented, with the
 # pointer): a CAP or JMA body is XML valid against the OASIS or JMA schemas (the
 # document can only say "a string"); a warning expires after it was issued, a seismic
-# report names each area once; a shelter's needs report names at least one need. For
-# these operations a schema-valid case may be answered 422. A report (every rule of
+# report names each area once; a shelter's needs report names at least one need. A
+# household command is checked against the household's state (404 unknown_household,
+# 409 household_checked_in, 422 for a time before its check-in). For these operations
+# a schema-valid case may be answered 422 (households also 404 and 409). A report (every rule of
 # which the document states) must be accepted whenever the document allows it.
 [[operations]]
 include-path-regex = "^/v1/(cap|jma|hazards/observations|shelters/.*)$"
