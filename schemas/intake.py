@@ -13,17 +13,26 @@ a shelter's id from the URL) are marked optional in the JSON Schema.
 Supply requests, their steps and generators are commands checked against the
 state intake keeps (docs/people.md): each body carries its ``client_id``, the
 idempotency key, because a resend must never take a step twice.
+
+Households at shelters (``/v1/shelters/{id}/households``, see docs/people.md) carry
+their idempotency id in the body (``client_id``, the pattern of a
+``client_report_id``): the field client queues them offline and resends them
+unchanged, so a resend is always recognisable. A check-in's ``household_code``
+is the client's when it chose one (the field client does, to print it offline),
+else intake derives it from the client id. :func:`read_household_code` is how both
+read a code a person typed.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, RootModel, StrictBool, StringConstraints
+from pydantic import ConfigDict, Field, RootModel, StrictBool
 
-from schemas.common import ContractModel, Name, Note, Reporter, Slug, UtcDatetime
+from schemas.common import ContractModel, Name, Note, Reporter, ShelterId, Slug, UtcDatetime
 from schemas.hazards import GaugeReadingPayload, HazardWarningPayload, SeismicIntensityPayload
-from schemas.reports import ReportSubmittedPayload
+from schemas.people import HouseholdCheckedInPayload, HouseholdCheckedOutPayload
+from schemas.reports import ClientReportId, ReportSubmittedPayload
 from schemas.shelters import (
     ShelterClosedPayload,
     ShelterNeedsReportedPayload,
@@ -46,6 +55,9 @@ __all__ = [
     "HazardAnyRequest",
     "HazardObservationRequest",
     "HazardWarningRequest",
+    "HouseholdCheckInRequest",
+    "HouseholdCheckOutRequest",
+    "HouseholdTransferRequest",
     "ReportRequest",
     "SeismicIntensityRequest",
     "ShelterAnyRequest",
@@ -56,14 +68,16 @@ __all__ = [
     "ShelterStatusRequest",
     "SupplyRequestRequest",
     "SupplyStepRequest",
+    "read_household_code",
 ]
 
 
-_FILLED = "(the token's subject as team, or the URL's shelter id)"
+def _server_filled(*names: str, **how: str) -> Any:
+    """JSON Schema hook: fields the server fills when absent are not required on the wire.
 
-
-def _server_filled(*names: str, how: str = _FILLED) -> Any:
-    """JSON Schema hook: fields the server fills when absent are not required on the wire."""
+    ``how`` says, per field, how intake fills it when that is not the usual (the token's
+    subject as team, or the URL's shelter id).
+    """
 
     def hook(schema: dict[str, Any]) -> None:
         required = [n for n in schema.get("required", ()) if n not in names]
@@ -74,9 +88,10 @@ def _server_filled(*names: str, how: str = _FILLED) -> Any:
         for name in names:
             prop = schema.get("properties", {}).get(name)
             if prop is not None:
+                way = how.get(name, "the token's subject as team, or the URL's shelter id")
                 prop["description"] = (
                     prop.get("description", "") + f" Optional in a request: filled by intake "
-                    f"{how}."
+                    f"({way})."
                 ).strip()
 
     return hook
@@ -208,12 +223,8 @@ class HazardObservationRequest(
 
 # --- supplies and generators ---------------------------------------------------------------
 
-ClientId = Annotated[
-    str,
-    StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$", max_length=64),
-    Field(examples=["0b6c4f2e-6a51-4d0e-9a57-2f1f1c9a7e10"]),
-]
-"""The client's id of a command (1-64 of A-Z a-z 0-9 _ -): its idempotency key."""
+ClientId = ClientReportId
+"""The client's id of a command (a ``client_report_id``'s pattern): its idempotency key."""
 
 
 class SupplyRequestRequest(ContractModel):
@@ -224,7 +235,7 @@ class SupplyRequestRequest(ContractModel):
     """
 
     model_config = ConfigDict(json_schema_extra=_server_filled(
-        "requested_by", how="(the token's subject as team)"))
+        "requested_by", requested_by="the token's subject as team"))
 
     client_id: ClientId
     """The client's id of the request (a resend with it is the same request)."""
@@ -265,8 +276,8 @@ class GeneratorRegisterRequest(GeneratorRegisteredPayload):
     """``POST /v1/generators``: becomes ``generator.registered`` (the same id again replaces)."""
 
     model_config = ConfigDict(json_schema_extra=_server_filled(
-        "registered_by", "area_id",
-        how="(the token's subject; the area from the site, when it names one)"))
+        "registered_by", "area_id", registered_by="the token's subject",
+        area_id="from the site, when it names one"))
 
     client_id: ClientId
     """The client's id of the registration."""
@@ -280,8 +291,7 @@ class GeneratorStatusRequest(GeneratorStatusReportedPayload):
     """``POST /v1/generators/{id}/status``: becomes ``generator.status_reported``."""
 
     model_config = ConfigDict(json_schema_extra=_server_filled(
-        "generator_id", "reported_by", how="(the token's subject as team, or the URL's "
-                                            "generator id)"))
+        "generator_id", "reported_by", generator_id="the URL's generator id"))
 
     client_id: ClientId
     """The client's id of the report."""
@@ -289,3 +299,72 @@ class GeneratorStatusRequest(GeneratorStatusReportedPayload):
     """When the state was observed; default: when intake received it."""
     exercise: StrictBool = False
     """True for drill traffic."""
+
+
+# --- households at shelters -----------------------------------------------------------
+
+
+class HouseholdCheckInRequest(HouseholdCheckedInPayload):
+    """``POST /v1/shelters/{id}/households``: a household arrives (becomes
+    ``shelter.household_checked_in``).
+
+    ``transferred_from`` is intake's (the destination half of a transfer), never the
+    client's: a body that sets it is refused, naming the field.
+    """
+
+    model_config = ConfigDict(json_schema_extra=_server_filled(
+        "shelter_id", "household_code", "reported_by",
+        household_code="derived from the token's subject and client_id"))
+
+    client_id: ClientReportId
+    """Id generated by the client; a resend with the same id is the same check-in (and, when
+    no ``household_code`` is given, gets the same derived code)."""
+    occurred_at: UtcDatetime | None = None
+    """When the household arrived, if the device knows; default: when intake received it."""
+    exercise: StrictBool = False
+    """True for drill traffic (only roles allowed to flag exercises)."""
+
+
+class HouseholdCheckOutRequest(HouseholdCheckedOutPayload):
+    """``POST /v1/shelters/{id}/households/{code}/checkout``: a household leaves (becomes
+    ``shelter.household_checked_out``); ``transferred_to`` is set by a transfer only."""
+
+    model_config = ConfigDict(json_schema_extra=_server_filled(
+        "shelter_id", "household_code", "reported_by",
+        household_code="the URL's household code"))
+
+    client_id: ClientReportId
+    """Id generated by the client; a resend with the same id is the same check-out."""
+    occurred_at: UtcDatetime | None = None
+    """When the household left; default: when intake received it."""
+    exercise: StrictBool = False
+    """True for drill traffic."""
+
+
+class HouseholdTransferRequest(ContractModel):
+    """``POST /v1/shelters/{id}/households/{code}/transfer``: the household moves to ``to``
+    (one ``shelter.household_checked_out`` at the source, one
+    ``shelter.household_checked_in`` at the destination, in one transaction)."""
+
+    model_config = ConfigDict(json_schema_extra=_server_filled("reported_by"))
+
+    client_id: ClientReportId
+    """Id generated by the client; a resend with the same id is the same transfer."""
+    to: ShelterId
+    """The destination: a shelter (or facility) of the region pack, not the source."""
+    reported_by: Reporter
+    """The staff who moved it."""
+    occurred_at: UtcDatetime | None = None
+    """When it moved; default: when intake received it."""
+    exercise: StrictBool = False
+    """True for drill traffic."""
+
+
+# Crockford base32 read by a person: case does not matter, O is 0, I and L are 1.
+_READ_AS = str.maketrans({"O": "0", "I": "1", "L": "1"})
+
+
+def read_household_code(text: str) -> str:
+    """A household code as a person may type it (lower case, O for 0, I or L for 1), in its
+    canonical form; anything else comes back upper-cased (and is then no code)."""
+    return text.strip().upper().translate(_READ_AS)

@@ -4,8 +4,9 @@ Every body a client receives is one of the models below, dumped by
 :meth:`_Response.as_json` — the same models :mod:`services.intake.openapi`
 documents, so the document and the answers cannot drift apart:
 
-- :class:`Acknowledgement` — 202 on first receipt (201 for a new supply request),
-  200 with the stored body on an identical resend;
+- :class:`Acknowledgement` — 202 on first receipt (201 for a new supply request, and
+  for a household check-in, which creates a household code), 200 with the stored body
+  on an identical resend;
 - :class:`ReportView` — ``GET /v1/reports/{id}``;
 - :class:`SupplyRequestList` — ``GET /v1/supplies/requests`` (each a
   :class:`SupplyRequestView`);
@@ -36,6 +37,7 @@ from services.intake.errors import (
     BodyTooSlow,
     ClientIdConflict,
     FieldError,
+    HouseholdAlreadyCheckedIn,
     InputRefused,
     InvalidInput,
     MalformedInput,
@@ -43,9 +45,11 @@ from services.intake.errors import (
     Overloaded,
     RateLimited,
     SenderNotPermitted,
+    SiteNotPermitted,
     TooManyElements,
     TransitionRefused,
     UnknownGenerator,
+    UnknownHousehold,
     UnknownReport,
     UnknownShelter,
     UnknownSupplyRequest,
@@ -114,8 +118,13 @@ class Acknowledgement(_Response):
     client_report_id: str | None = None
     """Reports: the device's id."""
     client_id: str | None = None
-    """Other inputs: the idempotency key used (Idempotency-Key header, or the CAP sender and
-    identifier); absent when none was given."""
+    """Other inputs: the idempotency key used (Idempotency-Key header, a household command's
+    client_id, or the CAP sender and identifier); absent when none was given."""
+    household_code: str | None = None
+    """Households: the code checked in, out or transferred (print it or show it as a QR
+    code at check-in)."""
+    shelter_id: str | None = None
+    """Households: where the household is now (a transfer's destination)."""
     area_id: str | None = None
     """Reports: the resolved area (absent when outside the region and none was named)."""
     outside_region: bool | None = None
@@ -159,8 +168,9 @@ class ErrorBody(_Response):
     """Every 4xx/5xx body. A rejected report (422) also carries its ids, so GET shows why."""
 
     error: str
-    """A stable code: malformed, invalid, unauthorized, forbidden, not_found,
-    unknown_request, unknown_generator, conflict, transition_refused, timeout, too_large,
+    """A stable code: malformed, invalid, unauthorized, forbidden, sender_not_permitted,
+    site_not_permitted, not_found, unknown_household, unknown_request, unknown_generator,
+    conflict, household_checked_in, transition_refused, timeout, too_large,
     unsupported_media_type, rate_limited, unavailable, internal."""
     message: str
     """What went wrong, in words."""
@@ -243,6 +253,7 @@ REFUSALS: Final[Mapping[type[InputRefused], tuple[int, str]]] = MappingProxyType
     MalformedInput: (400, "malformed"),
     NotPermitted: (403, "forbidden"),
     SenderNotPermitted: (403, "sender_not_permitted"),
+    SiteNotPermitted: (403, "site_not_permitted"),
     UnknownReport: (404, "not_found"),
     UnknownShelter: (404, "not_found"),
     UnknownSupplyRequest: (404, "unknown_request"),
@@ -250,6 +261,8 @@ REFUSALS: Final[Mapping[type[InputRefused], tuple[int, str]]] = MappingProxyType
     BodyTooSlow: (408, "timeout"),
     ClientIdConflict: (409, "conflict"),
     TransitionRefused: (409, "transition_refused"),
+    UnknownHousehold: (404, "unknown_household"),
+    HouseholdAlreadyCheckedIn: (409, "household_checked_in"),
     BodyTooLarge: (413, "too_large"),
     TooManyElements: (413, "too_large"),
     UnsupportedMediaType: (415, "unsupported_media_type"),

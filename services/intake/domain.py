@@ -16,7 +16,9 @@ role                  may
 ====================  =========================================================
 ``field``             submit damage reports; read its own reports
 ``shelter_staff``     submit shelter status; submit and read its own reports
-                      (shelter staff see damage around their shelter)
+                      (shelter staff see damage around their shelter); check
+                      households in, out and transfer them at its own sites
+                      (:mod:`services.intake.households`)
 ``sensor``            submit hazard observations (gauge readings, warnings,
                       seismic intensity), CAP alerts and JMA messages; flag
                       input as exercise
@@ -181,6 +183,8 @@ class Action(StrEnum):
     """Submit an external CAP 1.2 alert."""
     JMA = "jma"
     """Submit a 気象庁防災情報XML message."""
+    HOUSEHOLDS = "households"
+    """Check households in and out of a shelter, or transfer them (at permitted sites)."""
     EXERCISE = "exercise"
     """Mark input as drill traffic (``exercise: true``)."""
     READ_ALL_REPORTS = "read_all_reports"
@@ -209,7 +213,7 @@ PERMISSIONS: Mapping[Role, frozenset[Action]] = MappingProxyType(
         Role.SHELTER_STAFF: frozenset(
             {Action.SHELTER_STATUS, Action.REPORT, Action.READ_REPORT,
              Action.SUPPLY_REQUEST, Action.SUPPLY_RECEIVE, Action.SUPPLY_CANCEL,
-             Action.READ_SUPPLY_REQUESTS, Action.GENERATOR_STATUS}
+             Action.READ_SUPPLY_REQUESTS, Action.GENERATOR_STATUS, Action.HOUSEHOLDS}
         ),
         Role.SENSOR: frozenset({Action.HAZARD_OBSERVATION, Action.CAP, Action.JMA,
                                 Action.EXERCISE}),
@@ -238,6 +242,7 @@ _ACTION_WORDS: Mapping[Action, str] = {
     Action.HAZARD_OBSERVATION: "submit hazard observations or warnings",
     Action.CAP: "submit CAP alerts",
     Action.JMA: "submit JMA messages",
+    Action.HOUSEHOLDS: "check households in or out of shelters",
     Action.EXERCISE: "flag input as exercise (drill) traffic",
     Action.READ_ALL_REPORTS: "read other teams' reports",
     Action.SUPPLY_REQUEST: "request supplies",
@@ -572,6 +577,9 @@ class Kind(StrEnum):
     SUPPLY_STEP = "supply_step"
     GENERATOR = "generator"
     GENERATOR_STATUS = "generator_status"
+    HOUSEHOLD_CHECK_IN = "household_check_in"
+    HOUSEHOLD_CHECK_OUT = "household_check_out"
+    HOUSEHOLD_TRANSFER = "household_transfer"
 
 
 @dataclass(frozen=True)

@@ -7,12 +7,15 @@
     │   ├── MalformedInput      not JSON, not well-formed XML, not UTF-8
     │   ├── InvalidInput        well-formed but breaks the contract (every field in .errors)
     │   ├── NotPermitted        the token's role may not do this
-    │   │   └── SenderNotPermitted  the token may not speak for the sender the input names
+    │   │   ├── SenderNotPermitted  the token may not speak for the sender the input names
+    │   │   └── SiteNotPermitted    a shelter_staff token may not act at that site
     │   ├── UnknownReport       no report with that id is visible to the caller
     │   ├── UnknownShelter      the URL names no shelter of the region pack
     │   ├── UnknownSupplyRequest  the URL names no supply request of this namespace
     │   ├── UnknownGenerator    the URL names no generator registered in this namespace
     │   ├── TransitionRefused   the supply request's status does not allow the step
+    │   ├── UnknownHousehold    no household with that code is checked in at that shelter
+    │   ├── HouseholdAlreadyCheckedIn  a check-in of a code that is checked in already
     │   ├── ClientIdConflict    the client id was already used for a different body
     │   ├── UnsupportedMediaType  the Content-Type (or charset) is not one the route reads
     │   ├── BodyTooSlow         the body did not arrive within the read timeout
@@ -45,6 +48,7 @@ __all__ = [
     "BodyTooSlow",
     "ClientIdConflict",
     "FieldError",
+    "HouseholdAlreadyCheckedIn",
     "InputRefused",
     "IntakeError",
     "IntakeStartupError",
@@ -56,9 +60,11 @@ __all__ = [
     "RateLimited",
     "RawRejected",
     "SenderNotPermitted",
+    "SiteNotPermitted",
     "TooManyElements",
     "TransitionRefused",
     "UnknownGenerator",
+    "UnknownHousehold",
     "UnknownReport",
     "UnknownShelter",
     "UnknownSupplyRequest",
@@ -105,6 +111,11 @@ class SenderNotPermitted(NotPermitted):
     """The input names a sender (CAP ``sender``, JMA office, ``sender``) the token is not."""
 
 
+class SiteNotPermitted(NotPermitted):
+    """A shelter_staff token acts only at the sites of its ``shelters`` claim (else of its
+    ``areas``); the URL names another."""
+
+
 class UnknownReport(InputRefused):
     """No report with that id is visible to the caller."""
 
@@ -124,6 +135,12 @@ class UnknownGenerator(InputRefused):
 class TransitionRefused(InputRefused):
     """A supply request's current status does not allow the step (the message names both;
     :func:`schemas.supplies.next_status` is the table)."""
+class UnknownHousehold(InputRefused):
+    """No household with that code is checked in at the shelter the URL names."""
+
+
+class HouseholdAlreadyCheckedIn(InputRefused):
+    """A check-in names a household code that is checked in already (here or elsewhere)."""
 
 
 class ClientIdConflict(InputRefused):

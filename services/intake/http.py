@@ -293,7 +293,7 @@ def build_app(
                               f"({len(data)} bytes received)") from None
         return bytes(data)
 
-    def answer(outcome: Outcome) -> web.Response:
+    def answer(outcome: Outcome | Answer) -> web.Response:
         headers = {}
         links = outcome.body.get("links")
         if outcome.status in (200, 202) and isinstance(links, dict) and "self" in links:
@@ -316,6 +316,27 @@ def build_app(
         document = parse_json(await body(request, JSON_TYPES, max_json_bytes))
         return answer(await intake.submit_shelter_status(
             principal, request.match_info["shelter_id"], document, key))
+
+    async def post_check_in(request: web.Request) -> web.Response:
+        principal = request[_PRINCIPAL]
+        require(principal, Action.HOUSEHOLDS)
+        document = parse_json(await body(request, JSON_TYPES, max_json_bytes))
+        return answer(await intake.households.check_in(
+            principal, request.match_info["shelter_id"], document))
+
+    async def post_check_out(request: web.Request) -> web.Response:
+        principal = request[_PRINCIPAL]
+        require(principal, Action.HOUSEHOLDS)
+        document = parse_json(await body(request, JSON_TYPES, max_json_bytes))
+        return answer(await intake.households.check_out(
+            principal, request.match_info["shelter_id"], request.match_info["code"], document))
+
+    async def post_transfer(request: web.Request) -> web.Response:
+        principal = request[_PRINCIPAL]
+        require(principal, Action.HOUSEHOLDS)
+        document = parse_json(await body(request, JSON_TYPES, max_json_bytes))
+        return answer(await intake.households.transfer(
+            principal, request.match_info["shelter_id"], request.match_info["code"], document))
 
     async def post_hazard(request: web.Request) -> web.Response:
         principal = request[_PRINCIPAL]
@@ -411,6 +432,9 @@ def build_app(
     app.router.add_post("/v1/reports", post_report)
     app.router.add_get("/v1/reports/{id}", get_report)
     app.router.add_post("/v1/shelters/{shelter_id}/status", post_shelter_status)
+    app.router.add_post("/v1/shelters/{shelter_id}/households", post_check_in)
+    app.router.add_post("/v1/shelters/{shelter_id}/households/{code}/checkout", post_check_out)
+    app.router.add_post("/v1/shelters/{shelter_id}/households/{code}/transfer", post_transfer)
     app.router.add_post("/v1/hazards/observations", post_hazard)
     app.router.add_post("/v1/cap", post_cap)
     app.router.add_post("/v1/jma", post_jma)

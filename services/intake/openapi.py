@@ -16,18 +16,22 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from schemas.intake import (
     GeneratorRegisterRequest,
     GeneratorStatusRequest,
     HazardObservationRequest,
+    HouseholdCheckInRequest,
+    HouseholdCheckOutRequest,
+    HouseholdTransferRequest,
     ReportRequest,
     ShelterStatusRequest,
     SupplyRequestRequest,
     SupplyStepRequest,
 )
+from schemas.people import HouseholdCode
 from schemas.region import Region
 from schemas.supplies import SupplyRequestStatus
 from services.intake.contract import (
@@ -38,6 +42,7 @@ from services.intake.contract import (
     ReportView,
     SupplyRequestList,
 )
+from services.intake.households import accepts_households
 from services.intake.supplies import Step
 
 __all__ = ["openapi_document"]
@@ -57,10 +62,12 @@ def _errors(*codes: int) -> dict[str, Any]:
     words = {
         400: "Malformed body (not JSON, not UTF-8, duplicate keys, not well-formed XML).",
         401: "Missing, malformed, tampered or expired bearer token.",
-        403: "The token's role may not do this.",
-        404: "No such report, shelter, supply request (unknown_request) or generator "
-             "(unknown_generator).",
-        409: "The client id was already used for a different body (conflict); for a supply "
+        403: "The token's role may not do this (site_not_permitted: not at this site).",
+        404: "No such report, shelter, household (unknown_household: no household with that "
+             "code is checked in at this shelter), supply request (unknown_request) or "
+             "generator (unknown_generator).",
+        409: "The client id was already used for a different body (conflict); "
+             "household_checked_in: the household code is checked in already; for a supply "
              "request's step, a step its status does not allow (transition_refused, naming "
              "both statuses).",
         408: "The body was not received in time (SONAE_INTAKE_BODY_TIMEOUT_SECONDS).",
@@ -127,8 +134,16 @@ def _narrow_to_region(schemas: dict[str, Any], requests: list[str], region: Regi
             _string_enum(properties["gauge_id"], gauges)
         if "overridden_by" in properties:
             properties["overridden_by"]["readOnly"] = True
-        if name.startswith("Shelter") and "shelter_id" in properties:
+        if name.startswith(("Shelter", "Household")) and "shelter_id" in properties:
             properties["shelter_id"]["readOnly"] = True  # the URL names the shelter
+        if name == "HouseholdCheckOutRequest":
+            properties["household_code"]["readOnly"] = True  # the URL names the household
+        for set_by_a_transfer in ("transferred_from", "transferred_to"):
+            if name.startswith("Household") and set_by_a_transfer in properties:
+                properties[set_by_a_transfer]["readOnly"] = True
+        if name == "HouseholdTransferRequest":
+            properties["to"]["enum"] = sorted(s.id for s in region.sites
+                                              if accepts_households(s))
         if name == "GeneratorStatusRequest":
             properties["generator_id"]["readOnly"] = True  # the URL names the generator
         if name == "GeneratorRegisterRequest":
@@ -161,9 +176,10 @@ _STEP_ROLES = {Step.ASSIGN: "hq", Step.DISPATCH: "hq",
 def openapi_document(region: Region) -> dict[str, Any]:
     """The OpenAPI document for ``region`` (built once per process)."""
     requests: list[type[BaseModel]] = [ReportRequest, ShelterStatusRequest,
-                                       HazardObservationRequest, SupplyRequestRequest,
-                                       SupplyStepRequest, GeneratorRegisterRequest,
-                                       GeneratorStatusRequest]
+                                       HazardObservationRequest, HouseholdCheckInRequest,
+                                       HouseholdCheckOutRequest, HouseholdTransferRequest,
+                                       SupplyRequestRequest, SupplyStepRequest,
+                                       GeneratorRegisterRequest, GeneratorStatusRequest]
     responses: list[type[BaseModel]] = [Acknowledgement, ErrorBody, Health, Ignored,
                                         ReportView, SupplyRequestList]
     inputs: list[tuple[type[BaseModel], JsonSchemaMode]] = [
@@ -184,14 +200,29 @@ def openapi_document(region: Region) -> dict[str, Any]:
                 **_json_body("Acknowledgement")},
     }
     bearer: list[dict[str, list[str]]] = [{"bearer": []}]
+    household_sites = sorted(s.id for s in region.sites if accepts_households(s))
+    household_site = {"name": "shelter_id", "in": "path", "required": True,
+                      "description": "A site of the region pack that takes households "
+                                     "(a shelter, 避難所).",
+                      "schema": {"type": "string", "enum": household_sites}}
+    household_code = {"name": "code", "in": "path", "required": True,
+                      "description": "The household code given at check-in (read as typed: "
+                                     "lower case, O for 0, I or L for 1 are accepted).",
+                      "schema": TypeAdapter(HouseholdCode).json_schema()}
+    households_who = (
+        "Roles: shelter_staff (at the sites of its token's shelters claim, else of its "
+        "areas), hq. The idempotency key is the token subject and client_id: a resend is "
+        "the first answer (200), whatever the household did since.")
+    household_errors = _errors(400, 401, 403, 404, 408, 409, 413, 415, 422, 429, 503)
     return {
         "openapi": "3.1.0",
         "info": {
             "title": "Sonae intake",
             "version": "1",
             "description": (
-                "Field reports, shelter status, hazard observations, CAP alerts, JMA "
-                "messages, supply requests and community generators for the "
+                "Field reports, shelter status, households at shelters, hazard "
+                "observations, CAP alerts, JMA messages, supply requests and community "
+                "generators for the "
                 "disaster HQ. Every input is written to a PostgreSQL outbox before it is "
                 "acknowledged, then published to Kafka. Numbers and booleans are strict: "
                 "an integer is written as a JSON integer (5, not 5.0 or \"5\"), a "
@@ -237,6 +268,46 @@ def openapi_document(region: Region) -> dict[str, Any]:
                 "requestBody": {"required": True, **_json_body("ShelterStatusRequest")},
                 "responses": {**accepted,
                               **_errors(400, 401, 403, 404, 408, 409, 413, 415, 422, 429, 503)},
+            }},
+            "/v1/shelters/{shelter_id}/households": {"post": {
+                "summary": "Check a household in at a shelter",
+                "description": households_who + " Without household_code, intake derives "
+                               "one from client_id. Refused: a code checked in already "
+                               "(409 household_checked_in); occurred_at before the "
+                               "household's last check-out (422).",
+                "security": bearer,
+                "parameters": [household_site],
+                "requestBody": {"required": True, **_json_body("HouseholdCheckInRequest")},
+                "responses": {
+                    "201": {"description": "Checked in (first receipt): household_code is "
+                                           "the code to print or show as a QR code.",
+                            **_json_body("Acknowledgement")},
+                    "200": accepted["200"], **household_errors},
+            }},
+            "/v1/shelters/{shelter_id}/households/{code}/checkout": {"post": {
+                "summary": "Check a household out of a shelter",
+                "description": households_who + " Refused: a household not checked in at "
+                               "this shelter (404 unknown_household); occurred_at before its "
+                               "check-in (422).",
+                "security": bearer,
+                "parameters": [household_site, household_code],
+                "requestBody": {"required": True, **_json_body("HouseholdCheckOutRequest")},
+                "responses": {**accepted, **household_errors},
+            }},
+            "/v1/shelters/{shelter_id}/households/{code}/transfer": {"post": {
+                "summary": "Transfer a household to another shelter",
+                "description": households_who + " The source (the URL's shelter) must be "
+                               "permitted, the destination (to) may be any shelter. One "
+                               "transaction writes household_checked_out at the source "
+                               "(transferred_to) and household_checked_in at the "
+                               "destination (transferred_from, the same size, needs and "
+                               "personal fields). Refused: a household not checked in at "
+                               "the source (404 unknown_household); to the same shelter "
+                               "(422).",
+                "security": bearer,
+                "parameters": [household_site, household_code],
+                "requestBody": {"required": True, **_json_body("HouseholdTransferRequest")},
+                "responses": {**accepted, **household_errors},
             }},
             "/v1/hazards/observations": {"post": {
                 "summary": "Submit a gauge reading, a warning or seismic intensities",

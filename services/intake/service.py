@@ -66,6 +66,7 @@ from services.intake.errors import (
     InvalidInput,
     UnknownReport,
 )
+from services.intake.households import Households
 from services.intake.jma import jma_events, jma_scope, map_bytes
 from services.intake.metrics import IntakeMetrics
 from services.intake.parsepool import ParsePool
@@ -131,6 +132,9 @@ class Intake:
         self.supplies = Supplies(SupplyStore(store.pool, store.namespace), region,
                                  metrics=self.metrics, clock=clock)
         """Supply requests and generators: commands checked against intake's state."""
+        self.households = Households(store, region, metrics=self.metrics, clock=clock)
+        """Check-in, check-out and transfer of households at shelters (same store, clock
+        and metrics)."""
 
     @property
     def jma_table(self) -> JmaAreaTable:
