@@ -226,13 +226,13 @@ def test_the_newest_report_by_event_time_is_the_last_reported() -> None:
     """A late check-in does not pass for the shelter's latest news; a newer one does."""
     nurse = {"team": "Testville School shelter team", "name": "B. Nurse"}
     tracked, _ = run([opened(0), needs(60), check_in(1, "AAAA0001", 3, reported_by=nurse)])
+    reporter = state(tracked).last_reported_by
     assert state(tracked).last_reported_at == at(60)
-    assert state(tracked).last_reported_by is not None
-    assert state(tracked).last_reported_by.name is None
+    assert reporter is not None and reporter.name is None
     tracked, _ = run([check_in(70, "AAAA0002", 1, reported_by=nurse)], tracked=tracked)
+    reporter = state(tracked).last_reported_by
     assert state(tracked).last_reported_at == at(70)
-    assert state(tracked).last_reported_by is not None
-    assert state(tracked).last_reported_by.name == "B. Nurse"
+    assert reporter is not None and reporter.name == "B. Nurse"
 
 
 # --- closing --------------------------------------------------------------------------
@@ -275,8 +275,9 @@ def test_check_ins_raise_the_crowded_alert_and_check_outs_clear_it_with_hysteres
 
 def test_check_ins_are_never_refused_for_the_crowd_a_typed_count_would_be() -> None:
     """Past 3 x capacity a typed count is a typo, but checked-in households are people."""
-    events = [opened(0, "tv-gym"),
-              *(check_in(1 + i, f"AAAA00{i:02d}", 50, shelter="tv-gym") for i in range(5))]
+    events: list[ShelterUpdate] = [
+        opened(0, "tv-gym"),
+        *(check_in(1 + i, f"AAAA00{i:02d}", 50, shelter="tv-gym") for i in range(5))]
     tracked, decisions = run(events, GYM)
     assert all(d.outcome is Outcome.APPLIED for d in decisions)
     assert state(tracked).occupancy == 250 and state(tracked).status == "full"
