@@ -6,7 +6,8 @@ event time ``t`` (docs/people.md):
 
 - no typed count yet: occupancy = ``registered(now)``;
 - after a typed count ``C`` at ``t0``: occupancy = ``C + registered(now) - registered(t0)``,
-  never below 0, and unregistered = ``C - registered(t0)``.
+  never below 0, and unregistered = ``C - registered(t0)`` (null while no household
+  has checked in at the shelter: it does not use check-ins).
 
 A household keeps its check-ins and check-outs (*marks*) by event time, so the
 answer never depends on the order they arrive in: whether a household is in at
@@ -171,8 +172,10 @@ def derive(households: Iterable[Household], count: TypedCount | None,
         occupancy, unregistered = registered, None
     else:
         then = sum(stay.size for stay in _registered(households, count.at, closings))
-        unregistered = count.occupancy - then
         occupancy = max(0, count.occupancy + registered - then)
+        # A shelter where nobody has checked in does not use check-ins: there is
+        # nothing to reconcile, and "every counted person unregistered" is noise.
+        unregistered = count.occupancy - then if households else None
     return Occupancy(occupancy=occupancy, registered=registered,
                      registered_households=len(now), unregistered=unregistered,
                      household_needs=HouseholdNeedCounts.model_validate(needs))

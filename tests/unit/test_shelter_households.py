@@ -145,10 +145,18 @@ def test_after_a_typed_count_check_ins_and_check_outs_move_it() -> None:
 def test_a_check_in_older_than_the_count_arriving_late_was_in_the_count() -> None:
     """An offline check-in made before the count leaves the occupancy, lowers unregistered."""
     tracked, _ = run([opened(0), count(10, 30)])
-    assert figures(tracked) == (30, 0, 0, 30)
+    assert figures(tracked) == (30, 0, 0, None)  # no check-ins yet: nothing to reconcile
     decision = decide(tracked, check_in(5, "AAAA0001", 4), SCHOOL, recorded_at=RECORDED)
     assert decision.outcome is Outcome.APPLIED
     assert figures(decision.tracked) == (30, 4, 1, 26)
+
+
+def test_a_shelter_without_check_ins_shows_no_unregistered_people() -> None:
+    """Counts alone: unregistered stays null; the first check-in, even a check-out, starts it."""
+    tracked, _ = run([opened(0), count(1, 40), count(2, 45)])
+    assert figures(tracked) == (45, 0, 0, None)
+    tracked, _ = run([check_out(3, "AAAA0001")], tracked=tracked)
+    assert figures(tracked) == (45, 0, 0, 45)
 
 
 def test_a_household_event_is_never_stale_against_the_shelters_updates() -> None:
