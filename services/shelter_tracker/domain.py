@@ -25,6 +25,11 @@ Per shelter, :func:`decide` folds one update into the tracked state:
 Per area, :func:`services.shelter_tracker.areas.decide_area` folds the shelters'
 published states into one ``shelter.area_summary``. docs/shelter-tracker.md has
 the transition table and the reasons for each decision.
+
+Why one file over ~500 lines: the thresholds, the transitions, the checks and the
+alerts are the steps of one fold over one ``Tracked`` value, read together when
+a rule changes; the households' own rules are apart in
+:mod:`services.shelter_tracker.households`.
 """
 
 from __future__ import annotations
@@ -489,7 +494,7 @@ def _check_counts(state: ShelterState, event: ShelterUpdate, thresholds: Thresho
     elif getattr(event.payload, "capacity", None) is not None:
         occupancy, field = state.occupancy, "payload.capacity"
     else:
-        return  # check-ins are never refused for the crowd they make: they are people
+        return  # nothing typed: the crowd check-ins make is never refused (they are people)
     if capacity and occupancy > bound * capacity:
         raise ShelterUpdateRejected(
             field, f"occupancy {occupancy} is more than {bound} times the capacity "
