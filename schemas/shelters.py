@@ -323,7 +323,8 @@ class ShelterState(ContractModel):
     unregistered: Difference | None = None
     """At the last typed count: the count minus the people checked in at its time
     (above 0: people not checked in; below 0: households gone without checking
-    out); null when no count was typed. HQ sees it beside the occupancy."""
+    out); null when no count was typed, or while no household has checked in at
+    the shelter (nothing to reconcile). HQ sees it beside the occupancy."""
     household_needs: HouseholdNeedCounts = HouseholdNeedCounts()
     """Households checked in now, per need (HQ and the shelter's staff only)."""
     special_care: Count | None = None
