@@ -68,6 +68,7 @@ __all__ = [
     "TokenInvalid",
     "TokenMissing",
     "TokenRevoked",
+    "acts_at",
     "bearer_token",
     "issue_token",
     "own_sender",
@@ -148,6 +149,23 @@ class Principal:
     shelters: frozenset[str] | None = None
     """The ``shelters`` claim of a shelter_staff token: the sites its staff run
     (``None``: the token names none, so every site of its areas)."""
+
+
+def acts_at(principal: Principal, site_id: str | None, area_id: str) -> bool:
+    """Whether ``principal`` may act at a site (check households in, ask for supplies).
+
+    HQ everywhere; a shelter_staff token at the sites its ``shelters`` claim names,
+    or, without that claim, at every site of its ``areas``; nobody else. ``site_id``
+    None is a place at no site (e.g. a generator standing on its own): only HQ, or
+    staff by area.
+    """
+    if principal.role is Role.HQ:
+        return True
+    if principal.role is not Role.SHELTER_STAFF:
+        return False
+    if principal.shelters is not None:
+        return site_id in principal.shelters
+    return principal.areas is not None and area_id in principal.areas
 
 
 def own_sender(principal: Principal) -> str:

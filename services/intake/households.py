@@ -64,7 +64,7 @@ from schemas.people import (
     household_code_from,
 )
 from schemas.region import Region, Site
-from services.common.auth import Principal, Role
+from services.common.auth import Principal, acts_at
 from services.intake.contract import Acknowledgement, Answer, conflict
 from services.intake.domain import (
     MAX_FUTURE_SKEW,
@@ -138,13 +138,7 @@ def household_site(region: Region, site_id: str) -> Site:
 
 def may_act_at(principal: Principal, site: Site) -> bool:
     """Whether ``principal`` may check households in and out at ``site``."""
-    if principal.role is Role.HQ:
-        return True
-    if principal.role is not Role.SHELTER_STAFF:
-        return False
-    if principal.shelters is not None:
-        return site.id in principal.shelters
-    return principal.areas is not None and site.district_id in principal.areas
+    return acts_at(principal, site.id, site.district_id)
 
 
 def require_site(principal: Principal, site: Site) -> None:

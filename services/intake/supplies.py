@@ -78,7 +78,7 @@ from schemas.supplies import (
     Urgency,
     next_status,
 )
-from services.common.auth import Principal, Role
+from services.common.auth import Principal, Role, acts_at
 from services.intake.contract import (
     Acknowledgement,
     Answer,
@@ -179,13 +179,7 @@ def may_act_for(principal: Principal, requester: Requester) -> bool:
     HQ for every site; a shelter_staff token for the sites its ``shelters`` claim
     names, or, without that claim, for the sites in its ``areas``; nobody else.
     """
-    if principal.role is Role.HQ:
-        return True
-    if principal.role is not Role.SHELTER_STAFF:
-        return False
-    if principal.shelters is not None:
-        return requester.host_site_id in principal.shelters
-    return principal.areas is not None and requester.area_id in principal.areas
+    return acts_at(principal, requester.host_site_id, requester.area_id)
 
 
 @dataclass(frozen=True)

@@ -190,13 +190,12 @@ class Run:
         self.checkin(when, destination, code, size, *needs, transferred_from=source)
 
     def at_home(self, when: datetime, name: str, area_id: str, size: int, *needs: str,
-                team: str | None = None) -> UUID:
+                team: str | None = None) -> None:
         household_id = self._id("at-home", name)
         via = {"via": "field", "reported_by": {"team": team}} if team else {"via": "public"}
         self._add(AtHomeReported, {"household_id": household_id, "area_id": area_id,
                                    "size": size, "needs": list(needs), **via},
                   when, "intake", f"at-home-{name}")
-        return household_id
 
     def welfare(self, when: datetime, household_id: UUID, area_id: str, outcome: str,
                 team: str) -> None:
