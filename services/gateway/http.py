@@ -64,7 +64,8 @@ def region_document(region: Region) -> dict[str, Any]:
         "sites": [
             {"id": s.id, "names": s.names.model_dump(), "lat": s.lat, "lon": s.lon,
              "district_id": s.district_id, "hazards": sorted(h.value for h in s.hazards),
-             "capacity": s.capacity, "shelter": s.is_shelter}
+             "capacity": s.capacity, "shelter": s.takes_people,
+             "kinds": sorted(k.value for k in s.kinds), "accessible": s.accessible}
             for s in pack.sites
         ],
         "gauges": [

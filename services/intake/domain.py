@@ -292,13 +292,18 @@ def validate_report(document: Any, principal: Principal, region: Region,
 
 def validate_shelter(document: Any, shelter_id: str, principal: Principal, region: Region,
                      now: datetime) -> ShelterAnyRequest:
-    """Validate a shelter status body for the shelter named in the URL."""
+    """Validate a shelter status body for the shelter named in the URL.
+
+    Stranded-commuter facilities are opened, filled and closed exactly like shelters
+    (:attr:`~schemas.region.model.Site.takes_people`).
+    """
     try:
         site = region.site(shelter_id)
     except LookupError:
         raise UnknownShelter(f"no shelter {shelter_id!r} in region {region.id!r}") from None
-    if not site.is_shelter:
-        raise UnknownShelter(f"{shelter_id!r} is an evacuation site, not a shelter (避難所)")
+    if not site.takes_people:
+        raise UnknownShelter(f"{shelter_id!r} is an evacuation site, not a shelter (避難所) "
+                             "or a stranded-commuter facility (一時滞在施設)")
     if isinstance(document, dict) and "shelter_id" in document \
             and document["shelter_id"] != shelter_id:
         raise InvalidInput("the body names another shelter than the URL", errors=[

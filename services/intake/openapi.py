@@ -134,7 +134,7 @@ def openapi_document(region: Region) -> dict[str, Any]:
         if ref != model.__name__:
             schemas[model.__name__] = schemas.pop(ref)
     _narrow_to_region(schemas, [m.__name__ for m in requests], region)
-    shelter_ids = sorted(s.id for s in region.sites if s.is_shelter)
+    shelter_ids = sorted(s.id for s in region.sites if s.takes_people)
     accepted = {
         "202": {"description": "Recorded durably (first receipt); events are in the outbox.",
                 **_json_body("Acknowledgement")},
