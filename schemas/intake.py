@@ -19,7 +19,8 @@ from pydantic import ConfigDict, Field, RootModel, StrictBool
 
 from schemas.common import UtcDatetime
 from schemas.hazards import GaugeReadingPayload, HazardWarningPayload, SeismicIntensityPayload
-from schemas.reports import ReportSubmittedPayload
+from schemas.people import AtHomeReportedPayload, WelfareCheckedPayload
+from schemas.reports import ClientReportId, ReportSubmittedPayload
 from schemas.shelters import (
     ShelterClosedPayload,
     ShelterNeedsReportedPayload,
@@ -28,6 +29,7 @@ from schemas.shelters import (
 )
 
 __all__ = [
+    "AtHomeRequest",
     "GaugeReadingRequest",
     "HazardAnyRequest",
     "HazardObservationRequest",
@@ -40,6 +42,7 @@ __all__ = [
     "ShelterOccupancyRequest",
     "ShelterOpenRequest",
     "ShelterStatusRequest",
+    "WelfareCheckRequest",
 ]
 
 
@@ -56,8 +59,9 @@ def _server_filled(*names: str) -> Any:
             prop = schema.get("properties", {}).get(name)
             if prop is not None:
                 prop["description"] = (
-                    prop.get("description", "") + " Optional in a request: filled by intake "
-                    "(the token's subject as team, or the URL's shelter id)."
+                    prop.get("description", "") + " Not in a request: filled by intake "
+                    "(the token's subject, the URL's shelter id, or derived from the "
+                    "client id)."
                 ).strip()
 
     return hook
@@ -185,3 +189,41 @@ class HazardObservationRequest(
     """``POST /v1/hazards/observations``: a gauge reading, warning or seismic intensity."""
 
     model_config = ConfigDict(frozen=True)
+
+
+# --- residents sheltering at home (POST /v1/people/…) ----------------------------------
+
+
+class AtHomeRequest(AtHomeReportedPayload):
+    """``POST /v1/people/at-home``: a household sheltering at home (becomes
+    ``people.at_home_reported``), from the public form (no token) or a field team.
+
+    Intake fills ``household_id`` (derived from ``client_id``, so a resend replaces the
+    report or replays its answer), ``via`` (``public`` without a token, ``field`` with
+    one) and, for a field team, ``reported_by``.
+    """
+
+    model_config = ConfigDict(
+        json_schema_extra=_server_filled("household_id", "via", "reported_by"))
+
+    client_id: ClientReportId
+    """The sender's id for this household's report (the public form: a random UUID it
+    keeps until intake acknowledges it)."""
+    occurred_at: UtcDatetime | None = None
+    """When the household said so, if the device knows; default: when intake received it."""
+    exercise: StrictBool = False
+    """True for drill traffic (never from the public form)."""
+
+
+class WelfareCheckRequest(WelfareCheckedPayload):
+    """``POST /v1/people/welfare-checks``: a field team's visit to a household at home
+    (becomes ``people.welfare_checked``); ``checked_by`` is the token's subject."""
+
+    model_config = ConfigDict(json_schema_extra=_server_filled("checked_by"))
+
+    client_id: ClientReportId
+    """The sender's id for this visit (a resend with the same body replays its answer)."""
+    occurred_at: UtcDatetime | None = None
+    """When the visit was made; default: when intake received it."""
+    exercise: StrictBool = False
+    """True for drill traffic."""

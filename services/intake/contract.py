@@ -41,6 +41,7 @@ from services.intake.errors import (
     RateLimited,
     SenderNotPermitted,
     TooManyElements,
+    UnknownAtHomeHousehold,
     UnknownReport,
     UnknownShelter,
     UnsupportedMediaType,
@@ -117,6 +118,9 @@ class Acknowledgement(_Response):
     """CAP: info blocks that named no area of the region; JMA: parts not applied, and why."""
     links: Links | None = None
     """Reports: where to read the outcome."""
+    household_id: UUID | None = None
+    """Residents at home: the household's id (derived from the client id; a welfare check
+    names it)."""
 
 
 class Ignored(_Response):
@@ -199,6 +203,7 @@ REFUSALS: Final[Mapping[type[InputRefused], tuple[int, str]]] = MappingProxyType
     SenderNotPermitted: (403, "sender_not_permitted"),
     UnknownReport: (404, "not_found"),
     UnknownShelter: (404, "not_found"),
+    UnknownAtHomeHousehold: (404, "unknown_household"),
     BodyTooSlow: (408, "timeout"),
     ClientIdConflict: (409, "conflict"),
     BodyTooLarge: (413, "too_large"),

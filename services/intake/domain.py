@@ -14,7 +14,8 @@ Permissions (a token's role → what it may submit; ``public`` tokens are refuse
 ====================  =========================================================
 role                  may
 ====================  =========================================================
-``field``             submit damage reports; read its own reports
+``field``             submit damage reports; read its own reports; report
+                      households at home; record welfare checks in its areas
 ``shelter_staff``     submit shelter status; submit and read its own reports
                       (shelter staff see damage around their shelter)
 ``sensor``            submit hazard observations (gauge readings, warnings,
@@ -22,6 +23,8 @@ role                  may
                       input as exercise
 ``hq``                everything, and read every team's reports
 ``public``            nothing (the gateway's read-only role)
+(no token)            ``POST /v1/people/at-home`` only: the residents' form
+                      (:mod:`services.intake.athome`)
 ====================  =========================================================
 
 Request bodies (:mod:`schemas.intake`, shared with the field client) are the
@@ -179,11 +182,16 @@ class Action(StrEnum):
     """Mark input as drill traffic (``exercise: true``)."""
     READ_ALL_REPORTS = "read_all_reports"
     """Read any team's reports."""
+    AT_HOME = "at_home"
+    """Report a household sheltering at home (the public form needs no token)."""
+    WELFARE_CHECK = "welfare_check"
+    """Record a welfare-check visit to a household at home (in the token's areas)."""
 
 
 PERMISSIONS: Mapping[Role, frozenset[Action]] = MappingProxyType(
     {
-        Role.FIELD: frozenset({Action.REPORT, Action.READ_REPORT}),
+        Role.FIELD: frozenset({Action.REPORT, Action.READ_REPORT, Action.AT_HOME,
+                               Action.WELFARE_CHECK}),
         Role.SHELTER_STAFF: frozenset(
             {Action.SHELTER_STATUS, Action.REPORT, Action.READ_REPORT}
         ),
@@ -216,6 +224,8 @@ _ACTION_WORDS: Mapping[Action, str] = {
     Action.JMA: "submit JMA messages",
     Action.EXERCISE: "flag input as exercise (drill) traffic",
     Action.READ_ALL_REPORTS: "read other teams' reports",
+    Action.AT_HOME: "report households at home",
+    Action.WELFARE_CHECK: "record welfare checks",
 }
 
 
@@ -541,6 +551,8 @@ class Kind(StrEnum):
     HAZARD = "hazard"
     CAP = "cap"
     JMA = "jma"
+    AT_HOME = "at_home"
+    WELFARE_CHECK = "welfare_check"
 
 
 @dataclass(frozen=True)

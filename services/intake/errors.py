@@ -10,6 +10,7 @@
     │   │   └── SenderNotPermitted  the token may not speak for the sender the input names
     │   ├── UnknownReport       no report with that id is visible to the caller
     │   ├── UnknownShelter      the URL names no shelter of the region pack
+    │   ├── UnknownAtHomeHousehold  a welfare check names no household reported at home
     │   ├── ClientIdConflict    the client id was already used for a different body
     │   ├── UnsupportedMediaType  the Content-Type (or charset) is not one the route reads
     │   ├── BodyTooSlow         the body did not arrive within the read timeout
@@ -54,6 +55,7 @@ __all__ = [
     "RawRejected",
     "SenderNotPermitted",
     "TooManyElements",
+    "UnknownAtHomeHousehold",
     "UnknownReport",
     "UnknownShelter",
     "UnsupportedMediaType",
@@ -105,6 +107,10 @@ class UnknownReport(InputRefused):
 
 class UnknownShelter(InputRefused):
     """The URL names no shelter of the region pack."""
+
+
+class UnknownAtHomeHousehold(InputRefused):
+    """A welfare check names a household no at-home report of this namespace has."""
 
 
 class ClientIdConflict(InputRefused):

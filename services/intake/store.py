@@ -80,8 +80,8 @@ __all__ = [
     "Write",
 ]
 
-REQUIRED_TABLES: Final = ("intake_requests", "outbox", "report_status")
-"""Created by migration 0002_intake (``sonae db migrate`` / ``sonae up``)."""
+REQUIRED_TABLES: Final = ("intake_requests", "outbox", "report_status", "athome_households")
+"""Created by migrations 0002_intake and 0014_athome (``sonae db migrate`` / ``sonae up``)."""
 
 OUTBOX: Final = OutboxTable(table="outbox", channel="sonae_outbox",
                             lock_class=0x534E4145)  # "SNAE"
