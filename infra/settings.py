@@ -240,6 +240,15 @@ class Settings(BaseSettings):
         description="Gateway: push subscribe/unsubscribe requests a client address may make "
                     "at once.",
     )
+    athome_form_rate_per_second: float = Field(
+        default=0.2, gt=0, le=1_000_000,
+        description="Gateway: sustained residents' at-home form posts per second per client "
+                    "address (then 429).",
+    )
+    athome_form_rate_burst: int = Field(
+        default=5, ge=1, le=1_000_000,
+        description="Gateway: residents' at-home form posts a client address may make at once.",
+    )
 
     @property
     def token_max_ttl(self) -> timedelta:
