@@ -181,7 +181,8 @@ class Settings(BaseSettings):
     intake_url: str | None = Field(
         default=None,
         description="Intake's base URL as other processes reach it (the gateway forwards "
-                    "field reports there); default http://HOST:INTAKE_PORT.",
+                    "field reports and the residents' at-home form there); default "
+                    "http://HOST:INTAKE_PORT.",
     )
     field_outbox: Path = Field(
         default=DEFAULT_FIELD_OUTBOX,
