@@ -15,7 +15,7 @@ Two inputs, both on ``people.athome`` (keyed by the area) through the outbox:
   visited a household reported at home.
 
 Ids: the household id is derived from (namespace, scope, client id) where the scope
-is the token's subject, or ``public`` for the form (:func:`household_id_for`). A
+is the token's subject, or :data:`PUBLIC_SCOPE` for the form (:func:`household_id_for`). A
 resend with the same body replays the stored answer; with another body it
 **replaces** the report (the contract's rule: "a later report with the same id
 replaces it"): one more revision, one more event, whose id is derived from the
@@ -75,9 +75,10 @@ __all__ = [
     "welfare_event",
 ]
 
-PUBLIC_SCOPE: Final = "public"
-"""The idempotency scope of the residents' form (a token's scope is its subject, and a
-subject is never this word alone: no token is issued to ``public``)."""
+PUBLIC_SCOPE: Final = "(public)"
+"""The idempotency scope of the residents' form. A token's scope is its subject, and a
+subject cannot contain parentheses (:mod:`services.common.auth`), so no token ever
+shares the form's scope."""
 MAX_PUBLIC_JSON_BYTES: Final = 16 * 1024
 """Largest body the public form may send: its longest field, the note (2000
 characters), is under 8 KiB of UTF-8 even in Japanese."""

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from schemas.region import load_region
-from services.common.auth import Principal, Role
+from services.common.auth import Principal, Role, issue_token
 from services.intake.athome import (
     PUBLIC_SCOPE,
     at_home_event,
@@ -60,6 +60,12 @@ def test_field_report_is_via_field_reported_by_the_token() -> None:
     assert item.payload.reported_by is not None
     assert item.payload.reported_by.team == "kanda-team-1"
     assert item.household_id != household_id_for(PUBLIC_SCOPE, CLIENT)
+
+
+def test_no_token_can_share_the_public_scope() -> None:
+    """The form's scope is no possible token subject, so no team can reach its households."""
+    with pytest.raises(ValueError):
+        issue_token("x" * 32, Role.FIELD, PUBLIC_SCOPE, timedelta(hours=1), areas=["kanda-koen"])
 
 
 def test_household_id_is_stable_and_per_namespace() -> None:
