@@ -132,7 +132,8 @@ TOOLS: tuple[ToolSpec, ...] = (
     ToolSpec(
         name="field-client",
         description="Field reports and shelter status from a terminal, with a local outbox",
-        commands=("services.field_client.cli:report", "services.field_client.cli:shelter_status"),
+        commands=("services.field_client.cli:report", "services.field_client.cli:shelter_status",
+                  "services.field_client.cli:at_home"),
     ),
     ToolSpec(
         name="drill",

@@ -51,6 +51,8 @@ class Entry:
         body = self.body
         if self.kind == "report":
             return f"{body.get('category')} severity {body.get('severity')}"
+        if self.kind == "at_home":
+            return f"at home in {body.get('area_id')}, {body.get('size')} people"
         return f"{self.path.split('/')[3]} {body.get('action')}"
 
 
