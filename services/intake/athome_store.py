@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from datetime import datetime
 from typing import Any, Final
 
 import asyncpg
@@ -84,8 +83,7 @@ class AtHomeStore:
         self.namespace = namespace
 
     async def report(self, item: AtHomeInput,
-                     build: Callable[[int], Envelope], answer: AtHomeAnswer,
-                     now: datetime) -> Recorded:
+                     build: Callable[[int], Envelope], answer: AtHomeAnswer) -> Recorded:
         """Record an at-home report: replay an identical resend, else write revision n+1.
 
         ``build(revision)`` makes the event; ``answer(event)`` its acknowledgement.

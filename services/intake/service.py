@@ -382,7 +382,7 @@ class Intake:
 
         recorded = await self.athome.report(
             item, lambda revision: at_home_event(item, revision, now,
-                                                 namespace=self.namespace), answer, now)
+                                                 namespace=self.namespace), answer)
         return self._answer(Kind.AT_HOME, recorded, "client_id", item.request.client_id)
 
     async def submit_welfare_check(self, principal: Principal, document: Any) -> Outcome:

@@ -4,6 +4,7 @@ the state a welfare check is checked against, and drill isolation."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -190,3 +191,13 @@ async def test_a_drill_never_sees_live_households(kafka_bootstrap: str, database
             "client_id": "wc-1", "household_id": ack["household_id"], "area_id": "kanda-koen",
             "outcome": "safe"}, headers={"Authorization": f"Bearer {token(Role.HQ)}"})
         assert status == 404, error
+
+
+async def test_concurrent_resends_write_one_event(running: Running) -> None:
+    """The same report sent five times at once: one 202, four 200 replays, one event."""
+    body = household()
+    answers = await asyncio.gather(*(running.post(AT_HOME, body) for _ in range(5)))
+    statuses = sorted(status for status, _, _ in answers)
+    assert statuses == [200, 200, 200, 200, 202], answers
+    assert len({json.dumps(ack, sort_keys=True) for _, ack, _ in answers}) == 1
+    assert len(await athome_events(running)) == 1
