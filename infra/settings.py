@@ -181,7 +181,8 @@ class Settings(BaseSettings):
     intake_url: str | None = Field(
         default=None,
         description="Intake's base URL as other processes reach it (the gateway forwards "
-                    "field reports there); default http://HOST:INTAKE_PORT.",
+                    "field reports and the residents' at-home form there); default "
+                    "http://HOST:INTAKE_PORT.",
     )
     field_outbox: Path = Field(
         default=DEFAULT_FIELD_OUTBOX,
@@ -239,6 +240,15 @@ class Settings(BaseSettings):
         default=10, ge=1, le=1_000_000,
         description="Gateway: push subscribe/unsubscribe requests a client address may make "
                     "at once.",
+    )
+    athome_form_rate_per_second: float = Field(
+        default=0.2, gt=0, le=1_000_000,
+        description="Gateway: sustained residents' at-home form posts per second per client "
+                    "address (then 429).",
+    )
+    athome_form_rate_burst: int = Field(
+        default=5, ge=1, le=1_000_000,
+        description="Gateway: residents' at-home form posts a client address may make at once.",
     )
 
     @property

@@ -31,7 +31,12 @@ from pydantic import ConfigDict, Field, RootModel, StrictBool
 
 from schemas.common import ContractModel, Name, Note, Reporter, ShelterId, Slug, UtcDatetime
 from schemas.hazards import GaugeReadingPayload, HazardWarningPayload, SeismicIntensityPayload
-from schemas.people import HouseholdCheckedInPayload, HouseholdCheckedOutPayload
+from schemas.people import (
+    AtHomeReportedPayload,
+    HouseholdCheckedInPayload,
+    HouseholdCheckedOutPayload,
+    WelfareCheckedPayload,
+)
 from schemas.reports import ClientReportId, ReportSubmittedPayload
 from schemas.shelters import (
     ShelterClosedPayload,
@@ -48,6 +53,7 @@ from schemas.supplies import (
 )
 
 __all__ = [
+    "AtHomeRequest",
     "ClientId",
     "GaugeReadingRequest",
     "GeneratorRegisterRequest",
@@ -68,6 +74,7 @@ __all__ = [
     "ShelterStatusRequest",
     "SupplyRequestRequest",
     "SupplyStepRequest",
+    "WelfareCheckRequest",
     "read_household_code",
 ]
 
@@ -368,3 +375,41 @@ def read_household_code(text: str) -> str:
     """A household code as a person may type it (lower case, O for 0, I or L for 1), in its
     canonical form; anything else comes back upper-cased (and is then no code)."""
     return text.strip().upper().translate(_READ_AS)
+
+
+# --- residents sheltering at home (POST /v1/people/…) ----------------------------------
+
+
+class AtHomeRequest(AtHomeReportedPayload):
+    """``POST /v1/people/at-home``: a household sheltering at home (becomes
+    ``people.at_home_reported``), from the public form (no token) or a field team.
+
+    Intake fills ``household_id`` (derived from ``client_id``, so a resend replaces the
+    report or replays its answer), ``via`` (``public`` without a token, ``field`` with
+    one) and, for a field team, ``reported_by``.
+    """
+
+    model_config = ConfigDict(
+        json_schema_extra=_server_filled("household_id", "via", "reported_by"))
+
+    client_id: ClientReportId
+    """The sender's id for this household's report (the public form: a random UUID it
+    keeps until intake acknowledges it)."""
+    occurred_at: UtcDatetime | None = None
+    """When the household said so, if the device knows; default: when intake received it."""
+    exercise: StrictBool = False
+    """True for drill traffic (never from the public form)."""
+
+
+class WelfareCheckRequest(WelfareCheckedPayload):
+    """``POST /v1/people/welfare-checks``: a field team's visit to a household at home
+    (becomes ``people.welfare_checked``); ``checked_by`` is the token's subject."""
+
+    model_config = ConfigDict(json_schema_extra=_server_filled("checked_by"))
+
+    client_id: ClientReportId
+    """The sender's id for this visit (a resend with the same body replays its answer)."""
+    occurred_at: UtcDatetime | None = None
+    """When the visit was made; default: when intake received it."""
+    exercise: StrictBool = False
+    """True for drill traffic."""

@@ -132,11 +132,11 @@ TOOLS: tuple[ToolSpec, ...] = (
     ),
     ToolSpec(
         name="field-client",
-        description="Field reports, shelter status and household check-in/out from a "
-                    "terminal, with a local outbox",
+        description="Field reports, shelter status, household check-in/out and households "
+                    "at home from a terminal, with a local outbox",
         commands=("services.field_client.cli:report", "services.field_client.cli:shelter_status",
                   "services.field_client.cli:checkin", "services.field_client.cli:checkout",
-                  "services.field_client.cli:transfer"),
+                  "services.field_client.cli:transfer", "services.field_client.cli:at_home"),
     ),
     ToolSpec(
         name="drill",

@@ -1,5 +1,5 @@
-"""``sonae report``, ``sonae shelter-status`` and ``sonae checkin`` / ``checkout`` /
-``transfer``: field commands for a phone on a bad connection.
+"""``sonae report``, ``sonae shelter-status``, ``sonae checkin`` / ``checkout`` /
+``transfer`` and ``sonae at-home``: field commands for a phone on a bad connection.
 
 - a new input is validated locally (with intake's own request models,
   :mod:`schemas.intake`), given an id, and appended to the local outbox
@@ -27,8 +27,8 @@ Exit status: 0 everything sent was acknowledged, 1 something was refused for
 good, 75 (EX_TEMPFAIL) something is still pending.
 
 Nothing here connects or reads files at import time; the composition root adds
-:func:`report`, :func:`shelter_status`, :func:`checkin`, :func:`checkout` and
-:func:`transfer` to ``sonae``.
+:func:`report`, :func:`shelter_status`, :func:`checkin`, :func:`checkout`,
+:func:`transfer` and :func:`at_home` to ``sonae``.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ from pydantic import ValidationError
 
 from infra.settings import Settings, SettingsError, load_settings
 from schemas.intake import (
+    AtHomeRequest,
     HouseholdCheckInRequest,
     HouseholdCheckOutRequest,
     HouseholdTransferRequest,
@@ -51,14 +52,15 @@ from schemas.intake import (
     ShelterStatusRequest,
     read_household_code,
 )
-from schemas.people import HouseholdNeed, household_code_from
+from schemas.people import AtHomeNeed, HouseholdNeed, household_code_from
 from schemas.reports import ReportCategory
 from schemas.shelters import NeedLevel, PowerKind
 from services.field_client.delivery import deliver
 from services.field_client.errors import FieldClientError
 from services.field_client.outbox import Entry, FieldOutbox
 
-__all__ = ["EX_TEMPFAIL", "checkin", "checkout", "report", "shelter_status", "transfer"]
+__all__ = ["EX_TEMPFAIL", "at_home", "checkin", "checkout", "report", "shelter_status",
+           "transfer"]
 
 EX_TEMPFAIL: Final = 75
 P = ParamSpec("P")
@@ -372,3 +374,36 @@ def transfer(shelter_id: str, code: str, destination: str, intake_url: str | Non
         "household_code": household_code, "reported_by": {"team": "local-check"}})
     path = f"/v1/shelters/{shelter_id}/households/{household_code}/transfer"
     _queue_and_send(_household_entry("transfer", path, body), intake_url, bearer, attempts)
+
+
+# --- sonae at-home ------------------------------------------------------------------------
+
+
+@click.command("at-home")
+@click.argument("area_id")
+@click.argument("size", type=click.IntRange(1, 50))
+@click.option("--need", "needs", multiple=True, type=click.Choice([n.value for n in AtHomeNeed]),
+              help="What the household needs (repeat for several).")
+@click.option("--contact", default=None, help="Phone or how to reach it (personal data).")
+@click.option("--address", default=None, help="Where it is (personal data: HQ only).")
+@click.option("--note", default="", help="Anything else it said (personal data).")
+@_common
+@_field_client_errors
+def at_home(area_id: str, size: int, needs: tuple[str, ...], contact: str | None,
+            address: str | None, note: str, intake_url: str | None, bearer: str | None,
+            attempts: int, team: str | None, reporter_name: str | None) -> None:
+    """Report a household sheltering at home (在宅避難), kept until acknowledged."""
+    entry_id = str(uuid.uuid4())
+    body: dict[str, Any] = {"client_id": entry_id, "area_id": area_id, "size": size,
+                            "needs": list(dict.fromkeys(needs)), "occurred_at": _now()}
+    for name, value in (("contact", contact), ("address", address), ("note", note)):
+        if value:
+            body[name] = value
+    reporter = _reporter(team, reporter_name)
+    if reporter:
+        body["reported_by"] = reporter
+    _validate_locally(AtHomeRequest, {"household_id": str(uuid.UUID(int=0)), "via": "field",
+                                      **body})
+    entry = Entry(id=entry_id, kind="at_home", path="/v1/people/at-home", body=body,
+                  created_at=body["occurred_at"])
+    _queue_and_send(entry, intake_url, bearer, attempts)

@@ -61,6 +61,8 @@ class Entry:
         body = self.body
         if self.kind == "report":
             return f"{body.get('category')} severity {body.get('severity')}"
+        if self.kind == "at_home":
+            return f"at home in {body.get('area_id')}, {body.get('size')} people"
         parts = self.path.split("/")  # /v1/shelters/<id>/households[/<code>/<action>]
         if self.kind == "checkin":
             return f"{parts[3]} check-in {body.get('household_code')} ({body.get('size')})"

@@ -48,6 +48,7 @@ from services.intake.errors import (
     SiteNotPermitted,
     TooManyElements,
     TransitionRefused,
+    UnknownAtHomeHousehold,
     UnknownGenerator,
     UnknownHousehold,
     UnknownReport,
@@ -141,6 +142,9 @@ class Acknowledgement(_Response):
     """Supply requests and their steps: the request's status after this input."""
     generator_id: str | None = None
     """Generators: the generator registered or reported on."""
+    household_id: UUID | None = None
+    """Residents at home: the household's id (derived from the client id; a welfare check
+    names it)."""
 
 
 class Ignored(_Response):
@@ -258,6 +262,7 @@ REFUSALS: Final[Mapping[type[InputRefused], tuple[int, str]]] = MappingProxyType
     UnknownShelter: (404, "not_found"),
     UnknownSupplyRequest: (404, "unknown_request"),
     UnknownGenerator: (404, "unknown_generator"),
+    UnknownAtHomeHousehold: (404, "unknown_household"),
     BodyTooSlow: (408, "timeout"),
     ClientIdConflict: (409, "conflict"),
     TransitionRefused: (409, "transition_refused"),

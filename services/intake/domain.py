@@ -14,7 +14,8 @@ Permissions (a token's role → what it may submit; ``public`` tokens are refuse
 ====================  =========================================================
 role                  may
 ====================  =========================================================
-``field``             submit damage reports; read its own reports
+``field``             submit damage reports; read its own reports; report
+                      households at home; record welfare checks in its areas
 ``shelter_staff``     submit shelter status; submit and read its own reports
                       (shelter staff see damage around their shelter); check
                       households in, out and transfer them at its own sites
@@ -24,6 +25,8 @@ role                  may
                       input as exercise
 ``hq``                everything, and read every team's reports
 ``public``            nothing (the gateway's read-only role)
+(no token)            ``POST /v1/people/at-home`` only: the residents' form
+                      (:mod:`services.intake.athome`)
 ====================  =========================================================
 
 Supply requests and generators (:mod:`services.intake.supplies`) add: shelter_staff
@@ -205,11 +208,16 @@ class Action(StrEnum):
     """Register (or re-register) a community generator."""
     GENERATOR_STATUS = "generator_status"
     """Report a generator's state (field, shelter_staff: generators of their areas)."""
+    AT_HOME = "at_home"
+    """Report a household sheltering at home (the public form needs no token)."""
+    WELFARE_CHECK = "welfare_check"
+    """Record a welfare-check visit to a household at home (in the token's areas)."""
 
 
 PERMISSIONS: Mapping[Role, frozenset[Action]] = MappingProxyType(
     {
-        Role.FIELD: frozenset({Action.REPORT, Action.READ_REPORT, Action.GENERATOR_STATUS}),
+        Role.FIELD: frozenset({Action.REPORT, Action.READ_REPORT, Action.GENERATOR_STATUS,
+                               Action.AT_HOME, Action.WELFARE_CHECK}),
         Role.SHELTER_STAFF: frozenset(
             {Action.SHELTER_STATUS, Action.REPORT, Action.READ_REPORT,
              Action.SUPPLY_REQUEST, Action.SUPPLY_RECEIVE, Action.SUPPLY_CANCEL,
@@ -253,6 +261,8 @@ _ACTION_WORDS: Mapping[Action, str] = {
     Action.READ_SUPPLY_REQUESTS: "read supply requests",
     Action.GENERATOR_REGISTER: "register generators",
     Action.GENERATOR_STATUS: "report a generator's state",
+    Action.AT_HOME: "report households at home",
+    Action.WELFARE_CHECK: "record welfare checks",
 }
 
 
@@ -329,13 +339,18 @@ def validate_report(document: Any, principal: Principal, region: Region,
 
 def validate_shelter(document: Any, shelter_id: str, principal: Principal, region: Region,
                      now: datetime) -> ShelterAnyRequest:
-    """Validate a shelter status body for the shelter named in the URL."""
+    """Validate a shelter status body for the shelter named in the URL.
+
+    Stranded-commuter facilities are opened, filled and closed exactly like shelters
+    (:attr:`~schemas.region.model.Site.takes_people`).
+    """
     try:
         site = region.site(shelter_id)
     except LookupError:
         raise UnknownShelter(f"no shelter {shelter_id!r} in region {region.id!r}") from None
-    if not site.is_shelter:
-        raise UnknownShelter(f"{shelter_id!r} is an evacuation site, not a shelter (避難所)")
+    if not site.takes_people:
+        raise UnknownShelter(f"{shelter_id!r} is an evacuation site, not a shelter (避難所) "
+                             "or a stranded-commuter facility (一時滞在施設)")
     if isinstance(document, dict) and "shelter_id" in document \
             and document["shelter_id"] != shelter_id:
         raise InvalidInput("the body names another shelter than the URL", errors=[
@@ -580,6 +595,8 @@ class Kind(StrEnum):
     HOUSEHOLD_CHECK_IN = "household_check_in"
     HOUSEHOLD_CHECK_OUT = "household_check_out"
     HOUSEHOLD_TRANSFER = "household_transfer"
+    AT_HOME = "at_home"
+    WELFARE_CHECK = "welfare_check"
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@
     │   ├── TransitionRefused   the supply request's status does not allow the step
     │   ├── UnknownHousehold    no household with that code is checked in at that shelter
     │   ├── HouseholdAlreadyCheckedIn  a check-in of a code that is checked in already
+    │   ├── UnknownAtHomeHousehold  a welfare check names no household reported at home
     │   ├── ClientIdConflict    the client id was already used for a different body
     │   ├── UnsupportedMediaType  the Content-Type (or charset) is not one the route reads
     │   ├── BodyTooSlow         the body did not arrive within the read timeout
@@ -63,6 +64,7 @@ __all__ = [
     "SiteNotPermitted",
     "TooManyElements",
     "TransitionRefused",
+    "UnknownAtHomeHousehold",
     "UnknownGenerator",
     "UnknownHousehold",
     "UnknownReport",
@@ -135,12 +137,18 @@ class UnknownGenerator(InputRefused):
 class TransitionRefused(InputRefused):
     """A supply request's current status does not allow the step (the message names both;
     :func:`schemas.supplies.next_status` is the table)."""
+
+
 class UnknownHousehold(InputRefused):
     """No household with that code is checked in at the shelter the URL names."""
 
 
 class HouseholdAlreadyCheckedIn(InputRefused):
     """A check-in names a household code that is checked in already (here or elsewhere)."""
+
+
+class UnknownAtHomeHousehold(InputRefused):
+    """A welfare check names a household no at-home report of this namespace has."""
 
 
 class ClientIdConflict(InputRefused):

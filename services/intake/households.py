@@ -120,8 +120,9 @@ _CODE: Final = re.compile(f"[{HOUSEHOLD_CODE_ALPHABET}]{{8}}")
 
 
 def accepts_households(site: Site) -> bool:
-    """Whether households are checked in at ``site`` (the one place to add a site kind)."""
-    return site.is_shelter
+    """Whether households are checked in at ``site``: every site people stay at (a shelter
+    or a stranded-commuter facility, :attr:`~schemas.region.Site.takes_people`)."""
+    return site.takes_people
 
 
 def household_site(region: Region, site_id: str) -> Site:
@@ -132,7 +133,7 @@ def household_site(region: Region, site_id: str) -> Site:
         raise UnknownShelter(f"no shelter {site_id[:100]!r} in region {region.id!r}") from None
     if not accepts_households(site):
         raise UnknownShelter(f"{site_id!r} takes no households (an evacuation site, not a "
-                             "shelter)")
+                             "shelter or a stranded-commuter facility)")
     return site
 
 

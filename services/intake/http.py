@@ -25,6 +25,14 @@ Request pipeline, outermost first:
    :class:`~services.intake.parsepool.ParsePool`: 503 with Retry-After when it has as
    many waiting as it may; 413 when a CAP document has more elements than allowed.
 
+One route takes requests without a token: ``POST /v1/people/at-home`` is also the
+residents' form (:mod:`services.intake.athome`). Without an ``Authorization``
+header it is the public's: it spends from the client address's bucket like every
+request without a valid token, its body may be at most
+:data:`~services.intake.athome.MAX_PUBLIC_JSON_BYTES`, and it is recorded as
+``via: public``. With a header, the token is checked as on every other route (an
+expired field token is 401, never quietly taken for the public).
+
 The limits are settings (``SONAE_INTAKE_RATE_PER_SECOND``, ``SONAE_INTAKE_RATE_BURST``,
 ``SONAE_INTAKE_UNAUTHENTICATED_RATE_PER_SECOND``, ``SONAE_INTAKE_UNAUTHENTICATED_RATE_BURST``,
 ``SONAE_INTAKE_MAX_JSON_BYTES``, ``SONAE_INTAKE_MAX_CAP_BYTES``,
@@ -58,6 +66,7 @@ from services.common.auth import (
     bearer_token,
     verify_token,
 )
+from services.intake.athome import MAX_PUBLIC_JSON_BYTES
 from services.intake.contract import ROUTER_CODES, Answer, Health, error_body, refusal
 from services.intake.domain import Action, require
 from services.intake.errors import (
@@ -116,6 +125,8 @@ JMA_TYPES: Final = frozenset({"application/xml", "text/xml"})
 VERIFIED_TOKENS: Final = 10_000
 """Verified tokens remembered (a field team sends the same token with every request)."""
 _PUBLIC_PATHS: Final = frozenset({"/healthz", "/metrics", "/v1/openapi.json"})
+AT_HOME_PATH: Final = "/v1/people/at-home"
+"""The one write route a request without a token may use (the residents' form)."""
 _PRINCIPAL: Final = web.RequestKey("principal", Principal)
 
 
@@ -245,6 +256,9 @@ def build_app(
                            ) -> web.StreamResponse:
         if request.path in _PUBLIC_PATHS or request.match_info.http_exception is not None:
             unauthenticated(request)
+            return await handler(request)
+        if request.path == AT_HOME_PATH and "Authorization" not in request.headers:
+            unauthenticated(request)  # the residents' form: the address's bucket
             return await handler(request)
         try:
             principal = verify(bearer_token(request.headers.get("Authorization")))
@@ -395,6 +409,19 @@ def build_app(
         return supplies_answer(await intake.supplies.report_generator(
             principal, request.match_info["generator_id"], document))
 
+    async def post_at_home(request: web.Request) -> web.Response:
+        principal = request.get(_PRINCIPAL)
+        limit = max_json_bytes if principal is not None else min(max_json_bytes,
+                                                                   MAX_PUBLIC_JSON_BYTES)
+        document = parse_json(await body(request, JSON_TYPES, limit))
+        return answer(await intake.submit_at_home(principal, document))
+
+    async def post_welfare_check(request: web.Request) -> web.Response:
+        principal = request[_PRINCIPAL]
+        require(principal, Action.WELFARE_CHECK)
+        document = parse_json(await body(request, JSON_TYPES, max_json_bytes))
+        return answer(await intake.submit_welfare_check(principal, document))
+
     database_down = False
 
     async def measure_backlog() -> bool:
@@ -444,6 +471,8 @@ def build_app(
                         f"{{step:{'|'.join(s.value for s in Step)}}}", post_supply_step)
     app.router.add_post("/v1/generators", post_generator)
     app.router.add_post("/v1/generators/{generator_id}/status", post_generator_status)
+    app.router.add_post(AT_HOME_PATH, post_at_home)
+    app.router.add_post("/v1/people/welfare-checks", post_welfare_check)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", prometheus)
     app.router.add_get("/v1/openapi.json", openapi)

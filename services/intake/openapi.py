@@ -20,6 +20,7 @@ from pydantic import BaseModel, TypeAdapter
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from schemas.intake import (
+    AtHomeRequest,
     GeneratorRegisterRequest,
     GeneratorStatusRequest,
     HazardObservationRequest,
@@ -30,6 +31,7 @@ from schemas.intake import (
     ShelterStatusRequest,
     SupplyRequestRequest,
     SupplyStepRequest,
+    WelfareCheckRequest,
 )
 from schemas.people import HouseholdCode
 from schemas.region import Region
@@ -132,8 +134,10 @@ def _narrow_to_region(schemas: dict[str, Any], requests: list[str], region: Regi
             _string_enum(properties["area_ids"]["items"], areas)
         if "gauge_id" in properties:
             _string_enum(properties["gauge_id"], gauges)
-        if "overridden_by" in properties:
-            properties["overridden_by"]["readOnly"] = True
+        for server_filled in ("overridden_by", "household_id", "via", "checked_by"):
+            if server_filled in properties and not (
+                    server_filled == "household_id" and name == "WelfareCheckRequest"):
+                properties[server_filled]["readOnly"] = True
         if name.startswith(("Shelter", "Household")) and "shelter_id" in properties:
             properties["shelter_id"]["readOnly"] = True  # the URL names the shelter
         if name == "HouseholdCheckOutRequest":
@@ -179,7 +183,8 @@ def openapi_document(region: Region) -> dict[str, Any]:
                                        HazardObservationRequest, HouseholdCheckInRequest,
                                        HouseholdCheckOutRequest, HouseholdTransferRequest,
                                        SupplyRequestRequest, SupplyStepRequest,
-                                       GeneratorRegisterRequest, GeneratorStatusRequest]
+                                       GeneratorRegisterRequest, GeneratorStatusRequest,
+                                       AtHomeRequest, WelfareCheckRequest]
     responses: list[type[BaseModel]] = [Acknowledgement, ErrorBody, Health, Ignored,
                                         ReportView, SupplyRequestList]
     inputs: list[tuple[type[BaseModel], JsonSchemaMode]] = [
@@ -192,7 +197,7 @@ def openapi_document(region: Region) -> dict[str, Any]:
         if ref != model.__name__:
             schemas[model.__name__] = schemas.pop(ref)
     _narrow_to_region(schemas, [m.__name__ for m in requests], region)
-    shelter_ids = sorted(s.id for s in region.sites if s.is_shelter)
+    shelter_ids = sorted(s.id for s in region.sites if s.takes_people)
     accepted = {
         "202": {"description": "Recorded durably (first receipt); events are in the outbox.",
                 **_json_body("Acknowledgement")},
@@ -262,7 +267,8 @@ def openapi_document(region: Region) -> dict[str, Any]:
                 "description": "Roles: shelter_staff, hq.",
                 "security": bearer,
                 "parameters": [{"name": "shelter_id", "in": "path", "required": True,
-                                "description": "A shelter (避難所) of the region pack.",
+                                "description": "A shelter (避難所) or stranded-commuter "
+                                               "facility (一時滞在施設) of the region pack.",
                                 "schema": {"type": "string", "enum": shelter_ids}},
                                _IDEMPOTENCY_KEY],
                 "requestBody": {"required": True, **_json_body("ShelterStatusRequest")},
@@ -424,6 +430,32 @@ def openapi_document(region: Region) -> dict[str, Any]:
                 "requestBody": {"required": True, **_json_body("GeneratorStatusRequest")},
                 "responses": {**accepted,
                               **_errors(400, 401, 403, 404, 408, 409, 413, 415, 422, 429, 503)},
+            }},
+            "/v1/people/at-home": {"post": {
+                "summary": "Report a household sheltering at home (在宅避難)",
+                "description": "Roles: field, hq — or no token at all: the residents' form "
+                               "(via public; the client address's rate limit; a body of at "
+                               "most 16 KiB; client_id a UUID; no exercise flag, no "
+                               "reporter). The household id derives from the sender and "
+                               "client_id: an identical resend replays the answer (200), "
+                               "another body under the same client_id replaces the report "
+                               "(202, a new event).",
+                "security": [*bearer, {}],
+                "requestBody": {"required": True, **_json_body("AtHomeRequest")},
+                "responses": {**accepted,
+                              **_errors(400, 401, 403, 408, 413, 415, 422, 429, 503)},
+            }},
+            "/v1/people/welfare-checks": {"post": {
+                "summary": "Record a welfare-check visit to a household at home (安否確認)",
+                "description": "Roles: field (in its token's areas), hq. The household must "
+                               "have been reported at home (404 unknown_household) in the "
+                               "area named (422 /area_id). The idempotency key is the token "
+                               "subject and client_id.",
+                "security": bearer,
+                "requestBody": {"required": True, **_json_body("WelfareCheckRequest")},
+                "responses": {**accepted,
+                              **_errors(400, 401, 403, 404, 408, 409, 413, 415, 422, 429,
+                                        503)},
             }},
             "/healthz": {"get": {
                 "summary": "Health: healthy while the database answers (the broker may be "

@@ -28,6 +28,13 @@ from schemas.jma import DEFAULT_MAX_BYTES, DEFAULT_MAX_ELEMENTS, JmaAreaTable, l
 from schemas.region import Region
 from services.common.auth import Principal
 from services.intake import cap
+from services.intake.athome import (
+    at_home_event,
+    validate_at_home,
+    validate_welfare_check,
+    welfare_event,
+)
+from services.intake.athome_store import AtHomeStore
 from services.intake.contract import (
     Acknowledgement,
     Ignored,
@@ -116,6 +123,8 @@ class Intake:
         parsing: ParsePool | None = None,
     ) -> None:
         self.store = store
+        self.athome = AtHomeStore(store.pool, store.namespace)
+        """The residents-at-home state (:mod:`services.intake.athome_store`)."""
         self.namespace = store.namespace
         """The store's namespace: every id derived here is that namespace's."""
         self.region = region
@@ -360,6 +369,51 @@ class Intake:
             "skipped": list(mapped.notes) or None,
         }
         return await self._write_one(Kind.JMA, scope, client_id, body_hash, events, extra)
+
+    # --- residents at home ---------------------------------------------------------------
+
+    async def submit_at_home(self, principal: Principal | None, document: Any) -> Outcome:
+        """A household sheltering at home → ``people.at_home_reported`` (a resend with
+        another body replaces the report). ``principal`` None: the residents' form."""
+        now = self._clock()
+        try:
+            item = validate_at_home(document, principal, self.region, now,
+                                    namespace=self.namespace)
+        except InputRefused:
+            self._count(Kind.AT_HOME, "invalid")
+            raise
+
+        def answer(event: Envelope) -> Mapping[str, Any]:
+            return Acknowledgement(event_id=event.event_id, event_ids=[event.event_id],
+                                   client_id=item.request.client_id,
+                                   household_id=item.household_id,
+                                   area_id=item.payload.area_id).as_json()
+
+        recorded = await self.athome.report(
+            item, lambda revision: at_home_event(item, revision, now,
+                                                 namespace=self.namespace), answer)
+        return self._answer(Kind.AT_HOME, recorded, "client_id", item.request.client_id)
+
+    async def submit_welfare_check(self, principal: Principal, document: Any) -> Outcome:
+        """A welfare-check visit to a household at home → ``people.welfare_checked``."""
+        require(principal, Action.WELFARE_CHECK)
+        now = self._clock()
+        try:
+            item = validate_welfare_check(document, principal, self.region, now)
+        except InputRefused:
+            self._count(Kind.WELFARE_CHECK, "invalid")
+            raise
+        event = welfare_event(item, now, namespace=self.namespace)
+        ack = Acknowledgement(event_id=event.event_id, event_ids=[event.event_id],
+                              client_id=item.request.client_id,
+                              household_id=item.payload.household_id,
+                              area_id=item.payload.area_id).as_json()
+        try:
+            recorded = await self.athome.welfare_check(item, event, ack)
+        except InputRefused:
+            self._count(Kind.WELFARE_CHECK, "invalid")
+            raise
+        return self._answer(Kind.WELFARE_CHECK, recorded, "client_id", item.request.client_id)
 
     # --- shared -----------------------------------------------------------------------
 

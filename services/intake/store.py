@@ -97,9 +97,9 @@ __all__ = [
 ]
 
 REQUIRED_TABLES: Final = ("intake_requests", "outbox", "report_status", "households",
-                          "supply_requests", "generators")
-"""Created by migrations 0002_intake, 0010_households and 0011_supplies (``sonae db
-migrate`` / ``sonae up``)."""
+                          "supply_requests", "generators", "athome_households")
+"""Created by migrations 0002_intake, 0010_households, 0011_supplies and 0013_athome
+(``sonae db migrate`` / ``sonae up``)."""
 
 OUTBOX: Final = OutboxTable(table="outbox", channel="sonae_outbox",
                             lock_class=0x534E4145)  # "SNAE"

@@ -152,11 +152,13 @@ def requester_kinds(site: Site) -> frozenset[RequesterKind]:
     """What a region-pack site may request supplies as (empty: it cannot request).
 
     The one place that says which sites can request: a shelter (指定避難所) as a
-    shelter; a site kind added to the pack (a stranded-commuter facility) is added here.
+    shelter, a stranded-commuter facility (一時滞在施設) as a facility.
     """
     kinds: set[RequesterKind] = set()
     if site.is_shelter:
         kinds.add(RequesterKind.SHELTER)
+    if site.is_temporary_stay:
+        kinds.add(RequesterKind.FACILITY)
     return frozenset(kinds)
 
 

@@ -190,9 +190,11 @@ def _sorted_hazards(hazards: Iterable[Hazard]) -> Hazards:
 
 
 def shelter_sites(region: Region) -> dict[str, ShelterSite]:
-    """Every designated shelter (指定避難所) of the region, by id, named in its default language.
+    """Every site people stay at, by id, named in the region's default language: the
+    designated shelters (指定避難所) and the stranded-commuter facilities (一時滞在施設).
 
-    Evacuation sites that are not shelters are left out, as intake refuses them.
+    Evacuation sites that are neither are left out, as intake refuses them
+    (:attr:`~schemas.region.model.Site.takes_people`, the one predicate both use).
     """
     names = region.names(region.default_language)
     return {
@@ -204,7 +206,7 @@ def shelter_sites(region: Region) -> dict[str, ShelterSite]:
             hazards=_sorted_hazards(site.hazards),
         )
         for site in region.sites
-        if site.is_shelter
+        if site.takes_people
     }
 
 

@@ -276,3 +276,30 @@ async def test_a_check_out_waits_for_its_pending_check_in(tmp_path: Path) -> Non
     assert seen == [f"/v1/shelters/{SHELTER}/households",
                     f"/v1/shelters/{SHELTER}/households/0000AAAA/checkout"]
     assert [e["status"] for e in entries(outbox)] == ["pending", "pending", "acknowledged"]
+
+
+async def test_at_home_household_is_kept_until_acknowledged_and_appears_once(
+        running: Running, tmp_path: Path) -> None:
+    """`sonae at-home` offline stays pending; a flush delivers it once, via field."""
+    outbox = tmp_path / "outbox.jsonl"
+    dead = f"http://127.0.0.1:{free_port()}"
+    args = ("at-home", "kanda-koen", "4", "--need", "water", "--need", "medical_power",
+            "--contact", "03-1111-2222")
+    status, out = await sonae(outbox, dead, *args, "--attempts", "1")
+    assert status == 75, out
+    [entry] = entries(outbox)
+    assert entry["status"] == "pending" and entry["kind"] == "at_home"
+    status, out = await sonae(outbox, running.url, "report", "--flush")
+    assert status == 0, out
+    status, out = await sonae(outbox, running.url, "report", "--flush")
+    assert (status, out.strip()) == (0, "")  # nothing left to send
+    await wait_for(lambda: _drained(running), what="outbox drained")
+    records = await read_topic(running.settings,
+                               qualified("people.athome", running.settings.namespace))
+    [event] = [json.loads(r.value) for r in records if r.value]
+    assert event["type"] == "people.at_home_reported"
+    assert event["payload"]["via"] == "field" and event["payload"]["size"] == 4
+    assert event["payload"]["reported_by"]["team"] == "kanda-team-1"
+    # An area the region does not have: refused for good, naming the field.
+    status, out = await sonae(outbox, running.url, "at-home", "atlantis", "2")
+    assert status == 1 and "/area_id" in out, out

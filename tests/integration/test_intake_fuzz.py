@@ -34,11 +34,13 @@ CONFIG = """
 # supply request names a site that can request (or a registered generator), a step
 # names a request whose status allows it, a generator's area is its site's; a
 # household command is checked against the household's state (404 unknown_household,
-# 409 household_checked_in, 422 for a time before its check-in). For these operations a
-# schema-valid case may be answered 404, 409 or 422. A report (every rule of which the
-# document states) must be accepted whenever the document allows it.
+# 409 household_checked_in, 422 for a time before its check-in); a welfare check
+# (``people/wel.*``) names a household reported at home, in its area (else 404 or 422).
+# For these operations a schema-valid case may be answered 404, 409 or 422. A report
+# (every rule of which the document states) must be accepted whenever the document
+# allows it.
 [[operations]]
-include-path-regex = "^/v1/(cap|jma|hazards/observations|shelters/.*|supplies/.*|generators.*)$"
+include-path-regex = "^/v1/(cap|jma|hazards/.*|shelters/.*|supplies/.*|generators.*|people/wel.*)$"
 checks.positive_data_acceptance.expected-statuses = [
     "2xx", "401", "403", "404", "409", "422", "429"]
 """

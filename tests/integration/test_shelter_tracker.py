@@ -221,6 +221,23 @@ async def test_a_transfer_moves_both_occupancies_once(
 
         await areas.until(moved, timeout=20, what="both areas after the transfer",
                           worker=worker)
+
+
+async def test_a_stranded_commuter_facility_is_tracked_like_a_shelter(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """A facility (一時滞在施設) of the pack gets a state: opened, then crowded by a count."""
+    async with workers(settings, tmp_path) as start, \
+            readers(settings, "shelters.state") as (states,):
+        worker = start("tracker")
+        opened = update(ShelterOpened, 0, shelter_id="tv-station")
+        counted = update(ShelterOccupancyReported, 1, shelter_id="tv-station", occupancy=45)
+        await produce_events(settings.kafka_bootstrap, settings.namespace, [opened, counted])
+        await states.until(lambda r: caused_by(r, counted), timeout=READY_TIMEOUT,
+                           what="the facility's state after its count", worker=worker)
+        station = [s.payload for s in states_of(states, "tv-station")]
+        assert [(s.version, s.status) for s in station] == [(1, "open"), (2, "crowded")]
+        assert (station[-1].capacity, station[-1].hazards) == (50, ("earthquake",))
         worker.check_alive()
 
 

@@ -150,6 +150,9 @@ def test_shelter_list_has_every_site_with_address_and_designations() -> None:
         assert entry["address"] == site.address
         assert entry["names"]["en"] == site.names.en
         assert entry["hazards"] == sorted(h.value for h in site.hazards)
+        assert entry.get("accessible") == site.accessible  # facilities only
+    assert by_id["ts-ogawamachi"]["kinds"] == ["temporary_stay"]
+    assert by_id["ts-ogawamachi"]["accessible"] is False
 
 
 def strings() -> dict[str, Any]:
