@@ -196,7 +196,7 @@ async def test_requests_are_idempotent_and_checked_against_the_site(running: Run
     status, refused, _ = await running.post("/v1/supplies/requests", request_body("q-5"),
                                             headers=auth(Role.FIELD))
     assert status == 403
-    evacuation_only = next(s.id for s in REGION.sites if not s.is_shelter)
+    evacuation_only = next(s.id for s in REGION.sites if not s.takes_people)
     for body, pointer in ((request_body("q-6", site_id="no-such-site"), "/site_id"),
                           (request_body("q-7", site_id=evacuation_only), "/site_id"),
                           (request_body("q-8", requester_kind="facility"), "/requester_kind"),

@@ -53,7 +53,7 @@ HERE = REGION.shelters_in("kanda-koen")[0]
 THERE = REGION.shelters_in("jimbocho")[0]
 FAR = next(s for s in REGION.sites if s.is_shelter and s.district_id not in
            {"kanda-koen", "jimbocho"})
-EVACUATION_ONLY = next(s for s in REGION.sites if not s.is_shelter)
+EVACUATION_ONLY = next(s for s in REGION.sites if not s.takes_people)
 CODE = "7K3M9QXD"
 
 
@@ -88,8 +88,10 @@ def row_in(shelter: str = HERE.id, at: datetime = NOW) -> HouseholdRow:
 
 
 def test_households_check_in_at_shelters_only() -> None:
-    """A shelter takes households; an evacuation site that is no shelter is 404 for them."""
+    """A shelter and a stranded-commuter facility take households; an evacuation site that
+    is neither is 404 for them."""
     assert accepts_households(HERE) and not accepts_households(EVACUATION_ONLY)
+    assert accepts_households(REGION.facilities()[0])
     assert household_site(REGION, HERE.id) == HERE
     with pytest.raises(UnknownShelter, match="takes no households"):
         household_site(REGION, EVACUATION_ONLY.id)

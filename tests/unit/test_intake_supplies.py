@@ -48,7 +48,7 @@ SHELTERS = [s for s in REGION.sites if s.is_shelter]
 KANDA = next(s for s in SHELTERS if s.district_id == "kanda-koen")
 KANDA_2 = next(s for s in SHELTERS if s.district_id == "kanda-koen" and s.id != KANDA.id)
 FUJIMI = next(s for s in SHELTERS if s.district_id == "fujimi")
-EVACUATION_ONLY = next(s for s in REGION.sites if not s.is_shelter)
+EVACUATION_ONLY = next(s for s in REGION.sites if not s.takes_people)
 S = SupplyRequestStatus
 
 
@@ -224,8 +224,11 @@ def test_assign_names_the_assignee_and_only_assign_does() -> None:
 
 
 def test_only_sites_that_can_request_do() -> None:
-    """A shelter requests as a shelter; an evacuation site alone cannot request."""
+    """A shelter requests as a shelter, a stranded-commuter facility as a facility; an
+    evacuation site alone cannot request."""
     assert requester_kinds(KANDA) == {RequesterKind.SHELTER}
+    facility = REGION.facilities()[0]
+    assert requester_kinds(facility) == {RequesterKind.FACILITY}
     assert requester_kinds(EVACUATION_ONLY) == frozenset()
 
 
