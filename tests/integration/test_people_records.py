@@ -233,33 +233,33 @@ async def test_a_dry_run_reports_what_a_purge_would_do_and_changes_nothing(
 async def test_a_purge_touches_only_its_namespace_and_intake_households_before_t(
     db_pool: asyncpg.Pool, namespace: str,
 ) -> None:
-    """A drill's purge leaves live data alone; intake's households table is purged by its
-    check-in time when it exists, and its absence is noted."""
+    """A drill's purge leaves live data alone; intake's households table (migration 0010)
+    is purged by its check-in time, keeping size and needs."""
     await migrate_pool(db_pool)
     drill = f"{namespace}d"
     await store_directly(db_pool, namespace, people_story()[:1])
     await store_directly(db_pool, drill, people_story()[:1])
     result = await purge(db_pool, drill)
     assert result.events == {"shelter.household_checked_in": 1}
-    assert any("households table does not exist" in note for note in result.notes)
     live = await db_pool.fetchval(
         "select envelope #>> '{payload,name}' from events where namespace = $1", namespace)
     assert live == "Smith"
 
     await db_pool.execute(
-        "create table households (namespace text, household_code text, name text, "
-        "contact text, size integer, checked_in_at timestamptz)")
-    await db_pool.execute(
-        "insert into households values ($1, 'AAAA0001', 'Smith', '090', 3, $2), "
-        "($1, 'AAAA0003', 'Suzuki', '080', 4, $3), ($4, 'AAAA0001', 'Smith', '090', 3, $2)",
+        "insert into households (namespace, household_code, shelter_id, size, needs, name, "
+        "contact, checked_in, checked_in_at) values "
+        "($1, 'AAAA0001', 'e1310100006201', 3, '{infant}', 'Smith', '090', true, $2), "
+        "($1, 'AAAA0003', 'e1310100006201', 4, '{}', 'Suzuki', '080', true, $3), "
+        "($4, 'AAAA0001', 'e1310100006201', 3, '{}', 'Smith', '090', true, $2)",
         namespace, at(0), at(100), drill)
     result = await purge(db_pool, namespace)
     assert result.tables["households (name, contact)"] == 1
-    rows = {(r["namespace"], r["household_code"]): (r["name"], r["contact"], r["size"])
+    rows = {(r["namespace"], r["household_code"]): (r["name"], r["contact"], r["size"],
+                                                     r["needs"])
             for r in await db_pool.fetch("select * from households")}
-    assert rows == {(namespace, "AAAA0001"): (None, None, 3),
-                    (namespace, "AAAA0003"): ("Suzuki", "080", 4),
-                    (drill, "AAAA0001"): ("Smith", "090", 3)}
+    assert rows == {(namespace, "AAAA0001"): (None, None, 3, ["infant"]),
+                    (namespace, "AAAA0003"): ("Suzuki", "080", 4, []),
+                    (drill, "AAAA0001"): ("Smith", "090", 3, [])}
 
 
 async def test_a_purge_before_a_future_time_is_refused_and_changes_nothing(

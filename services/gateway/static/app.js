@@ -409,7 +409,7 @@
     document.getElementById("athome-panel").hidden = !S.state.at_home;
     const rows = Object.values(S.state.at_home || {})
       .sort((a, b) => areaName(a.area_id).localeCompare(areaName(b.area_id)));
-    fill("athome", rows.map((a) => el("li", { "data-area": a.area_id },
+    fill("athome-areas", rows.map((a) => el("li", { "data-area": a.area_id },
       el("strong", {}, areaName(a.area_id)), " ",
       a.households + " " + t("households") + " · " + a.people + " " + t("people"),
       a.welfare_pending ? el("span", { class: "waiting" }, " · " + t("welfare_waiting") + " " + a.welfare_pending) : null,
