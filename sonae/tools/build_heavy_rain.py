@@ -204,13 +204,14 @@ class Run:
                   when, "intake", f"welfare-{household_id}-{when:%H%M}")
 
     def supplies(self, name: str, site_id: str, area_id: str, lines: list[dict[str, Any]],
-                 urgency: str, steps: list[tuple[datetime, str]]) -> None:
+                 urgency: str, steps: list[tuple[datetime, str]],
+                 requester_kind: str = "shelter") -> None:
         """A supply request made at ``steps[0]`` and taken through the other steps."""
         request_id = self._id("supply", name)
         made, *rest = steps
-        team = {"team": f"{NAMES[site_id]} 避難所運営班"}
+        team = {"team": f"{NAMES[site_id]} 運営班"}
         requested = self._add(SupplyRequested, {
-            "request_id": request_id, "requester_kind": "shelter", "site_id": site_id,
+            "request_id": request_id, "requester_kind": requester_kind, "site_id": site_id,
             "area_id": area_id, "lines": lines, "urgency": urgency, "requested_by": team,
         }, made[0], "intake", f"supply-{name}")
         classes = {"assigned": SupplyAssigned, "dispatched": SupplyDispatched,
