@@ -52,6 +52,16 @@ commit. A refusal raised by the rule rolls everything back. Households are a few
 minute per shelter; the group commit's one-statement path cannot say *why* a state
 check failed, and a lock held across the rule must be short, which one row is.
 
+Closing a shelter (:meth:`Store.record_shelter_close`, stage closed only): also
+outside the group commit, in one transaction: the idempotency record is read ``FOR
+UPDATE`` and decided first (the same record and rules as any shelter status), then
+the shelter's advisory lock is taken exclusively (``_SHELTER_LOCK_CLASS``; household
+commands share the lock of the shelters they name, taken before their row), the
+shelter's checked-in rows are read ``FOR UPDATE``, the pure rule
+(:func:`services.intake.households.closing_check_outs`) gives their new rows and the
+check-outs, and the record, the rows and the outbox rows (the close first) commit
+together.
+
 Why one file over ~500 lines: the group commit's statements and the code that
 fills their array parameters must agree column by column (``_columns``,
 ``_request_params``, ``_report_params``), so they are read together; the households
