@@ -3,6 +3,7 @@ and broker): the close and the check-outs are written together or not at all."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -156,3 +157,20 @@ async def test_a_closing_stage_checks_nobody_out(running: Running) -> None:
     assert status == 202, ack
     assert [r["event_type"] for r in await outbox(running)] == ["shelter.closed"]
     assert await rows(running) == {CODES[0]: True}
+
+
+async def test_a_check_out_racing_the_close_is_written_once(running: Running) -> None:
+    """A household's own check-out and the close, sent together: one of them checks it
+    out (the other writes no check-out for it: 404, or a close without it)."""
+    for n, code in enumerate(CODES):
+        assert (await check_in(running, code, f"in-{n}"))[0] == 201
+    (status, body, _), (closed, ack) = await asyncio.gather(
+        running.post(f"/v1/shelters/{SHELTER}/households/{CODES[0]}/checkout",
+                     {"client_id": "out-0"}, headers=staff()),
+        close(running, "close-1"))
+    assert closed == 202, ack
+    assert status in (202, 404), body
+    written = [r["event_type"] for r in await outbox(running)]
+    assert written.count("shelter.household_checked_out") == 2  # one per household
+    assert len(ack["event_ids"]) == (2 if status == 202 else 3)
+    assert await rows(running) == dict.fromkeys(CODES, False)
