@@ -174,3 +174,17 @@ async def test_a_check_out_racing_the_close_is_written_once(running: Running) ->
     assert written.count("shelter.household_checked_out") == 2  # one per household
     assert len(ack["event_ids"]) == (2 if status == 202 else 3)
     assert await rows(running) == dict.fromkeys(CODES, False)
+
+
+async def test_a_close_without_a_key_checks_out_too(running: Running) -> None:
+    """No Idempotency-Key: no record, and the close still writes the check-outs."""
+    assert (await check_in(running, CODES[0], "in-0"))[0] == 201
+    status, ack, _ = await running.post(f"/v1/shelters/{SHELTER}/status", CLOSE,
+                                        headers=staff("closer"))
+    assert status == 202, ack
+    assert [r["event_type"] for r in await outbox(running)] == [
+        "shelter.closed", "shelter.household_checked_out"]
+    assert await rows(running) == {CODES[0]: False}
+    async with running.pool.acquire() as conn:
+        assert await conn.fetchval(
+            "select count(*) from intake_requests where kind = 'shelter'") == 0
