@@ -40,7 +40,7 @@ so a resend gets the same code and a drill never shares one with live.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any, Final, TypeVar
@@ -64,6 +64,7 @@ from schemas.people import (
     household_code_from,
 )
 from schemas.region import Region, Site
+from schemas.shelters import ShelterClosed
 from services.common.auth import Principal, acts_at
 from services.intake.contract import Acknowledgement, Answer, conflict
 from services.intake.domain import (
@@ -89,6 +90,7 @@ from services.intake.errors import (
 from services.intake.metrics import IntakeMetrics
 from services.intake.parsing import field_errors
 from services.intake.store import (
+    ClosingChange,
     HouseholdChange,
     HouseholdRow,
     HouseholdWrite,
@@ -101,6 +103,7 @@ __all__ = [
     "accepts_households",
     "check_in",
     "check_out",
+    "closing_check_outs",
     "derived_household_code",
     "household_event_id",
     "household_site",
@@ -341,6 +344,36 @@ def transfer(current: HouseholdRow | None, departure: HouseholdCheckedOut, *,
     return HouseholdChange(moved, (departure, arrival))
 
 
+def closing_check_outs(households: Sequence[HouseholdRow], close: ShelterClosed, *,
+                       namespace: str, recorded_at: datetime) -> ClosingChange:
+    """A shelter closes (stage closed): every household checked in there at the close's
+    time is checked out, reported by the closing staff at that time.
+
+    Each check-out's id derives from the close's id and the household code, so a resend
+    of the close writes the same events; it is caused by the close (same chain, same
+    ``exercise`` flag). A household checked in *after* the close's event time stays in,
+    as it does in the shelter tracker (a closing checks out who is in at its time).
+    """
+    p = close.payload
+    rows: list[HouseholdRow] = []
+    events: list[HouseholdCheckedOut] = []
+    for row in sorted(households, key=lambda r: r.household_code):
+        if row.shelter_id != p.shelter_id or not row.checked_in \
+                or row.checked_in_at > close.occurred_at:
+            continue
+        events.append(new_event(
+            HouseholdCheckedOut,
+            HouseholdCheckedOutPayload(shelter_id=p.shelter_id,
+                                       household_code=row.household_code,
+                                       reported_by=p.reported_by),
+            occurred_at=close.occurred_at, source=SOURCE, recorded_at=recorded_at,
+            cause=close,
+            event_id=input_id(namespace, HouseholdCheckedOut.EVENT_TYPE, close.event_id,
+                              row.household_code)))
+        rows.append(replace(row, checked_in=False, checked_out_at=close.occurred_at))
+    return ClosingChange(tuple(rows), tuple(events))
+
+
 # --- the handler -------------------------------------------------------------------------
 
 
@@ -375,7 +408,8 @@ class Households:
                                         scope, request.client_id))
         return await self._record(
             kind, scope, request.client_id, request, 201, arrival.payload.household_code, site.id,
-            (arrival.event_id,), lambda current: check_in(current, arrival))
+            (arrival.event_id,), lambda current: check_in(current, arrival),
+            shelters=(site.id,))
 
     async def check_out(self, principal: Principal, shelter_id: str, code: str,
                         document: Any) -> Answer:
@@ -399,7 +433,7 @@ class Households:
                                         scope, request.client_id))
         return await self._record(
             kind, scope, request.client_id, request, 202, code, site.id, (departure.event_id,),
-            lambda current: check_out(current, departure))
+            lambda current: check_out(current, departure), shelters=(site.id,))
 
     async def transfer(self, principal: Principal, shelter_id: str, code: str,
                        document: Any) -> Answer:
@@ -430,7 +464,8 @@ class Households:
             (departure.event_id, arrival_id),
             lambda current: transfer(current, departure, arrival_id=arrival_id,
                                      recorded_at=now),
-            extra_hash={"from": source.id, "household_code": code})
+            extra_hash={"from": source.id, "household_code": code},
+            shelters=(source.id, request.to))
 
     # --- shared ----------------------------------------------------------------------
 
@@ -456,7 +491,8 @@ class Households:
     async def _record(self, kind: Kind, scope: str, client_id: str, request: BaseModel,
                       status: int, code: str, shelter_id: str, event_ids: tuple[UUID, ...],
                       apply: Callable[[HouseholdRow | None], HouseholdChange], *,
-                      extra_hash: dict[str, str] | None = None) -> Answer:
+                      extra_hash: dict[str, str] | None = None,
+                      shelters: tuple[str, ...] = ()) -> Answer:
         ack = Acknowledgement(
             event_id=event_ids[0], event_ids=list(event_ids), client_id=client_id,
             household_code=code, shelter_id=shelter_id).as_json()
@@ -465,7 +501,7 @@ class Households:
             recorded = await self.store.record_household(HouseholdWrite(
                 kind=kind, scope=scope, client_id=client_id, body_hash=f"{kind}:{body_hash}",
                 status_code=status, response=ack, household_code=code, event_ids=event_ids,
-                apply=apply))
+                apply=apply, shelters=shelters))
         except InputRefused:
             self._count(kind, "refused")
             raise

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import partial
@@ -26,6 +26,7 @@ from schemas.envelope import Envelope, new_event
 from schemas.hazards import HazardWarning
 from schemas.jma import DEFAULT_MAX_BYTES, DEFAULT_MAX_ELEMENTS, JmaAreaTable, load_jma_table
 from schemas.region import Region
+from schemas.shelters import ClosingStage, ShelterClosed
 from services.common.auth import Principal
 from services.intake import cap
 from services.intake.athome import (
@@ -73,11 +74,11 @@ from services.intake.errors import (
     InvalidInput,
     UnknownReport,
 )
-from services.intake.households import Households
+from services.intake.households import Households, closing_check_outs
 from services.intake.jma import jma_events, jma_scope, map_bytes
 from services.intake.metrics import IntakeMetrics
 from services.intake.parsepool import ParsePool
-from services.intake.store import Recorded, ReportRow, Store, Write
+from services.intake.store import Recorded, ReportRow, ShelterCloseWrite, Store, Write
 from services.intake.supplies import Supplies
 from services.intake.supplies_store import SupplyStore
 
@@ -267,8 +268,30 @@ class Intake:
             require(principal, Action.EXERCISE)
         event = shelter_event(request, principal.subject, client_id, now,
                               namespace=self.namespace)
-        return await self._write_one(Kind.SHELTER, principal.subject, client_id,
-                                     canonical_hash(request.model_dump(mode="json")), (event,))
+        body_hash = canonical_hash(request.model_dump(mode="json"))
+        if isinstance(event, ShelterClosed) and event.payload.stage is ClosingStage.CLOSED:
+            return await self._write_close(principal.subject, client_id, body_hash, event)
+        return await self._write_one(Kind.SHELTER, principal.subject, client_id, body_hash,
+                                     (event,))
+
+    async def _write_close(self, scope: str, client_id: str | None, body_hash: str,
+                           close: ShelterClosed) -> Outcome:
+        """A close with stage closed: its households' check-outs in its transaction
+        (docs/people.md), under the same idempotency record as every shelter status."""
+        kind = Kind.SHELTER
+
+        def respond(events: Sequence[Envelope]) -> Mapping[str, Any]:
+            return Acknowledgement(event_id=close.event_id,
+                                   event_ids=[e.event_id for e in events],
+                                   client_id=client_id).as_json()
+
+        recorded = await self.store.record_shelter_close(ShelterCloseWrite(
+            kind=kind, scope=scope, client_id=client_id, body_hash=f"{kind}:{body_hash}",
+            close=close, shelter_id=close.payload.shelter_id,
+            apply=lambda rows: closing_check_outs(rows, close, namespace=self.namespace,
+                                                  recorded_at=close.recorded_at),
+            respond=respond))
+        return self._answer(kind, recorded, "client id", client_id or "")
 
     async def submit_hazard(self, principal: Principal, document: Any,
                             client_id: str | None) -> Outcome:

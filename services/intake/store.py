@@ -52,6 +52,16 @@ commit. A refusal raised by the rule rolls everything back. Households are a few
 minute per shelter; the group commit's one-statement path cannot say *why* a state
 check failed, and a lock held across the rule must be short, which one row is.
 
+Closing a shelter (:meth:`Store.record_shelter_close`, stage closed only): also
+outside the group commit, in one transaction: the idempotency record is read ``FOR
+UPDATE`` and decided first (the same record and rules as any shelter status), then
+the shelter's advisory lock is taken exclusively (``_SHELTER_LOCK_CLASS``; household
+commands share the lock of the shelters they name, taken before their row), the
+shelter's checked-in rows are read ``FOR UPDATE``, the pure rule
+(:func:`services.intake.households.closing_check_outs`) gives their new rows and the
+check-outs, and the record, the rows and the outbox rows (the close first) commit
+together.
+
 Why one file over ~500 lines: the group commit's statements and the code that
 fills their array parameters must agree column by column (``_columns``,
 ``_request_params``, ``_report_params``), so they are read together; the households
@@ -86,12 +96,14 @@ __all__ = [
     "MAX_GROUP",
     "OUTBOX",
     "REQUIRED_TABLES",
+    "ClosingChange",
     "HouseholdChange",
     "HouseholdRow",
     "HouseholdWrite",
     "IntakeTablesMissing",
     "Recorded",
     "ReportRow",
+    "ShelterCloseWrite",
     "Store",
     "Write",
 ]
@@ -106,6 +118,13 @@ OUTBOX: Final = OutboxTable(table="outbox", channel="sonae_outbox",
 """Intake's outbox for the shared relay: one relay per namespace publishes it at a time,
 so the outbox's id order (and thus per-key order) reaches Kafka intact."""
 _MAX_ATTEMPTS: Final = 3
+_SHELTER_LOCK_CLASS: Final = 0x53484C54  # "SHLT"
+"""Advisory lock class of a shelter's households (with ``hashtext(namespace/shelter)``):
+a closing holds it exclusively, a household command shares it (see record_shelter_close)."""
+_LOCK_SHELTERS: Final = """
+    select pg_advisory_xact_lock_shared($1::int4, hashtext($2::text || '/' || s))
+    from unnest($3::text[]) as s order by s
+"""
 MAX_GROUP: Final = 500
 """Most writes in one group transaction (bounds its size and the locks it holds)."""
 
@@ -296,6 +315,36 @@ class HouseholdWrite:
     event_ids: tuple[UUID, ...]
     """The ids of the events ``apply`` writes (derived, so the answer names them first)."""
     apply: Callable[[HouseholdRow | None], HouseholdChange]
+    shelters: tuple[str, ...] = ()
+    """The shelters the command checks in at or out of: it waits for a closing of any."""
+
+
+@dataclass(frozen=True)
+class ClosingChange:
+    """What closing a shelter does to its households: their new rows and the check-outs."""
+
+    rows: tuple[HouseholdRow, ...]
+    events: tuple[Envelope, ...]
+
+
+@dataclass(frozen=True)
+class ShelterCloseWrite:
+    """A shelter's close (stage closed) ready to be recorded with its households' check-outs.
+
+    ``apply`` is the pure rule (given the households checked in at the shelter, their
+    new rows and the check-out events); ``respond`` builds the answer from every event
+    written (the close first), so the record names them all.
+    """
+
+    kind: Kind
+    scope: str
+    client_id: str | None
+    """None: no idempotency (the caller gave no key)."""
+    body_hash: str
+    close: Envelope
+    shelter_id: str
+    apply: Callable[[Sequence[HouseholdRow]], ClosingChange]
+    respond: Callable[[Sequence[Envelope]], Mapping[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -673,6 +722,9 @@ class Store:
             await conn.execute(_UPDATE_REQUEST, write.kind.value, write.scope,
                                write.client_id, write.body_hash, write.status_code,
                                _json(write.response), None, event_ids, self.namespace)
+        if write.shelters:
+            await conn.execute(_LOCK_SHELTERS, _SHELTER_LOCK_CLASS, self.namespace,
+                               list(write.shelters))
         current = await conn.fetchrow(
             "select * from households where namespace = $1 and household_code = $2 "
             "for update", self.namespace, write.household_code)
@@ -698,6 +750,68 @@ class Store:
         outbox = [(*self._route(e), e.event_id, e.type) for e in change.events]
         await conn.execute(_INSERT_OUTBOX, *_columns(outbox, 5), self.namespace)
         return Recorded(Decision.WRITE, write.status_code, write.response)
+
+    async def record_shelter_close(self, write: ShelterCloseWrite) -> Recorded:
+        """Record a close (stage closed) and check out the shelter's households, in one
+        transaction (see the module docstring); return once it has committed."""
+        for attempt in range(1, _MAX_ATTEMPTS + 1):
+            try:
+                async with self.pool.acquire() as conn, conn.transaction():
+                    return await self._record_shelter_close(conn, write)
+            except asyncpg.UniqueViolationError:
+                # A concurrent first receipt of the same client id: decide again.
+                if attempt == _MAX_ATTEMPTS:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _record_shelter_close(self, conn: asyncpg.Connection,
+                                    write: ShelterCloseWrite) -> Recorded:
+        existing: ExistingRequest | None = None
+        if write.client_id is not None:
+            row = await conn.fetchrow(
+                "select body_hash, status_code, response from intake_requests "
+                "where namespace = $4 and kind = $1 and scope = $2 and client_id = $3 "
+                "for update",
+                write.kind.value, write.scope, write.client_id, self.namespace)
+            if row is not None:
+                existing = ExistingRequest(row["body_hash"], row["status_code"],
+                                           _loads(row["response"]))
+        decision = decide(existing, write.body_hash)
+        if decision is not Decision.WRITE:
+            assert existing is not None
+            return Recorded(decision, existing.status_code, existing.response)
+        # Exclusive: a check-in, check-out or transfer at this shelter waits for the
+        # close (and the close for them), so no household is left in that it counted out.
+        await conn.execute("select pg_advisory_xact_lock($1::int4, hashtext($2::text))",
+                           _SHELTER_LOCK_CLASS, f"{self.namespace}/{write.shelter_id}")
+        rows = await conn.fetch(
+            "select * from households where namespace = $1 and shelter_id = $2 "
+            "and checked_in order by household_code for update",
+            self.namespace, write.shelter_id)
+        change = write.apply([_household(r) for r in rows])
+        events = (write.close, *change.events)
+        response = write.respond(events)
+        event_ids = [e.event_id for e in events]
+        if write.client_id is not None and existing is None:
+            await conn.execute(
+                "insert into intake_requests (namespace, kind, scope, client_id, body_hash, "
+                "status_code, response, event_ids) "
+                "values ($7, $1, $2, $3, $4, $5, $6::jsonb, $8)",
+                write.kind.value, write.scope, write.client_id, write.body_hash, 202,
+                _json(response), self.namespace, event_ids)
+        elif write.client_id is not None:
+            await conn.execute(_UPDATE_REQUEST, write.kind.value, write.scope,
+                               write.client_id, write.body_hash, 202, _json(response), None,
+                               event_ids, self.namespace)
+        if change.rows:
+            await conn.executemany(
+                "update households set checked_in = $3, checked_out_at = $4, "
+                "updated_at = now() where namespace = $1 and household_code = $2",
+                [(self.namespace, r.household_code, r.checked_in, r.checked_out_at)
+                 for r in change.rows])
+        outbox = [(*self._route(e), e.event_id, e.type) for e in events]
+        await conn.execute(_INSERT_OUTBOX, *_columns(outbox, 5), self.namespace)
+        return Recorded(Decision.WRITE, 202, response)
 
     # --- reads ---------------------------------------------------------------------
 
