@@ -181,7 +181,8 @@ class Settings(BaseSettings):
     intake_url: str | None = Field(
         default=None,
         description="Intake's base URL as other processes reach it (the gateway forwards "
-                    "field reports there); default http://HOST:INTAKE_PORT.",
+                    "field reports and the residents' at-home form there); default "
+                    "http://HOST:INTAKE_PORT.",
     )
     field_outbox: Path = Field(
         default=DEFAULT_FIELD_OUTBOX,
@@ -240,6 +241,15 @@ class Settings(BaseSettings):
         description="Gateway: push subscribe/unsubscribe requests a client address may make "
                     "at once.",
     )
+    athome_form_rate_per_second: float = Field(
+        default=0.2, gt=0, le=1_000_000,
+        description="Gateway: sustained residents' at-home form posts per second per client "
+                    "address (then 429).",
+    )
+    athome_form_rate_burst: int = Field(
+        default=5, ge=1, le=1_000_000,
+        description="Gateway: residents' at-home form posts a client address may make at once.",
+    )
 
     @property
     def token_max_ttl(self) -> timedelta:
@@ -278,6 +288,13 @@ class Settings(BaseSettings):
     jma_feed_jitter_seconds: float = Field(
         default=10.0, ge=0.0, le=600.0,
         description="JMA feed poller: up to this many seconds added at random to each wait.",
+    )
+
+    people_retention_days: int | None = Field(
+        default=None, ge=1, le=3650,
+        description="How many days personal data of people and supplies events is kept: "
+                    "`sonae people purge` without --before purges what is older (unset: "
+                    "--before is required).",
     )
 
     def given(self, name: str) -> bool:

@@ -10,6 +10,7 @@
     ├── UnknownTopic            a topic name outside the catalogue
     ├── WrongTopic              an event sent to a topic that does not carry its type
     ├── InvalidNamespace        a topic namespace that is not a valid prefix
+    ├── SupplyTransitionRefused a supply request step its current status does not allow
     └── UpcasterConflict        two upcasters registered for one (type, version)
 
 A consumer dead-letters on :class:`InvalidEvent` (the message is bad) and lets
@@ -26,6 +27,7 @@ __all__ = [
     "InvalidNamespace",
     "MalformedEvent",
     "SchemaError",
+    "SupplyTransitionRefused",
     "UnknownEventType",
     "UnknownTopic",
     "UnsupportedSchemaVersion",
@@ -111,3 +113,7 @@ class InvalidNamespace(SchemaError, ValueError):
 
 class UpcasterConflict(SchemaError):
     """Two upcasters claim the same (type, from_version), or one is out of range."""
+
+
+class SupplyTransitionRefused(SchemaError, ValueError):
+    """A supply request step that the request's current status does not allow."""

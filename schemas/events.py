@@ -42,6 +42,7 @@ from schemas.evacuation import (
     RecommendationClosed,
 )
 from schemas.hazards import GaugeReading, HazardDataQuality, HazardWarning, SeismicIntensity
+from schemas.people import AtHomeReported, HouseholdCheckedIn, HouseholdCheckedOut, WelfareChecked
 from schemas.reports import ReportAccepted, ReportRejected, ReportSubmitted
 from schemas.shelters import (
     ShelterAreaSummary,
@@ -51,6 +52,15 @@ from schemas.shelters import (
     ShelterOccupancyReported,
     ShelterOpened,
     ShelterStatusChanged,
+)
+from schemas.supplies import (
+    GeneratorRegistered,
+    GeneratorStatusReported,
+    SupplyAssigned,
+    SupplyCancelled,
+    SupplyDispatched,
+    SupplyReceived,
+    SupplyRequested,
 )
 from schemas.upcasting import UPCASTERS
 
@@ -72,6 +82,8 @@ _AnyEvent: TypeAlias = (
     | ShelterClosed
     | ShelterOccupancyReported
     | ShelterNeedsReported
+    | HouseholdCheckedIn
+    | HouseholdCheckedOut
     | ShelterStatusChanged
     | ShelterCapacityAlert
     | ShelterAreaSummary
@@ -90,6 +102,15 @@ _AnyEvent: TypeAlias = (
     | BroadcastDelivered
     | BroadcastFailed
     | BroadcastPublished
+    | AtHomeReported
+    | WelfareChecked
+    | SupplyRequested
+    | SupplyAssigned
+    | SupplyDispatched
+    | SupplyReceived
+    | SupplyCancelled
+    | GeneratorRegistered
+    | GeneratorStatusReported
 )
 
 Event: TypeAlias = Annotated[_AnyEvent, Field(discriminator="type")]

@@ -15,7 +15,7 @@ broadcast is for), so they are built in one function, in story order.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta, timezone
 from types import MappingProxyType
 from typing import Any, cast
@@ -39,6 +39,7 @@ from schemas.evacuation import (
 )
 from schemas.events import EVENT_CLASSES, Event
 from schemas.hazards import GaugeReading, HazardDataQuality, HazardWarning, SeismicIntensity
+from schemas.people import AtHomeReported, HouseholdCheckedIn, HouseholdCheckedOut, WelfareChecked
 from schemas.reports import ReportAccepted, ReportRejected, ReportSubmitted
 from schemas.shelters import (
     ShelterAreaSummary,
@@ -48,6 +49,15 @@ from schemas.shelters import (
     ShelterOccupancyReported,
     ShelterOpened,
     ShelterStatusChanged,
+)
+from schemas.supplies import (
+    GeneratorRegistered,
+    GeneratorStatusReported,
+    SupplyAssigned,
+    SupplyCancelled,
+    SupplyDispatched,
+    SupplyReceived,
+    SupplyRequested,
 )
 
 __all__ = ["DEADLETTER_EXAMPLE", "EXAMPLES", "example"]
@@ -545,7 +555,63 @@ def _build() -> dict[str, Envelope]:
             cause=issued,
         )
     )
+    _people(add)
     return out
+
+
+def _people(add: Callable[[Envelope], Envelope]) -> None:
+    """Households, residents at home, supplies and generators, in the same story."""
+    add(_make(HouseholdCheckedIn, {
+        "shelter_id": _SHELTER, "household_code": "7K3M9QXD", "size": 3,
+        "needs": ["infant", "language"], "language": "en",
+        "name": "Smith", "contact": "090-0000-0000",
+        "reported_by": _SHELTER_TEAM,
+    }, 40, "intake"))
+    add(_make(HouseholdCheckedOut, {
+        "shelter_id": "e1310100007201", "household_code": "2P8WQ4RT",
+        "transferred_to": _SHELTER, "reported_by": {"team": "神田さくら館 避難所運営班"},
+    }, 51, "intake"))
+    household_id = derive_id("example", "at-home")
+    at_home = add(_make(AtHomeReported, {
+        "household_id": household_id, "area_id": "kanda-koen", "size": 2,
+        "needs": ["water", "medical_power", "welfare_check"],
+        "contact": "03-0000-0000", "address": "神田司町二丁目",
+        "note": "在宅酸素療法中。停電で酸素濃縮器の予備電池が残り4時間。", "via": "public",
+    }, 45, "intake"))
+    add(_make(WelfareChecked, {
+        "household_id": household_id, "area_id": "kanda-koen",
+        "outcome": "needs_help", "note": "予備電池を届け、発電機のある区立スポーツセンターを案内。",
+        "checked_by": "field-kanda-1",
+    }, 70, "intake", cause=at_home))
+    request_id = derive_id("example", "supply-request")
+    requested = add(_make(SupplyRequested, {
+        "request_id": request_id, "requester_kind": "shelter", "site_id": _SHELTER,
+        "area_id": "kanda-koen",
+        "lines": [{"item": "water", "quantity": 600, "note": "2 L ペットボトル"},
+                  {"item": "hygiene", "quantity": 40, "note": "簡易トイレ"}],
+        "urgency": "urgent", "requested_by": _SHELTER_TEAM,
+    }, 57, "intake"))
+    for cls, minutes, step in (
+        (SupplyAssigned, 60, {"assignee": "区役所 備蓄倉庫班", "note": "2 t トラック1台"}),
+        (SupplyDispatched, 75, {"note": "備蓄倉庫を出発"}),
+        (SupplyReceived, 110, {"note": "受領。簡易トイレは30個のみ"}),
+    ):
+        add(_make(cls, {"request_id": request_id, "by": "hq-duty-officer", **step},
+                  minutes, "intake", cause=requested))
+    add(_make(SupplyCancelled, {
+        "request_id": derive_id("example", "supply-request-cancelled"),
+        "by": "shelter-sports-center", "note": "近隣の町会から毛布が届いたため",
+    }, 95, "intake"))
+    add(_make(GeneratorRegistered, {
+        "generator_id": "kanda-tsukasa-gen-1", "owner": "神田司町二丁目町会",
+        "area_id": "kanda-koen", "location": {"lat": 35.6930, "lon": 139.7680},
+        "fuel": "gas_cartridge", "rated_kva": 0.9, "runtime_full_hours": 2.2,
+        "registered_by": "hq-duty-officer",
+    }, -600, "intake"))
+    add(_make(GeneratorStatusReported, {
+        "generator_id": "kanda-tsukasa-gen-1", "state": "fuel_low", "fuel_hours_left": 0.5,
+        "reported_by": {"team": "神田司町二丁目町会"}, "note": "カセットボンベ残り2本",
+    }, 80, "intake"))
 
 
 def _ordered(built: dict[str, Envelope]) -> Mapping[str, Event]:

@@ -19,6 +19,11 @@ Added to version 1 before any publication outside tests (so without a version
 bump or an upcaster): ``households`` and ``special_care`` in
 ``shelter.occupancy_reported`` and in ``ShelterState``, both optional with a
 null default; and the ``shelter.area_summary`` event.
+
+Added to version 1 with defaults, so every stored state still decodes: the
+check-in fields of ``ShelterState`` (``registered``, ``registered_households``,
+``unregistered``, ``household_needs``), folded from the households of
+:mod:`schemas.people` (docs/people.md has the reconciliation rule).
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ __all__ = [
     "AreaHazardCapacity",
     "AreaStatusCounts",
     "ClosingStage",
+    "HouseholdNeedCounts",
     "NeedLevel",
     "Needs",
     "OpeningStage",
@@ -76,6 +82,27 @@ Hours = Annotated[float, Strict(), Field(ge=0.0, le=10_000.0, allow_inf_nan=Fals
 """A duration in hours, 0..10000."""
 Total = Annotated[int, Strict(), Field(ge=0, le=10_000_000)]
 """A sum of head counts or capacities over several shelters, 0..10000000."""
+Difference = Annotated[int, Strict(), Field(ge=-100_000, le=100_000)]
+"""A signed difference between two head counts."""
+
+
+class HouseholdNeedCounts(ContractModel):
+    """Households checked in at a shelter, per need (``schemas.people.HouseholdNeed``)."""
+
+    wheelchair: Count = 0
+    """Households with someone using a wheelchair."""
+    medical_care: Count = 0
+    """Households with someone needing medical care."""
+    infant: Count = 0
+    """Households with an infant."""
+    pet: Count = 0
+    """Households with a pet."""
+    language: Count = 0
+    """Households speaking a language other than Japanese."""
+    dietary: Count = 0
+    """Households with a dietary requirement."""
+
+
 
 
 class ShelterStatus(StrEnum):
@@ -285,9 +312,21 @@ class ShelterState(ContractModel):
     name: Name
     """Display name (from the region pack)."""
     occupancy: Count = 0
-    """People sheltering at the last count."""
+    """People sheltering: the last typed count moved by the check-ins and check-outs
+    after it, or the people checked in when nobody typed a count."""
     households: Count | None = None
     """Households at the last count; null when that count did not include them."""
+    registered: Count = 0
+    """People in the households checked in now."""
+    registered_households: Count = 0
+    """Households checked in now."""
+    unregistered: Difference | None = None
+    """At the last typed count: the count minus the people checked in at its time
+    (above 0: people not checked in; below 0: households gone without checking
+    out); null when no count was typed, or while no household has checked in at
+    the shelter (nothing to reconcile). HQ sees it beside the occupancy."""
+    household_needs: HouseholdNeedCounts = HouseholdNeedCounts()
+    """Households checked in now, per need (HQ and the shelter's staff only)."""
     special_care: Count | None = None
     """People needing special care at the last count; null when not counted."""
     capacity: Count | None = None

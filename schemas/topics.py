@@ -27,6 +27,9 @@ that is not null is used:
 - ``shelters.areas``: the area (district) id. Compacted: an area's latest
   summary is its state, so the evacuation decision and the COP read every
   area's shelter availability from the topic on a cold start.
+- ``people.athome``: the area, so HQ's counts per area fold in order.
+- ``supplies.requests``: the request id (each request's steps stay ordered).
+- ``generators``: the generator id.
 - ``hazards.observations``: the gauge, warning or quake id (each is its own
   aggregate: readings of one gauge, updates of one warning stay ordered).
 
@@ -154,7 +157,10 @@ _SPECS = (
     ),
     TopicSpec(
         name="shelters.updates",
-        description="What shelter staff report: opening, closing, head counts, needs and power.",
+        description=(
+            "What shelter staff report: opening, closing, head counts, needs and power, "
+            "and households checked in and out."
+        ),
         key="shelter",
         key_paths=_frozen(
             {
@@ -162,6 +168,8 @@ _SPECS = (
                 "shelter.closed": ("payload.shelter_id",),
                 "shelter.occupancy_reported": ("payload.shelter_id",),
                 "shelter.needs_reported": ("payload.shelter_id",),
+                "shelter.household_checked_in": ("payload.shelter_id",),
+                "shelter.household_checked_out": ("payload.shelter_id",),
             }
         ),
     ),
@@ -281,6 +289,45 @@ _SPECS = (
         ),
         key="message",
         key_paths=_frozen({"broadcast.published": ("payload.message_id",)}),
+    ),
+    TopicSpec(
+        name="people.athome",
+        description=(
+            "Households sheltering at home (在宅避難): their size and needs, and welfare-check "
+            "visits (personal fields: HQ only)."
+        ),
+        key="area",
+        key_paths=_frozen(
+            {
+                "people.at_home_reported": ("payload.area_id",),
+                "people.welfare_checked": ("payload.area_id",),
+            }
+        ),
+    ),
+    TopicSpec(
+        name="supplies.requests",
+        description="Supply requests from shelters, facilities and generators, step by step.",
+        key="request",
+        key_paths=_frozen(
+            {
+                "supply.requested": ("payload.request_id",),
+                "supply.assigned": ("payload.request_id",),
+                "supply.dispatched": ("payload.request_id",),
+                "supply.received": ("payload.request_id",),
+                "supply.cancelled": ("payload.request_id",),
+            }
+        ),
+    ),
+    TopicSpec(
+        name="generators",
+        description="Community generators: registrations and their state during an outage.",
+        key="generator",
+        key_paths=_frozen(
+            {
+                "generator.registered": ("payload.generator_id",),
+                "generator.status_reported": ("payload.generator_id",),
+            }
+        ),
     ),
     TopicSpec(
         name="deadletter",

@@ -26,6 +26,8 @@ from infra.redact import mask_passwords
 from infra.settings import Settings, SettingsError, load_stack_location
 from services.common.cli import cli_settings
 from services.drill.ports import DrillContext, RunningServices
+from services.drill.scenarios import DEFAULT as DEFAULT_DEMO
+from services.drill.scenarios import SHIPPED as DEMO_SCENARIOS
 from sonae import registry
 
 log = logging.getLogger("sonae")
@@ -76,11 +78,15 @@ def main(ctx: click.Context) -> None:
 @click.option("--detach", is_flag=True,
               help="Run in the background; stop it with `sonae down`.")
 @click.option("--demo", is_flag=True,
-              help="Once up, replay the shipped heavy-rain scenario (a 5-minute show, every "
-                   "event flagged exercise) so the dashboard moves.")
+              help="Once up, replay a shipped scenario (a 5-minute show, every event flagged "
+                   "exercise) so the dashboard moves.")
+@click.option("--demo-scenario", default=DEFAULT_DEMO, show_default=True,
+              type=click.Choice(DEMO_SCENARIOS),
+              help="Which shipped scenario --demo plays: the heavy-rain afternoon, or the "
+                   "weekday earthquake with its stranded commuters.")
 def up(kafka: str | None, database_url: str | None, namespace: str | None,
        data_dir: Path | None, kafka_port: int | None, postgres_port: int | None,
-       detach: bool, demo: bool) -> None:
+       detach: bool, demo: bool, demo_scenario: str) -> None:
     """Start the broker and database unless given, migrate, create topics, run every service."""
     settings = cli_settings(kafka_bootstrap=kafka, database_url=database_url, namespace=namespace,
                          data_dir=data_dir, embedded_kafka_port=kafka_port,
@@ -95,7 +101,8 @@ def up(kafka: str | None, database_url: str | None, namespace: str | None,
 
     try:
         asyncio.run(run_up(settings, external_kafka=external_kafka,
-                           external_database=external_db, demo=demo))
+                           external_database=external_db, demo=demo,
+                           demo_scenario=demo_scenario))
     except EmbeddedError as exc:
         raise click.ClickException(str(exc)) from None
 

@@ -37,12 +37,15 @@ from services.drill.hq import HqMode
 from services.drill.logformat import read_log
 from services.drill.replay import Step
 from services.drill.runner import ReplayOptions, replay
-from services.drill.scenarios import scenario_path
+from services.drill.scenarios import DEFAULT, scenario_path
 from sonae import registry
 
 __all__ = ["DEMO_SECONDS", "SCENARIO", "demo_links", "demo_speed", "run_demo"]
 
-SCENARIO: Final = scenario_path("chiyoda-heavy-rain")
+SCENARIO: Final = scenario_path(DEFAULT)
+STAFF_SHELTER: Final = "e1310100006201"
+"""The shelter the demo's staff link runs, if the region has it (区立スポーツセンター in
+Chiyoda: the demo's households check in there); else the region's first shelter."""
 DEMO_SECONDS: Final = 300.0
 """How long the show lasts (wall clock)."""
 
@@ -57,19 +60,26 @@ def demo_links(settings: Settings) -> list[str]:
     if not settings.development:
         return []
     ttl = min(timedelta(hours=12), settings.token_max_ttl)
-    area = load_region(settings.region).districts[0].id
+    region = load_region(settings.region)
+    area = region.districts[0].id
     hq = issue_token(settings.token_secret, Role.HQ, "demo-hq-officer", ttl)
     field = issue_token(settings.token_secret, Role.FIELD, "demo-team", ttl, areas=[area])
+    shelters = [s for s in region.sites if s.is_shelter]
+    site = next((s for s in shelters if s.id == STAFF_SHELTER), shelters[0])
+    shelter, staff_area = site.id, site.district_id
+    staff = issue_token(settings.token_secret, Role.SHELTER_STAFF, "demo-shelter-staff", ttl,
+                        areas=[staff_area], shelters=[shelter])
     base = f"http://{settings.host}:{settings.dashboard_port}/"
     return [f"  HQ view:           {base}#token={hq}",
             f"  field view ({area}): {base}#token={field}",
+            f"  shelter staff ({shelter}): {base}#token={staff}",
             f"  public portal:     {base}"]
 
 
 async def run_demo(settings: Settings, *, out: TextIO,
-                   stop: asyncio.Event | None = None) -> None:
-    """Replay the demo scenario into ``settings.namespace`` (the running stack's) as a show."""
-    log = read_log(SCENARIO)
+                   stop: asyncio.Event | None = None, scenario: str = DEFAULT) -> None:
+    """Replay a shipped scenario into ``settings.namespace`` (the running stack's) as a show."""
+    log = read_log(scenario_path(scenario))
     assert log.start is not None and log.end is not None  # the shipped scenario has inputs
     speed = demo_speed((log.end - log.start).total_seconds())
     names = {spec.name for spec in registry.SERVICES}

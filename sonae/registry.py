@@ -73,7 +73,8 @@ SERVICES: tuple[ServiceSpec, ...] = (
         name="recorder",
         entrypoint="services.recorder.main:main",
         description="Every event into the PostgreSQL event store once, with projections",
-        commands=("services.recorder.cli:events", "services.recorder.cli:rehydrate"),
+        commands=("services.recorder.cli:events", "services.recorder.cli:rehydrate",
+                  "services.recorder.cli:people"),
     ),
     ServiceSpec(
         name="shelter-tracker",
@@ -131,8 +132,11 @@ TOOLS: tuple[ToolSpec, ...] = (
     ),
     ToolSpec(
         name="field-client",
-        description="Field reports and shelter status from a terminal, with a local outbox",
-        commands=("services.field_client.cli:report", "services.field_client.cli:shelter_status"),
+        description="Field reports, shelter status, household check-in/out and households "
+                    "at home from a terminal, with a local outbox",
+        commands=("services.field_client.cli:report", "services.field_client.cli:shelter_status",
+                  "services.field_client.cli:checkin", "services.field_client.cli:checkout",
+                  "services.field_client.cli:transfer", "services.field_client.cli:at_home"),
     ),
     ToolSpec(
         name="drill",

@@ -29,6 +29,7 @@ from infra.settings import Settings
 from infra.stackstate import STATE_FILE, StackState, stack_lock
 from infra.supervisor import ProcessSpec, Supervisor
 from infra.topics import ensure_topics
+from services.drill.scenarios import DEFAULT as DEFAULT_DEMO
 from services.recorder.rehydrate import rehydrate_if_empty
 from sonae import registry
 from sonae.demo import run_demo
@@ -92,6 +93,7 @@ async def run_up(
     external_kafka: bool,
     external_database: bool,
     demo: bool = False,
+    demo_scenario: str = DEFAULT_DEMO,
     out: TextIO = sys.stdout,
 ) -> None:
     """Run the stack in the foreground until SIGINT or SIGTERM."""
@@ -153,7 +155,8 @@ async def run_up(
                                 out, _prepare)
                 tg.create_task(healer.watch(), name="heal")
                 if demo and not stop.is_set():
-                    tg.create_task(run_demo(settings, out=out, stop=stop), name="demo")
+                    tg.create_task(run_demo(settings, out=out, stop=stop,
+                                            scenario=demo_scenario), name="demo")
                 await stop.wait()
                 refresher.cancel()
                 out.write("Stopping Sonae…\n")

@@ -4,7 +4,10 @@ A pack is a directory with three files (see docs/region-packs.md):
 
 - ``pack.toml``: the region, its districts (names, towns), gauges, attribution;
 - ``districts.geojson``: one Feature per district, ``properties.id`` naming it;
-- ``sites.json``: evacuation sites and shelters.
+- ``sites.json``: evacuation sites and shelters;
+- ``facilities.json`` (optional, hand-written): stranded-commuter facilities
+  (一時滞在施設), each of kind ``temporary_stay`` only; they join the pack's sites
+  after those of ``sites.json``.
 
 Packs shipped with Sonae live under ``schemas/region/packs/<name>/`` and are
 found by name through :mod:`importlib.resources`, so they load from an editable
@@ -47,6 +50,7 @@ from schemas.region.model import (
     NonEmptyStr,
     RegionPack,
     Site,
+    SiteKind,
 )
 from schemas.region.region import Origin, Region
 
@@ -54,6 +58,7 @@ DEFAULT_REGION = "chiyoda"
 MANIFEST_FILE = "pack.toml"
 DISTRICTS_FILE = "districts.geojson"
 SITES_FILE = "sites.json"
+FACILITIES_FILE = "facilities.json"
 
 _PACK_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
 _NAME_FIELDS = frozenset({"names", "river_names", "station_names"})
@@ -92,6 +97,12 @@ def load_region(name_or_path: str | Path = DEFAULT_REGION) -> Region:
         _FeatureCollection, _read_json(directory, DISTRICTS_FILE), geometry_name
     ).features
     sites = _validate(_SitesFile, _read_json(directory, SITES_FILE), sites_name).sites
+    facilities_name = _label(directory, FACILITIES_FILE)
+    facilities: tuple[Site, ...] = ()
+    if directory.joinpath(FACILITIES_FILE).is_file():
+        facilities = _only_facilities(_validate(
+            _FacilitiesFile, _read_json(directory, FACILITIES_FILE), facilities_name
+        ).facilities, facilities_name)
 
     polygons = _polygons_by_district(manifest, features, geometry_name)
     districts = tuple(
@@ -110,7 +121,7 @@ def load_region(name_or_path: str | Path = DEFAULT_REGION) -> Region:
             **manifest.model_dump(exclude={"districts", "gauges"}),
             "names": manifest.names,
             "districts": districts,
-            "sites": sites,
+            "sites": sites + facilities,
             "gauges": manifest.gauges,
         },
         manifest_name,
@@ -123,6 +134,8 @@ def load_region(name_or_path: str | Path = DEFAULT_REGION) -> Region:
             district_id: f"features[{index}].geometry"
             for district_id, (index, _) in polygons.items()
         },
+        facilities=facilities_name,
+        first_facility=len(sites),
     )
     return Region(pack, origin=origin)
 
@@ -175,6 +188,22 @@ class _FeatureCollection(BaseModel):
 class _SitesFile(_FileModel):
     generated_by: str = ""
     sites: tuple[Site, ...]
+
+
+class _FacilitiesFile(_FileModel):
+    # Hand-written: a note says where the entries come from (or that they are illustrative).
+    note: str = ""
+    facilities: tuple[Site, ...]
+
+
+def _only_facilities(facilities: tuple[Site, ...], file: str) -> tuple[Site, ...]:
+    for index, site in enumerate(facilities):
+        if site.kinds != {SiteKind.TEMPORARY_STAY}:
+            raise InvalidField(
+                f"{FACILITIES_FILE} lists temporary_stay facilities only; evacuation sites "
+                f"and shelters belong in {SITES_FILE}",
+                file=file, field=f"facilities[{index}].kinds")
+    return facilities
 
 
 # --- helpers ---

@@ -122,13 +122,20 @@ class SiteKind(StrEnum):
     EVACUATION_SITE = "evacuation_site"
     #: 指定避難所: a place to stay while one cannot go home.
     SHELTER = "shelter"
+    #: 一時滞在施設: a stranded-commuter facility (帰宅困難者 wait there until they can
+    #: go home). Always a record of its own: a facility is never also a designated
+    #: evacuation site or shelter in the same record.
+    TEMPORARY_STAY = "temporary_stay"
 
 
 class Site(_Frozen):
-    """One physical place designated as an evacuation site, a shelter, or both.
+    """One physical place designated as an evacuation site, a shelter, or both, or a
+    stranded-commuter facility (一時滞在施設).
 
     ``hazards`` are the hazards the place is designated for as an emergency
-    evacuation site; a place that is only a shelter has none.
+    evacuation site, or, for a facility, the hazards after which it opens (an
+    earthquake); a place that is only a shelter has none. ``accessible`` is a
+    facility's alone: whether it accepts people with disabilities.
     """
 
     id: Slug
@@ -143,6 +150,16 @@ class Site(_Frozen):
     hazards: frozenset[Hazard]
     capacity: Annotated[int, Field(ge=0)]
     capacity_illustrative: bool
+    #: A facility's: whether it accepts people with disabilities (step-free, toilets).
+    accessible: bool | None = Field(default=None, validate_default=True)
+
+    @field_validator("kinds")
+    @classmethod
+    def _facility_alone(cls, v: frozenset[SiteKind]) -> frozenset[SiteKind]:
+        if SiteKind.TEMPORARY_STAY in v and len(v) > 1:
+            raise ValueError("a temporary_stay facility is a record of its own; "
+                             "do not combine it with other kinds")
+        return v
 
     @field_validator("hazards")
     @classmethod
@@ -152,6 +169,11 @@ class Site(_Frozen):
         kinds: frozenset[SiteKind] | None = info.data.get("kinds")
         if kinds is None:  # kinds itself failed and is reported on its own
             return v
+        if SiteKind.TEMPORARY_STAY in kinds:
+            if not v:
+                raise ValueError("a temporary_stay facility must name the hazards after "
+                                 "which it opens (e.g. earthquake)")
+            return v
         if SiteKind.EVACUATION_SITE in kinds and not v:
             raise ValueError("an evacuation_site must be designated for at least one hazard")
         if SiteKind.EVACUATION_SITE not in kinds and v:
@@ -159,6 +181,20 @@ class Site(_Frozen):
                 "hazard designations belong to evacuation sites; "
                 "add 'evacuation_site' to kinds or remove the hazards"
             )
+        return v
+
+    @field_validator("accessible")
+    @classmethod
+    def _accessible_is_a_facility_field(cls, v: bool | None,
+                                        info: ValidationInfo) -> bool | None:
+        kinds: frozenset[SiteKind] | None = info.data.get("kinds")
+        if kinds is None:
+            return v
+        if SiteKind.TEMPORARY_STAY in kinds and v is None:
+            raise ValueError("a temporary_stay facility must say whether it accepts people "
+                             "with disabilities (true or false)")
+        if SiteKind.TEMPORARY_STAY not in kinds and v is not None:
+            raise ValueError("accessible belongs to temporary_stay facilities only")
         return v
 
     @property
@@ -170,6 +206,20 @@ class Site(_Frozen):
     def is_evacuation_site(self) -> bool:
         """Whether the place is a designated emergency evacuation site (指定緊急避難場所)."""
         return SiteKind.EVACUATION_SITE in self.kinds
+
+    @property
+    def is_temporary_stay(self) -> bool:
+        """Whether the place is a stranded-commuter facility (一時滞在施設)."""
+        return SiteKind.TEMPORARY_STAY in self.kinds
+
+    @property
+    def takes_people(self) -> bool:
+        """Whether people stay there: a shelter or a stranded-commuter facility.
+
+        The one predicate for "opened, filled and closed like a shelter": intake
+        accepts status for these sites, and the shelter tracker tracks them.
+        """
+        return self.is_shelter or self.is_temporary_stay
 
 
 #: Threshold fields from lowest to highest; each must exceed every lower one given.

@@ -51,6 +51,10 @@ class Origin:
     sites: str = "<RegionPack>"
     #: district id -> field path of its polygon in ``geometry``.
     polygon_fields: Mapping[str, str] = field(default_factory=dict)
+    #: The file the stranded-commuter facilities came from, and the index in the
+    #: pack's ``sites`` of the first of them (they follow the sites file's records).
+    facilities: str = "<RegionPack>"
+    first_facility: int | None = None
 
     def district(self, index: int, suffix: str = "") -> dict[str, str]:
         """Location of ``districts[index]`` (plus a sub-field)."""
@@ -62,7 +66,10 @@ class Origin:
         return {"file": self.geometry, "field": self.polygon_fields.get(district_id, default)}
 
     def site(self, index: int, suffix: str = "") -> dict[str, str]:
-        """Location of ``sites[index]`` (plus a sub-field)."""
+        """Location of ``sites[index]`` (plus a sub-field), in the file it came from."""
+        if self.first_facility is not None and index >= self.first_facility:
+            return {"file": self.facilities,
+                    "field": f"facilities[{index - self.first_facility}]{suffix}"}
         return {"file": self.sites, "field": f"sites[{index}]{suffix}"}
 
     def gauge(self, index: int, suffix: str = "") -> dict[str, str]:
@@ -107,6 +114,8 @@ class Region:
         by_hazard: dict[Hazard, list[Site]] = {h: [] for h in Hazard}
         for site in pack.sites:
             by_district[site.district_id].append(site)
+            if not site.is_evacuation_site:
+                continue  # a facility's hazards say when it opens, not a designation
             for hazard in site.hazards:
                 by_hazard[hazard].append(site)
         self._sites_by_district = {k: tuple(v) for k, v in by_district.items()}
@@ -142,7 +151,7 @@ class Region:
 
     @property
     def sites(self) -> tuple[Site, ...]:
-        """All sites (evacuation sites and shelters), in pack order."""
+        """All sites (evacuation sites, shelters, then stranded-commuter facilities)."""
         return self._pack.sites
 
     @property
@@ -198,7 +207,10 @@ class Region:
     # --- queries ---
 
     def sites_for_hazard(self, hazard: Hazard, district_id: str | None = None) -> tuple[Site, ...]:
-        """Sites designated for ``hazard``, optionally only those in one district."""
+        """Evacuation sites designated for ``hazard``, optionally only in one district.
+
+        Stranded-commuter facilities are not designations and are never among them.
+        """
         sites = self._sites_by_hazard[Hazard(hazard)]
         if district_id is None:
             return sites
@@ -213,6 +225,10 @@ class Region:
     def shelters_in(self, district_id: str) -> tuple[Site, ...]:
         """Designated shelters (指定避難所) in a district."""
         return tuple(s for s in self.sites_in(district_id) if s.is_shelter)
+
+    def facilities(self) -> tuple[Site, ...]:
+        """Stranded-commuter facilities (一時滞在施設), in pack order."""
+        return tuple(s for s in self._pack.sites if s.is_temporary_stay)
 
     def gauges_affecting(self, district_id: str) -> tuple[Gauge, ...]:
         """Gauges whose river's flooding affects a district."""

@@ -15,6 +15,10 @@ standard JWT so that any client library can read it; its claims are
   and shelters, and a websocket hello can only narrow them. A field or shelter
   token without them is refused by :func:`verify_token`, so a team never sees
   more than its token says;
+- ``shelters`` (``shelter_staff`` tokens, optional, refused in others): the
+  shelters and facilities the staff run. With it, the staff may check households
+  in and out, request supplies and see household records only there (else at
+  every site of their areas);
 - ``senders`` (``sensor`` tokens, optional): the warning senders the feed may
   speak for besides itself (:func:`own_sender`), e.g. ``cap:jma.go.jp`` for the
   CAP sender ``jma.go.jp`` or ``jma:<editorial office>`` for JMA XML; see
@@ -64,6 +68,7 @@ __all__ = [
     "TokenInvalid",
     "TokenMissing",
     "TokenRevoked",
+    "acts_at",
     "bearer_token",
     "issue_token",
     "own_sender",
@@ -141,6 +146,26 @@ class Principal:
     """The ``areas`` claim: the team's areas (``None``: the token names none)."""
     senders: frozenset[str] = frozenset()
     """The ``senders`` claim: the warning senders a sensor token may speak for."""
+    shelters: frozenset[str] | None = None
+    """The ``shelters`` claim of a shelter_staff token: the sites its staff run
+    (``None``: the token names none, so every site of its areas)."""
+
+
+def acts_at(principal: Principal, site_id: str | None, area_id: str) -> bool:
+    """Whether ``principal`` may act at a site (check households in, ask for supplies).
+
+    HQ everywhere; a shelter_staff token at the sites its ``shelters`` claim names,
+    or, without that claim, at every site of its ``areas``; nobody else. ``site_id``
+    None is a place at no site (e.g. a generator standing on its own): only HQ, or
+    staff by area.
+    """
+    if principal.role is Role.HQ:
+        return True
+    if principal.role is not Role.SHELTER_STAFF:
+        return False
+    if principal.shelters is not None:
+        return site_id in principal.shelters
+    return principal.areas is not None and area_id in principal.areas
 
 
 def own_sender(principal: Principal) -> str:
@@ -182,6 +207,7 @@ def issue_token(
     *,
     areas: Sequence[str] = (),
     senders: Sequence[str] = (),
+    shelters: Sequence[str] = (),
     max_ttl: timedelta | None = None,
     now: datetime | None = None,
 ) -> str:
@@ -190,6 +216,7 @@ def issue_token(
     ``areas`` (required for field and shelter_staff tokens, refused for others) names
     the team's areas: the gateway shows the team those areas' reports and shelters.
     ``senders`` (sensor tokens only) names the warning senders the feed may speak for.
+    ``shelters`` (shelter_staff tokens only) names the sites the staff run.
     ``max_ttl`` is the deployment's longest lifetime (``SONAE_TOKEN_MAX_TTL_HOURS``).
     """
     the_role = Role(role)
@@ -205,6 +232,15 @@ def issue_token(
     if bad or len(senders) > _MAX_SENDERS:
         raise ValueError(f"sender {bad[0]!r} is not '<kind>:<name>', e.g. cap:jma.go.jp"
                          if bad else f"at most {_MAX_SENDERS} senders")
+    if shelters and the_role is not Role.SHELTER_STAFF:
+        raise ValueError(f"shelters belong in shelter_staff tokens only, not in a "
+                         f"{the_role.value} token")
+    for shelter in shelters:
+        if not re.fullmatch(SLUG_PATTERN, shelter):
+            raise ValueError(f"shelter {shelter!r} is not a site id (lowercase letters, "
+                             "digits, - and _)")
+    if len(set(shelters)) != len(shelters):
+        raise ValueError("a shelter is named twice")
     for area in areas:
         if not re.fullmatch(SLUG_PATTERN, area):
             raise ValueError(f"area {area!r} is not an area id (lowercase letters, digits, "
@@ -234,6 +270,8 @@ def issue_token(
         claims["areas"] = list(areas)
     if senders:
         claims["senders"] = list(dict.fromkeys(senders))
+    if shelters:
+        claims["shelters"] = list(shelters)
     return jwt.encode(claims, _secret_text(secret), algorithm=ALGORITHM)
 
 
@@ -281,6 +319,12 @@ def verify_token(secret: str | SecretStr, token: str | None, *,
         raise TokenInvalid("the token's senders claim is not a list of '<kind>:<name>'")
     if senders and the_role is not Role.SENSOR:
         raise TokenInvalid("only a sensor token may name senders")
+    shelters = claims.get("shelters")
+    if shelters is not None and (not isinstance(shelters, list) or not shelters or not all(
+            isinstance(x, str) and re.fullmatch(SLUG_PATTERN, x) for x in shelters)):
+        raise TokenInvalid("the token's shelters claim is not a list of site ids")
+    if shelters is not None and the_role is not Role.SHELTER_STAFF:
+        raise TokenInvalid("only a shelter_staff token may name shelters")
     issued_at, expires = claims["iat"], claims["exp"]
     if max_lifetime is not None and (
             not isinstance(issued_at, int | float)
@@ -294,6 +338,7 @@ def verify_token(secret: str | SecretStr, token: str | None, *,
         expires_at=datetime.fromtimestamp(int(claims["exp"]), UTC),
         areas=None if areas is None else frozenset(areas),
         senders=frozenset(senders),
+        shelters=None if shelters is None else frozenset(shelters),
     )
 
 

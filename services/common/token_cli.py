@@ -52,8 +52,12 @@ def token() -> None:
 @click.option("--sender", "senders", multiple=True, metavar="KIND:NAME",
               help="A sensor token: a warning sender it may speak for besides itself "
                    "(repeat for several), e.g. cap:jma.go.jp or jma:気象庁本庁.")
+@click.option("--shelter", "shelters", multiple=True, metavar="SITE",
+              help="A shelter_staff token: a shelter or facility its staff run (repeat "
+                   "for several); without it, every site of its areas. Checked against "
+                   "SONAE_REGION.")
 def token_issue(role: str, name: str, ttl: str, areas: tuple[str, ...],
-                senders: tuple[str, ...]) -> None:
+                senders: tuple[str, ...], shelters: tuple[str, ...]) -> None:
     """Print a new token (only the token, so `export SONAE_TOKEN=$(sonae token issue ...)`)."""
     from infra.settings import SettingsError, load_settings
     from schemas.region import RegionPackError, load_region
@@ -62,20 +66,29 @@ def token_issue(role: str, name: str, ttl: str, areas: tuple[str, ...],
         settings = load_settings()
     except SettingsError as e:
         raise click.ClickException(str(e)) from None
-    if areas:
+    if areas or shelters:
         try:
-            known = {d.id for d in load_region(settings.region).districts}
+            region = load_region(settings.region)
         except RegionPackError as e:
-            raise click.ClickException(f"cannot check --area against region pack "
+            raise click.ClickException(f"cannot check --area/--shelter against region pack "
                                        f"{settings.region!r} (SONAE_REGION): {e}") from None
+        known = {d.id for d in region.districts}
         unknown = [a for a in areas if a not in known]
         if unknown:
             raise click.BadParameter(
                 f"no area {', '.join(map(repr, unknown))} in region {settings.region!r}; "
                 f"its areas are {', '.join(sorted(known))}", param_hint="'--area'")
+        sites = {site.id: site for site in region.sites}
+        for shelter in shelters:
+            site = sites.get(shelter)
+            if site is None or site.district_id not in areas:
+                raise click.BadParameter(
+                    f"{shelter!r} is not a site of the token's areas ({', '.join(areas)}) in "
+                    f"region {settings.region!r}", param_hint="'--shelter'")
     try:
         click.echo(issue_token(settings.token_secret, role, name, _parse_ttl(ttl),
-                               areas=areas, senders=senders, max_ttl=settings.token_max_ttl))
+                               areas=areas, senders=senders, shelters=shelters,
+                               max_ttl=settings.token_max_ttl))
     except ValueError as e:
         raise click.ClickException(str(e)) from None
 

@@ -13,7 +13,9 @@ Two kinds of line, told apart by the event type:
 
 - **inputs** (:data:`INPUT_TYPES`): what enters the system from outside — field
   reports (``report.submitted`` and intake's ``report.accepted``), shelter
-  updates, hazard observations, HQ commands. These are replayed.
+  updates and households checked in and out, residents at home and welfare checks,
+  supply requests and their steps, community generators, hazard observations, HQ
+  commands. These are replayed.
 - **references** (:data:`REFERENCE_TYPES`): the original run's decisions —
   recommendations, their closing, orders, refused commands, published messages.
   Never replayed: they let a replay match each recorded HQ command to what it
@@ -67,6 +69,17 @@ INPUT_TYPES: Final = frozenset({
     "shelter.closed",
     "shelter.occupancy_reported",
     "shelter.needs_reported",
+    "shelter.household_checked_in",
+    "shelter.household_checked_out",
+    "people.at_home_reported",
+    "people.welfare_checked",
+    "supply.requested",
+    "supply.assigned",
+    "supply.dispatched",
+    "supply.received",
+    "supply.cancelled",
+    "generator.registered",
+    "generator.status_reported",
     "hazard.gauge_reading",
     "hazard.warning",
     "hazard.seismic_intensity",

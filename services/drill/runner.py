@@ -98,6 +98,7 @@ _DIRECT_INPUTS: Final = frozenset({
 """Inputs the decision service reads straight from their topics."""
 _SHELTER_UPDATES: Final = frozenset({
     "shelter.opened", "shelter.closed", "shelter.occupancy_reported", "shelter.needs_reported",
+    "shelter.household_checked_in", "shelter.household_checked_out",
 })
 """Inputs it reads through the shelter tracker (as ``shelter.status_changed``)."""
 _WINDOW: Final = 2000

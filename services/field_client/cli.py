@@ -1,4 +1,5 @@
-"""``sonae report`` and ``sonae shelter-status``: field commands for a phone on a bad connection.
+"""``sonae report``, ``sonae shelter-status``, ``sonae checkin`` / ``checkout`` /
+``transfer`` and ``sonae at-home``: field commands for a phone on a bad connection.
 
 - a new input is validated locally (with intake's own request models,
   :mod:`schemas.intake`), given an id, and appended to the local outbox
@@ -13,13 +14,21 @@
   refused it for good (400/403/404/409/413/415/422, reported to the user); a 401
   (expired token) keeps it pending for a new token;
 - ``sonae report --pending`` lists what is not yet acknowledged and ``--flush``
-  retries it without adding anything.
+  retries it without adding anything (every kind of input: they share the outbox).
+
+Households (docs/people.md): ``sonae checkin`` chooses the household code on the
+device (:func:`~schemas.people.household_code_from` of a random id) and prints it
+before anything is sent, so staff can write it on the household's card while the
+connection is down; the check-in is delivered later under the same ``client_id``
+and code. ``sonae checkout`` and ``sonae transfer`` name a code as it was printed
+(read as typed: lower case, O for 0, I or L for 1).
 
 Exit status: 0 everything sent was acknowledged, 1 something was refused for
 good, 75 (EX_TEMPFAIL) something is still pending.
 
 Nothing here connects or reads files at import time; the composition root adds
-:func:`report` and :func:`shelter_status` to ``sonae``.
+:func:`report`, :func:`shelter_status`, :func:`checkin`, :func:`checkout`,
+:func:`transfer` and :func:`at_home` to ``sonae``.
 """
 
 from __future__ import annotations
@@ -34,14 +43,24 @@ import click
 from pydantic import ValidationError
 
 from infra.settings import Settings, SettingsError, load_settings
-from schemas.intake import ReportRequest, ShelterStatusRequest
+from schemas.intake import (
+    AtHomeRequest,
+    HouseholdCheckInRequest,
+    HouseholdCheckOutRequest,
+    HouseholdTransferRequest,
+    ReportRequest,
+    ShelterStatusRequest,
+    read_household_code,
+)
+from schemas.people import AtHomeNeed, HouseholdNeed, household_code_from
 from schemas.reports import ReportCategory
 from schemas.shelters import NeedLevel, PowerKind
 from services.field_client.delivery import deliver
 from services.field_client.errors import FieldClientError
 from services.field_client.outbox import Entry, FieldOutbox
 
-__all__ = ["EX_TEMPFAIL", "report", "shelter_status"]
+__all__ = ["EX_TEMPFAIL", "at_home", "checkin", "checkout", "report", "shelter_status",
+           "transfer"]
 
 EX_TEMPFAIL: Final = 75
 P = ParamSpec("P")
@@ -252,4 +271,139 @@ def shelter_status(shelter_id: str, action: str, stage: str | None, capacity: in
     entry = Entry(id=entry_id, kind="shelter", path=f"/v1/shelters/{shelter_id}/status",
                   body=body, created_at=body["occurred_at"],
                   headers={"Idempotency-Key": entry_id})
+    _queue_and_send(entry, intake_url, bearer, attempts)
+
+
+# --- sonae checkin / checkout / transfer -------------------------------------------------
+
+
+def _household_entry(kind: str, path: str, body: dict[str, Any]) -> Entry:
+    return Entry(id=body["client_id"], kind=kind, path=path, body=body,
+                 created_at=body["occurred_at"])
+
+
+@click.command("checkin")
+@click.argument("shelter_id")
+@click.option("--size", type=click.IntRange(1, 50), required=True,
+              help="People in the household.")
+@click.option("--need", "needs", multiple=True,
+              type=click.Choice([n.value for n in HouseholdNeed]),
+              help="A need beyond a place (repeat for several).")
+@click.option("--language", default=None,
+              help="The language it speaks if not Japanese (BCP 47: en, vi, zh-Hant…).")
+@click.option("--name", default=None, help="The name the household gave (personal data).")
+@click.option("--contact", default=None,
+              help="How to reach it: a phone number, a room (personal data).")
+@click.option("--code", default=None,
+              help="The household code, if it already has one [default: a new code].")
+@_common
+@_field_client_errors
+def checkin(shelter_id: str, size: int, needs: tuple[str, ...], language: str | None,
+            name: str | None, contact: str | None, code: str | None, intake_url: str | None,
+            bearer: str | None, attempts: int, team: str | None,
+            reporter_name: str | None) -> None:
+    """Check a household in at a shelter; its code is printed at once (works offline)."""
+    entry_id = str(uuid.uuid4())
+    household_code = read_household_code(code) if code else household_code_from(uuid.uuid4())
+    body: dict[str, Any] = {"client_id": entry_id, "household_code": household_code,
+                            "size": size, "occurred_at": _now()}
+    if needs:
+        body["needs"] = list(dict.fromkeys(needs))
+    if language:
+        body["language"] = language
+    if name:
+        body["name"] = name
+    if contact:
+        body["contact"] = contact
+    reporter = _reporter(team, reporter_name)
+    if reporter:
+        body["reported_by"] = reporter
+    _validate_locally(HouseholdCheckInRequest, {"shelter_id": "local-check",
+                                                "reported_by": {"team": "local-check"},
+                                                **body})
+    # Printed before anything is sent: staff write it on the household's card now.
+    click.echo(f"household code: {household_code}")
+    _queue_and_send(_household_entry("checkin", f"/v1/shelters/{shelter_id}/households", body),
+                    intake_url, bearer, attempts)
+
+
+@click.command("checkout")
+@click.argument("shelter_id")
+@click.argument("code")
+@_common
+@_field_client_errors
+def checkout(shelter_id: str, code: str, intake_url: str | None, bearer: str | None,
+             attempts: int, team: str | None, reporter_name: str | None) -> None:
+    """Check a household out of a shelter by its code (kept until acknowledged)."""
+    household_code = read_household_code(code)
+    body: dict[str, Any] = {"client_id": str(uuid.uuid4()), "occurred_at": _now()}
+    reporter = _reporter(team, reporter_name)
+    if reporter:
+        body["reported_by"] = reporter
+    _validate_locally(HouseholdCheckOutRequest, {
+        "shelter_id": "local-check", "household_code": household_code,
+        "reported_by": {"team": "local-check"}, **body})
+    path = f"/v1/shelters/{shelter_id}/households/{household_code}/checkout"
+    _queue_and_send(_household_entry("checkout", path, body), intake_url, bearer, attempts)
+
+
+@click.command("transfer")
+@click.argument("shelter_id")
+@click.argument("code")
+@click.option("--to", "destination", required=True, help="The shelter it moves to.")
+@_common
+@_field_client_errors
+def transfer(shelter_id: str, code: str, destination: str, intake_url: str | None,
+             bearer: str | None, attempts: int, team: str | None,
+             reporter_name: str | None) -> None:
+    """Move a household to another shelter: both occupancies move once (kept until
+    acknowledged)."""
+    household_code = read_household_code(code)
+    if destination == shelter_id:
+        raise click.BadParameter("is the shelter the household is at; name another",
+                                 param_hint="--to")
+    body: dict[str, Any] = {"client_id": str(uuid.uuid4()), "to": destination,
+                            "occurred_at": _now()}
+    reporter = _reporter(team, reporter_name)
+    if reporter:
+        body["reported_by"] = reporter
+    _validate_locally(HouseholdTransferRequest, {"reported_by": {"team": "local-check"},
+                                                 **body})
+    _validate_locally(HouseholdCheckOutRequest, {
+        "client_id": body["client_id"], "shelter_id": "local-check",
+        "household_code": household_code, "reported_by": {"team": "local-check"}})
+    path = f"/v1/shelters/{shelter_id}/households/{household_code}/transfer"
+    _queue_and_send(_household_entry("transfer", path, body), intake_url, bearer, attempts)
+
+
+# --- sonae at-home ------------------------------------------------------------------------
+
+
+@click.command("at-home")
+@click.argument("area_id")
+@click.argument("size", type=click.IntRange(1, 50))
+@click.option("--need", "needs", multiple=True, type=click.Choice([n.value for n in AtHomeNeed]),
+              help="What the household needs (repeat for several).")
+@click.option("--contact", default=None, help="Phone or how to reach it (personal data).")
+@click.option("--address", default=None, help="Where it is (personal data: HQ only).")
+@click.option("--note", default="", help="Anything else it said (personal data).")
+@_common
+@_field_client_errors
+def at_home(area_id: str, size: int, needs: tuple[str, ...], contact: str | None,
+            address: str | None, note: str, intake_url: str | None, bearer: str | None,
+            attempts: int, team: str | None, reporter_name: str | None) -> None:
+    """Report a household sheltering at home (在宅避難), kept until acknowledged."""
+    entry_id = str(uuid.uuid4())
+    body: dict[str, Any] = {"client_id": entry_id, "area_id": area_id, "size": size,
+                            "needs": list(dict.fromkeys(needs)), "occurred_at": _now()}
+    for name, value in (("contact", contact), ("address", address), ("note", note)):
+        if value:
+            body[name] = value
+    reporter = _reporter(team, reporter_name)
+    if reporter:
+        body["reported_by"] = reporter
+    _validate_locally(AtHomeRequest, {"household_id": str(uuid.UUID(int=0)), "via": "field",
+                                      **body})
+    entry = Entry(id=entry_id, kind="at_home", path="/v1/people/at-home", body=body,
+                  created_at=body["occurred_at"])
     _queue_and_send(entry, intake_url, bearer, attempts)

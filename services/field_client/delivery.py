@@ -1,12 +1,16 @@
 """Delivering the outbox to intake over HTTP, the same id every time, until it is answered.
 
 Every pending entry (oldest first) is sent with its id (a report's
-``client_report_id``, a shelter update's ``Idempotency-Key``); a transport
+``client_report_id``, a shelter update's ``Idempotency-Key``, a household
+command's ``client_id``); a transport
 error, 429 or 5xx is retried with backoff (``Retry-After`` when given); intake
 answers 200 for an id it already has, so a reply lost on the way back never
 makes a second report. An entry leaves the pending list only when intake
-acknowledged it (200/202) or refused it for good (:data:`TERMINAL`); a 401
-(expired token) keeps it pending for a new token and stops the round.
+acknowledged it (:data:`ACKNOWLEDGED`) or refused it for good (:data:`TERMINAL`); a 401
+(expired token) keeps it pending for a new token and stops the round. A household's
+commands go in the order they were made: while one is still pending, the later ones
+for the same household code wait for the next round (a check-out that overtook its
+check-in would be refused for good).
 """
 
 from __future__ import annotations
@@ -24,11 +28,13 @@ import click
 
 from services.field_client.outbox import Entry, FieldOutbox
 
-__all__ = ["MAX_BACKOFF", "REQUEST_TIMEOUT", "TERMINAL", "Reply", "deliver"]
+__all__ = ["ACKNOWLEDGED", "MAX_BACKOFF", "REQUEST_TIMEOUT", "TERMINAL", "Reply", "deliver"]
 
 REQUEST_TIMEOUT: Final = 10.0
 """Seconds per HTTP attempt."""
 MAX_BACKOFF: Final = 8.0
+ACKNOWLEDGED: Final = frozenset({200, 201, 202})
+"""Statuses that acknowledge an entry (201: a household checked in; 200: a resend)."""
 TERMINAL: Final = frozenset({400, 403, 404, 409, 413, 415, 422})
 """Statuses that refuse an entry for good (resending the same body cannot succeed)."""
 
@@ -75,15 +81,23 @@ def deliver(outbox: FieldOutbox, url: str, bearer: str, *, attempts: int,
     acknowledged = refused = 0
     with outbox.locked() as entries:
         pending = [e for e in entries if e.status == "pending"]
+        waiting: set[str] = set()  # households with an earlier command still pending
         for entry in pending:
+            code = entry.household_code
+            if code is not None and code in waiting:
+                # A check-out sent before its check-in arrived would be refused for good.
+                click.echo(f"not sent yet {entry.kind} {entry.id}: an earlier command for "
+                           f"household {code} is still pending", err=True)
+                continue
             reply = _deliver_one(url, entry, bearer, attempts, timeout)
             now = datetime.now(UTC).isoformat()
-            if reply.status in (200, 202):
+            if reply.status in ACKNOWLEDGED:
                 entry.status, entry.answer, entry.done_at = "acknowledged", reply.body, now
                 entry.last_error = None
                 acknowledged += 1
                 again = " (intake already had it)" if reply.status == 200 else ""
-                ident = reply.body.get("report_id") or reply.body.get("event_id", "")
+                ident = (reply.body.get("report_id") or reply.body.get("household_code")
+                         or reply.body.get("event_id", ""))
                 click.echo(f"acknowledged {entry.kind} {entry.id}{again} {ident}".rstrip())
             elif reply.status in TERMINAL:
                 entry.status, entry.answer, entry.done_at = "refused", reply.body, now
@@ -98,6 +112,8 @@ def deliver(outbox: FieldOutbox, url: str, bearer: str, *, attempts: int,
                                                   f"{reply.body.get('message', '')}"
                 click.echo(f"not delivered yet {entry.kind} {entry.id}: {entry.last_error}; "
                            "kept in the outbox", err=True)
+                if code is not None:
+                    waiting.add(code)
                 if reply.status == 401:
                     break  # the token is at fault: every other entry would fail the same way
     still = sum(1 for e in entries if e.status == "pending")

@@ -46,12 +46,31 @@ class Entry:
     headers: dict[str, str] | None = None
     done_at: str | None = None
 
+    @property
+    def household_code(self) -> str | None:
+        """The household a check-in, check-out or transfer is about (None for other kinds)."""
+        if self.kind == "checkin":
+            code = self.body.get("household_code")
+            return code if isinstance(code, str) else None
+        if self.kind in ("checkout", "transfer"):
+            return self.path.split("/")[5]  # /v1/shelters/<id>/households/<code>/<action>
+        return None
+
     def summary(self) -> str:
         """A one-line description for listings."""
         body = self.body
         if self.kind == "report":
             return f"{body.get('category')} severity {body.get('severity')}"
-        return f"{self.path.split('/')[3]} {body.get('action')}"
+        if self.kind == "at_home":
+            return f"at home in {body.get('area_id')}, {body.get('size')} people"
+        parts = self.path.split("/")  # /v1/shelters/<id>/households[/<code>/<action>]
+        if self.kind == "checkin":
+            return f"{parts[3]} check-in {body.get('household_code')} ({body.get('size')})"
+        if self.kind == "checkout":
+            return f"{parts[3]} check-out {parts[5]}"
+        if self.kind == "transfer":
+            return f"{parts[3]} transfer {parts[5]} to {body.get('to')}"
+        return f"{parts[3]} {body.get('action')}"
 
 
 class FieldOutbox:

@@ -1,4 +1,4 @@
-"""The websocket gateway: the live common operating picture for HQ, field teams and the public.
+"""The websocket gateway: the live common operating picture for HQ, staff, teams and the public.
 
 It folds the COP topics into one picture and streams it over websockets —
 a snapshot, then sequenced deltas, with gap-free resume after a reconnect —

@@ -6,7 +6,8 @@ new value or removed (``None``). A delta always carries the entity's *whole*
 current value, never an increment.
 
 :mod:`services.gateway.reducer` folds events into a :class:`COP` (and states the
-order-independence contract); :mod:`services.gateway.views` projects it for HQ,
+order-independence contract, with :mod:`services.gateway.people` for the people and
+supplies kinds); :mod:`services.gateway.views` projects it for HQ, shelter staff,
 field teams and the public. No I/O, no clock, no globals.
 """
 
@@ -70,6 +71,15 @@ class Kind(StrEnum):
     MESSAGE = "message"
     EXERCISE = "exercise"
     """Exercise events seen outside a drill: recorded for HQ, never part of the picture."""
+    AT_HOME = "at_home"
+    """Per area: households sheltering at home (在宅避難), people, and counts per need."""
+    WELFARE = "welfare_check"
+    """HQ's work list: at-home households asking for a welfare check not yet found safe
+    or moved (personal fields: HQ, and address and contact for the area's field teams)."""
+    SUPPLY = "supply_request"
+    """A supply request: its lines, site, urgency, status and steps."""
+    GENERATOR = "generator"
+    """A community generator: its registration and its latest state."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +167,14 @@ class COP:
     """Area → the shelter tracker's latest summary of its shelters."""
     quality: Mapping[str, tuple[Rank, Entity]] = field(default_factory=dict)
     """Gauge → latest data-quality judgement (stale or restored)."""
+    households: Mapping[str, tuple[Rank, Entity]] = field(default_factory=dict)
+    """At-home household id → its latest report."""
+    checks: Mapping[str, tuple[Rank, Entity]] = field(default_factory=dict)
+    """At-home household id → its latest welfare check."""
+    steps: Mapping[str, tuple[tuple[Rank, Entity], ...]] = field(default_factory=dict)
+    """Supply request id → its steps after the request (assigned, …), in fold order."""
+    generator_states: Mapping[str, tuple[Rank, Entity]] = field(default_factory=dict)
+    """Generator id → its latest status report."""
 
     @classmethod
     def empty(cls, region: RegionIndex, *, drill: bool = False) -> COP:
@@ -179,6 +197,8 @@ def areas_of(kind: Kind, entity: Entity | None) -> frozenset[str] | None:
         return frozenset((entity["area_id"],))
     if kind in (Kind.ORDER, Kind.RECOMMENDATION, Kind.WARNING):
         return frozenset(entity["area_ids"])
+    if kind in (Kind.AT_HOME, Kind.WELFARE, Kind.SUPPLY, Kind.GENERATOR):
+        return frozenset((entity["area_id"],))
     if kind in (Kind.SHELTER, Kind.REPORT):
         area = entity.get("area_id")
         return frozenset((area if area is not None else OUTSIDE,))

@@ -3,7 +3,9 @@
 Routes: ``/`` (the page), ``/static/{app.js,portal.js,i18n.json,style.css}``,
 ``/region.json`` (district polygons and names, sites, gauges, the time zone: what the
 map draws), ``/config.json`` (where the websocket is), ``/healthz``, the Web Push
-routes ``/v1/push/…`` (:mod:`services.gateway.push`), and the residents' portal
+routes ``/v1/push/…`` (:mod:`services.gateway.push`), the residents' at-home form
+``POST /v1/public/at-home`` (:mod:`services.gateway.athome`, forwarded to intake), and the
+residents' portal
 routes of :mod:`services.gateway.portal` (public snapshot and shelter list over HTTP,
 manifest, service worker, icons). The page is plain
 HTML/CSS/JS with no build step; a strict Content-Security-Policy allows only its own scripts and
@@ -20,6 +22,7 @@ from aiohttp import web
 
 from schemas.region import LANGUAGES, Region
 from schemas.topics import is_drill
+from services.gateway.athome import AtHomeForm
 from services.gateway.cop import COP
 from services.gateway.hub import Hub
 from services.gateway.portal import add_portal_routes
@@ -64,7 +67,8 @@ def region_document(region: Region) -> dict[str, Any]:
         "sites": [
             {"id": s.id, "names": s.names.model_dump(), "lat": s.lat, "lon": s.lon,
              "district_id": s.district_id, "hazards": sorted(h.value for h in s.hazards),
-             "capacity": s.capacity, "shelter": s.is_shelter}
+             "capacity": s.capacity, "shelter": s.takes_people,
+             "kinds": sorted(k.value for k in s.kinds), "accessible": s.accessible}
             for s in pack.sites
         ],
         "gauges": [
@@ -82,7 +86,8 @@ def _static(name: str) -> bytes:
 
 
 def build_app(region: Region, *, gateway_port: int, namespace: str,
-              hub: Hub | None = None, push: PushApi | None = None) -> web.Application:
+              hub: Hub | None = None, push: PushApi | None = None,
+              athome: AtHomeForm | None = None) -> web.Application:
     """The dashboard application; files are read once, here."""
     page = _static("index.html")
     files = {name: (_static(name), kind) for name, kind in STATIC_FILES.items()}
@@ -137,4 +142,6 @@ def build_app(region: Region, *, gateway_port: int, namespace: str,
     add_portal_routes(app, region, picture=picture)
     if push is not None:
         push.add_routes(app)  # /v1/push/…: services/gateway/push.py
+    if athome is not None:
+        athome.add_routes(app)  # /v1/public/at-home: services/gateway/athome.py
     return app

@@ -28,6 +28,7 @@ from services.common.bus import Publisher
 from services.common.httpguard import runner_options
 from services.common.revocation import Connect, DenyList
 from services.common.runtime import run_service
+from services.gateway.athome import AtHomeForm
 from services.gateway.cop import COP, RegionIndex
 from services.gateway.errors import GatewayStartupError, LogReplaced
 from services.gateway.http import build_app
@@ -100,8 +101,10 @@ async def running(settings: Settings, *, region: Region | None = None,
     source = Source(settings, hub, pool=pool)
     stop = asyncio.Event()
     push = PushApi(settings, region, pool)
+    athome = AtHomeForm(settings)
     runner = web.AppRunner(build_app(region, gateway_port=ws_port,
-                                     namespace=settings.namespace, hub=hub, push=push),
+                                     namespace=settings.namespace, hub=hub, push=push,
+                                     athome=athome),
                            access_log=None, **runner_options())
     try:
         await push.start()
@@ -151,6 +154,7 @@ async def running(settings: Settings, *, region: Region | None = None,
     finally:
         await source.stop()
         await runner.cleanup()
+        await athome.close()
         await producer.stop()
 
 

@@ -67,6 +67,9 @@ TOPIC_CODES: Final[Mapping[str, int]] = {
     # Announced by the shelter tracker and broadcaster issues; read once they exist.
     "shelters.areas": 10,
     "public.messages": 11,
+    "people.athome": 12,
+    "supplies.requests": 13,
+    "generators": 14,
 }
 _TOPIC_BY_CODE: Final = {code: name for name, code in TOPIC_CODES.items()}
 

@@ -91,7 +91,12 @@ def snapshot_document(cop: COP, areas: frozenset[str] | None) -> Document:
 
 
 def shelter_list(region: Region) -> Document:
-    """Every site of the region pack: names, address, district, position, designations."""
+    """Every site of the region pack: names, address, district, position, designations.
+
+    A stranded-commuter facility (kind ``temporary_stay``) carries ``accessible``
+    and, as ``hazards``, the hazards after which it opens: the portal lists an open
+    one for a point only while an order for one of those hazards is in force there.
+    """
     pack = region.pack
     return document({
         "region": pack.id,
@@ -100,7 +105,8 @@ def shelter_list(region: Region) -> Document:
             {"id": s.id, "names": s.names.model_dump(), "address": s.address,
              "district_id": s.district_id, "lat": s.lat, "lon": s.lon,
              "kinds": sorted(k.value for k in s.kinds),
-             "hazards": sorted(h.value for h in s.hazards), "capacity": s.capacity}
+             "hazards": sorted(h.value for h in s.hazards), "capacity": s.capacity,
+             **({"accessible": s.accessible} if s.is_temporary_stay else {})}
             for s in pack.sites
         ],
     })

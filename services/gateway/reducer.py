@@ -16,6 +16,11 @@ picture even though they interleaved partitions differently. Together with
 whole-value deltas this is what lets a client resume on another gateway
 (see :mod:`services.gateway.positions`).
 
+People and supplies (at-home households and their welfare checks, supply
+requests, generators) follow the same contract: the handlers here keep each
+part's winning event, and :mod:`services.gateway.people` derives the entities
+from those parts alone.
+
 This module stays over 500 lines for a reason: one handler per event type, all
 editing one copy-on-write transaction (:class:`_Tx`) under that one contract;
 split across modules, the handlers that decide one entity (a recommendation:
@@ -54,8 +59,18 @@ from schemas.hazards import (
     WarningAction,
     sender_key,
 )
+from schemas.people import AtHomeReported, WelfareChecked
 from schemas.reports import ReportAccepted
 from schemas.shelters import ShelterAreaSummary, ShelterCapacityAlert, ShelterStatusChanged
+from schemas.supplies import (
+    GeneratorRegistered,
+    GeneratorStatusReported,
+    SupplyAssigned,
+    SupplyCancelled,
+    SupplyDispatched,
+    SupplyReceived,
+    SupplyRequested,
+)
 from services.gateway.cop import (
     COP,
     EXERCISE_KEPT,
@@ -71,6 +86,14 @@ from services.gateway.cop import (
     area_entity,
     areas_of,
     pick,
+)
+from services.gateway.people import (
+    STEPS_KEPT,
+    at_home_entity,
+    generator_entity,
+    step_key,
+    supply_entity,
+    welfare_entity,
 )
 
 __all__ = ["reduce"]
@@ -583,6 +606,118 @@ def _area_summary(tx: _Tx, event: Event) -> None:
     tx.areas.add(p.area_id)
 
 
+# --- people and supplies (entities from services.gateway.people) -----------------------
+
+
+def _household(tx: _Tx, household_id: str, areas: set[str]) -> None:
+    """Recompute a household's work-list item and the at-home counts of ``areas``."""
+    report = tx.view_of("households").get(household_id)
+    check = tx.view_of("checks").get(household_id)
+    if report is not None:
+        tx.set(Kind.WELFARE, household_id, welfare_entity(report, check))
+        areas.add(report[1]["area_id"])
+    households = tx.view_of("households").items()
+    for area in sorted(areas):
+        tx.set(Kind.AT_HOME, area, at_home_entity(area, households, tx.view_of("checks")))
+
+
+def _at_home(tx: _Tx, event: Event) -> None:
+    assert isinstance(event, AtHomeReported)
+    p = event.payload
+    key = str(p.household_id)
+    rank = _rank(event)
+    current = tx.view_of("households").get(key)
+    if current is not None and current[0] >= rank:
+        return
+    body = {**p.model_dump(mode="json"), "reported_at": _iso(event)}
+    tx.mapping("households")[key] = (rank, body)
+    # A later report may move the household to another area: both areas change.
+    _household(tx, key, {current[1]["area_id"]} if current is not None else set())
+
+
+def _welfare_checked(tx: _Tx, event: Event) -> None:
+    assert isinstance(event, WelfareChecked)
+    p = event.payload
+    key = str(p.household_id)
+    rank = _rank(event)
+    current = tx.view_of("checks").get(key)
+    if current is not None and current[0] >= rank:
+        return
+    tx.mapping("checks")[key] = (rank, {
+        "outcome": p.outcome.value, "note": p.note, "checked_by": p.checked_by,
+        "at": _iso(event)})
+    _household(tx, key, set())
+
+
+def _supply_update(tx: _Tx, request_id: str) -> None:
+    source = tx.source(Kind.SUPPLY, request_id)
+    if source is not None:  # steps before their request wait for it
+        steps = tx.view_of("steps").get(request_id, ())
+        tx.set(Kind.SUPPLY, request_id, supply_entity(source[1], steps))
+
+
+def _supply_requested(tx: _Tx, event: Event) -> None:
+    assert isinstance(event, SupplyRequested)
+    p = event.payload
+    key = str(p.request_id)
+    rank = _rank(event)
+    current = tx.source(Kind.SUPPLY, key)
+    if current is not None and current[0] >= rank:
+        return
+    tx.set_source(Kind.SUPPLY, key, (rank, {**p.model_dump(mode="json"),
+                                            "requested_at": _iso(event)}))
+    _supply_update(tx, key)
+
+
+def _supply_step(tx: _Tx, event: Event) -> None:
+    assert isinstance(event, SupplyAssigned | SupplyDispatched | SupplyReceived
+                      | SupplyCancelled)
+    p = event.payload
+    key = str(p.request_id)
+    rank = step_key(event.type, _rank(event))
+    kept = tx.view_of("steps").get(key, ())
+    if any(r == rank for r, _ in kept) or (len(kept) >= STEPS_KEPT and rank > kept[-1][0]):
+        return  # a duplicate, or past every step kept
+    step = {"type": event.type, "by": p.by, "assignee": p.assignee, "note": p.note,
+            "at": _iso(event)}
+    tx.mapping("steps")[key] = tuple(sorted((*kept, (rank, step)),
+                                            key=lambda s: s[0])[:STEPS_KEPT])
+    _supply_update(tx, key)
+
+
+def _generator_update(tx: _Tx, generator_id: str) -> None:
+    source = tx.source(Kind.GENERATOR, generator_id)
+    if source is None:
+        return  # a status before its registration waits for it
+    status = tx.view_of("generator_states").get(generator_id)
+    tx.set(Kind.GENERATOR, generator_id,
+           generator_entity(source[1], None if status is None else status[1]))
+
+
+def _generator_registered(tx: _Tx, event: Event) -> None:
+    assert isinstance(event, GeneratorRegistered)
+    p = event.payload
+    rank = _rank(event)
+    current = tx.source(Kind.GENERATOR, p.generator_id)
+    if current is not None and current[0] >= rank:
+        return
+    tx.set_source(Kind.GENERATOR, p.generator_id, (rank, {
+        **p.model_dump(mode="json"), "registered_at": _iso(event)}))
+    _generator_update(tx, p.generator_id)
+
+
+def _generator_status(tx: _Tx, event: Event) -> None:
+    assert isinstance(event, GeneratorStatusReported)
+    p = event.payload
+    rank = _rank(event)
+    current = tx.view_of("generator_states").get(p.generator_id)
+    if current is not None and current[0] >= rank:
+        return
+    tx.mapping("generator_states")[p.generator_id] = (rank, {
+        **p.model_dump(mode="json", exclude={"generator_id"}), "reported_at": _iso(event)})
+    _generator_update(tx, p.generator_id)
+
+
 _HANDLERS: Final[Mapping[type, Callable[[_Tx, Event], None]]] = {
     ReportAccepted: _report_accepted,
     ShelterStatusChanged: _shelter_status,
@@ -603,4 +738,13 @@ _HANDLERS: Final[Mapping[type, Callable[[_Tx, Event], None]]] = {
     CommandRejected: _command_rejected,
     HazardDataQuality: _data_quality,
     ShelterAreaSummary: _area_summary,
+    AtHomeReported: _at_home,
+    WelfareChecked: _welfare_checked,
+    SupplyRequested: _supply_requested,
+    SupplyAssigned: _supply_step,
+    SupplyDispatched: _supply_step,
+    SupplyReceived: _supply_step,
+    SupplyCancelled: _supply_step,
+    GeneratorRegistered: _generator_registered,
+    GeneratorStatusReported: _generator_status,
 }

@@ -333,6 +333,7 @@ class Gateway:
             "subject": session.principal.subject if session.principal else None,
             "areas": sorted(viewer.areas) if viewer.areas is not None else None,
             "own_areas": sorted(viewer.own_areas) if viewer.own_areas is not None else None,
+            "own_sites": sorted(viewer.own_sites) if viewer.own_sites is not None else None,
             "namespace": self.namespace,
             "drill": self.drill,
             "can_command": viewer.audience is Audience.HQ,
@@ -421,6 +422,8 @@ class Gateway:
                               f"the token's areas are {', '.join(sorted(claimed))}; a hello "
                               f"may only narrow them, not add {', '.join(sorted(areas - claimed))}",
                               close=FORBIDDEN)
+            if principal.role is Role.SHELTER_STAFF:
+                return Viewer(Audience.SHELTER_STAFF, areas, claimed, principal.shelters)
             return Viewer(Audience.FIELD, areas, claimed)
         raise Refused("forbidden", f"role {principal.role.value!r} has no view here",
                       close=FORBIDDEN)

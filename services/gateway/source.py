@@ -17,6 +17,10 @@ Start-up (:meth:`Source.start`):
 4. read Kafka until every partition reaches the end offsets of step 1; then the
    hub is *ready* and clients get their first snapshot.
 
+The topics read are :data:`~services.gateway.positions.COP_TOPICS` (those of the
+append-only ``TOPIC_CODES`` that the catalogue holds), people and supplies
+(``people.athome``, ``supplies.requests``, ``generators``) included.
+
 The projections of migration 0003 are not used: they hold no offsets, and a
 position must say exactly which records a picture includes.
 

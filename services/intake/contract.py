@@ -4,9 +4,12 @@ Every body a client receives is one of the models below, dumped by
 :meth:`_Response.as_json` — the same models :mod:`services.intake.openapi`
 documents, so the document and the answers cannot drift apart:
 
-- :class:`Acknowledgement` — 202 on first receipt, 200 with the stored body on
-  an identical resend;
+- :class:`Acknowledgement` — 202 on first receipt (201 for a new supply request, and
+  for a household check-in, which creates a household code), 200 with the stored body
+  on an identical resend;
 - :class:`ReportView` — ``GET /v1/reports/{id}``;
+- :class:`SupplyRequestList` — ``GET /v1/supplies/requests`` (each a
+  :class:`SupplyRequestView`);
 - :class:`Health` — ``GET /healthz``;
 - :class:`ErrorBody` — every 4xx/5xx; a recorded rejection (422) and a conflict
   (409) also carry the report's ids.
@@ -28,11 +31,13 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.common import Problem
+from schemas.supplies import RequesterKind, SupplyLine, SupplyRequestStatus, Urgency
 from services.intake.errors import (
     BodyTooLarge,
     BodyTooSlow,
     ClientIdConflict,
     FieldError,
+    HouseholdAlreadyCheckedIn,
     InputRefused,
     InvalidInput,
     MalformedInput,
@@ -40,9 +45,15 @@ from services.intake.errors import (
     Overloaded,
     RateLimited,
     SenderNotPermitted,
+    SiteNotPermitted,
     TooManyElements,
+    TransitionRefused,
+    UnknownAtHomeHousehold,
+    UnknownGenerator,
+    UnknownHousehold,
     UnknownReport,
     UnknownShelter,
+    UnknownSupplyRequest,
     UnsupportedMediaType,
 )
 
@@ -57,6 +68,8 @@ __all__ = [
     "Ignored",
     "Links",
     "ReportView",
+    "SupplyRequestList",
+    "SupplyRequestView",
     "WarningSummary",
     "conflict",
     "error_body",
@@ -92,7 +105,8 @@ class WarningSummary(_Response):
 
 
 class Acknowledgement(_Response):
-    """202 on first receipt (the input is durably recorded), 200 with the same body on a resend."""
+    """202 on first receipt (the input is durably recorded; 201 for a new supply request), 200
+    with the same body on a resend."""
 
     status: Literal["accepted"] = "accepted"
     """Always ``accepted`` here; rejections are 422 with :class:`ErrorBody`."""
@@ -105,8 +119,13 @@ class Acknowledgement(_Response):
     client_report_id: str | None = None
     """Reports: the device's id."""
     client_id: str | None = None
-    """Other inputs: the idempotency key used (Idempotency-Key header, or the CAP sender and
-    identifier); absent when none was given."""
+    """Other inputs: the idempotency key used (Idempotency-Key header, a household command's
+    client_id, or the CAP sender and identifier); absent when none was given."""
+    household_code: str | None = None
+    """Households: the code checked in, out or transferred (print it or show it as a QR
+    code at check-in)."""
+    shelter_id: str | None = None
+    """Households: where the household is now (a transfer's destination)."""
     area_id: str | None = None
     """Reports: the resolved area (absent when outside the region and none was named)."""
     outside_region: bool | None = None
@@ -117,6 +136,15 @@ class Acknowledgement(_Response):
     """CAP: info blocks that named no area of the region; JMA: parts not applied, and why."""
     links: Links | None = None
     """Reports: where to read the outcome."""
+    request_id: UUID | None = None
+    """Supply requests and their steps: the request (derived from the client id)."""
+    request_status: SupplyRequestStatus | None = None
+    """Supply requests and their steps: the request's status after this input."""
+    generator_id: str | None = None
+    """Generators: the generator registered or reported on."""
+    household_id: UUID | None = None
+    """Residents at home: the household's id (derived from the client id; a welfare check
+    names it)."""
 
 
 class Ignored(_Response):
@@ -144,8 +172,10 @@ class ErrorBody(_Response):
     """Every 4xx/5xx body. A rejected report (422) also carries its ids, so GET shows why."""
 
     error: str
-    """A stable code: malformed, invalid, unauthorized, forbidden, not_found, conflict,
-    timeout, too_large, unsupported_media_type, rate_limited, unavailable, internal."""
+    """A stable code: malformed, invalid, unauthorized, forbidden, sender_not_permitted,
+    site_not_permitted, not_found, unknown_household, unknown_request, unknown_generator,
+    conflict, household_checked_in, transition_refused, timeout, too_large,
+    unsupported_media_type, rate_limited, unavailable, internal."""
     message: str
     """What went wrong, in words."""
     errors: list[ErrorItem] | None = None
@@ -179,6 +209,36 @@ class ReportView(_Response):
     links: Links
 
 
+class SupplyRequestView(_Response):
+    """One supply request as intake holds it (the state its steps are checked against)."""
+
+    request_id: UUID
+    requester_kind: RequesterKind
+    site_id: str
+    """The requesting site: a region-pack site id, or a generator id."""
+    area_id: str
+    lines: list[SupplyLine]
+    urgency: Urgency
+    note: str
+    status: SupplyRequestStatus
+    assignee: str | None = None
+    """The team or depot it was assigned to."""
+    requested_by: str
+    """The requesting team."""
+    requested_at: datetime
+    """Event time of the request."""
+    updated_at: datetime
+    """Event time of its latest step."""
+
+
+class SupplyRequestList(_Response):
+    """``GET /v1/supplies/requests``: the requests the caller may see, newest first."""
+
+    requests: list[SupplyRequestView]
+    truncated: bool = False
+    """True when more matched than one answer holds (narrow by site or status)."""
+
+
 class Health(_Response):
     """``GET /healthz``: ``healthy`` (200) when the database answers — the broker may be
     down: intake still accepts — else ``unhealthy`` (503).
@@ -197,10 +257,17 @@ REFUSALS: Final[Mapping[type[InputRefused], tuple[int, str]]] = MappingProxyType
     MalformedInput: (400, "malformed"),
     NotPermitted: (403, "forbidden"),
     SenderNotPermitted: (403, "sender_not_permitted"),
+    SiteNotPermitted: (403, "site_not_permitted"),
     UnknownReport: (404, "not_found"),
     UnknownShelter: (404, "not_found"),
+    UnknownSupplyRequest: (404, "unknown_request"),
+    UnknownGenerator: (404, "unknown_generator"),
+    UnknownAtHomeHousehold: (404, "unknown_household"),
     BodyTooSlow: (408, "timeout"),
     ClientIdConflict: (409, "conflict"),
+    TransitionRefused: (409, "transition_refused"),
+    UnknownHousehold: (404, "unknown_household"),
+    HouseholdAlreadyCheckedIn: (409, "household_checked_in"),
     BodyTooLarge: (413, "too_large"),
     TooManyElements: (413, "too_large"),
     UnsupportedMediaType: (415, "unsupported_media_type"),

@@ -14,15 +14,26 @@ Permissions (a token's role → what it may submit; ``public`` tokens are refuse
 ====================  =========================================================
 role                  may
 ====================  =========================================================
-``field``             submit damage reports; read its own reports
+``field``             submit damage reports; read its own reports; report
+                      households at home; record welfare checks in its areas
 ``shelter_staff``     submit shelter status; submit and read its own reports
-                      (shelter staff see damage around their shelter)
+                      (shelter staff see damage around their shelter); check
+                      households in, out and transfer them at its own sites
+                      (:mod:`services.intake.households`)
 ``sensor``            submit hazard observations (gauge readings, warnings,
                       seismic intensity), CAP alerts and JMA messages; flag
                       input as exercise
 ``hq``                everything, and read every team's reports
 ``public``            nothing (the gateway's read-only role)
+(no token)            ``POST /v1/people/at-home`` only: the residents' form
+                      (:mod:`services.intake.athome`)
 ====================  =========================================================
+
+Supply requests and generators (:mod:`services.intake.supplies`) add: shelter_staff
+request supplies, mark them received or cancel them, and read their sites' requests
+(only for the sites they may act for: the token's ``shelters``, else its ``areas``);
+field and shelter_staff report a generator's state (in their areas); hq also assigns
+and dispatches requests and registers generators.
 
 Request bodies (:mod:`schemas.intake`, shared with the field client) are the
 schemas' payload models plus a few request-only fields
@@ -175,17 +186,42 @@ class Action(StrEnum):
     """Submit an external CAP 1.2 alert."""
     JMA = "jma"
     """Submit a 気象庁防災情報XML message."""
+    HOUSEHOLDS = "households"
+    """Check households in and out of a shelter, or transfer them (at permitted sites)."""
     EXERCISE = "exercise"
     """Mark input as drill traffic (``exercise: true``)."""
     READ_ALL_REPORTS = "read_all_reports"
     """Read any team's reports."""
+    SUPPLY_REQUEST = "supply_request"
+    """Request supplies for a site (shelter_staff: the sites it may act for)."""
+    SUPPLY_ASSIGN = "supply_assign"
+    """Assign a supply request to a team or depot."""
+    SUPPLY_DISPATCH = "supply_dispatch"
+    """Mark a supply request dispatched."""
+    SUPPLY_RECEIVE = "supply_receive"
+    """Mark a supply request received (shelter_staff: its own sites' requests)."""
+    SUPPLY_CANCEL = "supply_cancel"
+    """Cancel a supply request (shelter_staff: its own sites' requests)."""
+    READ_SUPPLY_REQUESTS = "read_supply_requests"
+    """Read supply requests (shelter_staff: its own sites'; hq: all)."""
+    GENERATOR_REGISTER = "generator_register"
+    """Register (or re-register) a community generator."""
+    GENERATOR_STATUS = "generator_status"
+    """Report a generator's state (field, shelter_staff: generators of their areas)."""
+    AT_HOME = "at_home"
+    """Report a household sheltering at home (the public form needs no token)."""
+    WELFARE_CHECK = "welfare_check"
+    """Record a welfare-check visit to a household at home (in the token's areas)."""
 
 
 PERMISSIONS: Mapping[Role, frozenset[Action]] = MappingProxyType(
     {
-        Role.FIELD: frozenset({Action.REPORT, Action.READ_REPORT}),
+        Role.FIELD: frozenset({Action.REPORT, Action.READ_REPORT, Action.GENERATOR_STATUS,
+                               Action.AT_HOME, Action.WELFARE_CHECK}),
         Role.SHELTER_STAFF: frozenset(
-            {Action.SHELTER_STATUS, Action.REPORT, Action.READ_REPORT}
+            {Action.SHELTER_STATUS, Action.REPORT, Action.READ_REPORT,
+             Action.SUPPLY_REQUEST, Action.SUPPLY_RECEIVE, Action.SUPPLY_CANCEL,
+             Action.READ_SUPPLY_REQUESTS, Action.GENERATOR_STATUS, Action.HOUSEHOLDS}
         ),
         Role.SENSOR: frozenset({Action.HAZARD_OBSERVATION, Action.CAP, Action.JMA,
                                 Action.EXERCISE}),
@@ -214,8 +250,19 @@ _ACTION_WORDS: Mapping[Action, str] = {
     Action.HAZARD_OBSERVATION: "submit hazard observations or warnings",
     Action.CAP: "submit CAP alerts",
     Action.JMA: "submit JMA messages",
+    Action.HOUSEHOLDS: "check households in or out of shelters",
     Action.EXERCISE: "flag input as exercise (drill) traffic",
     Action.READ_ALL_REPORTS: "read other teams' reports",
+    Action.SUPPLY_REQUEST: "request supplies",
+    Action.SUPPLY_ASSIGN: "assign supply requests",
+    Action.SUPPLY_DISPATCH: "mark supply requests dispatched",
+    Action.SUPPLY_RECEIVE: "mark supply requests received",
+    Action.SUPPLY_CANCEL: "cancel supply requests",
+    Action.READ_SUPPLY_REQUESTS: "read supply requests",
+    Action.GENERATOR_REGISTER: "register generators",
+    Action.GENERATOR_STATUS: "report a generator's state",
+    Action.AT_HOME: "report households at home",
+    Action.WELFARE_CHECK: "record welfare checks",
 }
 
 
@@ -292,13 +339,18 @@ def validate_report(document: Any, principal: Principal, region: Region,
 
 def validate_shelter(document: Any, shelter_id: str, principal: Principal, region: Region,
                      now: datetime) -> ShelterAnyRequest:
-    """Validate a shelter status body for the shelter named in the URL."""
+    """Validate a shelter status body for the shelter named in the URL.
+
+    Stranded-commuter facilities are opened, filled and closed exactly like shelters
+    (:attr:`~schemas.region.model.Site.takes_people`).
+    """
     try:
         site = region.site(shelter_id)
     except LookupError:
         raise UnknownShelter(f"no shelter {shelter_id!r} in region {region.id!r}") from None
-    if not site.is_shelter:
-        raise UnknownShelter(f"{shelter_id!r} is an evacuation site, not a shelter (避難所)")
+    if not site.takes_people:
+        raise UnknownShelter(f"{shelter_id!r} is an evacuation site, not a shelter (避難所) "
+                             "or a stranded-commuter facility (一時滞在施設)")
     if isinstance(document, dict) and "shelter_id" in document \
             and document["shelter_id"] != shelter_id:
         raise InvalidInput("the body names another shelter than the URL", errors=[
@@ -536,6 +588,15 @@ class Kind(StrEnum):
     HAZARD = "hazard"
     CAP = "cap"
     JMA = "jma"
+    SUPPLY_REQUEST = "supply_request"
+    SUPPLY_STEP = "supply_step"
+    GENERATOR = "generator"
+    GENERATOR_STATUS = "generator_status"
+    HOUSEHOLD_CHECK_IN = "household_check_in"
+    HOUSEHOLD_CHECK_OUT = "household_check_out"
+    HOUSEHOLD_TRANSFER = "household_transfer"
+    AT_HOME = "at_home"
+    WELFARE_CHECK = "welfare_check"
 
 
 @dataclass(frozen=True)

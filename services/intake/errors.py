@@ -7,9 +7,16 @@
     │   ├── MalformedInput      not JSON, not well-formed XML, not UTF-8
     │   ├── InvalidInput        well-formed but breaks the contract (every field in .errors)
     │   ├── NotPermitted        the token's role may not do this
-    │   │   └── SenderNotPermitted  the token may not speak for the sender the input names
+    │   │   ├── SenderNotPermitted  the token may not speak for the sender the input names
+    │   │   └── SiteNotPermitted    a shelter_staff token may not act at that site
     │   ├── UnknownReport       no report with that id is visible to the caller
     │   ├── UnknownShelter      the URL names no shelter of the region pack
+    │   ├── UnknownSupplyRequest  the URL names no supply request of this namespace
+    │   ├── UnknownGenerator    the URL names no generator registered in this namespace
+    │   ├── TransitionRefused   the supply request's status does not allow the step
+    │   ├── UnknownHousehold    no household with that code is checked in at that shelter
+    │   ├── HouseholdAlreadyCheckedIn  a check-in of a code that is checked in already
+    │   ├── UnknownAtHomeHousehold  a welfare check names no household reported at home
     │   ├── ClientIdConflict    the client id was already used for a different body
     │   ├── UnsupportedMediaType  the Content-Type (or charset) is not one the route reads
     │   ├── BodyTooSlow         the body did not arrive within the read timeout
@@ -42,6 +49,7 @@ __all__ = [
     "BodyTooSlow",
     "ClientIdConflict",
     "FieldError",
+    "HouseholdAlreadyCheckedIn",
     "InputRefused",
     "IntakeError",
     "IntakeStartupError",
@@ -53,9 +61,15 @@ __all__ = [
     "RateLimited",
     "RawRejected",
     "SenderNotPermitted",
+    "SiteNotPermitted",
     "TooManyElements",
+    "TransitionRefused",
+    "UnknownAtHomeHousehold",
+    "UnknownGenerator",
+    "UnknownHousehold",
     "UnknownReport",
     "UnknownShelter",
+    "UnknownSupplyRequest",
     "UnsupportedMediaType",
 ]
 
@@ -99,12 +113,42 @@ class SenderNotPermitted(NotPermitted):
     """The input names a sender (CAP ``sender``, JMA office, ``sender``) the token is not."""
 
 
+class SiteNotPermitted(NotPermitted):
+    """A shelter_staff token acts only at the sites of its ``shelters`` claim (else of its
+    ``areas``); the URL names another."""
+
+
 class UnknownReport(InputRefused):
     """No report with that id is visible to the caller."""
 
 
 class UnknownShelter(InputRefused):
     """The URL names no shelter of the region pack."""
+
+
+class UnknownSupplyRequest(InputRefused):
+    """The URL names no supply request of this namespace."""
+
+
+class UnknownGenerator(InputRefused):
+    """The URL names no generator registered in this namespace."""
+
+
+class TransitionRefused(InputRefused):
+    """A supply request's current status does not allow the step (the message names both;
+    :func:`schemas.supplies.next_status` is the table)."""
+
+
+class UnknownHousehold(InputRefused):
+    """No household with that code is checked in at the shelter the URL names."""
+
+
+class HouseholdAlreadyCheckedIn(InputRefused):
+    """A check-in names a household code that is checked in already (here or elsewhere)."""
+
+
+class UnknownAtHomeHousehold(InputRefused):
+    """A welfare check names a household no at-home report of this namespace has."""
 
 
 class ClientIdConflict(InputRefused):

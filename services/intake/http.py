@@ -18,10 +18,20 @@ Request pipeline, outermost first:
    gateway forwards every team's reports from one address) never share it;
 4. the handler — role check (403), Content-Type (415), size while reading
    (413, before the whole body is buffered) within the body read timeout (408, and
-   the connection is closed), JSON (400), then the service (202/200/409/422, 404).
+   the connection is closed), JSON (400), then the service (202/200/409/422, 404;
+   supply requests and generators: :mod:`services.intake.supplies`, 201 for a new
+   request, 409 ``transition_refused`` for a step its status does not allow).
    CAP and JMA documents are parsed in the bounded
    :class:`~services.intake.parsepool.ParsePool`: 503 with Retry-After when it has as
    many waiting as it may; 413 when a CAP document has more elements than allowed.
+
+One route takes requests without a token: ``POST /v1/people/at-home`` is also the
+residents' form (:mod:`services.intake.athome`). Without an ``Authorization``
+header it is the public's: it spends from the client address's bucket like every
+request without a valid token, its body may be at most
+:data:`~services.intake.athome.MAX_PUBLIC_JSON_BYTES`, and it is recorded as
+``via: public``. With a header, the token is checked as on every other route (an
+expired field token is 401, never quietly taken for the public).
 
 The limits are settings (``SONAE_INTAKE_RATE_PER_SECOND``, ``SONAE_INTAKE_RATE_BURST``,
 ``SONAE_INTAKE_UNAUTHENTICATED_RATE_PER_SECOND``, ``SONAE_INTAKE_UNAUTHENTICATED_RATE_BURST``,
@@ -56,7 +66,8 @@ from services.common.auth import (
     bearer_token,
     verify_token,
 )
-from services.intake.contract import ROUTER_CODES, Health, error_body, refusal
+from services.intake.athome import MAX_PUBLIC_JSON_BYTES
+from services.intake.contract import ROUTER_CODES, Answer, Health, error_body, refusal
 from services.intake.domain import Action, require
 from services.intake.errors import (
     BodyTooLarge,
@@ -71,6 +82,7 @@ from services.intake.parsing import check_client_id, parse_json
 from services.intake.ratelimit import RateLimiter, retry_after_seconds
 from services.intake.relay import TRANSIENT
 from services.intake.service import Intake, Outcome
+from services.intake.supplies import STEPS, Step
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +125,8 @@ JMA_TYPES: Final = frozenset({"application/xml", "text/xml"})
 VERIFIED_TOKENS: Final = 10_000
 """Verified tokens remembered (a field team sends the same token with every request)."""
 _PUBLIC_PATHS: Final = frozenset({"/healthz", "/metrics", "/v1/openapi.json"})
+AT_HOME_PATH: Final = "/v1/people/at-home"
+"""The one write route a request without a token may use (the residents' form)."""
 _PRINCIPAL: Final = web.RequestKey("principal", Principal)
 
 
@@ -243,6 +257,9 @@ def build_app(
         if request.path in _PUBLIC_PATHS or request.match_info.http_exception is not None:
             unauthenticated(request)
             return await handler(request)
+        if request.path == AT_HOME_PATH and "Authorization" not in request.headers:
+            unauthenticated(request)  # the residents' form: the address's bucket
+            return await handler(request)
         try:
             principal = verify(bearer_token(request.headers.get("Authorization")))
         except AuthError:
@@ -290,7 +307,7 @@ def build_app(
                               f"({len(data)} bytes received)") from None
         return bytes(data)
 
-    def answer(outcome: Outcome) -> web.Response:
+    def answer(outcome: Outcome | Answer) -> web.Response:
         headers = {}
         links = outcome.body.get("links")
         if outcome.status in (200, 202) and isinstance(links, dict) and "self" in links:
@@ -314,6 +331,27 @@ def build_app(
         return answer(await intake.submit_shelter_status(
             principal, request.match_info["shelter_id"], document, key))
 
+    async def post_check_in(request: web.Request) -> web.Response:
+        principal = request[_PRINCIPAL]
+        require(principal, Action.HOUSEHOLDS)
+        document = parse_json(await body(request, JSON_TYPES, max_json_bytes))
+        return answer(await intake.households.check_in(
+            principal, request.match_info["shelter_id"], document))
+
+    async def post_check_out(request: web.Request) -> web.Response:
+        principal = request[_PRINCIPAL]
+        require(principal, Action.HOUSEHOLDS)
+        document = parse_json(await body(request, JSON_TYPES, max_json_bytes))
+        return answer(await intake.households.check_out(
+            principal, request.match_info["shelter_id"], request.match_info["code"], document))
+
+    async def post_transfer(request: web.Request) -> web.Response:
+        principal = request[_PRINCIPAL]
+        require(principal, Action.HOUSEHOLDS)
+        document = parse_json(await body(request, JSON_TYPES, max_json_bytes))
+        return answer(await intake.households.transfer(
+            principal, request.match_info["shelter_id"], request.match_info["code"], document))
+
     async def post_hazard(request: web.Request) -> web.Response:
         principal = request[_PRINCIPAL]
         require(principal, Action.HAZARD_OBSERVATION)
@@ -334,6 +372,55 @@ def build_app(
         xml = await body(request, JMA_TYPES, max_jma_bytes)
         intake.parsing.admit()
         return answer(await intake.submit_jma(principal, xml))
+
+    def supplies_answer(result: Answer) -> web.Response:
+        return _json(result.status, result.body, dict(result.headers))
+
+    async def post_supply_request(request: web.Request) -> web.Response:
+        principal = request[_PRINCIPAL]
+        require(principal, Action.SUPPLY_REQUEST)
+        document = parse_json(await body(request, JSON_TYPES, max_json_bytes))
+        return supplies_answer(await intake.supplies.request(principal, document))
+
+    async def get_supply_requests(request: web.Request) -> web.Response:
+        principal = request[_PRINCIPAL]
+        require(principal, Action.READ_SUPPLY_REQUESTS)
+        return supplies_answer(await intake.supplies.requests(
+            principal, site=request.query.get("site"), status=request.query.get("status")))
+
+    async def post_supply_step(request: web.Request) -> web.Response:
+        principal = request[_PRINCIPAL]
+        step = Step(request.match_info["step"])
+        require(principal, STEPS[step][1])
+        document = parse_json(await body(request, JSON_TYPES, max_json_bytes))
+        return supplies_answer(await intake.supplies.step(
+            principal, request.match_info["request_id"], step, document))
+
+    async def post_generator(request: web.Request) -> web.Response:
+        principal = request[_PRINCIPAL]
+        require(principal, Action.GENERATOR_REGISTER)
+        document = parse_json(await body(request, JSON_TYPES, max_json_bytes))
+        return supplies_answer(await intake.supplies.register_generator(principal, document))
+
+    async def post_generator_status(request: web.Request) -> web.Response:
+        principal = request[_PRINCIPAL]
+        require(principal, Action.GENERATOR_STATUS)
+        document = parse_json(await body(request, JSON_TYPES, max_json_bytes))
+        return supplies_answer(await intake.supplies.report_generator(
+            principal, request.match_info["generator_id"], document))
+
+    async def post_at_home(request: web.Request) -> web.Response:
+        principal = request.get(_PRINCIPAL)
+        limit = max_json_bytes if principal is not None else min(max_json_bytes,
+                                                                   MAX_PUBLIC_JSON_BYTES)
+        document = parse_json(await body(request, JSON_TYPES, limit))
+        return answer(await intake.submit_at_home(principal, document))
+
+    async def post_welfare_check(request: web.Request) -> web.Response:
+        principal = request[_PRINCIPAL]
+        require(principal, Action.WELFARE_CHECK)
+        document = parse_json(await body(request, JSON_TYPES, max_json_bytes))
+        return answer(await intake.submit_welfare_check(principal, document))
 
     database_down = False
 
@@ -372,9 +459,20 @@ def build_app(
     app.router.add_post("/v1/reports", post_report)
     app.router.add_get("/v1/reports/{id}", get_report)
     app.router.add_post("/v1/shelters/{shelter_id}/status", post_shelter_status)
+    app.router.add_post("/v1/shelters/{shelter_id}/households", post_check_in)
+    app.router.add_post("/v1/shelters/{shelter_id}/households/{code}/checkout", post_check_out)
+    app.router.add_post("/v1/shelters/{shelter_id}/households/{code}/transfer", post_transfer)
     app.router.add_post("/v1/hazards/observations", post_hazard)
     app.router.add_post("/v1/cap", post_cap)
     app.router.add_post("/v1/jma", post_jma)
+    app.router.add_post("/v1/supplies/requests", post_supply_request)
+    app.router.add_get("/v1/supplies/requests", get_supply_requests)
+    app.router.add_post("/v1/supplies/requests/{request_id}/"
+                        f"{{step:{'|'.join(s.value for s in Step)}}}", post_supply_step)
+    app.router.add_post("/v1/generators", post_generator)
+    app.router.add_post("/v1/generators/{generator_id}/status", post_generator_status)
+    app.router.add_post(AT_HOME_PATH, post_at_home)
+    app.router.add_post("/v1/people/welfare-checks", post_welfare_check)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", prometheus)
     app.router.add_get("/v1/openapi.json", openapi)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import partial
@@ -26,8 +26,16 @@ from schemas.envelope import Envelope, new_event
 from schemas.hazards import HazardWarning
 from schemas.jma import DEFAULT_MAX_BYTES, DEFAULT_MAX_ELEMENTS, JmaAreaTable, load_jma_table
 from schemas.region import Region
+from schemas.shelters import ClosingStage, ShelterClosed
 from services.common.auth import Principal
 from services.intake import cap
+from services.intake.athome import (
+    at_home_event,
+    validate_at_home,
+    validate_welfare_check,
+    welfare_event,
+)
+from services.intake.athome_store import AtHomeStore
 from services.intake.contract import (
     Acknowledgement,
     Ignored,
@@ -66,10 +74,13 @@ from services.intake.errors import (
     InvalidInput,
     UnknownReport,
 )
+from services.intake.households import Households, closing_check_outs
 from services.intake.jma import jma_events, jma_scope, map_bytes
 from services.intake.metrics import IntakeMetrics
 from services.intake.parsepool import ParsePool
-from services.intake.store import Recorded, ReportRow, Store, Write
+from services.intake.store import Recorded, ReportRow, ShelterCloseWrite, Store, Write
+from services.intake.supplies import Supplies
+from services.intake.supplies_store import SupplyStore
 
 __all__ = ["Intake", "Outcome"]
 
@@ -113,6 +124,8 @@ class Intake:
         parsing: ParsePool | None = None,
     ) -> None:
         self.store = store
+        self.athome = AtHomeStore(store.pool, store.namespace)
+        """The residents-at-home state (:mod:`services.intake.athome_store`)."""
         self.namespace = store.namespace
         """The store's namespace: every id derived here is that namespace's."""
         self.region = region
@@ -126,6 +139,12 @@ class Intake:
         self.parsing = parsing or ParsePool()
         """Where XML is parsed and mapped: never on the event loop (HTTP asks it to admit
         a document first)."""
+        self.supplies = Supplies(SupplyStore(store.pool, store.namespace), region,
+                                 metrics=self.metrics, clock=clock)
+        """Supply requests and generators: commands checked against intake's state."""
+        self.households = Households(store, region, metrics=self.metrics, clock=clock)
+        """Check-in, check-out and transfer of households at shelters (same store, clock
+        and metrics)."""
 
     @property
     def jma_table(self) -> JmaAreaTable:
@@ -249,8 +268,30 @@ class Intake:
             require(principal, Action.EXERCISE)
         event = shelter_event(request, principal.subject, client_id, now,
                               namespace=self.namespace)
-        return await self._write_one(Kind.SHELTER, principal.subject, client_id,
-                                     canonical_hash(request.model_dump(mode="json")), (event,))
+        body_hash = canonical_hash(request.model_dump(mode="json"))
+        if isinstance(event, ShelterClosed) and event.payload.stage is ClosingStage.CLOSED:
+            return await self._write_close(principal.subject, client_id, body_hash, event)
+        return await self._write_one(Kind.SHELTER, principal.subject, client_id, body_hash,
+                                     (event,))
+
+    async def _write_close(self, scope: str, client_id: str | None, body_hash: str,
+                           close: ShelterClosed) -> Outcome:
+        """A close with stage closed: its households' check-outs in its transaction
+        (docs/people.md), under the same idempotency record as every shelter status."""
+        kind = Kind.SHELTER
+
+        def respond(events: Sequence[Envelope]) -> Mapping[str, Any]:
+            return Acknowledgement(event_id=close.event_id,
+                                   event_ids=[e.event_id for e in events],
+                                   client_id=client_id).as_json()
+
+        recorded = await self.store.record_shelter_close(ShelterCloseWrite(
+            kind=kind, scope=scope, client_id=client_id, body_hash=f"{kind}:{body_hash}",
+            close=close, shelter_id=close.payload.shelter_id,
+            apply=lambda rows: closing_check_outs(rows, close, namespace=self.namespace,
+                                                  recorded_at=close.recorded_at),
+            respond=respond))
+        return self._answer(kind, recorded, "client id", client_id or "")
 
     async def submit_hazard(self, principal: Principal, document: Any,
                             client_id: str | None) -> Outcome:
@@ -351,6 +392,51 @@ class Intake:
             "skipped": list(mapped.notes) or None,
         }
         return await self._write_one(Kind.JMA, scope, client_id, body_hash, events, extra)
+
+    # --- residents at home ---------------------------------------------------------------
+
+    async def submit_at_home(self, principal: Principal | None, document: Any) -> Outcome:
+        """A household sheltering at home → ``people.at_home_reported`` (a resend with
+        another body replaces the report). ``principal`` None: the residents' form."""
+        now = self._clock()
+        try:
+            item = validate_at_home(document, principal, self.region, now,
+                                    namespace=self.namespace)
+        except InputRefused:
+            self._count(Kind.AT_HOME, "invalid")
+            raise
+
+        def answer(event: Envelope) -> Mapping[str, Any]:
+            return Acknowledgement(event_id=event.event_id, event_ids=[event.event_id],
+                                   client_id=item.request.client_id,
+                                   household_id=item.household_id,
+                                   area_id=item.payload.area_id).as_json()
+
+        recorded = await self.athome.report(
+            item, lambda revision: at_home_event(item, revision, now,
+                                                 namespace=self.namespace), answer)
+        return self._answer(Kind.AT_HOME, recorded, "client_id", item.request.client_id)
+
+    async def submit_welfare_check(self, principal: Principal, document: Any) -> Outcome:
+        """A welfare-check visit to a household at home → ``people.welfare_checked``."""
+        require(principal, Action.WELFARE_CHECK)
+        now = self._clock()
+        try:
+            item = validate_welfare_check(document, principal, self.region, now)
+        except InputRefused:
+            self._count(Kind.WELFARE_CHECK, "invalid")
+            raise
+        event = welfare_event(item, now, namespace=self.namespace)
+        ack = Acknowledgement(event_id=event.event_id, event_ids=[event.event_id],
+                              client_id=item.request.client_id,
+                              household_id=item.payload.household_id,
+                              area_id=item.payload.area_id).as_json()
+        try:
+            recorded = await self.athome.welfare_check(item, event, ack)
+        except InputRefused:
+            self._count(Kind.WELFARE_CHECK, "invalid")
+            raise
+        return self._answer(Kind.WELFARE_CHECK, recorded, "client_id", item.request.client_id)
 
     # --- shared -----------------------------------------------------------------------
 

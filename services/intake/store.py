@@ -41,9 +41,32 @@ connection and marks a batch sent only once the broker has acknowledged it, so
 a crash in between publishes the rows again (at-least-once; consumers
 deduplicate by ``event_id``).
 
+Households (:meth:`Store.record_household`): a check-in, check-out or transfer is
+checked against the household's current row (migration 0010), so it is written
+outside the group commit, in a transaction of its own: the idempotency record is
+read ``FOR UPDATE`` and decided first (a resend is a replay whatever the household
+did since), then the household's row is read ``FOR UPDATE``, the pure rule
+(:mod:`services.intake.households`) turns it into the new row and the events or
+refuses, and the row, the record and the outbox rows are written before the one
+commit. A refusal raised by the rule rolls everything back. Households are a few a
+minute per shelter; the group commit's one-statement path cannot say *why* a state
+check failed, and a lock held across the rule must be short, which one row is.
+
+Closing a shelter (:meth:`Store.record_shelter_close`, stage closed only): also
+outside the group commit, in one transaction: the idempotency record is read ``FOR
+UPDATE`` and decided first (the same record and rules as any shelter status), then
+the shelter's advisory lock is taken exclusively (``_SHELTER_LOCK_CLASS``; household
+commands share the lock of the shelters they name, taken before their row), the
+shelter's checked-in rows are read ``FOR UPDATE``, the pure rule
+(:func:`services.intake.households.closing_check_outs`) gives their new rows and the
+check-outs, and the record, the rows and the outbox rows (the close first) commit
+together.
+
 Why one file over ~500 lines: the group commit's statements and the code that
 fills their array parameters must agree column by column (``_columns``,
-``_request_params``, ``_report_params``), so they are read together.
+``_request_params``, ``_report_params``), so they are read together; the households
+write uses the same outbox statement and idempotency decision, in the same
+transaction as its row, so it sits beside them.
 """
 
 from __future__ import annotations
@@ -52,7 +75,7 @@ import asyncio
 import json
 import logging
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, cast
@@ -73,21 +96,35 @@ __all__ = [
     "MAX_GROUP",
     "OUTBOX",
     "REQUIRED_TABLES",
+    "ClosingChange",
+    "HouseholdChange",
+    "HouseholdRow",
+    "HouseholdWrite",
     "IntakeTablesMissing",
     "Recorded",
     "ReportRow",
+    "ShelterCloseWrite",
     "Store",
     "Write",
 ]
 
-REQUIRED_TABLES: Final = ("intake_requests", "outbox", "report_status")
-"""Created by migration 0002_intake (``sonae db migrate`` / ``sonae up``)."""
+REQUIRED_TABLES: Final = ("intake_requests", "outbox", "report_status", "households",
+                          "supply_requests", "generators", "athome_households")
+"""Created by migrations 0002_intake, 0010_households, 0011_supplies and 0013_athome
+(``sonae db migrate`` / ``sonae up``)."""
 
 OUTBOX: Final = OutboxTable(table="outbox", channel="sonae_outbox",
                             lock_class=0x534E4145)  # "SNAE"
 """Intake's outbox for the shared relay: one relay per namespace publishes it at a time,
 so the outbox's id order (and thus per-key order) reaches Kafka intact."""
 _MAX_ATTEMPTS: Final = 3
+_SHELTER_LOCK_CLASS: Final = 0x53484C54  # "SHLT"
+"""Advisory lock class of a shelter's households (with ``hashtext(namespace/shelter)``):
+a closing holds it exclusively, a household command shares it (see record_shelter_close)."""
+_LOCK_SHELTERS: Final = """
+    select pg_advisory_xact_lock_shared($1::int4, hashtext($2::text || '/' || s))
+    from unnest($3::text[]) as s order by s
+"""
 MAX_GROUP: Final = 500
 """Most writes in one group transaction (bounds its size and the locks it holds)."""
 
@@ -233,6 +270,84 @@ class Write:
 
 
 @dataclass(frozen=True)
+class HouseholdRow:
+    """One row of ``households``: where a household code is, or was last."""
+
+    household_code: str
+    shelter_id: str
+    size: int
+    needs: tuple[str, ...]
+    language: str | None
+    name: str | None
+    contact: str | None
+    checked_in: bool
+    """False once it checked out (or was transferred away and is now elsewhere's row)."""
+    checked_in_at: datetime
+    """Event time of its last check-in."""
+    checked_out_at: datetime | None = None
+    """Event time of its last check-out."""
+
+
+@dataclass(frozen=True)
+class HouseholdChange:
+    """What a household command does: the household's new row and the events it writes."""
+
+    row: HouseholdRow
+    events: tuple[Envelope, ...]
+
+
+@dataclass(frozen=True)
+class HouseholdWrite:
+    """A household command ready to be recorded: its key, its answer, its rule.
+
+    ``apply`` is the pure rule: given the household's current row (None for a code
+    never seen), the change, or an :class:`~services.intake.errors.InputRefused`
+    that leaves everything as it was.
+    """
+
+    kind: Kind
+    scope: str
+    client_id: str
+    body_hash: str
+    status_code: int
+    response: Mapping[str, Any]
+    household_code: str
+    event_ids: tuple[UUID, ...]
+    """The ids of the events ``apply`` writes (derived, so the answer names them first)."""
+    apply: Callable[[HouseholdRow | None], HouseholdChange]
+    shelters: tuple[str, ...] = ()
+    """The shelters the command checks in at or out of: it waits for a closing of any."""
+
+
+@dataclass(frozen=True)
+class ClosingChange:
+    """What closing a shelter does to its households: their new rows and the check-outs."""
+
+    rows: tuple[HouseholdRow, ...]
+    events: tuple[Envelope, ...]
+
+
+@dataclass(frozen=True)
+class ShelterCloseWrite:
+    """A shelter's close (stage closed) ready to be recorded with its households' check-outs.
+
+    ``apply`` is the pure rule (given the households checked in at the shelter, their
+    new rows and the check-out events); ``respond`` builds the answer from every event
+    written (the close first), so the record names them all.
+    """
+
+    kind: Kind
+    scope: str
+    client_id: str | None
+    """None: no idempotency (the caller gave no key)."""
+    body_hash: str
+    close: Envelope
+    shelter_id: str
+    apply: Callable[[Sequence[HouseholdRow]], ClosingChange]
+    respond: Callable[[Sequence[Envelope]], Mapping[str, Any]]
+
+
+@dataclass(frozen=True)
 class Recorded:
     """What the store did: the decision and the stored answer it rests on."""
 
@@ -277,6 +392,14 @@ def _report_params(r: ReportRow) -> tuple[Any, ...]:
 
 def _json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _household(r: Mapping[str, Any]) -> HouseholdRow:
+    return HouseholdRow(
+        household_code=r["household_code"], shelter_id=r["shelter_id"], size=r["size"],
+        needs=tuple(r["needs"]), language=r["language"], name=r["name"],
+        contact=r["contact"], checked_in=r["checked_in"], checked_in_at=r["checked_in_at"],
+        checked_out_at=r["checked_out_at"])
 
 
 def _loads(value: Any) -> Any:
@@ -325,13 +448,14 @@ class Store:
                                                   name="intake-group-commit")
         return await future
 
+    def _route(self, event: Envelope) -> tuple[str, bytes | None, bytes]:
+        routed = route(event, self.namespace)
+        return routed.topic, routed.key, routed.value
+
     def _prepare(self, write: Write) -> _Prepared:
         # Encoding happens in the caller's task, before the write joins a group, so
         # the committer holds its connection only for the round trips.
-        outbox = []
-        for event in write.events:
-            routed = route(event, self.namespace)
-            outbox.append((routed.topic, routed.key, routed.value, event.event_id, event.type))
+        outbox = [(*self._route(e), e.event_id, e.type) for e in write.events]
         key = None if write.client_id is None else (write.kind.value, write.scope,
                                                      write.client_id)
         return _Prepared(write, key, tuple(outbox), _json(write.response),
@@ -550,6 +674,144 @@ class Store:
             await conn.execute(_UPSERT_REPORTS, *_columns([_report_params(write.report)], 12),
                                self.namespace)
         return Recorded(Decision.WRITE, write.status_code, write.response)
+
+    # --- households ------------------------------------------------------------------
+
+    async def record_household(self, write: HouseholdWrite) -> Recorded:
+        """Decide on a household command, check it against the household's row and apply
+        it, in one transaction (see the module docstring); return once it has committed.
+
+        Raises what ``write.apply`` raises (nothing is written then).
+        """
+        for attempt in range(1, _MAX_ATTEMPTS + 1):
+            try:
+                async with self.pool.acquire() as conn, conn.transaction():
+                    return await self._record_household(conn, write)
+            except asyncpg.UniqueViolationError:
+                # A concurrent first receipt of the same client id or a first check-in of
+                # the same code committed between our read and insert: decide again.
+                if attempt == _MAX_ATTEMPTS:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _record_household(self, conn: asyncpg.Connection,
+                                write: HouseholdWrite) -> Recorded:
+        row = await conn.fetchrow(
+            "select body_hash, status_code, response from intake_requests "
+            "where namespace = $4 and kind = $1 and scope = $2 and client_id = $3 "
+            "for update",
+            write.kind.value, write.scope, write.client_id, self.namespace)
+        existing = None if row is None else ExistingRequest(
+            row["body_hash"], row["status_code"], _loads(row["response"]))
+        decision = decide(existing, write.body_hash)
+        if decision is not Decision.WRITE:
+            assert existing is not None
+            return Recorded(decision, existing.status_code, existing.response)
+        event_ids = list(write.event_ids)
+        # The record first: a concurrent first receipt of the same client id makes this
+        # insert wait for it and then fail (retried as a replay), before the household's
+        # row, which that receipt changed, is judged again.
+        if existing is None:
+            await conn.execute(
+                "insert into intake_requests (namespace, kind, scope, client_id, body_hash, "
+                "status_code, response, event_ids) "
+                "values ($7, $1, $2, $3, $4, $5, $6::jsonb, $8)",
+                write.kind.value, write.scope, write.client_id, write.body_hash,
+                write.status_code, _json(write.response), self.namespace, event_ids)
+        else:
+            await conn.execute(_UPDATE_REQUEST, write.kind.value, write.scope,
+                               write.client_id, write.body_hash, write.status_code,
+                               _json(write.response), None, event_ids, self.namespace)
+        if write.shelters:
+            await conn.execute(_LOCK_SHELTERS, _SHELTER_LOCK_CLASS, self.namespace,
+                               list(write.shelters))
+        current = await conn.fetchrow(
+            "select * from households where namespace = $1 and household_code = $2 "
+            "for update", self.namespace, write.household_code)
+        change = write.apply(None if current is None else _household(current))
+        if [e.event_id for e in change.events] != event_ids:
+            raise ValueError("a household rule wrote other events than the write announced")
+        new = change.row
+        values = (self.namespace, new.household_code, new.shelter_id, new.size,
+                  list(new.needs), new.language, new.name, new.contact, new.checked_in,
+                  new.checked_in_at, new.checked_out_at)
+        if current is None:
+            # A concurrent first check-in of the same code fails here (and is retried).
+            await conn.execute(
+                "insert into households (namespace, household_code, shelter_id, size, needs, "
+                "language, name, contact, checked_in, checked_in_at, checked_out_at) "
+                "values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)", *values)
+        else:
+            await conn.execute(
+                "update households set shelter_id = $3, size = $4, needs = $5, "
+                "language = $6, name = $7, contact = $8, checked_in = $9, "
+                "checked_in_at = $10, checked_out_at = $11, updated_at = now() "
+                "where namespace = $1 and household_code = $2", *values)
+        outbox = [(*self._route(e), e.event_id, e.type) for e in change.events]
+        await conn.execute(_INSERT_OUTBOX, *_columns(outbox, 5), self.namespace)
+        return Recorded(Decision.WRITE, write.status_code, write.response)
+
+    async def record_shelter_close(self, write: ShelterCloseWrite) -> Recorded:
+        """Record a close (stage closed) and check out the shelter's households, in one
+        transaction (see the module docstring); return once it has committed."""
+        for attempt in range(1, _MAX_ATTEMPTS + 1):
+            try:
+                async with self.pool.acquire() as conn, conn.transaction():
+                    return await self._record_shelter_close(conn, write)
+            except asyncpg.UniqueViolationError:
+                # A concurrent first receipt of the same client id: decide again.
+                if attempt == _MAX_ATTEMPTS:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _record_shelter_close(self, conn: asyncpg.Connection,
+                                    write: ShelterCloseWrite) -> Recorded:
+        existing: ExistingRequest | None = None
+        if write.client_id is not None:
+            row = await conn.fetchrow(
+                "select body_hash, status_code, response from intake_requests "
+                "where namespace = $4 and kind = $1 and scope = $2 and client_id = $3 "
+                "for update",
+                write.kind.value, write.scope, write.client_id, self.namespace)
+            if row is not None:
+                existing = ExistingRequest(row["body_hash"], row["status_code"],
+                                           _loads(row["response"]))
+        decision = decide(existing, write.body_hash)
+        if decision is not Decision.WRITE:
+            assert existing is not None
+            return Recorded(decision, existing.status_code, existing.response)
+        # Exclusive: a check-in, check-out or transfer at this shelter waits for the
+        # close (and the close for them), so no household is left in that it counted out.
+        await conn.execute("select pg_advisory_xact_lock($1::int4, hashtext($2::text))",
+                           _SHELTER_LOCK_CLASS, f"{self.namespace}/{write.shelter_id}")
+        rows = await conn.fetch(
+            "select * from households where namespace = $1 and shelter_id = $2 "
+            "and checked_in order by household_code for update",
+            self.namespace, write.shelter_id)
+        change = write.apply([_household(r) for r in rows])
+        events = (write.close, *change.events)
+        response = write.respond(events)
+        event_ids = [e.event_id for e in events]
+        if write.client_id is not None and existing is None:
+            await conn.execute(
+                "insert into intake_requests (namespace, kind, scope, client_id, body_hash, "
+                "status_code, response, event_ids) "
+                "values ($7, $1, $2, $3, $4, $5, $6::jsonb, $8)",
+                write.kind.value, write.scope, write.client_id, write.body_hash, 202,
+                _json(response), self.namespace, event_ids)
+        elif write.client_id is not None:
+            await conn.execute(_UPDATE_REQUEST, write.kind.value, write.scope,
+                               write.client_id, write.body_hash, 202, _json(response), None,
+                               event_ids, self.namespace)
+        if change.rows:
+            await conn.executemany(
+                "update households set checked_in = $3, checked_out_at = $4, "
+                "updated_at = now() where namespace = $1 and household_code = $2",
+                [(self.namespace, r.household_code, r.checked_in, r.checked_out_at)
+                 for r in change.rows])
+        outbox = [(*self._route(e), e.event_id, e.type) for e in events]
+        await conn.execute(_INSERT_OUTBOX, *_columns(outbox, 5), self.namespace)
+        return Recorded(Decision.WRITE, 202, response)
 
     # --- reads ---------------------------------------------------------------------
 

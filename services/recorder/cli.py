@@ -1,4 +1,5 @@
-"""``sonae events export`` and ``sonae rehydrate`` (contributed to ``sonae`` through the registry).
+"""``sonae events export``, ``sonae rehydrate``, ``sonae people purge`` (added to ``sonae``
+through the registry).
 
 Progress goes to stderr (a rich bar), data to stdout or ``--output``, so
 ``sonae events export … > drill.jsonl`` works as expected.
@@ -23,7 +24,7 @@ from infra.settings import Settings
 from services.common.cli import INSTANT, cli_settings
 from services.recorder.errors import RecorderError
 
-__all__ = ["events", "rehydrate"]
+__all__ = ["events", "people", "rehydrate"]
 
 T = TypeVar("T")
 
@@ -83,19 +84,34 @@ def events() -> None:
               help="Only events that occurred before this time (ISO-8601 with a timezone).")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write to this file instead of stdout.")
+@click.option("--manifest", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the personal-data manifest (which fields of which events are "
+                   "personal, how many events hold them) here [default with --output: "
+                   "OUTPUT.personal.json].")
+@click.option("--without-personal", is_flag=True,
+              help="Blank the personal fields (names, contacts, addresses, notes) in the "
+                   "export, as `sonae people purge` would.")
 @_namespace_option
 @_database_option
 def export(since: datetime | None, until: datetime | None, output: Path | None,
-           namespace: str | None, database_url: str | None) -> None:
-    """Stream stored events as JSONL (one canonical event per line), in event-time order."""
+           manifest: Path | None, without_personal: bool, namespace: str | None,
+           database_url: str | None) -> None:
+    """Stream stored events as JSONL (one canonical event per line), in event-time order.
+
+    Personal data is marked: stderr says how many exported events hold it, and the
+    manifest (beside --output, or --manifest) lists the personal fields per event type.
+    """
+    import json
+
     from services.recorder.errors import InvalidWindow
-    from services.recorder.export import Window, export_window
+    from services.recorder.export import PersonalTally, Window, export_window
 
     settings = cli_settings(database_url=database_url, namespace=namespace)
     try:
         window = Window(namespace=settings.namespace, since=since, until=until)
     except InvalidWindow as exc:
         raise click.UsageError(f"--since/--until: {exc}") from None
+    tally = PersonalTally()
 
     async def run(out: BinaryIO) -> int:
         import asyncpg
@@ -104,7 +120,8 @@ def export(since: datetime | None, until: datetime | None, output: Path | None,
         try:
             with _progress("exporting") as (set_total, advance):
                 return await export_window(conn, window, out, on_total=set_total,
-                                           on_progress=advance)
+                                           on_progress=advance, personal=tally,
+                                           without_personal=without_personal)
         finally:
             await conn.close()
 
@@ -113,8 +130,17 @@ def export(since: datetime | None, until: datetime | None, output: Path | None,
     else:
         with open(output, "wb") as out:
             count = _run(settings, run(out))
+    if manifest is None and output is not None:
+        manifest = output.with_name(output.name + ".personal.json")
     where = f" to {output}" if output is not None else ""
     click.echo(f"exported {count} events{where}", err=True)
+    click.echo(tally.summary(), err=True)
+    if manifest is not None:
+        document = tally.manifest(window, exported=count,
+                                  file=output.name if output is not None else None)
+        manifest.write_text(json.dumps(document, ensure_ascii=False, indent=2) + "\n",
+                            encoding="utf-8")
+        click.echo(f"personal-data manifest: {manifest}", err=True)
 
 
 @click.command("rehydrate")
@@ -139,3 +165,57 @@ def rehydrate(force: bool, namespace: str | None, kafka: str | None,
     count = _run(settings, run())
     click.echo(f"rehydrated {count} events into {settings.kafka_bootstrap} "
                f"(namespace {settings.namespace or 'live'})", err=True)
+
+
+@click.group("people")
+def people() -> None:
+    """People and supplies data: retention of its personal fields."""
+
+
+@people.command("purge")
+@click.option("--before", type=INSTANT, default=None,
+              help="Purge the personal fields of events that occurred before this time "
+                   "(ISO-8601 with a timezone) [default: now minus "
+                   "SONAE_PEOPLE_RETENTION_DAYS].")
+@click.option("--dry-run", is_flag=True,
+              help="Report what would be purged and change nothing.")
+@_namespace_option
+@_database_option
+def purge(before: datetime | None, dry_run: bool, namespace: str | None,
+          database_url: str | None) -> None:
+    """Remove names, contacts, addresses and notes of people and supplies events before T.
+
+    Sizes, needs, areas and every count stay. Prints the rows touched per event type
+    and table; a second run touches nothing.
+    """
+    from datetime import UTC, timedelta
+
+    from services.recorder.errors import PurgeBeforeInFuture
+    from services.recorder.purge import purge_personal_data
+    from services.recorder.retention import check_before
+
+    settings = cli_settings(database_url=database_url, namespace=namespace)
+    now = datetime.now(UTC)
+    if before is None:
+        if settings.people_retention_days is None:
+            raise click.UsageError(
+                "--before is required when SONAE_PEOPLE_RETENTION_DAYS is not set")
+        before = now - timedelta(days=settings.people_retention_days)
+    try:
+        check_before(before, now)
+    except PurgeBeforeInFuture as exc:
+        raise click.BadParameter(str(exc), param_hint="--before") from None
+
+    async def run() -> list[str]:
+        import asyncpg
+
+        conn = await asyncpg.connect(settings.database_url)
+        try:
+            result = await purge_personal_data(conn, namespace=settings.namespace,
+                                               before=before, now=now, dry_run=dry_run)
+        finally:
+            await conn.close()
+        return result.lines()
+
+    for line in _run(settings, run()):
+        click.echo(line)

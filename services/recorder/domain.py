@@ -3,7 +3,7 @@
 No I/O and no clock here. :func:`event_row` turns a decoded event and the
 metadata of the record it came in (topic, partition, offset, key) into a row of
 the ``events`` table. The reducers fold events into projections: one row per
-aggregate, the shape the ``*_current`` tables of migration 0003 hold.
+aggregate, the shape the ``*_current`` tables of migrations 0003 and 0012 hold.
 
 Every reducer keeps, per aggregate, what the *winning* event under a total order
 says, so folding is order-independent: a duplicate delivery changes nothing, a
@@ -28,11 +28,23 @@ related events can sit on different ones). The orders:
   then event id. ``broadcast.requested`` creates a row per language × channel
   and supplies the message kind.
 
+- **households** (``shelter_id, household_code``): the latest check-in (event
+  time, then event id) gives the details, the latest check-out its time; the
+  household is ``in`` when its latest check-in is later than its latest check-out
+  (at the same instant the check-out applies, as in the shelter tracker).
+- **at home** (``household_id``): the latest report by event time, then event id
+  (a later report replaces it); beside it the latest welfare check, ordered alike.
+- **supply requests** (``request_id``): the status is the furthest step (requested
+  < assigned < dispatched < received or cancelled; intake accepts only the steps of
+  ``schemas.supplies.next_status``), each step keeps its earliest time.
+- **generators** (``generator_id``): the latest registration and, apart, the
+  latest status report, each by event time, then event id.
+
 A reducer returns ``current`` itself (the same object) when the event changes
 nothing, so the store writes only rows that changed; ``last_event_id`` is the
 event that last changed the row.
 
-Why one file over ~500 lines: the four projections follow the one rule above
+Why one file over ~500 lines: the eight projections follow the one rule above
 (fold by a total order per aggregate); each is short, and side by side the
 orders can be compared at a glance.
 """
@@ -54,24 +66,44 @@ from schemas.broadcasts import BroadcastDelivered, BroadcastFailed, BroadcastReq
 from schemas.deadletter import DeadLetter
 from schemas.evacuation import OrderIssued, OrderLifted, OrderUpdated
 from schemas.events import Event
+from schemas.people import AtHomeReported, HouseholdCheckedIn, HouseholdCheckedOut, WelfareChecked
 from schemas.reports import ReportAccepted, ReportRejected, ReportSubmitted, ReportSubmittedPayload
 from schemas.shelters import ShelterStatusChanged
+from schemas.supplies import (
+    STEP_EVENTS,
+    GeneratorRegistered,
+    GeneratorStatusReported,
+    SupplyAssigned,
+    SupplyCancelled,
+    SupplyDispatched,
+    SupplyReceived,
+    SupplyRequested,
+    SupplyRequestStatus,
+)
 from schemas.topics import split_qualified
 from services.recorder.errors import NotAnEvent
 
 __all__ = [
+    "AT_HOME",
     "BROADCASTS",
     "DEAD_LETTER_COLUMNS",
     "EVENT_COLUMNS",
+    "GENERATORS",
+    "HOUSEHOLDS",
     "ORDERS",
     "PROJECTIONS",
     "PROJECTIONS_FOR",
     "REPORTS",
     "SHELTERS",
+    "SUPPLY_REQUESTS",
+    "AtHomeRow",
     "BroadcastRow",
     "BroadcastStatus",
     "DeadLetterRow",
     "EventRow",
+    "GeneratorRow",
+    "HouseholdRow",
+    "HouseholdStatus",
     "Key",
     "OrderRow",
     "OrderStatus",
@@ -80,10 +112,15 @@ __all__ = [
     "ReportRow",
     "ReportStatus",
     "ShelterRow",
+    "SupplyRequestRow",
+    "apply_at_home",
     "apply_broadcast",
+    "apply_generator",
+    "apply_household",
     "apply_order",
     "apply_report",
     "apply_shelter",
+    "apply_supply",
     "broadcast_keys",
     "catalogue_name_of",
     "dead_letter_row",
@@ -659,7 +696,391 @@ BROADCASTS: Projection[BroadcastRow] = Projection(
     _apply_broadcast,
 )
 
-PROJECTIONS: tuple[Projection[Any], ...] = (REPORTS, SHELTERS, ORDERS, BROADCASTS)
+# --- households at shelters ----------------------------------------------------------
+
+
+class HouseholdStatus(StrEnum):
+    """Whether a household is at the shelter of its row."""
+
+    IN = "in"
+    OUT = "out"
+
+
+@dataclass(frozen=True, slots=True)
+class HouseholdRow:
+    """A household at one shelter: its latest check-in and check-out there
+    (``households_current``; ``name`` and ``contact`` are personal)."""
+
+    shelter_id: str
+    household_code: str
+    status: str
+    size: int | None
+    needs: tuple[str, ...]
+    language: str | None
+    name: str | None
+    contact: str | None
+    transferred_from: str | None
+    transferred_to: str | None
+    checked_in_at: datetime | None
+    in_event_id: UUID | None
+    checked_out_at: datetime | None
+    out_event_id: UUID | None
+    reporter_team: str | None
+    last_event_id: UUID
+
+
+def _later(at: datetime, event_id: UUID, than_at: datetime | None,
+           than_id: UUID | None) -> bool:
+    """Whether (at, event_id) wins over a field group last set at (than_at, than_id)."""
+    return than_at is None or than_id is None or (at, event_id) > (than_at, than_id)
+
+
+def _household_status(checked_in_at: datetime | None,
+                      checked_out_at: datetime | None) -> str:
+    # A check-out at the same instant as the check-in is not older than it: it applies
+    # (the shelter tracker's rule: only a check-out older than the check-in is stale).
+    if checked_in_at is not None and (checked_out_at is None or checked_in_at > checked_out_at):
+        return HouseholdStatus.IN
+    return HouseholdStatus.OUT
+
+
+def apply_household(current: HouseholdRow | None,
+                    event: HouseholdCheckedIn | HouseholdCheckedOut) -> HouseholdRow:
+    """Fold a check-in or check-out into the household's row at its shelter."""
+    at, event_id = event.occurred_at, event.event_id
+    if isinstance(event, HouseholdCheckedIn):
+        if current is not None and not _later(at, event_id, current.checked_in_at,
+                                              current.in_event_id):
+            return current
+        p = event.payload
+        checked_out_at = current.checked_out_at if current is not None else None
+        return HouseholdRow(
+            shelter_id=p.shelter_id, household_code=p.household_code,
+            status=_household_status(at, checked_out_at),
+            size=p.size, needs=tuple(n.value for n in p.needs), language=p.language,
+            name=p.name, contact=p.contact, transferred_from=p.transferred_from,
+            transferred_to=current.transferred_to if current is not None else None,
+            checked_in_at=at, in_event_id=event_id,
+            checked_out_at=checked_out_at,
+            out_event_id=current.out_event_id if current is not None else None,
+            reporter_team=p.reported_by.team, last_event_id=event_id,
+        )
+    q = event.payload
+    if current is None:
+        return HouseholdRow(
+            shelter_id=q.shelter_id, household_code=q.household_code,
+            status=HouseholdStatus.OUT, size=None, needs=(), language=None, name=None,
+            contact=None, transferred_from=None, transferred_to=q.transferred_to,
+            checked_in_at=None, in_event_id=None, checked_out_at=at, out_event_id=event_id,
+            reporter_team=None, last_event_id=event_id,
+        )
+    if not _later(at, event_id, current.checked_out_at, current.out_event_id):
+        return current
+    return replace(current, status=_household_status(current.checked_in_at, at),
+                   transferred_to=q.transferred_to, checked_out_at=at, out_event_id=event_id,
+                   last_event_id=event_id)
+
+
+def _household_keys(event: Event) -> tuple[Key, ...]:
+    if isinstance(event, HouseholdCheckedIn | HouseholdCheckedOut):
+        return ((event.payload.shelter_id, event.payload.household_code),)
+    return ()
+
+
+def _apply_household(current: HouseholdRow | None, event: Event, key: Key) -> HouseholdRow:
+    if not isinstance(event, HouseholdCheckedIn | HouseholdCheckedOut):
+        raise TypeError(f"{event.type} does not fold into households")
+    return apply_household(current, event)
+
+
+HOUSEHOLDS: Projection[HouseholdRow] = Projection(
+    "households_current", ("shelter_id", "household_code"), HouseholdRow,
+    frozenset({HouseholdCheckedIn.EVENT_TYPE, HouseholdCheckedOut.EVENT_TYPE}),
+    _household_keys, _apply_household,
+)
+
+
+# --- residents at home ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AtHomeRow:
+    """A household sheltering at home: its latest report and latest welfare check
+    (``at_home_current``; ``contact``, ``address``, ``note`` and ``welfare_note`` are
+    personal)."""
+
+    household_id: UUID
+    area_id: str
+    size: int | None
+    needs: tuple[str, ...]
+    via: str | None
+    contact: str | None
+    address: str | None
+    note: str
+    reporter_team: str | None
+    reported_at: datetime | None
+    report_event_id: UUID | None
+    welfare_outcome: str | None
+    welfare_note: str
+    welfare_checked_by: str | None
+    welfare_checked_at: datetime | None
+    welfare_event_id: UUID | None
+    last_event_id: UUID
+
+
+def apply_at_home(current: AtHomeRow | None,
+                  event: AtHomeReported | WelfareChecked) -> AtHomeRow:
+    """Fold an at-home report (a later one replaces it) or a welfare check into its row."""
+    at, event_id = event.occurred_at, event.event_id
+    if isinstance(event, AtHomeReported):
+        if current is not None and not _later(at, event_id, current.reported_at,
+                                              current.report_event_id):
+            return current
+        p = event.payload
+        return AtHomeRow(
+            household_id=p.household_id, area_id=p.area_id, size=p.size,
+            needs=tuple(n.value for n in p.needs), via=p.via, contact=p.contact,
+            address=p.address, note=p.note,
+            reporter_team=p.reported_by.team if p.reported_by is not None else None,
+            reported_at=at, report_event_id=event_id,
+            **_kept_welfare(current), last_event_id=event_id,
+        )
+    q = event.payload
+    if current is not None and not _later(at, event_id, current.welfare_checked_at,
+                                          current.welfare_event_id):
+        return current
+    welfare: dict[str, Any] = {"welfare_outcome": q.outcome.value, "welfare_note": q.note,
+               "welfare_checked_by": q.checked_by, "welfare_checked_at": at,
+               "welfare_event_id": event_id}
+    if current is None:
+        return AtHomeRow(
+            household_id=q.household_id, area_id=q.area_id, size=None, needs=(), via=None,
+            contact=None, address=None, note="", reporter_team=None, reported_at=None,
+            report_event_id=None, **welfare, last_event_id=event_id,
+        )
+    return replace(current, **welfare, last_event_id=event_id)
+
+
+def _kept_welfare(row: AtHomeRow | None) -> dict[str, Any]:
+    if row is None:
+        return {"welfare_outcome": None, "welfare_note": "", "welfare_checked_by": None,
+                "welfare_checked_at": None, "welfare_event_id": None}
+    return {"welfare_outcome": row.welfare_outcome, "welfare_note": row.welfare_note,
+            "welfare_checked_by": row.welfare_checked_by,
+            "welfare_checked_at": row.welfare_checked_at,
+            "welfare_event_id": row.welfare_event_id}
+
+
+def _at_home_keys(event: Event) -> tuple[Key, ...]:
+    if isinstance(event, AtHomeReported | WelfareChecked):
+        return ((event.payload.household_id,),)
+    return ()
+
+
+def _apply_at_home(current: AtHomeRow | None, event: Event, key: Key) -> AtHomeRow:
+    if not isinstance(event, AtHomeReported | WelfareChecked):
+        raise TypeError(f"{event.type} does not fold into at-home households")
+    return apply_at_home(current, event)
+
+
+AT_HOME: Projection[AtHomeRow] = Projection(
+    "at_home_current", ("household_id",), AtHomeRow,
+    frozenset({AtHomeReported.EVENT_TYPE, WelfareChecked.EVENT_TYPE}),
+    _at_home_keys, _apply_at_home,
+)
+
+
+# --- supply requests -----------------------------------------------------------------
+
+SupplyEvent: TypeAlias = (SupplyRequested | SupplyAssigned | SupplyDispatched | SupplyReceived
+                          | SupplyCancelled)
+_SUPPLY_EVENTS = (SupplyRequested, SupplyAssigned, SupplyDispatched, SupplyReceived,
+                  SupplyCancelled)
+
+# How far along each status is. Intake accepts only the steps of
+# schemas.supplies.next_status, so a request holds either a dispatch or a cancel,
+# never both; the furthest step is the status whatever order the steps arrive in.
+_SUPPLY_RANK: dict[str, int] = {
+    SupplyRequestStatus.REQUESTED: 0,
+    SupplyRequestStatus.ASSIGNED: 1,
+    SupplyRequestStatus.DISPATCHED: 2,
+    SupplyRequestStatus.RECEIVED: 3,
+    SupplyRequestStatus.CANCELLED: 3,
+}
+_STEP_COLUMN: dict[str, str] = {
+    SupplyRequestStatus.REQUESTED: "requested_at",
+    SupplyRequestStatus.ASSIGNED: "assigned_at",
+    SupplyRequestStatus.DISPATCHED: "dispatched_at",
+    SupplyRequestStatus.RECEIVED: "received_at",
+    SupplyRequestStatus.CANCELLED: "cancelled_at",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class SupplyRequestRow:
+    """A supply request: its furthest step and each step's event time
+    (``supply_requests_current``)."""
+
+    request_id: UUID
+    status: str
+    requester_kind: str | None
+    site_id: str | None
+    area_id: str | None
+    lines: str | None
+    """The requested lines as JSON."""
+    urgency: str | None
+    requester_team: str | None
+    assignee: str | None
+    requested_at: datetime | None
+    assigned_at: datetime | None
+    dispatched_at: datetime | None
+    received_at: datetime | None
+    cancelled_at: datetime | None
+    status_at: datetime
+    status_event_id: UUID
+    last_event_id: UUID
+
+
+def apply_supply(current: SupplyRequestRow | None, event: SupplyEvent) -> SupplyRequestRow:
+    """Fold a supply request step into the request's row."""
+    at, event_id = event.occurred_at, event.event_id
+    status = STEP_EVENTS[event.type]
+    column = _STEP_COLUMN[status]
+    step_at: datetime | None = getattr(current, column) if current is not None else None
+    # Each step happens once; a step seen twice keeps its earliest time.
+    takes_step = step_at is None or at < step_at
+    takes_status = current is None or (
+        (_SUPPLY_RANK[status], at, event_id)
+        > (_SUPPLY_RANK[current.status], current.status_at, current.status_event_id))
+    if current is not None and not (takes_step or takes_status):
+        return current
+    changes: dict[str, Any] = {"last_event_id": event_id}
+    if takes_step:
+        changes[column] = at
+        if isinstance(event, SupplyRequested):
+            p = event.payload
+            changes.update(
+                requester_kind=p.requester_kind.value, site_id=p.site_id, area_id=p.area_id,
+                lines=json.dumps([line.model_dump(mode="json") for line in p.lines],
+                                 ensure_ascii=False),
+                urgency=p.urgency.value, requester_team=p.requested_by.team)
+        elif isinstance(event, SupplyAssigned):
+            changes["assignee"] = event.payload.assignee
+    if takes_status:
+        changes.update(status=status, status_at=at, status_event_id=event_id)
+    if current is None:
+        empty = SupplyRequestRow(
+            request_id=event.payload.request_id, status=status, requester_kind=None,
+            site_id=None, area_id=None, lines=None, urgency=None, requester_team=None,
+            assignee=None, requested_at=None, assigned_at=None, dispatched_at=None,
+            received_at=None, cancelled_at=None, status_at=at, status_event_id=event_id,
+            last_event_id=event_id)
+        return replace(empty, **changes)
+    return replace(current, **changes)
+
+
+def _supply_keys(event: Event) -> tuple[Key, ...]:
+    if isinstance(event, _SUPPLY_EVENTS):
+        return ((event.payload.request_id,),)
+    return ()
+
+
+def _apply_supply(current: SupplyRequestRow | None, event: Event, key: Key) -> SupplyRequestRow:
+    if not isinstance(event, _SUPPLY_EVENTS):
+        raise TypeError(f"{event.type} does not fold into supply requests")
+    return apply_supply(current, event)
+
+
+SUPPLY_REQUESTS: Projection[SupplyRequestRow] = Projection(
+    "supply_requests_current", ("request_id",), SupplyRequestRow,
+    frozenset(c.EVENT_TYPE for c in _SUPPLY_EVENTS), _supply_keys, _apply_supply,
+)
+
+
+# --- community generators ------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class GeneratorRow:
+    """A community generator: its latest registration and latest reported state
+    (``generators_current``)."""
+
+    generator_id: str
+    owner: str | None
+    site_id: str | None
+    area_id: str | None
+    lat: float | None
+    lon: float | None
+    fuel: str | None
+    rated_kva: float | None
+    runtime_full_hours: float | None
+    registered_at: datetime | None
+    registered_event_id: UUID | None
+    state: str | None
+    fuel_hours_left: float | None
+    state_note: str | None
+    reporter_team: str | None
+    state_at: datetime | None
+    state_event_id: UUID | None
+    last_event_id: UUID
+
+
+_NO_GENERATOR: dict[str, Any] = {
+    "owner": None, "site_id": None, "area_id": None, "lat": None, "lon": None, "fuel": None,
+    "rated_kva": None, "runtime_full_hours": None, "registered_at": None,
+    "registered_event_id": None, "state": None, "fuel_hours_left": None, "state_note": None,
+    "reporter_team": None, "state_at": None, "state_event_id": None,
+}
+
+
+def apply_generator(current: GeneratorRow | None,
+                    event: GeneratorRegistered | GeneratorStatusReported) -> GeneratorRow:
+    """Fold a registration (a later one replaces it) or a status report into its row."""
+    at, event_id = event.occurred_at, event.event_id
+    if isinstance(event, GeneratorRegistered):
+        if current is not None and not _later(at, event_id, current.registered_at,
+                                              current.registered_event_id):
+            return current
+        p = event.payload
+        changes: dict[str, Any] = {
+            "owner": p.owner, "site_id": p.site_id, "area_id": p.area_id,
+            "lat": p.location.lat, "lon": p.location.lon, "fuel": p.fuel.value,
+            "rated_kva": p.rated_kva, "runtime_full_hours": p.runtime_full_hours,
+            "registered_at": at, "registered_event_id": event_id}
+    else:
+        if current is not None and not _later(at, event_id, current.state_at,
+                                              current.state_event_id):
+            return current
+        q = event.payload
+        changes = {"state": q.state.value, "fuel_hours_left": q.fuel_hours_left,
+                   "state_note": q.note, "reporter_team": q.reported_by.team,
+                   "state_at": at, "state_event_id": event_id}
+    if current is None:
+        return GeneratorRow(generator_id=event.payload.generator_id,
+                            **{**_NO_GENERATOR, **changes}, last_event_id=event_id)
+    return replace(current, **changes, last_event_id=event_id)
+
+
+def _generator_keys(event: Event) -> tuple[Key, ...]:
+    if isinstance(event, GeneratorRegistered | GeneratorStatusReported):
+        return ((event.payload.generator_id,),)
+    return ()
+
+
+def _apply_generator(current: GeneratorRow | None, event: Event, key: Key) -> GeneratorRow:
+    if not isinstance(event, GeneratorRegistered | GeneratorStatusReported):
+        raise TypeError(f"{event.type} does not fold into generators")
+    return apply_generator(current, event)
+
+
+GENERATORS: Projection[GeneratorRow] = Projection(
+    "generators_current", ("generator_id",), GeneratorRow,
+    frozenset({GeneratorRegistered.EVENT_TYPE, GeneratorStatusReported.EVENT_TYPE}),
+    _generator_keys, _apply_generator,
+)
+
+PROJECTIONS: tuple[Projection[Any], ...] = (REPORTS, SHELTERS, ORDERS, BROADCASTS, HOUSEHOLDS,
+                                             AT_HOME, SUPPLY_REQUESTS, GENERATORS)
 """Every projection the recorder keeps, with its table."""
 
 PROJECTIONS_FOR: Mapping[str, tuple[Projection[Any], ...]] = MappingProxyType({

@@ -38,3 +38,7 @@ class BrokerNotEmpty(RecorderError):
 
 class InvalidWindow(RecorderError):
     """An export window is empty or reversed."""
+
+
+class PurgeBeforeInFuture(RecorderError):
+    """``sonae people purge --before T`` was given a time after now (or without a timezone)."""

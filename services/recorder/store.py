@@ -62,10 +62,10 @@ from services.recorder.errors import BatchRejected, RecorderTablesMissing, Store
 
 log = logging.getLogger(__name__)
 
-__all__ = ["REQUIRED_TABLES", "EventStore", "is_transient"]
+__all__ = ["REQUIRED_TABLES", "EventStore", "is_transient", "projection_lock_key"]
 
 REQUIRED_TABLES = ("events", *(p.table for p in PROJECTIONS), "dead_letters")
-"""Tables the recorder writes; all come from migrations 0001 and 0003."""
+"""Tables the recorder writes; they come from migrations 0001, 0003 and 0012."""
 
 # PostgreSQL types of each projection's key columns, for the unnest() lookups.
 _KEY_TYPES: dict[str, tuple[str, ...]] = {
@@ -73,6 +73,10 @@ _KEY_TYPES: dict[str, tuple[str, ...]] = {
     "shelters_current": ("text",),
     "orders_current": ("uuid",),
     "broadcasts_current": ("uuid", "integer", "text", "text"),
+    "households_current": ("text", "text"),
+    "at_home_current": ("uuid",),
+    "supply_requests_current": ("uuid",),
+    "generators_current": ("text",),
 }
 
 _EVENT_TYPES = ("uuid", "text", "integer", "text", "integer", "bigint", "text", "timestamptz",
@@ -172,7 +176,8 @@ def _translate(exc: Exception) -> Exception:
     return exc
 
 
-def _lock_key(namespace: str) -> int:
+def projection_lock_key(namespace: str) -> int:
+    """The advisory lock that serialises projection updates of one namespace."""
     digest = hashlib.blake2b(f"sonae.recorder.projections\x1f{namespace}".encode(),
                              digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
@@ -290,7 +295,7 @@ class EventStore:
             return
         # Two recorders of one namespace (a scaled-out group) could otherwise fold the
         # same aggregate from stale reads; the lock serialises projection updates only.
-        await conn.execute("select pg_advisory_xact_lock($1)", _lock_key(namespace))
+        await conn.execute("select pg_advisory_xact_lock($1)", projection_lock_key(namespace))
         for projection in PROJECTIONS:
             pairs = work[projection.table]
             if pairs:

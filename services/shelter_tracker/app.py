@@ -4,8 +4,10 @@ Two agents, each with a table whose changelog restores it after a restart or a
 rebalance:
 
 ``track`` (``shelters.updates``, keyed by shelter)
-    table ``shelters``: shelter id → :class:`~services.shelter_tracker.domain.Tracked`.
-    Each update goes through :func:`~services.shelter_tracker.domain.decide`;
+    table ``shelters``: shelter id → :class:`~services.shelter_tracker.domain.Tracked`
+    (the state, and the households checked in and out with the last typed count).
+    Each update, a household's check-in or check-out included, goes through
+    :func:`~services.shelter_tracker.domain.decide`;
     the new state is published to ``shelters.state``, alerts to
     ``shelters.alerts``, and the state once more to an internal topic keyed by
     area (``<app id>-area-changes``), because an area's shelters live on
@@ -49,6 +51,7 @@ from schemas.common import Problem, utc_now
 from schemas.envelope import Envelope
 from schemas.errors import FieldProblem, InvalidEvent, SchemaError
 from schemas.events import Event, decode_event, encode_event
+from schemas.people import HouseholdCheckedIn, HouseholdCheckedOut
 from schemas.region import Region, load_pack_section, load_region
 from schemas.shelters import (
     AlertKind,
@@ -96,7 +99,7 @@ PACK_SECTION: Final = "shelters.toml"
 """The region pack file holding the tracker's thresholds."""
 
 _UPDATE_TYPES: Final = (ShelterOpened, ShelterClosed, ShelterOccupancyReported,
-                        ShelterNeedsReported)
+                        ShelterNeedsReported, HouseholdCheckedIn, HouseholdCheckedOut)
 _RAW: Final[dict[str, Any]] = {
     "key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw",
 }

@@ -11,6 +11,10 @@ Per shelter, :func:`decide` folds one update into the tracked state:
 
 - a duplicate ``event_id`` or an update older than the last applied one is
   ignored (outcome ``duplicate`` / ``stale``, with the reason);
+- a household's check-in or check-out (:mod:`schemas.people`) is ordered per
+  household, never against the shelter's other updates: it is a duplicate only
+  if that household has its event id, and the occupancy it moves is derived by
+  :mod:`services.shelter_tracker.households` from event times alone;
 - a count that is negative, over a sane bound, or inconsistent is rejected
   (outcome ``rejected``, with the reason naming the field); the adapter
   dead-letters it;
@@ -21,6 +25,11 @@ Per shelter, :func:`decide` folds one update into the tracked state:
 Per area, :func:`services.shelter_tracker.areas.decide_area` folds the shelters'
 published states into one ``shelter.area_summary``. docs/shelter-tracker.md has
 the transition table and the reasons for each decision.
+
+Why one file over ~500 lines: the thresholds, the transitions, the checks and the
+alerts are the steps of one fold over one ``Tracked`` value, read together when
+a rule changes; the households' own rules are apart in
+:mod:`services.shelter_tracker.households`.
 """
 
 from __future__ import annotations
@@ -36,6 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from schemas.envelope import derive_id, new_event
 from schemas.hazards import Hazard
+from schemas.people import HouseholdCheckedIn, HouseholdCheckedOut
 from schemas.region import Region
 from schemas.shelters import (
     AlertKind,
@@ -54,6 +64,16 @@ from schemas.shelters import (
     ShelterStatusChanged,
 )
 from services.shelter_tracker.errors import ShelterUpdateRejected
+from services.shelter_tracker.households import (
+    Household,
+    HouseholdEvent,
+    TypedCount,
+    by_code,
+    derive,
+    mark_of,
+    with_closing,
+    with_mark,
+)
 
 __all__ = [
     "DEFAULT_THRESHOLDS",
@@ -63,7 +83,7 @@ __all__ = [
     "ShelterPackSection",
     "ShelterSite",
     "ShelterUpdate",
-        "Thresholds",
+    "Thresholds",
     "Tracked",
     "decide",
     "shelter_sites",
@@ -74,6 +94,7 @@ SOURCE: Final = "shelter-tracker"
 
 ShelterUpdate: TypeAlias = (
     ShelterOpened | ShelterClosed | ShelterOccupancyReported | ShelterNeedsReported
+    | HouseholdCheckedIn | HouseholdCheckedOut
 )
 """The events on ``shelters.updates``."""
 
@@ -169,9 +190,11 @@ def _sorted_hazards(hazards: Iterable[Hazard]) -> Hazards:
 
 
 def shelter_sites(region: Region) -> dict[str, ShelterSite]:
-    """Every designated shelter (指定避難所) of the region, by id, named in its default language.
+    """Every site people stay at, by id, named in the region's default language: the
+    designated shelters (指定避難所) and the stranded-commuter facilities (一時滞在施設).
 
-    Evacuation sites that are not shelters are left out, as intake refuses them.
+    Evacuation sites that are neither are left out, as intake refuses them
+    (:attr:`~schemas.region.model.Site.takes_people`, the one predicate both use).
     """
     names = region.names(region.default_language)
     return {
@@ -183,7 +206,7 @@ def shelter_sites(region: Region) -> dict[str, ShelterSite]:
             hazards=_sorted_hazards(site.hazards),
         )
         for site in region.sites
-        if site.is_shelter
+        if site.takes_people
     }
 
 
@@ -203,6 +226,12 @@ class Tracked(BaseModel):
     """Event time of the newest applied update; older updates are stale."""
     ids_at_last: tuple[UUID, ...] = ()
     """Ids of the updates applied at ``last_occurred_at`` (deduplication)."""
+    households: tuple[Household, ...] = ()
+    """Every household code seen at this shelter with its check-ins and check-outs, by code."""
+    count: TypedCount | None = None
+    """The last typed head count (a closing counts as zero); None before the first."""
+    closings: tuple[datetime, ...] = ()
+    """Event times of the closings (stage closed) applied: each checks everyone out."""
 
     def to_bytes(self) -> bytes:
         """JSON for the table."""
@@ -266,6 +295,8 @@ def decide(
     """Fold ``event`` into ``tracked``: the new state and the events to emit."""
     if event.payload.shelter_id != site.shelter_id:
         raise ValueError(f"update for {event.payload.shelter_id!r} applied to {site.shelter_id!r}")
+    if isinstance(event, HouseholdCheckedIn | HouseholdCheckedOut):
+        return _decide_household(tracked, event, site, recorded_at, thresholds)
     if event.event_id in tracked.ids_at_last:
         return Decision(Outcome.DUPLICATE, tracked,
                         reason=f"event {event.event_id} was applied already")
@@ -277,19 +308,71 @@ def decide(
                    f"last update at {last.isoformat()}",
         )
     current = tracked.state or _initial_state(site)
+    count, closings = tracked.count, tracked.closings
+    if isinstance(event, ShelterOccupancyReported):
+        count = TypedCount(occupancy=event.payload.occupancy, at=event.occurred_at)
+    elif isinstance(event, ShelterClosed) and event.payload.stage is ClosingStage.CLOSED:
+        # Closed means everyone has left or been moved: a count of zero, and every
+        # household checked out at its time.
+        count = TypedCount(occupancy=0, at=event.occurred_at)
+        closings = with_closing(closings, event.occurred_at)
     try:
-        candidate = _apply(current, event)
+        _check_update(event)
+        candidate = _apply(current, event).model_copy(
+            update=derive(tracked.households, count, closings).fields())
         _check_counts(candidate, event, thresholds)
     except ShelterUpdateRejected as rejected:
         return Decision(Outcome.REJECTED, tracked, reason=str(rejected), rejection=rejected)
 
-    alerts = _latches(tracked.alerts, candidate, thresholds)
-    if candidate.status in ADMITTING:
-        candidate = candidate.model_copy(update={"status": _admitting_status(alerts)})
     seen = (*tracked.ids_at_last, event.event_id) if event.occurred_at == last \
         else (event.event_id,)
     bookkeeping = {"last_occurred_at": event.occurred_at,
-                   "ids_at_last": seen[-_IDS_AT_LAST_LIMIT:]}
+                   "ids_at_last": seen[-_IDS_AT_LAST_LIMIT:],
+                   "count": count, "closings": closings}
+    return _conclude(tracked, candidate, event, bookkeeping, recorded_at, thresholds)
+
+
+def _decide_household(
+    tracked: Tracked,
+    event: HouseholdEvent,
+    site: ShelterSite,
+    recorded_at: datetime,
+    thresholds: Thresholds,
+) -> Decision:
+    """Fold a check-in or check-out: ordered per household, never stale against the shelter."""
+    code = event.payload.household_code
+    households = dict(by_code(tracked.households))
+    household = households.get(code)
+    if household is not None and household.knows(event.event_id):
+        return Decision(Outcome.DUPLICATE, tracked,
+                        reason=f"event {event.event_id} was applied to household {code} already")
+    households[code] = with_mark(household, code, mark_of(event))
+    kept = tuple(households[key] for key in sorted(households))
+    current = tracked.state or _initial_state(site)
+    update: dict[str, object] = dict(derive(kept, tracked.count, tracked.closings).fields())
+    # Who reported last is the newest report by event time, so that a check-in made
+    # offline an hour ago does not pass for the shelter's latest news.
+    if current.last_reported_at is None or event.occurred_at >= current.last_reported_at:
+        update.update(last_reported_by=event.payload.reported_by,
+                      last_reported_at=event.occurred_at)
+    candidate = current.model_copy(update=update)
+    # last_occurred_at and ids_at_last are the shelter's own updates' ordering:
+    # a household event moves neither.
+    return _conclude(tracked, candidate, event, {"households": kept}, recorded_at, thresholds)
+
+
+def _conclude(
+    tracked: Tracked,
+    candidate: ShelterState,
+    event: ShelterUpdate,
+    bookkeeping: dict[str, object],
+    recorded_at: datetime,
+    thresholds: Thresholds,
+) -> Decision:
+    """Thresholds, the new version and the events to emit for an accepted update."""
+    alerts = _latches(tracked.alerts, candidate, thresholds)
+    if candidate.status in ADMITTING:
+        candidate = candidate.model_copy(update={"status": _admitting_status(alerts)})
     if tracked.state is not None and _same(candidate, tracked.state):
         return Decision(Outcome.UNCHANGED, tracked.model_copy(update=bookkeeping))
 
@@ -304,7 +387,7 @@ def decide(
         event_id=derive_id(SOURCE, event.event_id, "status_changed"), recorded_at=recorded_at,
     )
     emitted = _alerts(tracked.alerts, alerts, state, event, thresholds, recorded_at)
-    new_tracked = Tracked(state=state, alerts=alerts, **bookkeeping)
+    new_tracked = tracked.model_copy(update={"state": state, "alerts": alerts, **bookkeeping})
     return Decision(Outcome.APPLIED, new_tracked, (changed, *emitted))
 
 
@@ -325,10 +408,12 @@ def _same(a: ShelterState, b: ShelterState) -> bool:
 def _apply(current: ShelterState, event: ShelterUpdate) -> ShelterState:
     """The state after ``event``, before thresholds refine open/crowded/full."""
     status = current.status
-    update: dict[str, object] = {
-        "last_reported_by": event.payload.reported_by,
-        "last_reported_at": event.occurred_at,
-    }
+    update: dict[str, object] = {}
+    # A check-in may be newer than the shelter's own updates (it does not move
+    # their ordering): who reported last stays the newest report by event time.
+    if current.last_reported_at is None or event.occurred_at >= current.last_reported_at:
+        update.update(last_reported_by=event.payload.reported_by,
+                      last_reported_at=event.occurred_at)
     if isinstance(event, ShelterOpened):
         if event.payload.stage is OpeningStage.OPEN:
             status = ShelterStatus.OPEN  # refined from the counts below
@@ -341,20 +426,21 @@ def _apply(current: ShelterState, event: ShelterUpdate) -> ShelterState:
     elif isinstance(event, ShelterClosed):
         if event.payload.stage is ClosingStage.CLOSED:
             status = ShelterStatus.CLOSED
-            # Closed means everyone has left or been moved: the counts go to zero.
-            update.update(occupancy=0, households=0, special_care=0)
+            # Closed means everyone has left or been moved: the counts go to zero
+            # (decide also checks every household out).
+            update.update(households=0, special_care=0)
         elif status is not ShelterStatus.CLOSED:
             status = ShelterStatus.CLOSING  # a closed shelter has nothing left to close
     elif isinstance(event, ShelterOccupancyReported):
         # A head count is a snapshot: parts it did not count are unknown, not
         # carried over from an older count they could contradict. The status is
         # kept, so a count at a closed shelter is recorded and it stays closed.
-        update.update(occupancy=event.payload.occupancy,
-                      households=event.payload.households,
+        # The occupancy is derived from it and the check-ins (decide).
+        update.update(households=event.payload.households,
                       special_care=event.payload.special_care)
         if event.payload.capacity is not None:
             update["capacity"] = event.payload.capacity
-    else:
+    elif isinstance(event, ShelterNeedsReported):
         update["needs"] = _merge_needs(current.needs, event.payload.needs)
         if event.payload.power is not None:
             update["power"] = event.payload.power
@@ -374,33 +460,47 @@ def _merge_needs(old: Needs, new: Needs) -> Needs:
     )
 
 
-def _check_counts(state: ShelterState, event: ShelterUpdate, thresholds: Thresholds) -> None:
-    """Refuse counts that are negative, implausibly high or contradict each other."""
+def _check_update(event: ShelterUpdate) -> None:
+    """Refuse a typed count or capacity that is negative or contradicts itself."""
     # The contract already bounds every count to 0..100000 when decoding; these
-    # checks also hold for events built in code, and add the relative bounds.
+    # checks also hold for events built in code. They read the update alone, so
+    # whether it is refused never depends on which check-ins arrived before it.
     reported_capacity = getattr(event.payload, "capacity", None)
     if reported_capacity is not None and reported_capacity < 1:
         raise ShelterUpdateRejected(
             "payload.capacity", f"{reported_capacity} is not a capacity; a shelter that can "
                                 "take no one should be reported closing")
+    if not isinstance(event, ShelterOccupancyReported):
+        return
+    payload = event.payload
     for name in ("occupancy", "households", "special_care"):
-        value = getattr(state, name)
+        value = getattr(payload, name)
         if value is not None and value < 0:
             raise ShelterUpdateRejected(f"payload.{name}", f"{value} is negative")
-    capacity = state.capacity
-    bound = thresholds.max_occupancy_factor
-    if capacity and state.occupancy > bound * capacity:
-        field = "payload.occupancy" if isinstance(event, ShelterOccupancyReported) \
-            else "payload.capacity"
-        raise ShelterUpdateRejected(
-            field, f"occupancy {state.occupancy} is more than {bound} times the capacity "
-                   f"{capacity}; check the count for an extra digit")
     for name, label in (("households", "households"), ("special_care", "people needing care")):
-        value = getattr(state, name)
-        if value is not None and value > state.occupancy:
+        value = getattr(payload, name)
+        if value is not None and value > payload.occupancy:
             raise ShelterUpdateRejected(
                 f"payload.{name}", f"{value} {label} is more than the "
-                                   f"{state.occupancy} people counted")
+                                   f"{payload.occupancy} people counted")
+
+
+def _check_counts(state: ShelterState, event: ShelterUpdate, thresholds: Thresholds) -> None:
+    """Refuse a typed count, or a capacity, that makes the occupancy implausibly high."""
+    capacity = state.capacity
+    bound = thresholds.max_occupancy_factor
+    if isinstance(event, ShelterOccupancyReported):
+        # The typed figure, not the occupancy derived with the check-ins: an extra
+        # digit is a typo of the count itself.
+        occupancy, field = event.payload.occupancy, "payload.occupancy"
+    elif getattr(event.payload, "capacity", None) is not None:
+        occupancy, field = state.occupancy, "payload.capacity"
+    else:
+        return  # nothing typed: the crowd check-ins make is never refused (they are people)
+    if capacity and occupancy > bound * capacity:
+        raise ShelterUpdateRejected(
+            field, f"occupancy {occupancy} is more than {bound} times the capacity "
+                   f"{capacity}; check the count for an extra digit")
 
 
 def _at_least(occupancy: int, capacity: int, percent: int) -> bool:

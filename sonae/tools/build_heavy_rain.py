@@ -18,7 +18,13 @@ its thresholds are the region pack's illustrative ones):
   again in the evening;
 - 土砂災害警戒情報 for 富士見 and 麹町 (level 4, landslide), cancelled at 16:40;
 - HQ approves most recommendations within minutes, rejects one, and approves
-  the lifts proposed two hours (flood) and one hour (landslide) after the all-clear.
+  the lifts proposed two hours (flood) and one hour (landslide) after the all-clear;
+- people and supplies (illustrative households, no real person): households check
+  in at 区立スポーツセンター and 神田一橋中学校 beside the typed head counts, one is
+  transferred to 九段小学校 and some go home; residents sheltering at home in 神保町
+  and 万世橋 report their needs, one asks for a welfare check and is visited; two
+  supply requests (water, then blankets and toilets) go from requested to received;
+  a 町会's generator runs, runs low on fuel and gets its fuel.
 
 The log is what a recorded day would be: the inputs (reports as submitted and
 accepted, shelter updates, hazard observations, HQ commands) and, as references,
@@ -41,9 +47,18 @@ from schemas.envelope import Envelope, derive_id, new_event
 from schemas.evacuation import EvacuationCommand, RecommendationKind
 from schemas.events import Event, decode_event, encode_event
 from schemas.hazards import GaugeReading, Hazard, HazardWarning
+from schemas.people import AtHomeReported, HouseholdCheckedIn, HouseholdCheckedOut, WelfareChecked
 from schemas.region import load_pack_section, load_region
 from schemas.reports import ReportAccepted, ReportSubmitted
 from schemas.shelters import ShelterNeedsReported, ShelterOccupancyReported, ShelterOpened
+from schemas.supplies import (
+    GeneratorRegistered,
+    GeneratorStatusReported,
+    SupplyAssigned,
+    SupplyDispatched,
+    SupplyReceived,
+    SupplyRequested,
+)
 from services.drill.logformat import DrillLog, RecordedFrom, build_log, write_log
 from services.drill.scenarios import scenario_path
 from services.evacuation.config import load_config
@@ -156,6 +171,71 @@ class Run:
     def needs(self, when: datetime, shelter_id: str, **needs: str) -> None:
         self._shelter(ShelterNeedsReported, when, shelter_id, "needs", needs=needs)
 
+    def checkin(self, when: datetime, shelter_id: str, code: str, size: int,
+                *needs: str, transferred_from: str | None = None) -> None:
+        self._shelter(HouseholdCheckedIn, when, shelter_id, f"checkin-{code}",
+                      household_code=code, size=size, needs=list(needs),
+                      **({"transferred_from": transferred_from} if transferred_from else {}))
+
+    def checkout(self, when: datetime, shelter_id: str, code: str,
+                 transferred_to: str | None = None) -> None:
+        self._shelter(HouseholdCheckedOut, when, shelter_id, f"checkout-{code}",
+                      household_code=code,
+                      **({"transferred_to": transferred_to} if transferred_to else {}))
+
+    def transfer(self, when: datetime, source: str, destination: str, code: str, size: int,
+                 *needs: str) -> None:
+        """Both halves of a transfer, as intake writes them in one transaction."""
+        self.checkout(when, source, code, transferred_to=destination)
+        self.checkin(when, destination, code, size, *needs, transferred_from=source)
+
+    def at_home(self, when: datetime, name: str, area_id: str, size: int, *needs: str,
+                team: str | None = None) -> None:
+        household_id = self._id("at-home", name)
+        via = {"via": "field", "reported_by": {"team": team}} if team else {"via": "public"}
+        self._add(AtHomeReported, {"household_id": household_id, "area_id": area_id,
+                                   "size": size, "needs": list(needs), **via},
+                  when, "intake", f"at-home-{name}")
+
+    def welfare(self, when: datetime, household_id: UUID, area_id: str, outcome: str,
+                team: str) -> None:
+        self._add(WelfareChecked, {"household_id": household_id, "area_id": area_id,
+                                   "outcome": outcome, "checked_by": team},
+                  when, "intake", f"welfare-{household_id}-{when:%H%M}")
+
+    def supplies(self, name: str, site_id: str, area_id: str, lines: list[dict[str, Any]],
+                 urgency: str, steps: list[tuple[datetime, str]],
+                 requester_kind: str = "shelter") -> None:
+        """A supply request made at ``steps[0]`` and taken through the other steps."""
+        request_id = self._id("supply", name)
+        made, *rest = steps
+        team = {"team": f"{NAMES[site_id]} 運営班"}
+        requested = self._add(SupplyRequested, {
+            "request_id": request_id, "requester_kind": requester_kind, "site_id": site_id,
+            "area_id": area_id, "lines": lines, "urgency": urgency, "requested_by": team,
+        }, made[0], "intake", f"supply-{name}")
+        classes = {"assigned": SupplyAssigned, "dispatched": SupplyDispatched,
+                   "received": SupplyReceived}
+        for when, step_name in rest:
+            extra = {"assignee": "区役所 備蓄倉庫班"} if step_name == "assigned" else {}
+            by = "shelter-staff" if step_name == "received" else HQ
+            self._add(classes[step_name], {"request_id": request_id, "by": by, **extra},
+                      when, "intake", f"supply-{name}-{step_name}", cause=requested)
+
+    def generator(self, when: datetime, state: str, fuel_hours_left: float | None) -> None:
+        self._add(GeneratorStatusReported, {
+            "generator_id": GENERATOR, "state": state, "fuel_hours_left": fuel_hours_left,
+            "reported_by": {"team": "神田司町二丁目町会"},
+        }, when, "intake", f"generator-{state}-{when:%H%M}")
+
+    def register_generator(self, when: datetime) -> None:
+        self._add(GeneratorRegistered, {
+            "generator_id": GENERATOR, "owner": "神田司町二丁目町会",
+            "site_id": KANDA_SPORTS, "area_id": "kanda-koen",
+            "location": {"lat": 35.6936, "lon": 139.7676}, "fuel": "gasoline",
+            "rated_kva": 2.8, "runtime_full_hours": 8.0, "registered_by": HQ,
+        }, when, "intake", "generator-registered")
+
     def command(self, when: datetime, action: str, reason: str | None = None,
                 **fields: Any) -> None:
         payload = {"action": action, "operator": HQ, "operator_role": "hq",
@@ -205,6 +285,55 @@ HITOTSUBASHI = "e1310100005201"  # 神田一橋中学校 (神保町, 500)
 KUDAN = "e1310100001201"         # 九段小学校 (富士見, 500)
 JIMBOCHO_2 = "e1310100031201"    # お茶の水小学校 (神保町, 500)
 LANDSLIDE_WARNING = "jma-20250821-1445-landslide"
+GENERATOR = "kanda-tsukasa-gen-1"  # 神田司町二丁目町会's generator (illustrative)
+
+
+def people(run: Run) -> list[tuple[str, Callable[[], None]]]:
+    """Households at shelters, residents at home, supplies and a generator (illustrative)."""
+    m = run
+    checkins = [
+        ("14:05", KANDA_SPORTS, "4H7K2M9Q", 3, ("infant",)),
+        ("14:08", KANDA_SPORTS, "7RX3PZ5N", 1, ("wheelchair",)),
+        ("14:10", HITOTSUBASHI, "9B2DW6TA", 4, ()),
+        ("14:12", HITOTSUBASHI, "3MQ8VJ4C", 2, ("language",)),
+        ("14:40", KANDA_SPORTS, "6FN5GT2W", 2, ("pet",)),
+        ("14:41", KANDA_SPORTS, "2KD9RS7E", 5, ("medical_care", "dietary")),
+        ("14:52", HITOTSUBASHI, "8YT4HB3X", 3, ("infant",)),
+    ]
+    out: list[tuple[str, Callable[[], None]]] = [
+        (t, partial(m.checkin, at(t), site, code, size, *needs))
+        for t, site, code, size, needs in checkins]
+    jimbocho_elder = "jimbocho-elder"
+    out += [
+        ("15:30", lambda: m.transfer(at("15:30"), HITOTSUBASHI, KUDAN, "3MQ8VJ4C", 2,
+                                     "language")),
+        ("17:10", lambda: m.checkout(at("17:10"), KANDA_SPORTS, "6FN5GT2W")),
+        ("17:40", lambda: m.checkout(at("17:40"), HITOTSUBASHI, "9B2DW6TA")),
+        ("14:50", lambda: m.at_home(at("14:50"), "manseibashi-upper-floor", "manseibashi", 3,
+                                    "water", "food")),
+        ("15:10", lambda: m.at_home(at("15:10"), jimbocho_elder, "jimbocho", 1,
+                                    "medicine", "medical_power", "welfare_check")),
+        ("15:40", lambda: m.at_home(at("15:40"), "jimbocho-family", "jimbocho", 4, "water",
+                                    team="神保町地区 防災会")),
+        ("16:30", lambda: m.welfare(at("16:30"), m._id("at-home", jimbocho_elder), "jimbocho",
+                                    "safe", "jimbocho-team-1")),
+        ("15:22", lambda: m.supplies(
+            "hitotsubashi-water", HITOTSUBASHI, "jimbocho",
+            [{"item": "water", "quantity": 400, "note": "2 L ペットボトル"}], "urgent",
+            [(at("15:22"), "requested"), (at("15:28"), "assigned"), (at("15:40"), "dispatched"),
+             (at("16:10"), "received")])),
+        ("15:50", lambda: m.supplies(
+            "sports-blankets", KANDA_SPORTS, "kanda-koen",
+            [{"item": "blankets", "quantity": 300}, {"item": "hygiene", "quantity": 40,
+                                                     "note": "簡易トイレ"}], "routine",
+            [(at("15:50"), "requested"), (at("16:05"), "assigned"), (at("16:25"), "dispatched"),
+             (at("17:05"), "received")])),
+        ("12:40", lambda: m.register_generator(at("12:40"))),
+        ("14:20", lambda: m.generator(at("14:20"), "running", 8.0)),
+        ("16:50", lambda: m.generator(at("16:50"), "fuel_low", 1.5)),
+        ("17:20", lambda: m.generator(at("17:20"), "running", 8.0)),
+    ]
+    return out
 
 
 def timeline(run: Run) -> list[tuple[datetime, Callable[[], None]]]:
@@ -292,6 +421,7 @@ def timeline(run: Run) -> list[tuple[datetime, Callable[[], None]]]:
                                        reason="神田川が氾濫注意水位を2時間以上下回った。")),
     ]
     events += [(at(t), add) for t, add in hq]
+    events += [(at(t), add) for t, add in people(run)]
     return events
 
 

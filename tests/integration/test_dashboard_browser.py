@@ -1,4 +1,5 @@
-"""The dashboard in headless Chromium: a report through intake appears, Approve makes an order.
+"""The dashboard in headless Chromium: a report through intake appears, Approve makes an order,
+a shelter's check-in count and a supply request's status show to HQ (not to the public).
 
 Needs Debian's ``chromium`` and the Python ``playwright`` package
 (``infra/tools/install_browser.sh``). Without them this test FAILS with the
@@ -37,6 +38,8 @@ from tests.support.browser import ARTIFACTS, CHROMIUM_ARGS, chromium
 from tests.support.gateway import fresh, gateway, gateway_settings, token
 
 pytestmark = pytest.mark.integration
+
+SPORTS_CENTER = "e1310100006201"  # the shelter of the schema examples
 
 async def serve_intake(settings: Settings, pool: asyncpg.Pool) -> AsyncIterator[str]:
     """Intake in-process (HTTP + outbox relay) on a free port; yields its base URL."""
@@ -116,6 +119,24 @@ async def test_dashboard_shows_a_report_and_approve_issues_the_order(
                     "In force", timeout=20_000)
                 await expect(page.locator('#map path[data-area="kanda-koen"]')).to_have_class(
                     "l4")
+
+                # People and supplies: a shelter's check-in count and a request's status.
+                request_id = str(uuid.uuid4())
+                await produce_events(kafka_bootstrap, namespace, [
+                    fresh("shelter.status_changed", registered=123, registered_households=45,
+                          unregistered=-3),
+                    fresh("supply.requested", request_id=request_id),
+                    fresh("supply.assigned", request_id=request_id)])
+                shelter = page.locator(f'li[data-shelter="{SPORTS_CENTER}"]')
+                await expect(shelter.locator(".registered")).to_contain_text(
+                    "Registered 123 (45 households)", timeout=20_000)
+                await expect(shelter.locator(".unregistered")).to_contain_text("−3")
+                await expect(page.locator(f'li[data-supply="{request_id}"]')).to_contain_text(
+                    "Assigned", timeout=20_000)
+                await page.set_viewport_size({"width": 360, "height": 800})
+                assert await page.evaluate(
+                    "document.documentElement.scrollWidth <= window.innerWidth")
+                await page.set_viewport_size({"width": 1400, "height": 1000})
                 await page.screenshot(path=str(ARTIFACTS / "dashboard-hq.png"), full_page=True)
 
                 # The public portal: same page, no token; no personal data.
@@ -126,6 +147,8 @@ async def test_dashboard_shows_a_report_and_approve_issues_the_order(
                 text = await public.locator("body").inner_text()
                 assert description not in text and "kanda-team" not in text
                 assert await public.locator("#reports-panel").is_hidden()
+                assert await public.locator("#supplies-panel").is_hidden()
+                assert "登録" not in text and "受付済み" not in text
                 await public.screenshot(path=str(ARTIFACTS / "dashboard-public.png"),
                                         full_page=True)
                 assert errors == []

@@ -1,4 +1,4 @@
-"""The field CLI: a report is kept locally until intake acknowledges it, never lost or doubled."""
+"""The field CLI: an input is kept locally until intake acknowledges it, never lost or doubled."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from aiohttp import web
 
 from infra.embedded.processes import free_port
 from schemas.topics import qualified
@@ -159,3 +160,146 @@ async def test_lost_reply_resend_is_200_not_a_second_report(running: Running,
     assert sorted(e["type"] for e in events) == ["report.accepted", "report.submitted"]
     async with running.pool.acquire() as conn:
         assert await conn.fetchval("select count(*) from report_status") == 1
+
+
+# --- households ----------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def forwarder(port: int, target_port: int) -> AsyncIterator[None]:
+    """Listen on ``port`` (where intake was unreachable) and forward to intake: intake is
+    back at the address the client was given."""
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", target_port)
+
+        async def pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            try:
+                while data := await source.read(65536):
+                    sink.write(data)
+                    await sink.drain()
+            finally:
+                sink.close()
+
+        await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer),
+                             return_exceptions=True)
+
+    server = await asyncio.start_server(handle, "127.0.0.1", port)
+    try:
+        yield
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def household_events(running: Running) -> list[dict[str, object]]:
+    """The household events on shelters.updates (once the outbox is drained)."""
+    await wait_for(lambda: _drained(running), what="outbox drained")
+    records = await read_topic(running.settings,
+                               qualified("shelters.updates", running.settings.namespace))
+    return [e for e in (json.loads(r.value) for r in records if r.value)
+            if str(e["type"]).startswith("shelter.household_")]
+
+
+async def test_a_check_in_made_offline_arrives_once_when_intake_is_back(
+        running: Running, tmp_path: Path) -> None:
+    """With intake down the code is printed and the check-in (and a check-out after it)
+    kept; when intake is back at the same address, each is delivered once, in order."""
+    outbox = tmp_path / "outbox.jsonl"
+    port = free_port()
+    down = f"http://127.0.0.1:{port}"
+    status, out = await sonae(outbox, down, "checkin", SHELTER, "--size", "3",
+                              "--need", "infant", "--name", "山田", "--attempts", "1",
+                              role=Role.SHELTER_STAFF)
+    assert status == 75, out
+    code = out.split("household code: ", 1)[1].split()[0]
+    [entry] = entries(outbox)
+    assert entry["status"] == "pending" and entry["body"]["household_code"] == code  # type: ignore[index]
+    status, out = await sonae(outbox, down, "checkout", SHELTER, code.lower(),
+                              "--attempts", "1", role=Role.SHELTER_STAFF)
+    assert status == 75, out
+
+    async with forwarder(port, int(running.url.rsplit(":", 1)[1])):
+        status, out = await sonae(outbox, down, "report", "--flush", role=Role.SHELTER_STAFF)
+        assert status == 0, out
+        assert f"acknowledged checkin {entry['id']} {code}" in out
+        status, out = await sonae(outbox, down, "report", "--flush", role=Role.SHELTER_STAFF)
+        assert status == 0 and "acknowledged" not in out, out  # nothing left to send
+    assert [e["status"] for e in entries(outbox)] == ["acknowledged", "acknowledged"]
+
+    events = await household_events(running)
+    assert [e["type"] for e in events] == ["shelter.household_checked_in",
+                                           "shelter.household_checked_out"]
+    assert {e["payload"]["household_code"] for e in events} == {code}  # type: ignore[index]
+    async with running.pool.acquire() as conn:
+        assert await conn.fetchval("select checked_in from households where "
+                                   "household_code = $1", code) is False
+
+
+@contextlib.asynccontextmanager
+async def fake_intake(statuses: dict[str, int]) -> AsyncIterator[tuple[str, list[str]]]:
+    """An HTTP server answering each path's last segment with a fixed status; yields its URL
+    and the paths it was sent, in order."""
+    seen: list[str] = []
+
+    async def answer(request: web.Request) -> web.Response:
+        seen.append(request.path)
+        status = statuses[request.path.rsplit("/", 1)[1]]
+        return web.json_response({"status": "x", "message": "test", "event_id": "e"},
+                                 status=status)
+
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", answer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{port}", seen
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_check_out_waits_for_its_pending_check_in(tmp_path: Path) -> None:
+    """While a household's check-in is still pending, its check-out is not sent (it would be
+    refused for good); another household's command goes on."""
+    outbox = tmp_path / "outbox.jsonl"
+    dead = f"http://127.0.0.1:{free_port()}"
+    for args in (("checkin", SHELTER, "--size", "2", "--code", "7K3M9QXD"),
+                 ("checkout", SHELTER, "7K3M9QXD"), ("checkout", SHELTER, "0000AAAA")):
+        status, out = await sonae(outbox, dead, *args, "--attempts", "1",
+                                  role=Role.SHELTER_STAFF)
+        assert status == 75, out
+    async with fake_intake({"households": 503, "checkout": 202}) as (url, seen):
+        status, out = await sonae(outbox, url, "report", "--flush", "--attempts", "1",
+                                  role=Role.SHELTER_STAFF)
+    assert status == 75, out
+    assert seen == [f"/v1/shelters/{SHELTER}/households",
+                    f"/v1/shelters/{SHELTER}/households/0000AAAA/checkout"]
+    assert [e["status"] for e in entries(outbox)] == ["pending", "pending", "acknowledged"]
+
+
+async def test_at_home_household_is_kept_until_acknowledged_and_appears_once(
+        running: Running, tmp_path: Path) -> None:
+    """`sonae at-home` offline stays pending; a flush delivers it once, via field."""
+    outbox = tmp_path / "outbox.jsonl"
+    dead = f"http://127.0.0.1:{free_port()}"
+    args = ("at-home", "kanda-koen", "4", "--need", "water", "--need", "medical_power",
+            "--contact", "03-1111-2222")
+    status, out = await sonae(outbox, dead, *args, "--attempts", "1")
+    assert status == 75, out
+    [entry] = entries(outbox)
+    assert entry["status"] == "pending" and entry["kind"] == "at_home"
+    status, out = await sonae(outbox, running.url, "report", "--flush")
+    assert status == 0, out
+    status, out = await sonae(outbox, running.url, "report", "--flush")
+    assert (status, out.strip()) == (0, "")  # nothing left to send
+    await wait_for(lambda: _drained(running), what="outbox drained")
+    records = await read_topic(running.settings,
+                               qualified("people.athome", running.settings.namespace))
+    [event] = [json.loads(r.value) for r in records if r.value]
+    assert event["type"] == "people.at_home_reported"
+    assert event["payload"]["via"] == "field" and event["payload"]["size"] == 4
+    assert event["payload"]["reported_by"]["team"] == "kanda-team-1"
+    # An area the region does not have: refused for good, naming the field.
+    status, out = await sonae(outbox, running.url, "at-home", "atlantis", "2")
+    assert status == 1 and "/area_id" in out, out

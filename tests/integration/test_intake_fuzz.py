@@ -30,11 +30,17 @@ CONFIG = """
 # Rules JSON Schema cannot state, each refused as invalid (422, documented, with the
 # pointer): a CAP or JMA body is XML valid against the OASIS or JMA schemas (the
 # document can only say "a string"); a warning expires after it was issued, a seismic
-# report names each area once; a shelter's needs report names at least one need. For
-# these operations a schema-valid case may be answered 422. A report (every rule of
-# which the document states) must be accepted whenever the document allows it.
+# report names each area once; a shelter's needs report names at least one need; a
+# supply request names a site that can request (or a registered generator), a step
+# names a request whose status allows it, a generator's area is its site's; a
+# household command is checked against the household's state (404 unknown_household,
+# 409 household_checked_in, 422 for a time before its check-in); a welfare check
+# (``people/wel.*``) names a household reported at home, in its area (else 404 or 422).
+# For these operations a schema-valid case may be answered 404, 409 or 422. A report
+# (every rule of which the document states) must be accepted whenever the document
+# allows it.
 [[operations]]
-include-path-regex = "^/v1/(cap|jma|hazards/observations|shelters/.*)$"
+include-path-regex = "^/v1/(cap|jma|hazards/.*|shelters/.*|supplies/.*|generators.*|people/wel.*)$"
 checks.positive_data_acceptance.expected-statuses = [
     "2xx", "401", "403", "404", "409", "422", "429"]
 """

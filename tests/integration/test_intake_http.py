@@ -297,6 +297,27 @@ async def test_shelter_status_with_idempotency_key(running: Running) -> None:
     assert {r.key for r in records} == {SHELTER.encode()}
 
 
+async def test_a_facility_opens_fills_and_closes_like_a_shelter(running: Running) -> None:
+    """A stranded-commuter facility (一時滞在施設) takes open, occupancy and close; an
+    evacuation-only site is refused 404."""
+    facility = "ts-ogawamachi"
+    for body in ({"action": "open"}, {"action": "occupancy", "occupancy": 420},
+                 {"action": "close"}):
+        status, answer, _ = await running.post(f"/v1/shelters/{facility}/status", body,
+                                               headers=auth(Role.HQ, "hq-1"))
+        assert status == 202, answer
+    evacuation_only = next(s.id for s in REGION.sites if not s.takes_people)
+    status, body, _ = await running.post(f"/v1/shelters/{evacuation_only}/status",
+                                         {"action": "open"}, headers=auth(Role.HQ, "hq-1"))
+    assert status == 404 and body["error"] == "not_found"
+    await wait_for(lambda: _drained(running), what="outbox drained")
+    records = await read_topic(running.settings,
+                               qualified("shelters.updates", running.settings.namespace))
+    assert sorted(json.loads(r.value)["type"] for r in records if r.value) == [
+        "shelter.closed", "shelter.occupancy_reported", "shelter.opened"]
+    assert {r.key for r in records} == {facility.encode()}
+
+
 async def test_hazard_observation_and_unknown_gauge(running: Running) -> None:
     """A sensor's gauge reading is accepted; an unknown gauge is 422 at /gauge_id."""
     gauge = REGION.gauges[0].id

@@ -16,6 +16,7 @@ from infra.settings import Settings, load_settings
 from infra.topics import ensure_topics
 from schemas.envelope import Envelope, new_event
 from schemas.events import encode_event
+from schemas.people import HouseholdCheckedIn, HouseholdCheckedOut
 from schemas.shelters import (
     ShelterAreaSummary,
     ShelterCapacityAlert,
@@ -167,6 +168,76 @@ async def test_updates_change_state_alert_once_per_crossing_and_summarise_areas(
             ("earthquake", 1, 49), ("large_fire", 1, 49)]
         assert (hilltop.shelters.full, hilltop.capacity, hilltop.occupancy,
                 hilltop.free_capacity, hilltop.by_hazard) == (1, 100, 100, 0, ())
+        worker.check_alive()
+
+
+async def test_a_transfer_moves_both_occupancies_once(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """A transfer's two halves, redelivered, move the school down and the gym up exactly once."""
+    async with workers(settings, tmp_path) as start, \
+            readers(settings, "shelters.state", "shelters.areas") as (states, areas):
+        worker = start("tracker")
+        arrivals = [
+            update(ShelterOpened, 0, shelter_id="tv-school"),
+            update(ShelterOpened, 0, shelter_id="tv-gym"),
+            update(HouseholdCheckedIn, 1, shelter_id="tv-school", household_code="AAAA0001",
+                   size=3, needs=["wheelchair"]),
+            update(HouseholdCheckedIn, 2, shelter_id="tv-school", household_code="AAAA0002",
+                   size=2),
+        ]
+        await produce_events(settings.kafka_bootstrap, settings.namespace, arrivals)
+        await states.until(lambda r: caused_by(r, arrivals[-1]), timeout=READY_TIMEOUT,
+                           what="the school with two households", worker=worker)
+
+        # One transfer request: both halves at one event time, as intake writes them.
+        out = update(HouseholdCheckedOut, 10, shelter_id="tv-school", household_code="AAAA0001",
+                     transferred_to="tv-gym")
+        into = update(HouseholdCheckedIn, 10, shelter_id="tv-gym", household_code="AAAA0001",
+                      size=3, needs=["wheelchair"], transferred_from="tv-school")
+        # After the redeliveries on each shelter's partition: when these are applied,
+        # so are the repeated halves before them.
+        marks = [update(ShelterNeedsReported, 11, shelter_id=shelter, needs={"water": "ok"})
+                 for shelter in ("tv-school", "tv-gym")]
+        await produce_events(settings.kafka_bootstrap, settings.namespace, [out, into])
+        await produce_events(settings.kafka_bootstrap, settings.namespace, [out, into, *marks])
+        await states.until(lambda r: all(caused_by(r, m) for m in marks), timeout=20,
+                           what="the states after the transfer", worker=worker)
+
+        assert len(caused_by(states, out)) == len(caused_by(states, into)) == 1
+        (after_out,), (after_in,) = caused_by(states, out), caused_by(states, into)
+        assert (after_out.payload.occupancy, after_out.payload.registered_households) == (2, 1)
+        assert (after_in.payload.occupancy, after_in.payload.household_needs.wheelchair) == (3, 1)
+        school, gym = (caused_by(states, m)[0].payload for m in marks)
+        assert (school.occupancy, school.registered, school.unregistered) == (2, 2, None)
+        assert (gym.occupancy, gym.registered, gym.registered_households) == (3, 3, 1)
+        assert [s.payload.version for s in states_of(states, "tv-school")] == [1, 2, 3, 4, 5]
+        assert [s.payload.version for s in states_of(states, "tv-gym")] == [1, 2, 3]
+
+        def moved(reader: TopicReader) -> bool:
+            now = {e.payload.area_id: e.payload.occupancy for e in reader.events
+                   if isinstance(e, ShelterAreaSummary)}
+            return now.get("riverside") == 2 and now.get("hilltop") == 3
+
+        await areas.until(moved, timeout=20, what="both areas after the transfer",
+                          worker=worker)
+
+
+async def test_a_stranded_commuter_facility_is_tracked_like_a_shelter(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """A facility (一時滞在施設) of the pack gets a state: opened, then crowded by a count."""
+    async with workers(settings, tmp_path) as start, \
+            readers(settings, "shelters.state") as (states,):
+        worker = start("tracker")
+        opened = update(ShelterOpened, 0, shelter_id="tv-station")
+        counted = update(ShelterOccupancyReported, 1, shelter_id="tv-station", occupancy=45)
+        await produce_events(settings.kafka_bootstrap, settings.namespace, [opened, counted])
+        await states.until(lambda r: caused_by(r, counted), timeout=READY_TIMEOUT,
+                           what="the facility's state after its count", worker=worker)
+        station = [s.payload for s in states_of(states, "tv-station")]
+        assert [(s.version, s.status) for s in station] == [(1, "open"), (2, "crowded")]
+        assert (station[-1].capacity, station[-1].hazards) == (50, ("earthquake",))
         worker.check_alive()
 
 

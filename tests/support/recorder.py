@@ -21,8 +21,11 @@ from schemas.events import Event
 from schemas.examples import example
 from schemas.hazards import GaugeReading
 from schemas.reports import ReportAccepted, ReportSubmitted
+from schemas.topics import key_for, route
 from services.recorder.consumer import RecorderConfig, group_id, recorded_topics
+from services.recorder.domain import Recorded, event_row
 from services.recorder.main import serve
+from services.recorder.store import EventStore
 
 T0 = datetime(2025, 8, 21, 5, 0, tzinfo=UTC)
 SENDER = "field-team-7"  # intake derives report ids from the token subject
@@ -147,3 +150,14 @@ async def running_recorder(
 
 
 # --- tests ---------------------------------------------------------------------------
+
+
+async def store_directly(pool: asyncpg.Pool, namespace: str, events: Iterable[Event]) -> None:
+    """Write events into the store and its projections as the recorder would, without a broker."""
+    rows = []
+    for offset, event in enumerate(events):
+        routed = route(event, namespace)
+        rows.append(Recorded(event_row(event, topic=routed.topic, partition=0, offset=offset,
+                                       key=key_for(event).decode(),
+                                       envelope=routed.value.decode()), event))
+    await EventStore(pool).write(rows)

@@ -153,6 +153,31 @@ def test_team_tokens_must_carry_their_areas() -> None:
     assert verify_token(SECRET, staff).areas == frozenset({"fujimi"})
 
 
+def test_a_shelter_staff_token_can_name_its_shelters() -> None:
+    """The shelters claim narrows staff to their sites; other roles and bad claims are refused."""
+    staff = issue_token(SECRET, Role.SHELTER_STAFF, "sports-desk", timedelta(hours=1),
+                        areas=["kanda-koen"], shelters=["e1310100006201"])
+    assert verify_token(SECRET, staff).shelters == frozenset({"e1310100006201"})
+    wide = issue_token(SECRET, Role.SHELTER_STAFF, "desk", timedelta(hours=1),
+                       areas=["kanda-koen"])
+    assert verify_token(SECRET, wide).shelters is None
+    with pytest.raises(ValueError, match="shelter_staff tokens only"):
+        issue_token(SECRET, Role.FIELD, "t", timedelta(hours=1), areas=["fujimi"],
+                    shelters=["e1310100006201"])
+    with pytest.raises(ValueError, match="named twice"):
+        issue_token(SECRET, Role.SHELTER_STAFF, "t", timedelta(hours=1), areas=["fujimi"],
+                    shelters=["a", "a"])
+    now = int(datetime.now(UTC).timestamp())
+    base = {"iss": "sonae", "sub": "x", "iat": now, "exp": now + 60, "jti": "j",
+            "areas": ["fujimi"]}
+    for role, claim in (("shelter_staff", []), ("shelter_staff", ["Not A Site"]),
+                        ("shelter_staff", "e1310100006201"), ("field", ["e1310100006201"])):
+        forged = jwt.encode({**base, "role": role, "shelters": claim}, SECRET,
+                            algorithm="HS256")
+        with pytest.raises(TokenInvalid, match="shelters"):
+            verify_token(SECRET, forged)
+
+
 def test_the_longest_lifetime_bounds_issue_and_verification() -> None:
     """A token living longer than max_lifetime is refused; issue refuses to sign one."""
     long_lived = issue_token(SECRET, Role.HQ, "duty", timedelta(hours=48))

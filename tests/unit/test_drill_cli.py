@@ -60,12 +60,14 @@ def test_the_demo_fits_five_minutes() -> None:
 
 
 def test_the_demo_prints_sign_in_links_only_in_development_mode() -> None:
-    """In development mode the demo's console gets HQ and field links; otherwise none."""
+    """In development mode the demo's console gets HQ, field and shelter-staff links;
+    otherwise none."""
     settings = load_settings(development=True)
     lines = demo_links(settings)
     tokens = [line.split("#token=")[1] for line in lines if "#token=" in line]
     principals = [verify_token(settings.token_secret, t) for t in tokens]
-    assert [p.role for p in principals] == [Role.HQ, Role.FIELD]
+    assert [p.role for p in principals] == [Role.HQ, Role.FIELD, Role.SHELTER_STAFF]
     assert principals[1].areas  # a field token carries its areas
+    assert principals[2].shelters == {"e1310100006201"}  # the demo's households are there
     assert demo_links(load_settings(development=False,
                                     token_secret="a-secret-of-our-own-0123456789abcdef")) == []

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from schemas.envelope import Envelope, new_event
 from schemas.events import EVENT_CLASSES
 from schemas.examples import EXAMPLES, example
+from schemas.people import PERSONAL_FIELDS, HouseholdNeed
 from schemas.region import load_region
 from schemas.reports import ReportAccepted
 from services.gateway.cop import COP, EXERCISE_KEPT, REPORTS_PER_AREA, Kind, RegionIndex
@@ -225,13 +226,22 @@ def _with_pii(event: Envelope, marker: str) -> Envelope:
             return [walk(v) for v in node]
         return node
 
-    return type(event).model_validate(walk(document))
+    marked = walk(document)
+    for name in PERSONAL_FIELDS.get(event.type, ()):
+        marked["payload"][name] = marker  # contact, address, notes, household names
+    if event.type == "shelter.status_changed":
+        # The check-in counts are HQ's and the shelter staff's, never the public's.
+        marked["payload"].update(registered=7_919, registered_households=7_919,
+                                 unregistered=7_919,
+                                 household_needs=dict.fromkeys(HouseholdNeed, 7_919))
+    return type(event).model_validate(marked)
 
 
 @settings(max_examples=40, deadline=None)
 @given(suffix=_text, types=st.lists(st.sampled_from(sorted(EXAMPLES)), min_size=1, unique=True))
 def test_public_view_never_shows_personal_data(suffix: str, types: list[str]) -> None:
-    """Reporter names, teams, free text and casualty figures never reach the public view."""
+    """Reporter names, teams, free text, casualty figures, personal fields, check-in counts
+    and every people or supplies kind never reach the public view."""
     marker = PII + suffix.replace('"', "").replace("\\", "")
     cop = COP.empty(REGION)
     seen: list[Any] = []
@@ -240,8 +250,13 @@ def test_public_view_never_shows_personal_data(suffix: str, types: list[str]) ->
         seen.extend(view_delta(d, PUBLIC) for d in deltas)
     public = json.dumps([view_state(cop, PUBLIC), seen], ensure_ascii=False)
     assert PII not in public and "7919" not in public
-    for field in ("reporter", "casualties", "description", "last_reported_by", "rationale"):
+    for field in ("reporter", "casualties", "description", "last_reported_by", "rationale",
+                  "registered", "registered_households", "unregistered", "household_needs",
+                  *(f for fields in PERSONAL_FIELDS.values() for f in fields if f != "name")):
         assert f'"{field}"' not in public
+    for kind in (Kind.AT_HOME, Kind.WELFARE, Kind.SUPPLY, Kind.GENERATOR):
+        assert kind.value not in view_state(cop, PUBLIC)
+        assert all(d is None or d[0] is not kind for d in seen)
 
 
 def test_hq_sees_names_but_field_teams_do_not_and_only_their_areas() -> None:

@@ -17,9 +17,11 @@ from schemas.envelope import new_event
 from schemas.evacuation import RecommendationKind, RecommendationOutcome
 from schemas.examples import EXAMPLES, example
 from schemas.hazards import Hazard
+from schemas.people import AtHomeNeed, HouseholdNeed, WelfareCheckOutcome
 from schemas.region import load_region
 from schemas.reports import ReportAccepted, ReportCategory
 from schemas.shelters import ShelterStatus
+from schemas.supplies import FuelType, GeneratorState, SupplyItem, SupplyRequestStatus, Urgency
 from services.gateway.cop import COP, RegionIndex
 from services.gateway.errors import BadPublicRequest, TooManyAreas, UnknownArea
 from services.gateway.public import (
@@ -148,6 +150,9 @@ def test_shelter_list_has_every_site_with_address_and_designations() -> None:
         assert entry["address"] == site.address
         assert entry["names"]["en"] == site.names.en
         assert entry["hazards"] == sorted(h.value for h in site.hazards)
+        assert entry.get("accessible") == site.accessible  # facilities only
+    assert by_id["ts-ogawamachi"]["kinds"] == ["temporary_stay"]
+    assert by_id["ts-ogawamachi"]["accessible"] is False
 
 
 def strings() -> dict[str, Any]:
@@ -162,7 +167,15 @@ def test_every_category_hazard_and_status_is_translated_in_four_languages() -> N
              | {s.value for s in ShelterStatus} | {k.value for k in BroadcastKind}
              | {k.value for k in RecommendationKind} | {o.value for o in RecommendationOutcome}
              | {"pending", "approved", "ordered", "active", "lifted"}
-             | {f"L{n}" for n in (3, 4, 5)} | {f"todo_L{n}" for n in (3, 4, 5)} | {"todo_none"})
+             | {f"L{n}" for n in (3, 4, 5)} | {f"todo_L{n}" for n in (3, 4, 5)} | {"todo_none"}
+             # People and supplies, prefixed as app.js looks them up.
+             | {f"supply_{s.value}" for s in SupplyRequestStatus}
+             | {f"urgency_{u.value}" for u in Urgency} | {f"item_{i.value}" for i in SupplyItem}
+             | {f"gen_{g.value}" for g in GeneratorState} | {"gen_unknown"}
+             | {f"fuel_{f.value}" for f in FuelType}
+             | {f"need_{n.value}" for n in (*AtHomeNeed, *HouseholdNeed)}
+             | {f"welfare_{o.value}" for o in WelfareCheckOutcome} | {"welfare_pending"}
+             | {f"{role.value}_view" for role in Audience})
     assert set(doc) == {"ja", "en", "zh", "ko"}
     keys = set(doc["ja"])
     for lang, table in doc.items():

@@ -153,6 +153,15 @@ def test_hazard_and_shelter_pointers_skip_the_union_tag() -> None:
         validate_shelter({"action": "open"}, "no-such-shelter", who(Role.HQ), REGION, NOW)
 
 
+def test_shelter_status_accepts_facilities_and_refuses_evacuation_only_sites() -> None:
+    """A stranded-commuter facility takes status like a shelter; an evacuation-only site not."""
+    request = validate_shelter({"action": "open"}, "ts-ogawamachi", who(Role.HQ), REGION, NOW)
+    assert request.shelter_id == "ts-ogawamachi"
+    evacuation_only = next(s.id for s in REGION.sites if not s.takes_people)
+    with pytest.raises(UnknownShelter, match="evacuation site"):
+        validate_shelter({"action": "open"}, evacuation_only, who(Role.HQ), REGION, NOW)
+
+
 def test_reporter_defaults_to_the_token_subject() -> None:
     """Without a reporter, the report is attributed to the token's subject."""
     request = validate_report(report(), who(Role.FIELD, "kanda-team-7"), REGION, NOW)

@@ -72,8 +72,10 @@ def test_chiyoda_has_28_sites_15_shelters_6_districts_3_gauges(chiyoda: Region) 
     shelters = [s for s in chiyoda.sites if s.is_shelter]
     assert len(evacuation_sites) == 28
     assert len(shelters) == 15
-    # One record per physical place: 14 shelters share a site's address, one does not.
-    assert len(chiyoda.sites) == 29
+    # One record per physical place: 14 shelters share a site's address, one does not;
+    # then the five illustrative stranded-commuter facilities of facilities.json.
+    assert len(chiyoda.sites) == 29 + 5
+    assert len(chiyoda.facilities()) == 5
     assert sum(1 for s in chiyoda.sites if s.kinds == {SiteKind.SHELTER}) == 1
     assert tuple(d.id for d in chiyoda.districts) == CHIYODA_DISTRICTS
     assert {g.river_names.ja for g in chiyoda.gauges} == {"神田川", "日本橋川", "荒川"}
@@ -84,6 +86,9 @@ def test_chiyoda_site_ids_derive_from_gsi_common_ids(chiyoda: Region) -> None:
     source_ids = [sid for s in chiyoda.sites for sid in s.source_ids]
     assert len(source_ids) == len(set(source_ids)) == 28 + 15
     for site in chiyoda.sites:
+        if site.is_temporary_stay:
+            assert site.source_ids == ()  # illustrative: no source data
+            continue
         assert site.id == site.source_ids[0].lower()
         assert len(site.source_ids) == len(site.kinds)
 
@@ -159,7 +164,7 @@ def test_site_districts_agree_with_the_town_in_the_address(chiyoda: Region) -> N
 @pytest.mark.parametrize("hazard", list(Hazard))
 def test_sites_for_hazard_are_exactly_the_designated_sites(chiyoda: Region, hazard: Hazard) -> None:
     """sites_for_hazard returns every site designated for the hazard and no other."""
-    expected = {s.id for s in chiyoda.sites if hazard in s.hazards}
+    expected = {s.id for s in chiyoda.sites if hazard in s.hazards and s.is_evacuation_site}
     got = [s.id for s in chiyoda.sites_for_hazard(hazard)]
     assert len(got) == len(set(got))
     assert set(got) == expected
@@ -190,6 +195,30 @@ def test_shelter_only_place_has_no_hazards(chiyoda: Region) -> None:
     assert hibiya.kinds == {SiteKind.SHELTER}
     assert hibiya.hazards == frozenset()
     assert hibiya.district_id == "kojimachi"
+
+
+def test_facilities_take_people_and_are_no_designation(chiyoda: Region) -> None:
+    """A stranded-commuter facility is found by id, takes people like a shelter, suits
+    earthquakes, says whether it is accessible, and is never an evacuation designation."""
+    facility = chiyoda.site("ts-marunouchi")
+    assert facility.kinds == {SiteKind.TEMPORARY_STAY}
+    assert facility.is_temporary_stay and facility.takes_people
+    assert not facility.is_shelter and not facility.is_evacuation_site
+    assert facility.hazards == {Hazard.EARTHQUAKE}
+    assert facility.accessible is True and facility.capacity_illustrative
+    assert {f.accessible for f in chiyoda.facilities()} == {True, False}
+    assert "ts-marunouchi" not in {s.id for s in chiyoda.sites_for_hazard(Hazard.EARTHQUAKE)}
+    takers = {s.id for s in chiyoda.sites if s.takes_people}
+    assert takers == {s.id for s in chiyoda.sites if s.is_shelter} | {
+        f.id for f in chiyoda.facilities()}
+    assert all(s.accessible is None for s in chiyoda.sites if not s.is_temporary_stay)
+
+
+def test_facilities_file_is_optional(tmp_path: Path) -> None:
+    """A pack without facilities.json loads with no facilities."""
+    directory = _copy_pack("testville", tmp_path)
+    (directory / "facilities.json").unlink()
+    assert load_region(directory).facilities() == ()
 
 
 def test_sites_for_hazard_filtered_by_district(chiyoda: Region) -> None:
@@ -314,7 +343,8 @@ def test_testville_loads_and_answers_queries(testville: Region) -> None:
     assert testville.id == "testville"
     assert testville.default_language == "en"
     assert [d.id for d in testville.districts] == ["riverside", "hilltop"]
-    assert len(testville.sites) == 3
+    assert len(testville.sites) == 4
+    assert [s.id for s in testville.facilities()] == ["tv-station"]
     assert [s.id for s in testville.sites_for_hazard(Hazard.FLOOD)] == ["tv-hall"]
     assert [s.id for s in testville.sites_for_hazard(Hazard.EARTHQUAKE, "riverside")] == [
         "tv-school"
@@ -375,6 +405,14 @@ def _set_site(index: int, **changes: Any) -> Mutation:
     return _edit_json("sites.json", lambda doc: doc["sites"][index].update(changes))
 
 
+def _set_facility(index: int, **changes: Any) -> Mutation:
+    return _edit_json("facilities.json", lambda doc: doc["facilities"][index].update(changes))
+
+
+def _drop_facility_field(index: int, name: str) -> Mutation:
+    return _edit_json("facilities.json", lambda doc: doc["facilities"][index].pop(name))
+
+
 def _drop_name(index: int, lang: str) -> Mutation:
     return _edit_json("sites.json", lambda doc: doc["sites"][index]["names"].pop(lang))
 
@@ -390,6 +428,55 @@ _SQUARE_OVER_BOTH = [[7.005, 45.0], [7.015, 45.0], [7.015, 45.01], [7.005, 45.01
 _BOWTIE = [[7.01, 45.0], [7.02, 45.01], [7.02, 45.0], [7.01, 45.01], [7.01, 45.0]]
 
 BROKEN: list[tuple[str, Mutation, type[RegionPackError], str, str]] = [
+    (
+        "facility without accessible",
+        _drop_facility_field(0, "accessible"),
+        InvalidField,
+        "facilities.json",
+        "facilities[0].accessible",
+    ),
+    (
+        "facility without hazards",
+        _set_facility(0, hazards=[]),
+        InvalidField,
+        "facilities.json",
+        "facilities[0].hazards",
+    ),
+    (
+        "facility combined with a shelter",
+        _set_facility(0, kinds=["temporary_stay", "shelter"]),
+        InvalidField,
+        "facilities.json",
+        "facilities[0].kinds",
+    ),
+    (
+        "a shelter in the facilities file",
+        _set_facility(0, kinds=["shelter"], hazards=[], accessible=None),
+        InvalidField,
+        "facilities.json",
+        "facilities[0].kinds",
+    ),
+    (
+        "accessible on a shelter",
+        _set_site(2, accessible=True),
+        InvalidField,
+        "sites.json",
+        "sites[2].accessible",
+    ),
+    (
+        "facility id equal to a site id",
+        _set_facility(0, id="tv-school"),
+        DuplicateId,
+        "facilities.json",
+        "facilities[0].id",
+    ),
+    (
+        "facility outside its district",
+        _set_facility(0, district_id="hilltop"),
+        SiteOutsideDistrict,
+        "facilities.json",
+        "facilities[0].district_id",
+    ),
     (
         "duplicate site id",
         _set_site(1, id="tv-school"),
@@ -755,7 +842,8 @@ def _copy_pack(name: str, tmp_path: Path, mutation: Mutation | None = None) -> P
     source = packs_root().joinpath(name)
     files = {
         filename: source.joinpath(filename).read_text(encoding="utf-8")
-        for filename in ("pack.toml", "districts.geojson", "sites.json")
+        for filename in ("pack.toml", "districts.geojson", "sites.json", "facilities.json")
+        if source.joinpath(filename).is_file()
     }
     if mutation is not None:
         mutation(files)

@@ -496,12 +496,28 @@ def test_an_update_for_another_shelter_is_a_programming_error() -> None:
         step(Tracked(), opened(0, shelter="tv-gym"))
 
 
-def test_only_designated_shelters_are_tracked() -> None:
-    """shelter_sites keeps shelters (指定避難所) and leaves out evacuation-only sites."""
-    assert set(SITES) == {"tv-school", "tv-gym"}
+def test_only_sites_that_take_people_are_tracked() -> None:
+    """shelter_sites keeps shelters (指定避難所) and stranded-commuter facilities
+    (一時滞在施設), and leaves out evacuation-only sites."""
+    assert set(SITES) == {"tv-school", "tv-gym", "tv-station"}
     assert GYM.hazards == () and GYM.area_id == "hilltop"
     chiyoda = shelter_sites(load_region("chiyoda"))
-    assert len(chiyoda) == 15 and chiyoda["e1310100006201"].name == "区立スポーツセンター"
+    assert len(chiyoda) == 15 + 5 and chiyoda["e1310100006201"].name == "区立スポーツセンター"
+    assert chiyoda["ts-ogawamachi"].hazards == (Hazard.EARTHQUAKE,)
+
+
+def test_a_facility_opens_fills_and_closes_like_a_shelter() -> None:
+    """A stranded-commuter facility is tracked exactly as a shelter: open, crowded, closed."""
+    station = SITES["tv-station"]  # capacity 50
+    assert station.planned_capacity == 50 and station.hazards == (Hazard.EARTHQUAKE,)
+    tracked, _ = run([opened(0, shelter="tv-station"),
+                      count(1, 45, shelter="tv-station")], site=station)
+    assert tracked.state is not None
+    assert tracked.state.status is ShelterStatus.CROWDED and tracked.state.occupancy == 45
+    closing = step(tracked, _event(ShelterClosed, {"shelter_id": "tv-station",
+                                                   "stage": "closed"}, 2), station)
+    assert closing.tracked.state is not None
+    assert closing.tracked.state.status is ShelterStatus.CLOSED
 
 
 def test_tracked_state_round_trips_through_the_table_bytes() -> None:

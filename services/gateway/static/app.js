@@ -235,13 +235,39 @@
       dot.append(title);
       nodes.push(dot);
     }
+    // Generators: a square marked "G" with its state written beside it, never colour alone.
+    for (const g of Object.values(S.state.generator || {})) {
+      const [x, y] = project([g.location.lon, g.location.lat]);
+      const state = g.state || "unknown";
+      const group = document.createElementNS(NS, "g");
+      group.setAttribute("class", "generator gen-" + state);
+      group.setAttribute("data-generator", g.generator_id);
+      group.setAttribute("data-state", state);
+      const box = document.createElementNS(NS, "rect");
+      box.setAttribute("x", (x - 8).toFixed(1)); box.setAttribute("y", (y - 8).toFixed(1));
+      box.setAttribute("width", "16"); box.setAttribute("height", "16");
+      const letter = document.createElementNS(NS, "text");
+      letter.setAttribute("x", x.toFixed(1)); letter.setAttribute("y", (y + 5).toFixed(1));
+      letter.setAttribute("text-anchor", "middle");
+      letter.textContent = "G";
+      const label = document.createElementNS(NS, "text");
+      label.setAttribute("x", (x + 11).toFixed(1)); label.setAttribute("y", (y + 5).toFixed(1));
+      label.setAttribute("class", "gen-label");
+      label.textContent = t("gen_" + state);
+      const title = document.createElementNS(NS, "title");
+      title.textContent = t("generator") + " " + g.owner + " — " + t("gen_" + state);
+      group.append(title, box, letter, label);
+      nodes.push(group);
+    }
     // The map's accessible name lives in its <title>: keep one when redrawing.
     const heading = document.createElementNS(NS, "title");
     heading.id = "map-title";
     heading.textContent = t("map") + " — " + name(S.region.names);
     svg.replaceChildren(heading, ...nodes);
-    fill("legend", [3, 4, 5].map((l) => el("li", {}, el("span", { class: "badge l" + l }, String(l)),
-      t("L" + l))));
+    const legend = [3, 4, 5].map((l) => el("li", {}, el("span", { class: "badge l" + l }, String(l)),
+      t("L" + l)));
+    if (S.state.generator) legend.push(el("li", {}, el("span", { class: "gen-key" }, "G"), t("generator")));
+    fill("legend", legend);
   }
   function render() {
     if (!S.region) return;
@@ -264,6 +290,10 @@
     renderRecommendations(role);
     renderOrders();
     renderShelters();
+    renderSupplies(role);
+    renderAtHome();
+    renderWelfare();
+    renderGenerators();
     renderReports();
     renderGauges();
     renderWarnings();
@@ -313,7 +343,10 @@
   }
   function renderShelters() {
     const shelters = Object.values(S.state.shelter || {});
-    fill("shelters", shelters.sort((a, b) => siteName(a.shelter_id).localeCompare(siteName(b.shelter_id)))
+    // Shelter staff: the sites they run (those with check-in counts) first.
+    const own = (s) => (s.registered === undefined ? 1 : 0);
+    fill("shelters", shelters.sort((a, b) => (own(a) - own(b)) ||
+        siteName(a.shelter_id).localeCompare(siteName(b.shelter_id)))
       .map((s) => {
         const site = S.region.sites.find((x) => x.id === s.shelter_id);
         const capacity = s.capacity || (site && site.capacity) || 0;
@@ -328,9 +361,94 @@
           el("span", { class: "status-" + s.status }, t(s.status)),
           s.occupancy !== undefined ? el("span", { class: "muted" }, " " + s.occupancy + " / " + capacity) : null,
           bar,
+          checkIns(s),
           power ? el("div", { class: "muted" }, power) : null,
           el("div", { class: "muted" }, t("hazards") + ": " + (s.hazards || []).map(t).join("、")));
       }));
+  }
+  // Check-in counts reach HQ and the shelter's own staff only (the view omits them otherwise).
+  function checkIns(s) {
+    if (s.registered === undefined) return null;
+    const diff = s.unregistered;
+    const needs = Object.entries(s.household_needs || {}).filter(([, n]) => n > 0);
+    return el("div", { class: "checkins" },
+      el("span", { class: "registered", "data-registered": String(s.registered) },
+        t("registered") + " " + s.registered + " (" + s.registered_households + " " + t("households") + ")"),
+      diff === null || diff === undefined ? null : el("span", {
+        class: "unregistered" + (diff ? " differs" : ""), "data-unregistered": String(diff) },
+        " / " + t("unregistered") + " " + (diff > 0 ? "+" : diff < 0 ? "−" : "±") + Math.abs(diff)),
+      needs.length ? el("div", { class: "muted" },
+        needs.map(([k, n]) => t("need_" + k) + " " + n).join("・")) : null);
+  }
+  const URGENCY = { critical: 0, urgent: 1, routine: 2 };
+  const CLOSED = new Set(["received", "cancelled"]);
+  function renderSupplies(role) {
+    const panel = document.getElementById("supplies-panel");
+    panel.hidden = !S.state.supply_request;
+    document.getElementById("supplies-title").textContent =
+      t(role === "shelter_staff" ? "our_supplies" : "supplies");
+    // One queue across the ward: open before closed, then by urgency, then oldest first.
+    const requests = Object.values(S.state.supply_request || {}).sort((a, b) =>
+      (CLOSED.has(a.status) - CLOSED.has(b.status)) || (URGENCY[a.urgency] - URGENCY[b.urgency]) ||
+      String(a.requested_at).localeCompare(String(b.requested_at)));
+    fill("supplies", requests.map((r) => el("li", { "data-supply": r.request_id, "data-status": r.status },
+      el("span", { class: "urgency urgency-" + r.urgency }, t("urgency_" + r.urgency)), " ",
+      el("strong", {}, siteName(r.site_id)), " ",
+      el("span", { class: "supply-status status-" + r.status }, t("supply_" + r.status)),
+      el("div", {}, r.lines.map((l) => t("item_" + l.item) + " × " + l.quantity +
+        (l.note ? " (" + l.note + ")" : "")).join("、")),
+      r.note ? el("div", { class: "note" }, r.note) : null,
+      el("div", { class: "muted" }, t("requested_at") + " " + time(r.requested_at),
+        r.updated_at !== r.requested_at ? " · " + t("updated_at") + " " + time(r.updated_at) : "",
+        r.assignee ? " · " + t("assignee") + ": " + r.assignee : ""))));
+  }
+  function needList(needs) {
+    return Object.entries(needs).filter(([, n]) => n > 0).map(([k, n]) => t("need_" + k) + " " + n).join("・");
+  }
+  function renderAtHome() {
+    document.getElementById("athome-panel").hidden = !S.state.at_home;
+    const rows = Object.values(S.state.at_home || {})
+      .sort((a, b) => areaName(a.area_id).localeCompare(areaName(b.area_id)));
+    fill("athome-areas", rows.map((a) => el("li", { "data-area": a.area_id },
+      el("strong", {}, areaName(a.area_id)), " ",
+      a.households + " " + t("households") + " · " + a.people + " " + t("people"),
+      a.welfare_pending ? el("span", { class: "waiting" }, " · " + t("welfare_waiting") + " " + a.welfare_pending) : null,
+      el("div", { class: "muted" }, needList(a.needs) || t("none")))));
+  }
+  function renderWelfare() {
+    document.getElementById("welfare-panel").hidden = !S.state.welfare_check;
+    const items = Object.values(S.state.welfare_check || {}).sort((a, b) =>
+      String(a.reported_at).localeCompare(String(b.reported_at)));
+    fill("welfare", items.map((w) => {
+      const last = w.last_check;
+      return el("li", { "data-household": w.household_id },
+        el("strong", {}, areaName(w.area_id)), " · " + w.size + " " + t("people") + " ",
+        el("span", { class: "status" }, t("welfare_" + w.status)),
+        el("div", {}, w.needs.map((n) => t("need_" + n)).join("・")),
+        w.address ? el("div", {}, t("address") + ": " + w.address) : null,
+        w.contact ? el("div", {}, t("contact") + ": " + w.contact) : null,
+        w.note ? el("div", { class: "note" }, w.note) : null,
+        last ? el("div", { class: "muted" }, t("last_check") + ": " + t("welfare_" + last.outcome) +
+          " · " + time(last.at) + (last.note ? " — " + last.note : "")) : null,
+        el("div", { class: "muted" }, time(w.reported_at)));
+    }));
+  }
+  function renderGenerators() {
+    document.getElementById("generators-panel").hidden = !S.state.generator;
+    const generators = Object.values(S.state.generator || {})
+      .sort((a, b) => a.generator_id.localeCompare(b.generator_id));
+    fill("generators", generators.map((g) => {
+      const state = g.state || "unknown";
+      return el("li", { "data-generator": g.generator_id, "data-state": state },
+        el("span", { class: "gen-key gen-" + state }, "G"), " ",
+        el("strong", {}, g.owner), " ", el("span", { class: "status" }, t("gen_" + state)),
+        el("div", { class: "muted" }, areaName(g.area_id), g.site_id ? " · " + siteName(g.site_id) : "",
+          " · " + t("fuel_" + g.fuel) + " · " + t("rated") + " " + g.rated_kva + " kVA",
+          g.fuel_hours_left !== null && g.fuel_hours_left !== undefined
+            ? " · " + t("fuel_left") + " " + g.fuel_hours_left + " h" : ""),
+        g.note ? el("div", { class: "note" }, g.note) : null,
+        g.reported_at ? el("div", { class: "muted" }, time(g.reported_at)) : null);
+    }));
   }
   function renderReports() {
     const reports = Object.values(S.state.report || {});

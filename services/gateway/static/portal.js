@@ -1,8 +1,12 @@
 // Sonae residents' portal: the areas a resident follows (up to three, by choice or by
 // position), each with its level (number and name, never colour alone), what to do
 // now, the open shelters suitable for the hazard in force nearest first, and the
-// public messages; "notify me" through Web Push. app.js owns the picture and the
-// connection and calls render(); text goes in with textContent only, as in app.js.
+// public messages; "notify me" through Web Push; and the form for residents sheltering
+// at home (在宅避難), posted to the gateway, which forwards it to intake. Open
+// stranded-commuter facilities (一時滞在施設) join the shelter list only while an order
+// for a hazard they open after (an earthquake) is in force in the area. app.js owns
+// the picture and the connection and calls render(); text goes in with textContent
+// only, as in app.js.
 "use strict";
 
 window.SonaePortal = function (api) {
@@ -10,7 +14,11 @@ window.SonaePortal = function (api) {
   const MAX_AREAS = 3;
   const OPEN = ["open", "crowded", "full"];
   const P = { areas: [], origin: null, located: null, sites: null, key: undefined,
-              subscription: null, note: "", busy: false };
+              subscription: null, note: "", busy: false, formLang: null,
+              form: { state: "idle", reference: "", problems: [] } };
+  const PENDING = "sonae.portal.athome";
+  const LABELS = { area_id: "athome_area", size: "athome_size", needs: "athome_needs",
+                   contact: "athome_contact", address: "athome_address", note: "athome_note" };
 
   // --- the areas followed ----------------------------------------------------------
   function known(id) { return S.region.districts.some((d) => d.id === id); }
@@ -94,18 +102,30 @@ window.SonaePortal = function (api) {
       el("strong", {}, t("L" + level)),
       hazards.length ? el("span", {}, "（" + hazards.map(t).join("・") + "）") : null);
   }
-  function openShelters(areaId, hazards) {
+  function isFacility(info) { return (info.kinds || []).includes("temporary_stay"); }
+  // A shelter suits the hazards of the area's level (any, when none is in force); a
+  // stranded-commuter facility is listed only while an order for one of its hazards is.
+  function suits(info, hazards, inForce) {
+    if (isFacility(info)) return inForce.some((h) => info.hazards.includes(h));
+    return !hazards.length || hazards.some((h) => info.hazards.includes(h));
+  }
+  function kindTags(info) {
+    if (!isFacility(info)) return [];
+    return [" ", el("span", { class: "kind-tag" }, t("temporary_stay")), " ",
+            el("span", { class: "kind-tag" }, t(info.accessible ? "accessible" : "not_accessible"))];
+  }
+  function openShelters(areaId, hazards, inForce) {
     const district = S.region.districts.find((d) => d.id === areaId);
     const origin = P.origin && P.located === areaId ? P.origin : centre(district);
     const found = Object.values(S.state.shelter || {}).filter((s) => OPEN.includes(s.status))
       .map((s) => ({ state: s, info: site(s.shelter_id) })).filter(({ info }) => info)
-      .filter(({ info }) => !hazards.length || hazards.some((h) => info.hazards.includes(h)))
+      .filter(({ info }) => suits(info, hazards, inForce))
       .map((item) => ({ ...item, metres: metres(origin, [item.info.lon, item.info.lat]) }))
       .sort((a, b) => a.metres - b.metres).slice(0, 5);
     if (!found.length) return el("p", { class: "muted" }, t("no_open_shelters"));
     return el("ol", { class: "shelters-open" }, ...found.map(({ state, info, metres: m }) =>
       el("li", { "data-shelter": state.shelter_id },
-        el("strong", {}, name(info.names)), " ",
+        el("strong", {}, name(info.names)), ...kindTags(info), " ",
         el("span", { class: "status status-" + state.status }, t(state.status)), " ",
         el("span", { class: "muted" }, t("distance") + " " + distanceText(m)),
         el("div", { class: "muted" }, info.address || ""))));
@@ -115,7 +135,7 @@ window.SonaePortal = function (api) {
     return el("ul", { class: "sites" }, ...sites().filter((s) => s.district_id === areaId)
       .sort((a, b) => name(a.names).localeCompare(name(b.names)))
       .map((s) => el("li", { "data-site": s.id },
-        el("strong", {}, name(s.names)), " ",
+        el("strong", {}, name(s.names)), ...kindTags(s), " ",
         status(s.id) ? el("span", { class: "status status-" + status(s.id) }, t(status(s.id))) : null,
         el("div", { class: "muted" }, s.address || ""),
         s.hazards.length ? el("div", { class: "muted" },
@@ -142,6 +162,7 @@ window.SonaePortal = function (api) {
     const level = ((S.state.area || {})[areaId] || {}).level ||
       orders.reduce((top, o) => Math.max(top, o.level), 0) || null;
     const hazards = [...new Set(orders.filter((o) => o.level === level).map((o) => o.hazard))];
+    const inForce = [...new Set(orders.map((o) => o.hazard))];
     const headingId = "area-" + areaId;
     return el("article", { class: "area-card l" + (level || 0), "data-area": areaId,
                            "aria-labelledby": headingId },
@@ -150,7 +171,7 @@ window.SonaePortal = function (api) {
       el("h4", {}, t("todo")),
       el("p", { class: "todo" }, t(level ? "todo_L" + level : "todo_none")),
       el("h4", {}, t("open_shelters")),
-      openShelters(areaId, hazards),
+      openShelters(areaId, hazards, inForce),
       el("h4", {}, t("messages")),
       areaMessages(areaId) || el("p", { class: "muted" }, t("none")),
       el("h4", {}, t("area_shelters")),
@@ -201,6 +222,86 @@ window.SonaePortal = function (api) {
     document.getElementById("area-cards").replaceChildren(
       ...(cards.length ? cards : [el("p", { class: "muted" }, t("no_areas"))]));
     notifyControl();
+    formControl();
+  }
+
+  // --- residents at home: the form (nothing of anyone else's report is ever shown) --
+  // The report waits in localStorage, with its random id, until the ward acknowledges
+  // it: a resend after a lost connection is the same report (intake replays or replaces).
+  function pending() {
+    try { return JSON.parse(localStorage.getItem(PENDING) || "null"); } catch (e) { return null; }
+  }
+  function randomId() {
+    if (crypto.randomUUID) return crypto.randomUUID();
+    const b = crypto.getRandomValues(new Uint8Array(16));
+    b[6] = (b[6] & 0x0f) | 0x40; b[8] = (b[8] & 0x3f) | 0x80;
+    const h = [...b].map((x) => x.toString(16).padStart(2, "0")).join("");
+    return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+  }
+  function formBody() {
+    const form = document.getElementById("athome");
+    const text = (id) => document.getElementById(id).value.trim();
+    const body = { client_id: (pending() || {}).client_id || randomId(),
+                   area_id: text("athome-area"),
+                   size: Number.parseInt(text("athome-size"), 10),
+                   needs: [...form.querySelectorAll('input[name="need"]:checked')].map((x) => x.value) };
+    for (const [field, id] of [["contact", "athome-contact"], ["address", "athome-address"],
+                               ["note", "athome-note"]]) {
+      if (text(id)) body[field] = text(id);
+    }
+    return body;
+  }
+  async function sendPending() {
+    const report = pending();
+    if (!report || P.form.state === "sending") return;
+    P.form = { state: "sending", reference: "", problems: [] }; formControl();
+    try {
+      const response = await fetch("/v1/public/at-home", {
+        method: "POST", headers: { "Content-Type": "application/json" },
+        body: JSON.stringify(report) });
+      const answer = await response.json().catch(() => ({}));
+      if (response.ok) {
+        localStorage.removeItem(PENDING);
+        P.form = { state: "received", reference: String(answer.household_id || "").slice(0, 8),
+                   problems: [] };
+        document.getElementById("athome").reset();
+      } else if (response.status === 422 || response.status === 413 || response.status === 403) {
+        localStorage.removeItem(PENDING);  // the ward refused it: fix and send again
+        P.form = { state: "invalid", reference: "",
+                   problems: (answer.errors || []).map((e) => (e.pointer || "").split("/")[1] || "") };
+      } else {
+        P.form = { state: "saved", reference: "", problems: [] };  // 429, 503: kept, sent later
+      }
+    } catch (e) {
+      P.form = { state: "saved", reference: "", problems: [] };
+    }
+    formControl();
+  }
+  function submitForm(event) {
+    event.preventDefault();
+    localStorage.setItem(PENDING, JSON.stringify(formBody()));
+    sendPending();
+  }
+  function formControl() {
+    const select = document.getElementById("athome-area");
+    if (P.formLang !== S.lang) {
+      const chosen = select.value || P.areas[0] || "";
+      select.replaceChildren(...S.region.districts.map((d) =>
+        el("option", { value: d.id }, name(d.names))));
+      if (chosen) select.value = chosen;
+      P.formLang = S.lang;
+    }
+    const status = document.getElementById("athome-status");
+    const f = P.form;
+    status.dataset.state = f.state;
+    status.textContent = {
+      idle: "", sending: t("athome_sending"),
+      received: t("athome_received") + (f.reference ? " " + t("athome_reference") + ": " + f.reference : ""),
+      saved: t("athome_saved"),
+      invalid: t("athome_invalid") + (f.problems.length ? ": " + [...new Set(f.problems)]
+        .map((field) => t(LABELS[field] || "athome_refused")).join("、") : ""),
+    }[f.state] || "";
+    document.getElementById("athome-send").disabled = f.state === "sending";
   }
 
   // --- Web Push ----------------------------------------------------------------------
@@ -255,9 +356,12 @@ window.SonaePortal = function (api) {
     loadAreas();
     document.getElementById("locate").addEventListener("click", locate);
     document.getElementById("notify").addEventListener("click", toggleNotify);
+    document.getElementById("athome").addEventListener("submit", submitForm);
+    window.addEventListener("online", sendPending);
     await loadSites();
     render();
     probeKey();
+    sendPending();  // a report left from a lost connection goes now
   }
   function relanguage() {
     // A subscription's notifications come in its language: tell the server the new one.
