@@ -80,12 +80,15 @@ __all__ = [
     "MESSAGE_RATE",
     "PING_INTERVAL",
     "PING_TIMEOUT",
+    "STAFF_REQUESTS",
     "Gateway",
+    "IntakeCalls",
     "IntakeReports",
     "ReportSink",
     "allowed_origins",
     "close_connection",
     "heartbeats",
+    "staff_call",
 ]
 
 MAX_MESSAGE_BYTES: Final = 64 * 1024
@@ -156,10 +159,15 @@ class IntakeReports:
 
     async def submit(self, token: str, body: Any) -> tuple[int, Any]:
         """POST /v1/reports as the reporter."""
+        return await self.call(token, "POST", "/v1/reports", body)
+
+    async def call(self, token: str, method: str, path: str,
+                   body: Any = None) -> tuple[int, Any]:
+        """``method path`` as the token's holder; intake's status and JSON answer."""
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=self.timeout)
-        async with self._session.post(
-                f"{self.base_url}/v1/reports", json=body,
+        async with self._session.request(
+                method, f"{self.base_url}{path}", json=body,
                 headers={"Authorization": f"Bearer {token}"}) as response:
             try:
                 answer = await response.json(content_type=None)
@@ -172,6 +180,14 @@ class IntakeReports:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+class IntakeCalls(Protocol):
+    """Intake's HTTP API, called with the sender's own token (households, supplies)."""
+
+    async def call(self, token: str, method: str, path: str,
+                   body: Any = None) -> tuple[int, Any]:
+        """``method path`` (a JSON body unless None); intake's HTTP status and JSON answer."""
 
 
 class _Session:
@@ -194,7 +210,8 @@ class Gateway:
 
     def __init__(self, hub: Hub, *, secret: str | SecretStr, namespace: str,
                  area_ids: Sequence[str], publisher: Publisher | None = None,
-                 reports: ReportSink | None = None, queue_size: int = CLIENT_QUEUE_SIZE,
+                 reports: ReportSink | None = None, intake: IntakeCalls | None = None,
+                 queue_size: int = CLIENT_QUEUE_SIZE,
                  clock: Callable[[], datetime] = utc_now,
                  denylist: Container[str] = frozenset(),
                  max_token_lifetime: timedelta | None = None,
@@ -216,6 +233,7 @@ class Gateway:
         self.area_ids = frozenset(area_ids)
         self.publisher = publisher
         self.reports = reports
+        self.intake = intake
         self.clock = clock
         self.drill = is_drill(namespace)
 
@@ -455,11 +473,14 @@ class Gateway:
                     await self._command(ws, session, document, request_id)
                 elif kind == "report":
                     await self._report(ws, session, document, request_id)
+                elif isinstance(kind, str) and kind in STAFF_REQUESTS:
+                    await self._staff_request(ws, session, kind, document, request_id)
                 elif kind == "hello":
                     raise Refused("already_hello", "hello was already said; reconnect to change")
                 else:
                     raise Refused("unknown_type", f"unknown message type {kind!r}; expected "
-                                  "ping, command or report")
+                                  "ping, command, report or a staff request ("
+                                  + ", ".join(sorted(STAFF_REQUESTS)) + ")")
             except Refused as e:
                 await self._error(ws, request_id, e.code, e.message, e.errors)
                 if e.close is not None:
@@ -544,6 +565,34 @@ class Gateway:
                       str(answer.get("message") or f"intake answered {status}"),
                       errors=answer.get("errors"))
 
+    async def _staff_request(self, ws: ServerConnection, session: _Session, kind: str,
+                             document: Mapping[str, Any], request_id: str | None) -> None:
+        principal = session.principal
+        if principal is None or session.token is None \
+                or principal.role not in (Role.HQ, Role.SHELTER_STAFF):
+            raise Refused("forbidden", f"only shelter staff and HQ may send {kind}")
+        if principal.expires_at <= self.clock():
+            raise Refused("unauthorized", "your token has expired; sign in again")
+        if request_id is None:
+            raise Refused("invalid_id", f"a {kind} request needs an id")
+        method, path, body = staff_call(kind, document)
+        if self.intake is None:
+            raise Refused("unavailable", f"{kind} is not enabled on this gateway")
+        try:
+            status, answer = await self.intake.call(session.token, method, path, body)
+        except (aiohttp.ClientError, TimeoutError) as e:
+            log.warning("intake unreachable for %s: %s", kind, e)
+            raise Refused("unavailable", "intake is unreachable; resend the same request "
+                          "(same client_id) shortly") from None
+        if 200 <= status < 300:
+            await self._send(ws, {"type": "ack", "id": request_id, "status": status,
+                                  "result": answer})
+            return
+        answer = answer if isinstance(answer, dict) else {}
+        raise Refused(str(answer.get("error") or "rejected"),
+                      str(answer.get("message") or f"intake answered {status}"),
+                      errors=answer.get("errors"))
+
     # --- replies ------------------------------------------------------------------
 
     async def _send(self, ws: ServerConnection, message: Mapping[str, Any]) -> None:
@@ -559,6 +608,56 @@ class Gateway:
         if errors:
             reply["errors"] = list(errors)
         await self._send(ws, reply)
+
+
+STAFF_REQUESTS: Final = frozenset({"checkin", "checkout", "transfer", "households",
+                                   "supply_request", "supply_step"})
+"""Requests shelter staff (and HQ) send, each forwarded to intake with their own token."""
+
+SUPPLY_STEPS: Final = frozenset({"assign", "dispatch", "receive", "cancel"})
+"""A ``supply_step``'s ``step`` (intake decides who may take which)."""
+
+_PATH_PART: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+
+
+def _part(document: Mapping[str, Any], name: str) -> str:
+    value = document.get(name)
+    if not isinstance(value, str) or not _PATH_PART.fullmatch(value):
+        raise Refused("invalid", f"{name} must be an id (letters, digits, '-', '_', '.')",
+                      errors=[{"field": name, "message": "expected an id"}])
+    return value
+
+
+def _body(document: Mapping[str, Any]) -> dict[str, Any]:
+    body = document.get("body")
+    if not isinstance(body, dict):
+        raise Refused("invalid", "body must be an object (the body of intake's request)",
+                      errors=[{"field": "body", "message": "expected an object"}])
+    return body
+
+
+def staff_call(kind: str, document: Mapping[str, Any]) -> tuple[str, str, Any]:
+    """The intake request (method, path, body) a staff request stands for; pure."""
+    if kind == "supply_request":
+        return "POST", "/v1/supplies/requests", _body(document)
+    if kind == "supply_step":
+        step = document.get("step")
+        if step not in SUPPLY_STEPS:
+            raise Refused("invalid", "step must be one of " + ", ".join(sorted(SUPPLY_STEPS)),
+                          errors=[{"field": "step", "message": "not a step"}])
+        return ("POST", f"/v1/supplies/requests/{_part(document, 'request_id')}/{step}",
+                _body(document))
+    households = f"/v1/shelters/{_part(document, 'shelter_id')}/households"
+    if kind == "households":
+        return "GET", households, None
+    if kind == "checkin":
+        return "POST", households, _body(document)
+    code = _part(document, "household_code")
+    if kind == "checkout":
+        return "POST", f"{households}/{code}/checkout", _body(document)
+    if kind == "transfer":
+        return "POST", f"{households}/{code}/transfer", _body(document)
+    raise ValueError(f"not a staff request: {kind!r}")
 
 
 def _close_reason(refused: Refused) -> str:
