@@ -7,7 +7,9 @@ messages, followed by live deltas and periodic ``heartbeat`` messages. HQ may
 send ``command`` (approve, reject, issue, lift: produced as
 ``evacuation.command`` with the operator taken from the token); field teams
 may send ``report`` (forwarded to intake with their token, so validation,
-idempotency and durability are intake's). Every request with an ``id`` gets an
+idempotency and durability are intake's); shelter staff and HQ may send the
+:data:`STAFF_REQUESTS` (households and supplies, forwarded the same way through
+:class:`IntakeCalls`, the request mapped by :func:`staff_call`). Every request with an ``id`` gets an
 ``ack`` or an ``error`` with that id.
 
 Hardening: frames over :data:`MAX_MESSAGE_BYTES` close the connection (1009,
