@@ -9,8 +9,8 @@ send ``command`` (approve, reject, issue, lift: produced as
 may send ``report`` (forwarded to intake with their token, so validation,
 idempotency and durability are intake's); shelter staff and HQ may send the
 :data:`STAFF_REQUESTS` (households and supplies, forwarded the same way through
-:class:`IntakeCalls`, the request mapped by :func:`staff_call`). Every request with an ``id`` gets an
-``ack`` or an ``error`` with that id.
+:class:`IntakeCalls`, the request mapped by :func:`staff_call`). Every request
+with an ``id`` gets an ``ack`` or an ``error`` with that id.
 
 Hardening: frames over :data:`MAX_MESSAGE_BYTES` close the connection (1009,
 by websockets); malformed JSON or unknown types get an ``error`` and the
