@@ -175,7 +175,8 @@ def order_for(recommendation: dict[str, Any], command: EvacuationCommand) -> Ord
 async def test_staff_check_a_household_in_see_its_qr_and_check_it_out(
         kafka_bootstrap: str, namespace: str, db_pool: asyncpg.Pool) -> None:
     """Shelter staff's panel (360 px): the check-in form gives the code and its QR; the
-    household is listed and its Check out button removes it."""
+    household is listed and its Check out button removes it; a supply request from the
+    form appears with its status and can be cancelled."""
     executable = chromium()
     from playwright.async_api import async_playwright, expect
 
@@ -220,6 +221,18 @@ async def test_staff_check_a_household_in_see_its_qr_and_check_it_out(
                                       full_page=True)
                 await row.locator("button.checkout").click()
                 await expect(row).to_have_count(0, timeout=20_000)
+
+                # A supply request from the form shows in "our supply requests"; Cancel it.
+                form = site.locator("form.supply-form")
+                await form.locator("select[name=item]").select_option("blankets")
+                await form.locator("input[name=quantity]").fill("20")
+                await form.locator("select[name=urgency]").select_option("urgent")
+                await form.locator("button[type=submit]").click()
+                request = page.locator("#supplies li[data-supply]")
+                await expect(request).to_contain_text("Blankets × 20", timeout=20_000)
+                await request.locator("button.supply-cancel").click()
+                await expect(request).to_have_attribute("data-status", "cancelled",
+                                                        timeout=20_000)
                 async with db_pool.acquire() as conn:
                     assert await conn.fetchval(
                         "select checked_in from households where household_code = $1",

@@ -418,7 +418,24 @@
       r.note ? el("div", { class: "note" }, r.note) : null,
       el("div", { class: "muted" }, t("requested_at") + " " + time(r.requested_at),
         r.updated_at !== r.requested_at ? " · " + t("updated_at") + " " + time(r.updated_at) : "",
-        r.assignee ? " · " + t("assignee") + ": " + r.assignee : ""))));
+        r.assignee ? " · " + t("assignee") + ": " + r.assignee : ""),
+      role === "shelter_staff" ? supplySteps(r) : null)));
+  }
+  function supplySteps(r) {
+    // The requesting site confirms delivery or withdraws a request not yet on its way.
+    const step = r.status === "dispatched" ? "receive"
+      : (r.status === "requested" || r.status === "assigned") ? "cancel" : null;
+    if (!step) return null;
+    return el("button", { type: "button", class: "supply-" + step, "data-supply": r.request_id,
+      onclick: (event) => {
+        const button = event.currentTarget;
+        button.disabled = true;
+        staffRequest("supply_step", { request_id: r.request_id, step,
+          body: { client_id: newId(step) } }, (m) => {
+          button.disabled = false;
+          if (m.type !== "ack") button.textContent = t("refused") + ": " + (m.message || m.code);
+        });
+      } }, t("supply_action_" + step));
   }
   // --- the staff panel: check-in, the households in, check-out, transfer, supplies ----
   // Built once per site (forms keep what is typed while deltas redraw the rest); the
