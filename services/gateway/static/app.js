@@ -139,6 +139,7 @@
       case "welcome":
         S.welcome = message; S.backoff = 500; setConn("live"); S.source = "live";
         if (message.resume === "snapshot") S.state = {};
+        reloadHouseholds();  // a new connection: the lists may have changed meanwhile
         break;
       case "snapshot":
         S.state = message.state; S.position = message.position; break;
@@ -468,6 +469,9 @@
       for (const id of sites) loadHouseholds(id);
     }
   }
+  function reloadHouseholds() {
+    for (const site of Object.keys(staff.cards)) loadHouseholds(site);
+  }
   function loadHouseholds(site) {
     staffRequest("households", { shelter_id: site }, (m) => {
       staff.lists[site] = m.type === "ack" ? m.result.households : null;
@@ -498,7 +502,7 @@
           el("button", { type: "button", class: "transfer", onclick: () => staffRequest("transfer",
             { shelter_id: site, household_code: h.household_code,
               body: { client_id: newId("tr"), to: to.value } },
-            (m) => { say(note, m); if (m.type === "ack") loadHouseholds(site); }) }, t("transfer")),
+            (m) => { say(note, m); if (m.type === "ack") reloadHouseholds(); }) }, t("transfer")),
           note));
     }) : [el("li", { class: "muted" }, t("none"))]));
   }
