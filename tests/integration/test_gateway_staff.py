@@ -10,10 +10,21 @@ import pytest
 
 from services.common.auth import Role, issue_token
 from services.gateway.server import IntakeReports
-from tests.support import SECRET, SHELTER, TEAM_AREAS, Running, make_settings, start_intake
+from tests.support import (
+    REGION,
+    SECRET,
+    SHELTER,
+    TEAM_AREAS,
+    Running,
+    make_settings,
+    start_intake,
+)
 from tests.support.gateway import gateway, peer
 
 pytestmark = pytest.mark.integration
+
+THERE = next(s.id for s in REGION.sites if s.is_shelter and s.id != SHELTER)
+"""Another shelter: a transfer's destination, not the staff token's site."""
 
 
 @pytest.fixture
@@ -38,7 +49,8 @@ async def test_staff_check_in_list_and_check_out_over_the_socket(
         kafka_bootstrap: str, namespace: str, intake: Running) -> None:
     """A staff `checkin` is acknowledged with intake's code, `households` lists it, a
     `checkout` removes it; intake's refusals come back as errors with its code; a field
-    connection's `checkin` is refused (forbidden) before reaching intake."""
+    connection's `checkin` is refused (forbidden) before reaching intake; a `transfer`
+    moves a household to a site whose list the staff may not read."""
     settings = make_settings(kafka_bootstrap, intake.settings.database_url, namespace,
                              host="127.0.0.1")
     client = IntakeReports(intake.url)
@@ -77,6 +89,17 @@ async def test_staff_check_in_list_and_check_out_over_the_socket(
             await s.send({"type": "households", "id": "q6", "shelter_id": SHELTER})
             assert (await s.until(_answer))["result"]["households"] == []
 
+            await s.send({"type": "checkin", "id": "q8", "shelter_id": SHELTER,
+                          "body": {"client_id": "c-4", "size": 1}})
+            moved = (await s.until(_answer))["result"]["household_code"]
+            await s.send({"type": "transfer", "id": "q9", "shelter_id": SHELTER,
+                          "household_code": moved, "body": {"client_id": "t-1", "to": THERE}})
+            transferred = await s.until(_answer)
+            assert (transferred["type"], transferred["result"]["shelter_id"]) == ("ack", THERE)
+            await s.send({"type": "households", "id": "q10", "shelter_id": THERE})
+            elsewhere = await s.until(_answer)  # not this token's site: intake says so
+            assert (elsewhere["type"], elsewhere["code"]) == ("error", "site_not_permitted")
+
             await f.until(lambda m: m["type"] == "snapshot")
             await f.send({"type": "checkin", "id": "f1", "shelter_id": SHELTER,
                           "body": {"client_id": "c-9", "size": 1}})
@@ -86,7 +109,7 @@ async def test_staff_check_in_list_and_check_out_over_the_socket(
                           "household_code": code, "body": {"client_id": "o-2"}})
             assert (await s.until(_answer))["code"] == "invalid"
         async with intake.pool.acquire() as conn:
-            assert await conn.fetchval("select count(*) from households") == 1
-            assert await conn.fetchval("select count(*) from intake_requests") == 2
+            assert await conn.fetchval("select count(*) from households") == 2
+            assert await conn.fetchval("select count(*) from intake_requests") == 4
     finally:
         await client.close()
