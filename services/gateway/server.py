@@ -8,8 +8,9 @@ send ``command`` (approve, reject, issue, lift: produced as
 ``evacuation.command`` with the operator taken from the token); field teams
 may send ``report`` (forwarded to intake with their token, so validation,
 idempotency and durability are intake's); shelter staff and HQ may send the
-:data:`STAFF_REQUESTS` (households and supplies, forwarded the same way through
-:class:`IntakeCalls`, the request mapped by :func:`staff_call`). Every request
+:data:`~services.gateway.staff.STAFF_REQUESTS` (households and supplies, forwarded
+the same way through :class:`IntakeCalls`, the request mapped by
+:func:`~services.gateway.staff.staff_call`). Every request
 with an ``id`` gets an ``ack`` or an ``error`` with that id.
 
 Hardening: frames over :data:`MAX_MESSAGE_BYTES` close the connection (1009,
@@ -67,6 +68,7 @@ from services.common.retry import sleep_until
 from services.gateway.errors import InvalidPosition, Refused
 from services.gateway.hub import CLIENT_QUEUE_SIZE, OVERLOAD, Client, Hub, Resume, encode
 from services.gateway.positions import Position, decode_position
+from services.gateway.staff import STAFF_REQUESTS, staff_call
 from services.gateway.views import Audience, Viewer
 
 log = logging.getLogger(__name__)
@@ -82,7 +84,6 @@ __all__ = [
     "MESSAGE_RATE",
     "PING_INTERVAL",
     "PING_TIMEOUT",
-    "STAFF_REQUESTS",
     "Gateway",
     "IntakeCalls",
     "IntakeReports",
@@ -90,7 +91,6 @@ __all__ = [
     "allowed_origins",
     "close_connection",
     "heartbeats",
-    "staff_call",
 ]
 
 MAX_MESSAGE_BYTES: Final = 64 * 1024
@@ -610,56 +610,6 @@ class Gateway:
         if errors:
             reply["errors"] = list(errors)
         await self._send(ws, reply)
-
-
-STAFF_REQUESTS: Final = frozenset({"checkin", "checkout", "transfer", "households",
-                                   "supply_request", "supply_step"})
-"""Requests shelter staff (and HQ) send, each forwarded to intake with their own token."""
-
-SUPPLY_STEPS: Final = frozenset({"assign", "dispatch", "receive", "cancel"})
-"""A ``supply_step``'s ``step`` (intake decides who may take which)."""
-
-_PATH_PART: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
-
-
-def _part(document: Mapping[str, Any], name: str) -> str:
-    value = document.get(name)
-    if not isinstance(value, str) or not _PATH_PART.fullmatch(value):
-        raise Refused("invalid", f"{name} must be an id (letters, digits, '-', '_', '.')",
-                      errors=[{"field": name, "message": "expected an id"}])
-    return value
-
-
-def _body(document: Mapping[str, Any]) -> dict[str, Any]:
-    body = document.get("body")
-    if not isinstance(body, dict):
-        raise Refused("invalid", "body must be an object (the body of intake's request)",
-                      errors=[{"field": "body", "message": "expected an object"}])
-    return body
-
-
-def staff_call(kind: str, document: Mapping[str, Any]) -> tuple[str, str, Any]:
-    """The intake request (method, path, body) a staff request stands for; pure."""
-    if kind == "supply_request":
-        return "POST", "/v1/supplies/requests", _body(document)
-    if kind == "supply_step":
-        step = document.get("step")
-        if step not in SUPPLY_STEPS:
-            raise Refused("invalid", "step must be one of " + ", ".join(sorted(SUPPLY_STEPS)),
-                          errors=[{"field": "step", "message": "not a step"}])
-        return ("POST", f"/v1/supplies/requests/{_part(document, 'request_id')}/{step}",
-                _body(document))
-    households = f"/v1/shelters/{_part(document, 'shelter_id')}/households"
-    if kind == "households":
-        return "GET", households, None
-    if kind == "checkin":
-        return "POST", households, _body(document)
-    code = _part(document, "household_code")
-    if kind == "checkout":
-        return "POST", f"{households}/{code}/checkout", _body(document)
-    if kind == "transfer":
-        return "POST", f"{households}/{code}/transfer", _body(document)
-    raise ValueError(f"not a staff request: {kind!r}")
 
 
 def _close_reason(refused: Refused) -> str:

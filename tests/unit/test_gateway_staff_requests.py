@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from services.gateway.errors import Refused
-from services.gateway.server import STAFF_REQUESTS, staff_call
+from services.gateway.staff import STAFF_REQUESTS, staff_call
 
 BODY = {"client_id": "c-1"}
 
