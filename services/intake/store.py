@@ -815,6 +815,15 @@ class Store:
 
     # --- reads ---------------------------------------------------------------------
 
+    async def households_at(self, shelter_id: str) -> list[HouseholdRow]:
+        """The households checked in at ``shelter_id`` now, the newest check-in first."""
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(
+                "select * from households where namespace = $1 and shelter_id = $2 "
+                "and checked_in order by checked_in_at desc, household_code",
+                self.namespace, shelter_id)
+        return [_household(r) for r in rows]
+
     async def find_reports(
         self, *, report_id: UUID | None = None, client_report_id: str | None = None,
         scope: str | None = None,
