@@ -20,8 +20,9 @@ Households (docs/people.md): ``sonae checkin`` chooses the household code on the
 device (:func:`~schemas.people.household_code_from` of a random id) and prints it
 before anything is sent, so staff can write it on the household's card while the
 connection is down; the check-in is delivered later under the same ``client_id``
-and code. ``sonae checkout`` and ``sonae transfer`` name a code as it was printed
-(read as typed: lower case, O for 0, I or L for 1).
+and code (printed with its QR code drawn in the terminal under it). ``sonae checkout``
+and ``sonae transfer`` name a code as it was printed (read as typed: lower case, O for
+0, I or L for 1).
 
 Exit status: 0 everything sent was acknowledged, 1 something was refused for
 good, 75 (EX_TEMPFAIL) something is still pending.
@@ -34,12 +35,14 @@ Nothing here connects or reads files at import time; the composition root adds
 from __future__ import annotations
 
 import functools
+import io
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Final, ParamSpec
 
 import click
+import segno
 from pydantic import ValidationError
 
 from infra.settings import Settings, SettingsError, load_settings
@@ -277,6 +280,15 @@ def shelter_status(shelter_id: str, action: str, stage: str | None, capacity: in
 # --- sonae checkin / checkout / transfer -------------------------------------------------
 
 
+def household_qr_text(code: str) -> str:
+    """``code`` as a QR code drawn in the terminal (half-block characters, the code only:
+    the same QR the dashboard shows, for a phone's camera at check-out)."""
+    out = io.StringIO()
+    segno.make(code, error="m", micro=False).terminal(out=out, compact=True, border=2)
+    return out.getvalue()
+
+
+
 def _household_entry(kind: str, path: str, body: dict[str, Any]) -> Entry:
     return Entry(id=body["client_id"], kind=kind, path=path, body=body,
                  created_at=body["occurred_at"])
@@ -323,6 +335,7 @@ def checkin(shelter_id: str, size: int, needs: tuple[str, ...], language: str | 
                                                 **body})
     # Printed before anything is sent: staff write it on the household's card now.
     click.echo(f"household code: {household_code}")
+    click.echo(household_qr_text(household_code), nl=False)
     _queue_and_send(_household_entry("checkin", f"/v1/shelters/{shelter_id}/households", body),
                     intake_url, bearer, attempts)
 

@@ -27,6 +27,7 @@ from services.gateway.cop import COP
 from services.gateway.hub import Hub
 from services.gateway.portal import add_portal_routes
 from services.gateway.push import PushApi
+from services.gateway.qr import add_qr_routes
 
 __all__ = ["STATIC_FILES", "build_app", "region_document"]
 
@@ -140,6 +141,7 @@ def build_app(region: Region, *, gateway_port: int, namespace: str,
         return hub.cop if hub is not None and hub.ready.is_set() else None
 
     add_portal_routes(app, region, picture=picture)
+    add_qr_routes(app)  # /qr/household/{code}.svg: services/gateway/qr.py
     if push is not None:
         push.add_routes(app)  # /v1/push/…: services/gateway/push.py
     if athome is not None:

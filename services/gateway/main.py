@@ -40,6 +40,7 @@ from services.gateway.server import (
     PING_INTERVAL,
     PING_TIMEOUT,
     Gateway,
+    IntakeCalls,
     IntakeReports,
     ReportSink,
     allowed_origins,
@@ -83,6 +84,7 @@ async def _store_pool(settings: Settings) -> asyncpg.Pool | None:
 @contextlib.asynccontextmanager
 async def running(settings: Settings, *, region: Region | None = None,
                   pool: asyncpg.Pool | None = None, reports: ReportSink | None = None,
+                  intake: IntakeCalls | None = None,
                   websocket_port: int | None = None, dashboard_port: int | None = None,
                   queue_size: int = CLIENT_QUEUE_SIZE,
                   revocation: Connect | None = None) -> AsyncIterator[Running]:
@@ -113,7 +115,8 @@ async def running(settings: Settings, *, region: Region | None = None,
         gateway = Gateway(hub, secret=settings.token_secret, namespace=settings.namespace,
                           area_ids=[d.id for d in region.districts],
                           publisher=Publisher(producer, settings.namespace), reports=reports,
-                          queue_size=queue_size, max_token_lifetime=settings.token_max_ttl,
+                          intake=intake, queue_size=queue_size,
+                          max_token_lifetime=settings.token_max_ttl,
                           message_rate=settings.gateway_message_rate_per_second,
                           message_burst=settings.gateway_message_burst,
                           max_per_address=settings.gateway_max_connections_per_address)
@@ -186,7 +189,7 @@ async def serve_gateway(settings: Settings, stop: asyncio.Event) -> None:
     pool = await _store_pool(settings)
     reports = IntakeReports(settings.intake_base_url)
     try:
-        async with running(settings, region=region, pool=pool, reports=reports,
+        async with running(settings, region=region, pool=pool, reports=reports, intake=reports,
                            revocation=lambda: asyncpg.connect(settings.database_url)) as gw:
             # Never a token here: logs are read by more people than tokens are for
             # (`sonae token issue` mints them; the demo prints its own to the console).

@@ -7,8 +7,11 @@ messages, followed by live deltas and periodic ``heartbeat`` messages. HQ may
 send ``command`` (approve, reject, issue, lift: produced as
 ``evacuation.command`` with the operator taken from the token); field teams
 may send ``report`` (forwarded to intake with their token, so validation,
-idempotency and durability are intake's). Every request with an ``id`` gets an
-``ack`` or an ``error`` with that id.
+idempotency and durability are intake's); shelter staff and HQ may send the
+:data:`~services.gateway.staff.STAFF_REQUESTS` (households and supplies, forwarded
+the same way through :class:`IntakeCalls`, the request mapped by
+:func:`~services.gateway.staff.staff_call`). Every request
+with an ``id`` gets an ``ack`` or an ``error`` with that id.
 
 Hardening: frames over :data:`MAX_MESSAGE_BYTES` close the connection (1009,
 by websockets); malformed JSON or unknown types get an ``error`` and the
@@ -65,6 +68,7 @@ from services.common.retry import sleep_until
 from services.gateway.errors import InvalidPosition, Refused
 from services.gateway.hub import CLIENT_QUEUE_SIZE, OVERLOAD, Client, Hub, Resume, encode
 from services.gateway.positions import Position, decode_position
+from services.gateway.staff import STAFF_REQUESTS, staff_call
 from services.gateway.views import Audience, Viewer
 
 log = logging.getLogger(__name__)
@@ -81,6 +85,7 @@ __all__ = [
     "PING_INTERVAL",
     "PING_TIMEOUT",
     "Gateway",
+    "IntakeCalls",
     "IntakeReports",
     "ReportSink",
     "allowed_origins",
@@ -156,10 +161,15 @@ class IntakeReports:
 
     async def submit(self, token: str, body: Any) -> tuple[int, Any]:
         """POST /v1/reports as the reporter."""
+        return await self.call(token, "POST", "/v1/reports", body)
+
+    async def call(self, token: str, method: str, path: str,
+                   body: Any = None) -> tuple[int, Any]:
+        """``method path`` as the token's holder; intake's status and JSON answer."""
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=self.timeout)
-        async with self._session.post(
-                f"{self.base_url}/v1/reports", json=body,
+        async with self._session.request(
+                method, f"{self.base_url}{path}", json=body,
                 headers={"Authorization": f"Bearer {token}"}) as response:
             try:
                 answer = await response.json(content_type=None)
@@ -172,6 +182,14 @@ class IntakeReports:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+class IntakeCalls(Protocol):
+    """Intake's HTTP API, called with the sender's own token (households, supplies)."""
+
+    async def call(self, token: str, method: str, path: str,
+                   body: Any = None) -> tuple[int, Any]:
+        """``method path`` (a JSON body unless None); intake's HTTP status and JSON answer."""
 
 
 class _Session:
@@ -194,7 +212,8 @@ class Gateway:
 
     def __init__(self, hub: Hub, *, secret: str | SecretStr, namespace: str,
                  area_ids: Sequence[str], publisher: Publisher | None = None,
-                 reports: ReportSink | None = None, queue_size: int = CLIENT_QUEUE_SIZE,
+                 reports: ReportSink | None = None, intake: IntakeCalls | None = None,
+                 queue_size: int = CLIENT_QUEUE_SIZE,
                  clock: Callable[[], datetime] = utc_now,
                  denylist: Container[str] = frozenset(),
                  max_token_lifetime: timedelta | None = None,
@@ -216,6 +235,7 @@ class Gateway:
         self.area_ids = frozenset(area_ids)
         self.publisher = publisher
         self.reports = reports
+        self.intake = intake
         self.clock = clock
         self.drill = is_drill(namespace)
 
@@ -455,11 +475,14 @@ class Gateway:
                     await self._command(ws, session, document, request_id)
                 elif kind == "report":
                     await self._report(ws, session, document, request_id)
+                elif isinstance(kind, str) and kind in STAFF_REQUESTS:
+                    await self._staff_request(ws, session, kind, document, request_id)
                 elif kind == "hello":
                     raise Refused("already_hello", "hello was already said; reconnect to change")
                 else:
                     raise Refused("unknown_type", f"unknown message type {kind!r}; expected "
-                                  "ping, command or report")
+                                  "ping, command, report or a staff request ("
+                                  + ", ".join(sorted(STAFF_REQUESTS)) + ")")
             except Refused as e:
                 await self._error(ws, request_id, e.code, e.message, e.errors)
                 if e.close is not None:
@@ -536,6 +559,34 @@ class Gateway:
             raise Refused("unavailable", "intake is unreachable; resend the same report "
                           "(same client_report_id) shortly") from None
         if status in (200, 202):
+            await self._send(ws, {"type": "ack", "id": request_id, "status": status,
+                                  "result": answer})
+            return
+        answer = answer if isinstance(answer, dict) else {}
+        raise Refused(str(answer.get("error") or "rejected"),
+                      str(answer.get("message") or f"intake answered {status}"),
+                      errors=answer.get("errors"))
+
+    async def _staff_request(self, ws: ServerConnection, session: _Session, kind: str,
+                             document: Mapping[str, Any], request_id: str | None) -> None:
+        principal = session.principal
+        if principal is None or session.token is None \
+                or principal.role not in (Role.HQ, Role.SHELTER_STAFF):
+            raise Refused("forbidden", f"only shelter staff and HQ may send {kind}")
+        if principal.expires_at <= self.clock():
+            raise Refused("unauthorized", "your token has expired; sign in again")
+        if request_id is None:
+            raise Refused("invalid_id", f"a {kind} request needs an id")
+        method, path, body = staff_call(kind, document)
+        if self.intake is None:
+            raise Refused("unavailable", f"{kind} is not enabled on this gateway")
+        try:
+            status, answer = await self.intake.call(session.token, method, path, body)
+        except (aiohttp.ClientError, TimeoutError) as e:
+            log.warning("intake unreachable for %s: %s", kind, e)
+            raise Refused("unavailable", "intake is unreachable; resend the same request "
+                          "(same client_id) shortly") from None
+        if 200 <= status < 300:
             await self._send(ws, {"type": "ack", "id": request_id, "status": status,
                                   "result": answer})
             return

@@ -16,42 +16,25 @@ Everything is limited to the store's namespace, as in every intake table.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 import asyncpg
 
 from schemas.envelope import Envelope
-from schemas.topics import route
 from services.intake.athome import AtHomeInput, WelfareInput, decide_at_home
 from services.intake.domain import Decision, ExistingRequest, Kind, canonical_hash, decide
 from services.intake.errors import FieldError, InvalidInput, UnknownAtHomeHousehold
-from services.intake.store import Recorded
+from services.intake.store import (
+    Recorded,
+    in_one_transaction,
+    read_request,
+    write_events,
+    write_request,
+)
 
 __all__ = ["AtHomeAnswer", "AtHomeStore"]
 
-_ATTEMPTS: Final = 3
-
-_SELECT_REQUEST: Final = """
-    select body_hash, status_code, response from intake_requests
-    where namespace = $1 and kind = $2 and scope = $3 and client_id = $4
-    for update
-"""
-_INSERT_REQUEST: Final = """
-    insert into intake_requests (namespace, kind, scope, client_id, body_hash, status_code,
-        response, event_ids)
-    values ($1, $2, $3, $4, $5, $6, $7::jsonb, $8)
-"""
-_UPDATE_REQUEST: Final = """
-    update intake_requests set body_hash = $5, status_code = $6, response = $7::jsonb,
-        event_ids = $8, updated_at = now()
-    where namespace = $1 and kind = $2 and scope = $3 and client_id = $4
-"""
-_INSERT_OUTBOX: Final = """
-    insert into outbox (namespace, topic, key, value, event_id, event_type)
-    values ($1, $2, $3, $4, $5, $6)
-"""
 _UPSERT_HOUSEHOLD: Final = """
     insert into athome_households (namespace, household_id, area_id, size, needs, via,
         revision, reported_at)
@@ -63,16 +46,6 @@ _UPSERT_HOUSEHOLD: Final = """
 
 AtHomeAnswer = Callable[[Envelope], Mapping[str, Any]]
 """The acknowledgement body for the event a write produced."""
-
-
-def _loads(value: Any) -> Any:
-    return json.loads(value) if isinstance(value, str | bytes) else value
-
-
-def _existing(row: asyncpg.Record | None) -> ExistingRequest | None:
-    if row is None:
-        return None
-    return ExistingRequest(row["body_hash"], row["status_code"], _loads(row["response"]))
 
 
 class AtHomeStore:
@@ -89,33 +62,27 @@ class AtHomeStore:
         ``build(revision)`` makes the event; ``answer(event)`` its acknowledgement.
         """
         body_hash = f"{Kind.AT_HOME}:" + canonical_hash(item.request.model_dump(mode="json"))
-        key = (Kind.AT_HOME.value, item.scope, item.request.client_id)
-        for attempt in range(1, _ATTEMPTS + 1):
-            try:
-                async with self.pool.acquire() as conn, conn.transaction():
-                    existing = _existing(await conn.fetchrow(
-                        _SELECT_REQUEST, self.namespace, *key))
-                    if decide_at_home(existing, body_hash) is Decision.REPLAY:
-                        assert existing is not None
-                        return Recorded(Decision.REPLAY, existing.status_code,
-                                        existing.response)
-                    revision = 1 + (await conn.fetchval(
-                        "select revision from athome_households where namespace = $1 and "
-                        "household_id = $2 for update", self.namespace, item.household_id)
-                        or 0)
-                    event = build(revision)
-                    response = answer(event)
-                    payload = item.payload
-                    await conn.execute(
-                        _UPSERT_HOUSEHOLD, self.namespace, item.household_id, payload.area_id,
-                        payload.size, [n.value for n in payload.needs], payload.via, revision,
-                        event.occurred_at)
-                    await self._record(conn, key, existing, body_hash, response, event)
-                    return Recorded(Decision.WRITE, 202, response)
-            except asyncpg.UniqueViolationError:
-                if attempt == _ATTEMPTS:
-                    raise
-        raise AssertionError("unreachable")
+        key = (Kind.AT_HOME, item.scope, item.request.client_id)
+
+        async def body(conn: asyncpg.Connection) -> Recorded:
+            existing = await read_request(conn, self.namespace, *key)
+            if decide_at_home(existing, body_hash) is Decision.REPLAY:
+                assert existing is not None
+                return Recorded(Decision.REPLAY, existing.status_code, existing.response)
+            revision = 1 + (await conn.fetchval(
+                "select revision from athome_households where namespace = $1 and "
+                "household_id = $2 for update", self.namespace, item.household_id) or 0)
+            event = build(revision)
+            response = answer(event)
+            payload = item.payload
+            await conn.execute(
+                _UPSERT_HOUSEHOLD, self.namespace, item.household_id, payload.area_id,
+                payload.size, [n.value for n in payload.needs], payload.via, revision,
+                event.occurred_at)
+            await self._record(conn, key, existing, body_hash, response, event)
+            return Recorded(Decision.WRITE, 202, response)
+
+        return await in_one_transaction(self.pool, body)
 
     async def welfare_check(self, item: WelfareInput, event: Envelope,
                             response: Mapping[str, Any]) -> Recorded:
@@ -127,47 +94,38 @@ class AtHomeStore:
         """
         body_hash = f"{Kind.WELFARE_CHECK}:" + canonical_hash(
             item.request.model_dump(mode="json"))
-        key = (Kind.WELFARE_CHECK.value, item.scope, item.request.client_id)
+        key = (Kind.WELFARE_CHECK, item.scope, item.request.client_id)
         payload = item.payload
-        for attempt in range(1, _ATTEMPTS + 1):
-            try:
-                async with self.pool.acquire() as conn, conn.transaction():
-                    existing = _existing(await conn.fetchrow(
-                        _SELECT_REQUEST, self.namespace, *key))
-                    decision = decide(existing, body_hash)
-                    if decision is not Decision.WRITE:
-                        assert existing is not None
-                        return Recorded(decision, existing.status_code, existing.response)
-                    area = await conn.fetchval(
-                        "select area_id from athome_households where namespace = $1 and "
-                        "household_id = $2 for update", self.namespace, payload.household_id)
-                    if area is None:
-                        raise UnknownAtHomeHousehold(
-                            f"no household {payload.household_id} was reported at home")
-                    if area != payload.area_id:
-                        raise InvalidInput("the household is in another area", errors=[
-                            FieldError("/area_id", f"household {payload.household_id} is in "
-                                                   f"{area!r}, not {payload.area_id!r}",
-                                       "wrong_area")])
-                    await conn.execute(
-                        "update athome_households set last_check = $3, checked_at = $4, "
-                        "updated_at = now() where namespace = $1 and household_id = $2",
-                        self.namespace, payload.household_id, payload.outcome.value,
-                        event.occurred_at)
-                    await self._record(conn, key, existing, body_hash, response, event)
-                    return Recorded(Decision.WRITE, 202, response)
-            except asyncpg.UniqueViolationError:
-                if attempt == _ATTEMPTS:
-                    raise
-        raise AssertionError("unreachable")
 
-    async def _record(self, conn: asyncpg.Connection, key: tuple[str, str, str],
+        async def body(conn: asyncpg.Connection) -> Recorded:
+            existing = await read_request(conn, self.namespace, *key)
+            decision = decide(existing, body_hash)
+            if decision is not Decision.WRITE:
+                assert existing is not None
+                return Recorded(decision, existing.status_code, existing.response)
+            area = await conn.fetchval(
+                "select area_id from athome_households where namespace = $1 and "
+                "household_id = $2 for update", self.namespace, payload.household_id)
+            if area is None:
+                raise UnknownAtHomeHousehold(
+                    f"no household {payload.household_id} was reported at home")
+            if area != payload.area_id:
+                raise InvalidInput("the household is in another area", errors=[
+                    FieldError("/area_id", f"household {payload.household_id} is in "
+                                           f"{area!r}, not {payload.area_id!r}", "wrong_area")])
+            await conn.execute(
+                "update athome_households set last_check = $3, checked_at = $4, "
+                "updated_at = now() where namespace = $1 and household_id = $2",
+                self.namespace, payload.household_id, payload.outcome.value, event.occurred_at)
+            await self._record(conn, key, existing, body_hash, response, event)
+            return Recorded(Decision.WRITE, 202, response)
+
+        return await in_one_transaction(self.pool, body)
+
+    async def _record(self, conn: asyncpg.Connection, key: tuple[Kind, str, str],
                       existing: ExistingRequest | None, body_hash: str,
                       response: Mapping[str, Any], event: Envelope) -> None:
-        text = json.dumps(response, ensure_ascii=False, separators=(",", ":"))
-        statement = _INSERT_REQUEST if existing is None else _UPDATE_REQUEST
-        await conn.execute(statement, self.namespace, *key, body_hash, 202, text,
-                           [event.event_id])
-        routed = route(event, self.namespace)
-        await conn.execute(_INSERT_OUTBOX, self.namespace, routed.topic, routed.key,
-                           routed.value, event.event_id, event.type)
+        await write_request(conn, self.namespace, *key, existing=existing,
+                            body_hash=body_hash, status_code=202, response=response,
+                            event_ids=[event.event_id])
+        await write_events(conn, self.namespace, [event])

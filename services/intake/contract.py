@@ -65,6 +65,8 @@ __all__ = [
     "ErrorBody",
     "ErrorItem",
     "Health",
+    "HouseholdList",
+    "HouseholdView",
     "Ignored",
     "Links",
     "ReportView",
@@ -237,6 +239,29 @@ class SupplyRequestList(_Response):
     requests: list[SupplyRequestView]
     truncated: bool = False
     """True when more matched than one answer holds (narrow by site or status)."""
+
+
+class HouseholdView(_Response):
+    """One household checked in at a shelter (personal: name and contact)."""
+
+    household_code: str
+    size: int
+    needs: list[str]
+    language: str | None = None
+    name: str | None = None
+    """Personal."""
+    contact: str | None = None
+    """Personal."""
+    checked_in_at: datetime
+    """Event time of its check-in (for a transfer, of the transfer)."""
+
+
+class HouseholdList(_Response):
+    """``GET /v1/shelters/{shelter_id}/households``: the households checked in there now,
+    newest check-in first (personal data: answered with ``Cache-Control: no-store``)."""
+
+    shelter_id: str
+    households: list[HouseholdView]
 
 
 class Health(_Response):

@@ -66,7 +66,13 @@ from schemas.people import (
 from schemas.region import Region, Site
 from schemas.shelters import ShelterClosed
 from services.common.auth import Principal, acts_at
-from services.intake.contract import Acknowledgement, Answer, conflict
+from services.intake.contract import (
+    Acknowledgement,
+    Answer,
+    HouseholdList,
+    HouseholdView,
+    conflict,
+)
 from services.intake.domain import (
     MAX_FUTURE_SKEW,
     SOURCE,
@@ -466,6 +472,18 @@ class Households:
                                      recorded_at=now),
             extra_hash={"from": source.id, "household_code": code},
             shelters=(source.id, request.to))
+
+    async def listing(self, principal: Principal, shelter_id: str) -> Answer:
+        """The households checked in at ``shelter_id`` now (personal data: never cached)."""
+        site = household_site(self.region, shelter_id)
+        require_site(principal, site)
+        rows = await self.store.households_at(site.id)
+        listing = HouseholdList(shelter_id=site.id, households=[
+            HouseholdView(household_code=r.household_code, size=r.size, needs=list(r.needs),
+                          language=r.language, name=r.name, contact=r.contact,
+                          checked_in_at=r.checked_in_at)
+            for r in rows])
+        return Answer(200, listing.as_json(), {"Cache-Control": "no-store"})
 
     # --- shared ----------------------------------------------------------------------
 

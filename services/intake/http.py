@@ -352,6 +352,12 @@ def build_app(
         return answer(await intake.households.transfer(
             principal, request.match_info["shelter_id"], request.match_info["code"], document))
 
+    async def get_households(request: web.Request) -> web.Response:
+        principal = request[_PRINCIPAL]
+        require(principal, Action.HOUSEHOLDS)
+        result = await intake.households.listing(principal, request.match_info["shelter_id"])
+        return _json(result.status, result.body, dict(result.headers))
+
     async def post_hazard(request: web.Request) -> web.Response:
         principal = request[_PRINCIPAL]
         require(principal, Action.HAZARD_OBSERVATION)
@@ -460,6 +466,7 @@ def build_app(
     app.router.add_get("/v1/reports/{id}", get_report)
     app.router.add_post("/v1/shelters/{shelter_id}/status", post_shelter_status)
     app.router.add_post("/v1/shelters/{shelter_id}/households", post_check_in)
+    app.router.add_get("/v1/shelters/{shelter_id}/households", get_households)
     app.router.add_post("/v1/shelters/{shelter_id}/households/{code}/checkout", post_check_out)
     app.router.add_post("/v1/shelters/{shelter_id}/households/{code}/transfer", post_transfer)
     app.router.add_post("/v1/hazards/observations", post_hazard)

@@ -40,6 +40,7 @@ from services.intake.contract import (
     Acknowledgement,
     ErrorBody,
     Health,
+    HouseholdList,
     Ignored,
     ReportView,
     SupplyRequestList,
@@ -186,7 +187,7 @@ def openapi_document(region: Region) -> dict[str, Any]:
                                        GeneratorRegisterRequest, GeneratorStatusRequest,
                                        AtHomeRequest, WelfareCheckRequest]
     responses: list[type[BaseModel]] = [Acknowledgement, ErrorBody, Health, Ignored,
-                                        ReportView, SupplyRequestList]
+                                        ReportView, SupplyRequestList, HouseholdList]
     inputs: list[tuple[type[BaseModel], JsonSchemaMode]] = [
         *((m, "validation") for m in requests), *((m, "serialization") for m in responses)]
     names, top = models_json_schema(inputs, ref_template=_REF)
@@ -275,7 +276,19 @@ def openapi_document(region: Region) -> dict[str, Any]:
                 "responses": {**accepted,
                               **_errors(400, 401, 403, 404, 408, 409, 413, 415, 422, 429, 503)},
             }},
-            "/v1/shelters/{shelter_id}/households": {"post": {
+            "/v1/shelters/{shelter_id}/households": {"get": {
+                "summary": "The households checked in at a shelter now",
+                "description": households_who + " Newest check-in first. Personal data "
+                               "(name, contact): answered with Cache-Control: no-store.",
+                "security": bearer,
+                "parameters": [household_site],
+                "responses": {
+                    "200": {"description": "The households checked in there.",
+                            "headers": {"Cache-Control": {"schema": {"type": "string",
+                                                                     "enum": ["no-store"]}}},
+                            **_json_body("HouseholdList")},
+                    **_errors(401, 403, 404, 429, 503)},
+            }, "post": {
                 "summary": "Check a household in at a shelter",
                 "description": households_who + " Without household_code, intake derives "
                                "one from client_id. Refused: a code checked in already "

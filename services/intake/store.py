@@ -75,7 +75,7 @@ import asyncio
 import json
 import logging
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, cast
@@ -408,6 +408,69 @@ def _loads(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str | bytes) else value
 
 
+# --- one command, checked against state, in one transaction ------------------------------
+# Household commands, a shelter's close, supply requests and residents at home are decided
+# against state intake keeps: each is one transaction that reads its idempotency record
+# (FOR UPDATE), decides, checks the state, and writes the record, the state and the
+# outbox rows together. These are the statements they share.
+
+_Body = Callable[[asyncpg.Connection], "Awaitable[Recorded]"]
+
+
+async def in_one_transaction(pool: asyncpg.Pool, body: _Body) -> Recorded:
+    """Run ``body`` in a transaction; a unique violation (a concurrent first receipt of the
+    same key, or of the same state row, committed between our read and our insert) runs
+    it again, now that the other is there to be read: at most :data:`_MAX_ATTEMPTS` times."""
+    for attempt in range(1, _MAX_ATTEMPTS + 1):
+        try:
+            async with pool.acquire() as conn, conn.transaction():
+                return await body(conn)
+        except asyncpg.UniqueViolationError:
+            if attempt == _MAX_ATTEMPTS:
+                raise
+    raise AssertionError("unreachable")
+
+
+async def read_request(conn: asyncpg.Connection, namespace: str, kind: Kind, scope: str,
+                       client_id: str) -> ExistingRequest | None:
+    """The idempotency record of (``kind``, ``scope``, ``client_id``), locked for update."""
+    row = await conn.fetchrow(
+        "select body_hash, status_code, response from intake_requests "
+        "where namespace = $4 and kind = $1 and scope = $2 and client_id = $3 for update",
+        kind.value, scope, client_id, namespace)
+    return None if row is None else ExistingRequest(row["body_hash"], row["status_code"],
+                                                    _loads(row["response"]))
+
+
+async def write_request(conn: asyncpg.Connection, namespace: str, kind: Kind, scope: str,
+                        client_id: str, *, existing: ExistingRequest | None, body_hash: str,
+                        status_code: int, response: Mapping[str, Any],
+                        event_ids: Sequence[UUID]) -> None:
+    """Write the idempotency record: a first receipt inserts it (a concurrent first
+    receipt makes this fail, see :func:`in_one_transaction`), a rewrite updates it."""
+    if existing is None:
+        await conn.execute(
+            "insert into intake_requests (namespace, kind, scope, client_id, body_hash, "
+            "status_code, response, event_ids) values ($7, $1, $2, $3, $4, $5, $6::jsonb, $8)",
+            kind.value, scope, client_id, body_hash, status_code, _json(response), namespace,
+            list(event_ids))
+    else:
+        await conn.execute(_UPDATE_REQUEST, kind.value, scope, client_id, body_hash,
+                           status_code, _json(response), None, list(event_ids), namespace)
+
+
+async def write_events(conn: asyncpg.Connection, namespace: str,
+                       events: Sequence[Envelope]) -> None:
+    """Put ``events`` in the outbox, in order (one statement: one NOTIFY)."""
+    outbox = [(*_routed(e, namespace), e.event_id, e.type) for e in events]
+    await conn.execute(_INSERT_OUTBOX, *_columns(outbox, 5), namespace)
+
+
+def _routed(event: Envelope, namespace: str) -> tuple[str, bytes | None, bytes]:
+    routed = route(event, namespace)
+    return routed.topic, routed.key, routed.value
+
+
 class Store:
     """Intake's tables, through an asyncpg pool whose search_path holds them, for one
     ``namespace``: everything it writes, decides and reads is that namespace's alone."""
@@ -449,8 +512,7 @@ class Store:
         return await future
 
     def _route(self, event: Envelope) -> tuple[str, bytes | None, bytes]:
-        routed = route(event, self.namespace)
-        return routed.topic, routed.key, routed.value
+        return _routed(event, self.namespace)
 
     def _prepare(self, write: Write) -> _Prepared:
         # Encoding happens in the caller's task, before the write joins a group, so
@@ -683,26 +745,13 @@ class Store:
 
         Raises what ``write.apply`` raises (nothing is written then).
         """
-        for attempt in range(1, _MAX_ATTEMPTS + 1):
-            try:
-                async with self.pool.acquire() as conn, conn.transaction():
-                    return await self._record_household(conn, write)
-            except asyncpg.UniqueViolationError:
-                # A concurrent first receipt of the same client id or a first check-in of
-                # the same code committed between our read and insert: decide again.
-                if attempt == _MAX_ATTEMPTS:
-                    raise
-        raise AssertionError("unreachable")
+        return await in_one_transaction(
+            self.pool, lambda conn: self._record_household(conn, write))
 
     async def _record_household(self, conn: asyncpg.Connection,
                                 write: HouseholdWrite) -> Recorded:
-        row = await conn.fetchrow(
-            "select body_hash, status_code, response from intake_requests "
-            "where namespace = $4 and kind = $1 and scope = $2 and client_id = $3 "
-            "for update",
-            write.kind.value, write.scope, write.client_id, self.namespace)
-        existing = None if row is None else ExistingRequest(
-            row["body_hash"], row["status_code"], _loads(row["response"]))
+        existing = await read_request(conn, self.namespace, write.kind, write.scope,
+                                      write.client_id)
         decision = decide(existing, write.body_hash)
         if decision is not Decision.WRITE:
             assert existing is not None
@@ -711,17 +760,10 @@ class Store:
         # The record first: a concurrent first receipt of the same client id makes this
         # insert wait for it and then fail (retried as a replay), before the household's
         # row, which that receipt changed, is judged again.
-        if existing is None:
-            await conn.execute(
-                "insert into intake_requests (namespace, kind, scope, client_id, body_hash, "
-                "status_code, response, event_ids) "
-                "values ($7, $1, $2, $3, $4, $5, $6::jsonb, $8)",
-                write.kind.value, write.scope, write.client_id, write.body_hash,
-                write.status_code, _json(write.response), self.namespace, event_ids)
-        else:
-            await conn.execute(_UPDATE_REQUEST, write.kind.value, write.scope,
-                               write.client_id, write.body_hash, write.status_code,
-                               _json(write.response), None, event_ids, self.namespace)
+        await write_request(conn, self.namespace, write.kind, write.scope, write.client_id,
+                            existing=existing, body_hash=write.body_hash,
+                            status_code=write.status_code, response=write.response,
+                            event_ids=event_ids)
         if write.shelters:
             await conn.execute(_LOCK_SHELTERS, _SHELTER_LOCK_CLASS, self.namespace,
                                list(write.shelters))
@@ -747,35 +789,19 @@ class Store:
                 "language = $6, name = $7, contact = $8, checked_in = $9, "
                 "checked_in_at = $10, checked_out_at = $11, updated_at = now() "
                 "where namespace = $1 and household_code = $2", *values)
-        outbox = [(*self._route(e), e.event_id, e.type) for e in change.events]
-        await conn.execute(_INSERT_OUTBOX, *_columns(outbox, 5), self.namespace)
+        await write_events(conn, self.namespace, change.events)
         return Recorded(Decision.WRITE, write.status_code, write.response)
 
     async def record_shelter_close(self, write: ShelterCloseWrite) -> Recorded:
         """Record a close (stage closed) and check out the shelter's households, in one
         transaction (see the module docstring); return once it has committed."""
-        for attempt in range(1, _MAX_ATTEMPTS + 1):
-            try:
-                async with self.pool.acquire() as conn, conn.transaction():
-                    return await self._record_shelter_close(conn, write)
-            except asyncpg.UniqueViolationError:
-                # A concurrent first receipt of the same client id: decide again.
-                if attempt == _MAX_ATTEMPTS:
-                    raise
-        raise AssertionError("unreachable")
+        return await in_one_transaction(
+            self.pool, lambda conn: self._record_shelter_close(conn, write))
 
     async def _record_shelter_close(self, conn: asyncpg.Connection,
                                     write: ShelterCloseWrite) -> Recorded:
-        existing: ExistingRequest | None = None
-        if write.client_id is not None:
-            row = await conn.fetchrow(
-                "select body_hash, status_code, response from intake_requests "
-                "where namespace = $4 and kind = $1 and scope = $2 and client_id = $3 "
-                "for update",
-                write.kind.value, write.scope, write.client_id, self.namespace)
-            if row is not None:
-                existing = ExistingRequest(row["body_hash"], row["status_code"],
-                                           _loads(row["response"]))
+        existing = None if write.client_id is None else await read_request(
+            conn, self.namespace, write.kind, write.scope, write.client_id)
         decision = decide(existing, write.body_hash)
         if decision is not Decision.WRITE:
             assert existing is not None
@@ -791,29 +817,30 @@ class Store:
         change = write.apply([_household(r) for r in rows])
         events = (write.close, *change.events)
         response = write.respond(events)
-        event_ids = [e.event_id for e in events]
-        if write.client_id is not None and existing is None:
-            await conn.execute(
-                "insert into intake_requests (namespace, kind, scope, client_id, body_hash, "
-                "status_code, response, event_ids) "
-                "values ($7, $1, $2, $3, $4, $5, $6::jsonb, $8)",
-                write.kind.value, write.scope, write.client_id, write.body_hash, 202,
-                _json(response), self.namespace, event_ids)
-        elif write.client_id is not None:
-            await conn.execute(_UPDATE_REQUEST, write.kind.value, write.scope,
-                               write.client_id, write.body_hash, 202, _json(response), None,
-                               event_ids, self.namespace)
+        if write.client_id is not None:
+            await write_request(conn, self.namespace, write.kind, write.scope,
+                                write.client_id, existing=existing, body_hash=write.body_hash,
+                                status_code=202, response=response,
+                                event_ids=[e.event_id for e in events])
         if change.rows:
             await conn.executemany(
                 "update households set checked_in = $3, checked_out_at = $4, "
                 "updated_at = now() where namespace = $1 and household_code = $2",
                 [(self.namespace, r.household_code, r.checked_in, r.checked_out_at)
                  for r in change.rows])
-        outbox = [(*self._route(e), e.event_id, e.type) for e in events]
-        await conn.execute(_INSERT_OUTBOX, *_columns(outbox, 5), self.namespace)
+        await write_events(conn, self.namespace, events)
         return Recorded(Decision.WRITE, 202, response)
 
     # --- reads ---------------------------------------------------------------------
+
+    async def households_at(self, shelter_id: str) -> list[HouseholdRow]:
+        """The households checked in at ``shelter_id`` now, the newest check-in first."""
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(
+                "select * from households where namespace = $1 and shelter_id = $2 "
+                "and checked_in order by checked_in_at desc, household_code",
+                self.namespace, shelter_id)
+        return [_household(r) for r in rows]
 
     async def find_reports(
         self, *, report_id: UUID | None = None, client_report_id: str | None = None,

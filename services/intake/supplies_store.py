@@ -36,9 +36,14 @@ from uuid import UUID
 import asyncpg
 
 from schemas.supplies import RequesterKind, SupplyLine, SupplyRequestStatus, Urgency
-from schemas.topics import route
-from services.intake.domain import Decision, ExistingRequest, decide
-from services.intake.store import Recorded
+from services.intake.domain import Decision, decide
+from services.intake.store import (
+    Recorded,
+    in_one_transaction,
+    read_request,
+    write_events,
+    write_request,
+)
 from services.intake.supplies import (
     Command,
     Current,
@@ -53,30 +58,6 @@ __all__ = ["SupplyStore"]
 
 # The tables are created by migration 0011_supplies and checked at start-up with the
 # rest of intake's (services.intake.store.REQUIRED_TABLES).
-_MAX_ATTEMPTS: Final = 3
-
-_SELECT_RECORD: Final = """
-    select body_hash, status_code, response from intake_requests
-    where namespace = $1 and kind = $2 and scope = $3 and client_id = $4
-    for update
-"""
-_INSERT_RECORD: Final = """
-    insert into intake_requests (namespace, kind, scope, client_id, body_hash, status_code,
-        response, event_ids)
-    values ($1, $2, $3, $4, $5, $6, $7::jsonb, $8)
-"""
-_UPDATE_RECORD: Final = """
-    update intake_requests set body_hash = $5, status_code = $6, response = $7::jsonb,
-        event_ids = $8, updated_at = now()
-    where namespace = $1 and kind = $2 and scope = $3 and client_id = $4
-"""
-_INSERT_OUTBOX: Final = """
-    insert into outbox (namespace, topic, key, value, event_id, event_type)
-    select $1::text, topic, key, value, event_id, event_type
-    from unnest($2::text[], $3::bytea[], $4::bytea[], $5::uuid[], $6::text[])
-        with ordinality as u(topic, key, value, event_id, event_type, n)
-    order by n
-"""
 _SELECT_REQUEST: Final = """
     select * from supply_requests where namespace = $1 and request_id = $2 for update
 """
@@ -153,26 +134,14 @@ class SupplyStore:
                     request_id: UUID | None = None,
                     generator_id: str | None = None) -> Recorded:
         """Decide and write ``command`` in one transaction (see the module docstring)."""
-        for attempt in range(1, _MAX_ATTEMPTS + 1):
-            try:
-                async with self.pool.acquire() as conn, conn.transaction():
-                    return await self._apply(conn, command, decide_effect, request_id,
-                                             generator_id)
-            except asyncpg.UniqueViolationError:
-                # Another process's first receipt of the same key (or request) committed
-                # between our read and insert: decide again, now that it is there.
-                if attempt == _MAX_ATTEMPTS:
-                    raise
-        raise AssertionError("unreachable")
+        return await in_one_transaction(self.pool, lambda conn: self._apply(
+            conn, command, decide_effect, request_id, generator_id))
 
     async def _apply(self, conn: asyncpg.Connection, command: Command,
                      decide_effect: Callable[[Current], Effect], request_id: UUID | None,
                      generator_id: str | None) -> Recorded:
         ns = self.namespace
-        key = (ns, command.kind.value, command.scope, command.client_id)
-        row = await conn.fetchrow(_SELECT_RECORD, *key)
-        existing = None if row is None else ExistingRequest(
-            row["body_hash"], row["status_code"], _loads(row["response"]))
+        existing = await read_request(conn, ns, command.kind, command.scope, command.client_id)
         decision = decide(existing, command.body_hash)
         if decision is not Decision.WRITE:
             assert existing is not None
@@ -188,14 +157,11 @@ class SupplyStore:
                 found["generator_id"], found["site_id"], found["area_id"])
         # A refusal raised here leaves the transaction, which rolls back: nothing is written.
         effect = decide_effect(Current(request=request, generator=generator))
-        event_ids = [e.event_id for e in effect.events]
-        await conn.execute(_INSERT_RECORD if existing is None else _UPDATE_RECORD, *key,
-                           command.body_hash, effect.status_code, _json(effect.response),
-                           event_ids)
-        routed = [route(e, ns) for e in effect.events]
-        await conn.execute(_INSERT_OUTBOX, ns, [r.topic for r in routed],
-                           [r.key for r in routed], [r.value for r in routed], event_ids,
-                           [e.type for e in effect.events])
+        await write_request(conn, ns, command.kind, command.scope, command.client_id,
+                            existing=existing, body_hash=command.body_hash,
+                            status_code=effect.status_code, response=effect.response,
+                            event_ids=[e.event_id for e in effect.events])
+        await write_events(conn, ns, effect.events)
         await self._write_state(conn, effect)
         return Recorded(Decision.WRITE, effect.status_code, effect.response)
 

@@ -1,5 +1,6 @@
 """The dashboard in headless Chromium: a report through intake appears, Approve makes an order,
-a shelter's check-in count and a supply request's status show to HQ (not to the public).
+a shelter's check-in count and a supply request's status show to HQ (not to the public);
+shelter staff check a household in and out through their panel.
 
 Needs Debian's ``chromium`` and the Python ``playwright`` package
 (``infra/tools/install_browser.sh``). Without them this test FAILS with the
@@ -9,6 +10,7 @@ command to run: it never skips. The screenshot goes to ``test-artifacts/``.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -25,7 +27,7 @@ from infra.settings import Settings
 from schemas.envelope import new_event
 from schemas.evacuation import EvacuationCommand, OrderIssued
 from schemas.region import load_region
-from services.common.auth import Role
+from services.common.auth import Role, issue_token
 from services.gateway.server import IntakeReports
 from services.intake.http import build_app
 from services.intake.metrics import IntakeMetrics
@@ -33,9 +35,9 @@ from services.intake.ratelimit import RateLimiter
 from services.intake.relay import Relay
 from services.intake.service import Intake
 from services.intake.store import Store
-from tests.support import consume_events, produce_events
+from tests.support import consume_events, produce_events, wait_for
 from tests.support.browser import ARTIFACTS, CHROMIUM_ARGS, chromium
-from tests.support.gateway import fresh, gateway, gateway_settings, token
+from tests.support.gateway import SECRET, fresh, gateway, gateway_settings, token
 
 pytestmark = pytest.mark.integration
 
@@ -168,3 +170,74 @@ def order_for(recommendation: dict[str, Any], command: EvacuationCommand) -> Ord
                "recommendation_id": recommendation["recommendation_id"]}
     return new_event(OrderIssued, json.loads(json.dumps(payload, default=str)),
                      occurred_at=now, source="evacuation-decision", cause=command)
+
+
+async def test_staff_check_a_household_in_see_its_qr_and_check_it_out(
+        kafka_bootstrap: str, namespace: str, db_pool: asyncpg.Pool) -> None:
+    """Shelter staff's panel (360 px): the check-in form gives the code and its QR; the
+    household is listed and its Check out button removes it; a supply request from the
+    form appears with its status and can be cancelled."""
+    executable = chromium()
+    from playwright.async_api import async_playwright, expect
+
+    settings = gateway_settings(kafka_bootstrap, namespace)
+    errors: list[str] = []
+    async for intake_url in serve_intake(settings, db_pool):
+        client = IntakeReports(intake_url)
+        async with gateway(settings, reports=client, intake=client) as gw, \
+                async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+            try:
+                page = await browser.new_page(viewport={"width": 360, "height": 800})
+                page.on("pageerror", lambda e: errors.append(str(e)))
+                staff = issue_token(SECRET, Role.SHELTER_STAFF, "sports-center-staff",
+                                    timedelta(hours=1), areas=("kanda-koen",),
+                                    shelters=(SPORTS_CENTER,))
+                await page.goto(f"{gw.dashboard_url}#token={staff}&lang=en")
+                await expect(page.locator("#conn")).to_have_attribute("data-state", "live")
+                site = page.locator(f'li.staff-site[data-site="{SPORTS_CENTER}"]')
+                await expect(site.locator(".households")).to_contain_text("none")
+                await site.locator("input[name=size]").fill("3")
+                await site.locator("input[name=need][value=infant]").check()
+                await site.locator("input[name=name]").fill("山田")
+                await site.locator("form.checkin button[type=submit]").click()
+                code_node = site.locator(".checkin-result .code")
+                await expect(code_node).to_have_text(re.compile(r"^[0-9A-Z]{8}$"),
+                                                     timeout=20_000)
+                code = await code_node.inner_text()
+                qr = site.locator(".checkin-result img.qr")
+                await expect(qr).to_have_attribute("src", f"/qr/household/{code}.svg")
+
+                async def qr_drawn(image: Any = qr) -> bool:  # the SVG loaded and decoded
+                    return bool(await image.evaluate("i => i.complete && i.naturalWidth > 0"))
+
+                await wait_for(qr_drawn, timeout=10, what="the QR image drawn")
+                row = site.locator(f'li[data-household="{code}"]')
+                await expect(row).to_contain_text("3 people")
+                await expect(row).to_contain_text("Infant")
+                assert await page.evaluate(
+                    "document.documentElement.scrollWidth <= window.innerWidth")
+                await page.screenshot(path=str(ARTIFACTS / "dashboard-staff.png"),
+                                      full_page=True)
+                await row.locator("button.checkout").click()
+                await expect(row).to_have_count(0, timeout=20_000)
+
+                # A supply request from the form shows in "our supply requests"; Cancel it.
+                form = site.locator("form.supply-form")
+                await form.locator("select[name=item]").select_option("blankets")
+                await form.locator("input[name=quantity]").fill("20")
+                await form.locator("select[name=urgency]").select_option("urgent")
+                await form.locator("button[type=submit]").click()
+                request = page.locator("#supplies li[data-supply]")
+                await expect(request).to_contain_text("Blankets × 20", timeout=20_000)
+                await request.locator("button.supply-cancel").click()
+                await expect(request).to_have_attribute("data-status", "cancelled",
+                                                        timeout=20_000)
+                async with db_pool.acquire() as conn:
+                    assert await conn.fetchval(
+                        "select checked_in from households where household_code = $1",
+                        code) is False
+                assert errors == []
+            finally:
+                await browser.close()
+                await client.close()

@@ -17,6 +17,7 @@ from aiohttp import web
 from infra.embedded.processes import free_port
 from schemas.topics import qualified
 from services.common.auth import Role
+from services.field_client.cli import household_qr_text
 from tests.support import (
     SHELTER,
     Running,
@@ -212,6 +213,7 @@ async def test_a_check_in_made_offline_arrives_once_when_intake_is_back(
                               role=Role.SHELTER_STAFF)
     assert status == 75, out
     code = out.split("household code: ", 1)[1].split()[0]
+    assert f"household code: {code}\n{household_qr_text(code)}" in out  # its QR under it
     [entry] = entries(outbox)
     assert entry["status"] == "pending" and entry["body"]["household_code"] == code  # type: ignore[index]
     status, out = await sonae(outbox, down, "checkout", SHELTER, code.lower(),

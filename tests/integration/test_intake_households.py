@@ -251,3 +251,40 @@ async def test_a_drill_never_sees_live_households(running: Running) -> None:
                                 "where household_code = $1 order by namespace", CODE)
     assert [(r["namespace"], r["checked_in"]) for r in rows] == [
         (running.settings.namespace, True), (running.settings.namespace + "drill", True)]
+
+
+async def test_the_list_holds_the_households_checked_in_now(running: Running) -> None:
+    """GET …/households: the households in there now with their personal fields, never
+    cached; gone after a check-out or a transfer; staff of another site 403, HQ 200."""
+    for client_id, code in (("c-1", CODE), ("c-2", "2B4C6D8F"), ("c-3", "3G5H7J9K")):
+        status, _, _ = await running.post(households(), checkin(client_id, household_code=code),
+                                          headers=staff())
+        assert status == 201
+    status, _, _ = await running.post(f"{households()}/2B4C6D8F/checkout",
+                                      {"client_id": "o-1"}, headers=staff())
+    assert status == 202
+    status, _, _ = await running.post(f"{households()}/3G5H7J9K/transfer",
+                                      {"client_id": "t-1", "to": THERE.id}, headers=staff())
+    assert status == 202
+
+    async with running.session.get(running.url + households(), headers=staff()) as response:
+        assert response.status == 200
+        assert response.headers["Cache-Control"] == "no-store"
+        listing = await response.json()
+    assert listing["shelter_id"] == SHELTER
+    [only] = listing["households"]
+    assert {k: only[k] for k in ("household_code", "size", "needs", "name", "contact")} == {
+        "household_code": CODE, "size": 3, "needs": ["infant"], "name": "山田",
+        "contact": "090-1234-5678"}
+    assert only["checked_in_at"]
+    status, there = await running.get(households(THERE.id), headers=auth(Role.HQ, "hq"))
+    assert status == 200
+    assert [h["household_code"] for h in there["households"]] == ["3G5H7J9K"]
+
+    status, body = await running.get(households(),
+                                     headers=staff("staff-2", shelters=(THERE.id,)))
+    assert (status, body["error"]) == (403, "site_not_permitted")
+    status, body = await running.get(households(), headers=auth(Role.FIELD, "team-1"))
+    assert (status, body["error"]) == (403, "forbidden")
+    status, body = await running.get(households("no-such-site"), headers=auth(Role.HQ, "hq"))
+    assert (status, body["error"]) == (404, "not_found")

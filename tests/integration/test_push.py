@@ -79,6 +79,15 @@ async def all_push_rows_done(pool: asyncpg.Pool, expected: int) -> bool:
     return bool(n == expected)
 
 
+async def fan_out_done(pool: asyncpg.Pool, expected: int, what: str) -> None:
+    """Wait for ``expected`` finished push rows; on a timeout, say what every row holds."""
+    try:
+        await wait_for(lambda: all_push_rows_done(pool, expected), timeout=30, what=what)
+    except AssertionError as e:
+        rows = await pool.fetch("select * from broadcast_deliveries order by 1")
+        raise AssertionError(f"{e}\nbroadcast_deliveries: {[dict(r) for r in rows]}") from None
+
+
 @asynccontextmanager
 async def gateway_push(settings: Settings, pool: asyncpg.Pool | None, *,
                        clock: Any = time.monotonic) -> AsyncIterator[str]:
@@ -130,11 +139,9 @@ async def test_an_order_pushes_once_per_subscription_per_version_encrypted_and_s
 
         async with running(settings, push_options()):
             await produce_events(kafka_bootstrap, namespace, [issued])
-            await wait_for(lambda: all_push_rows_done(db_pool, 4), timeout=30,
-                           what="version 1's push fan-out")
+            await fan_out_done(db_pool, 4, "version 1's push fan-out")
             await produce_events(kafka_bootstrap, namespace, [updated])
-            await wait_for(lambda: all_push_rows_done(db_pool, 8), timeout=30,
-                           what="version 2's push fan-out")
+            await fan_out_done(db_pool, 8, "version 2's push fan-out")
 
     # Version 1 covers kanda-koen only; version 2 adds manseibashi and izumibashi.
     for name in ("ja-kanda", "en-both", "ko-kanda"):

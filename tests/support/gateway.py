@@ -21,7 +21,7 @@ from services.common.auth import Role, issue_token
 from services.common.revocation import Connect
 from services.gateway.hub import CLIENT_QUEUE_SIZE
 from services.gateway.main import Running, running
-from services.gateway.server import ReportSink
+from services.gateway.server import IntakeCalls, ReportSink
 from tests.support import wait_for
 
 SECRET = "gateway-test-secret-0123456789abcdef0123"
@@ -61,11 +61,12 @@ def fresh(event_type: str, **payload: Any) -> Envelope:
 
 @asynccontextmanager
 async def gateway(settings: Settings, *, pool: asyncpg.Pool | None = None,
-                  reports: ReportSink | None = None,
+                  reports: ReportSink | None = None, intake: IntakeCalls | None = None,
                   queue_size: int = CLIENT_QUEUE_SIZE,
                   revocation: Connect | None = None) -> AsyncIterator[Running]:
     """A gateway on free ports, ready (caught up with the log)."""
-    async with running(settings, pool=pool, reports=reports, websocket_port=free_port(),
+    async with running(settings, pool=pool, reports=reports, intake=intake,
+                       websocket_port=free_port(),
                        dashboard_port=free_port(), queue_size=queue_size,
                        revocation=revocation) as gw:
         await wait_for(gw.hub.ready.is_set, timeout=30, what="gateway ready")

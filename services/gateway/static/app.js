@@ -139,6 +139,7 @@
       case "welcome":
         S.welcome = message; S.backoff = 500; setConn("live"); S.source = "live";
         if (message.resume === "snapshot") S.state = {};
+        reloadHouseholds();  // a new connection: the lists may have changed meanwhile
         break;
       case "snapshot":
         S.state = message.state; S.position = message.position; break;
@@ -151,6 +152,11 @@
       case "heartbeat":
         S.position = message.position; break;
       case "ack": case "error":
+        if (message.id && waiting[message.id]) {
+          const done = waiting[message.id];
+          delete waiting[message.id];
+          done(message);
+        }
         if (message.id && S.pending[message.id]) {
           const recId = S.pending[message.id];
           S.notes[recId] = message.type === "ack" ? t("sent") : message.message;
@@ -160,6 +166,18 @@
       default: break;
     }
     schedule();
+  }
+  // Staff requests (checkin, checkout, transfer, households, supply_request): forwarded
+  // to intake with this tab's token; `done` gets the ack or the error.
+  const waiting = {};
+  function newId(prefix) {
+    return prefix + "-" + Date.now().toString(36) + Math.random().toString(36).slice(2, 8);
+  }
+  function staffRequest(type, fields, done) {
+    if (!S.ws || S.ws.readyState !== WebSocket.OPEN) { done({ type: "error", message: t("offline") }); return; }
+    const id = newId("s");
+    waiting[id] = done;
+    S.ws.send(JSON.stringify({ type, id, ...fields }));
   }
   function command(fields, recId) {
     const id = "c-" + Date.now().toString(36) + Math.random().toString(36).slice(2, 8);
@@ -291,6 +309,7 @@
     renderOrders();
     renderShelters();
     renderSupplies(role);
+    renderStaff(role);
     renderAtHome();
     renderWelfare();
     renderGenerators();
@@ -400,7 +419,156 @@
       r.note ? el("div", { class: "note" }, r.note) : null,
       el("div", { class: "muted" }, t("requested_at") + " " + time(r.requested_at),
         r.updated_at !== r.requested_at ? " · " + t("updated_at") + " " + time(r.updated_at) : "",
-        r.assignee ? " · " + t("assignee") + ": " + r.assignee : ""))));
+        r.assignee ? " · " + t("assignee") + ": " + r.assignee : ""),
+      role === "shelter_staff" ? supplySteps(r) : null)));
+  }
+  function supplySteps(r) {
+    // The requesting site confirms delivery or withdraws a request not yet on its way.
+    const step = r.status === "dispatched" ? "receive"
+      : (r.status === "requested" || r.status === "assigned") ? "cancel" : null;
+    if (!step) return null;
+    return el("button", { type: "button", class: "supply-" + step, "data-supply": r.request_id,
+      onclick: (event) => {
+        const button = event.currentTarget;
+        button.disabled = true;
+        staffRequest("supply_step", { request_id: r.request_id, step,
+          body: { client_id: newId(step) } }, (m) => {
+          button.disabled = false;
+          if (m.type !== "ack") button.textContent = t("refused") + ": " + (m.message || m.code);
+        });
+      } }, t("supply_action_" + step));
+  }
+  // --- the staff panel: check-in, the households in, check-out, transfer, supplies ----
+  // Built once per site (forms keep what is typed while deltas redraw the rest); the
+  // household list is personal data, asked for over the socket and never cached.
+  const HOUSEHOLD_NEEDS = ["wheelchair", "medical_care", "infant", "pet", "language", "dietary"];
+  const ITEMS = ["water", "food", "blankets", "medical", "fuel", "hygiene", "other"];
+  const URGENCIES = ["routine", "urgent", "critical"];
+  const staff = { sites: null, cards: {}, lists: {} };
+  function staffSites() {
+    const w = S.welcome || {};
+    if (w.own_sites) return w.own_sites;
+    const own = w.own_areas;
+    return S.region.sites.filter((x) => x.shelter && (!own || own.includes(x.district_id))).map((x) => x.id);
+  }
+  function say(node, message) {
+    node.textContent = message.type === "ack" ? t("done") : t("refused") + ": " + (message.message || message.code);
+    node.dataset.outcome = message.type;
+  }
+  function renderStaff(role) {
+    const panel = document.getElementById("staff-panel");
+    panel.hidden = role !== "shelter_staff";
+    if (panel.hidden) return;
+    const sites = staffSites();
+    const key = sites.join(",") + "|" + S.lang;
+    if (staff.sites !== key) {
+      staff.sites = key;
+      staff.cards = {};
+      document.getElementById("staff-title").textContent = t("staff_title");
+      fill("staff", sites.map((id) => (staff.cards[id] = staffCard(id))));
+      for (const id of sites) loadHouseholds(id);
+    }
+  }
+  function reloadHouseholds() {
+    for (const site of Object.keys(staff.cards)) loadHouseholds(site);
+  }
+  function loadHouseholds(site) {
+    staffRequest("households", { shelter_id: site }, (m) => {
+      staff.lists[site] = m.type === "ack" ? m.result.households : null;
+      drawHouseholds(site, m);
+    });
+  }
+  function drawHouseholds(site, message) {
+    const card = staff.cards[site];
+    if (!card) return;
+    const list = card.querySelector(".households");
+    const rows = staff.lists[site];
+    if (!rows) { list.replaceChildren(el("li", { class: "muted" }, t("refused") + ": " + (message.message || ""))); return; }
+    const others = S.region.sites.filter((x) => x.shelter && x.id !== site);
+    list.replaceChildren(...(rows.length ? rows.map((h) => {
+      const note = el("span", { class: "note", "aria-live": "polite" });
+      const to = el("select", { "aria-label": t("transfer_to") },
+        ...others.map((x) => el("option", { value: x.id }, name(x.names))));
+      return el("li", { "data-household": h.household_code },
+        el("strong", { class: "code" }, h.household_code), " · " + h.size + " " + t("people"),
+        h.needs.length ? " · " + h.needs.map((n) => t("need_" + n)).join("・") : "",
+        h.name ? el("div", {}, h.name + (h.contact ? " · " + h.contact : "")) : null,
+        el("div", { class: "muted" }, t("checked_in_at") + " " + time(h.checked_in_at)),
+        el("div", { class: "actions" },
+          el("button", { type: "button", class: "checkout", onclick: () => staffRequest("checkout",
+            { shelter_id: site, household_code: h.household_code, body: { client_id: newId("out") } },
+            (m) => { say(note, m); if (m.type === "ack") loadHouseholds(site); }) }, t("check_out")),
+          to,
+          el("button", { type: "button", class: "transfer", onclick: () => staffRequest("transfer",
+            { shelter_id: site, household_code: h.household_code,
+              body: { client_id: newId("tr"), to: to.value } },
+            (m) => { say(note, m); if (m.type === "ack") reloadHouseholds(); }) }, t("transfer")),
+          note));
+    }) : [el("li", { class: "muted" }, t("none"))]));
+  }
+  function staffCard(site) {
+    const result = el("div", { class: "checkin-result", "aria-live": "polite" });
+    const size = el("input", { type: "number", name: "size", min: "1", max: "50", value: "1", required: "" });
+    const needs = HOUSEHOLD_NEEDS.map((n) => el("label", { class: "check" },
+      el("input", { type: "checkbox", name: "need", value: n }), t("need_" + n)));
+    const language = el("input", { type: "text", name: "language", placeholder: "en, vi, zh-Hant…", maxlength: "12" });
+    const person = el("input", { type: "text", name: "name", maxlength: "100" });
+    const contact = el("input", { type: "text", name: "contact", maxlength: "100" });
+    const checkin = el("form", { class: "checkin", onsubmit: (event) => {
+      event.preventDefault();
+      const body = { client_id: newId("in"), size: Number(size.value),
+        needs: [...checkin.querySelectorAll("input[name=need]:checked")].map((x) => x.value) };
+      if (language.value.trim()) body.language = language.value.trim();
+      if (person.value.trim()) body.name = person.value.trim();
+      if (contact.value.trim()) body.contact = contact.value.trim();
+      staffRequest("checkin", { shelter_id: site, body }, (m) => {
+        if (m.type !== "ack") { say(result, m); return; }
+        const code = m.result.household_code;
+        result.dataset.outcome = "ack";
+        result.replaceChildren(el("div", {}, t("household_code") + ": ", el("strong", { class: "code" }, code)),
+          el("img", { class: "qr", src: "/qr/household/" + encodeURIComponent(code) + ".svg",
+            alt: t("household_code") + " " + code, width: "160", height: "160" }),
+          el("button", { type: "button", class: "print", onclick: () => window.print() }, t("print")));
+        checkin.reset();
+        loadHouseholds(site);
+      });
+    } },
+      el("label", {}, t("size"), " ", size),
+      el("fieldset", { class: "needs" }, el("legend", {}, t("needs")), ...needs),
+      el("label", {}, t("language_spoken"), " ", language),
+      el("label", {}, t("name_optional"), " ", person),
+      el("label", {}, t("contact_optional"), " ", contact),
+      el("button", { type: "submit" }, t("check_in")));
+    const note = el("span", { class: "note", "aria-live": "polite" });
+    const item = el("select", { name: "item", "aria-label": t("item") }, ...ITEMS.map((x) => el("option", { value: x }, t("item_" + x))));
+    const quantity = el("input", { type: "number", name: "quantity", min: "1", value: "1", "aria-label": t("quantity") });
+    const urgency = el("select", { name: "urgency", "aria-label": t("urgency") },
+      ...URGENCIES.map((x) => el("option", { value: x }, t("urgency_" + x))));
+    const lines = [];
+    const chosen = el("ul", { class: "lines" });
+    const supplies = el("form", { class: "supply-form", onsubmit: (event) => {
+      event.preventDefault();
+      const all = lines.length ? lines.slice() : [{ item: item.value, quantity: Number(quantity.value) }];
+      staffRequest("supply_request", { body: { client_id: newId("sr"), requester_kind: "shelter",
+        site_id: site, lines: all, urgency: urgency.value } }, (m) => {
+        say(note, m);
+        if (m.type === "ack") { lines.length = 0; chosen.replaceChildren(); }
+      });
+    } },
+      el("h4", {}, t("request_supplies")),
+      el("div", { class: "row" }, item, quantity,
+        el("button", { type: "button", class: "add-line", onclick: () => {
+          lines.push({ item: item.value, quantity: Number(quantity.value) });
+          chosen.append(el("li", {}, t("item_" + item.value) + " × " + quantity.value));
+        } }, t("add_item"))),
+      chosen,
+      el("label", {}, t("urgency"), " ", urgency),
+      el("button", { type: "submit" }, t("send_request")), note);
+    return el("li", { class: "staff-site", "data-site": site },
+      el("h3", {}, siteName(site)),
+      el("details", { open: "" }, el("summary", {}, t("check_in")), checkin, result),
+      el("h4", {}, t("households_in")), el("ul", { class: "households" }),
+      supplies);
   }
   function needList(needs) {
     return Object.entries(needs).filter(([, n]) => n > 0).map(([k, n]) => t("need_" + k) + " " + n).join("・");
