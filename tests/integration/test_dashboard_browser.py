@@ -82,7 +82,8 @@ async def test_dashboard_shows_a_report_and_approve_issues_the_order(
     errors: list[str] = []  # uncaught errors in the page's script
     async for intake_url in serve_intake(settings, db_pool):
         reports = IntakeReports(intake_url)
-        async with gateway(settings, reports=reports) as gw, async_playwright() as pw:
+        async with gateway(settings, reports=reports, intake=reports) as gw, \
+                async_playwright() as pw:
             browser = await pw.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
             try:
                 page = await browser.new_page(viewport={"width": 1400, "height": 1000})
@@ -135,6 +136,26 @@ async def test_dashboard_shows_a_report_and_approve_issues_the_order(
                 await expect(shelter.locator(".unregistered")).to_contain_text("−3")
                 await expect(page.locator(f'li[data-supply="{request_id}"]')).to_contain_text(
                     "Assigned", timeout=20_000)
+
+                # HQ takes a request made at intake through the queue: assign, dispatch.
+                status, made = await reports.call(hq, "POST", "/v1/supplies/requests", {
+                    "client_id": "browser-supply-1", "requester_kind": "shelter",
+                    "site_id": SPORTS_CENTER, "urgency": "urgent",
+                    "lines": [{"item": "water", "quantity": 100}]})
+                assert status == 201, made
+                queued = page.locator(f'li[data-supply="{made["request_id"]}"]')
+                await expect(queued).to_have_attribute("data-status", "requested",
+                                                       timeout=20_000)
+                await queued.locator("button.supply-assign").click()  # no assignee yet
+                await expect(queued.locator("input.assignee")).to_be_focused()
+                await queued.locator("input.assignee").fill("備蓄倉庫班")
+                await queued.locator("button.supply-assign").click()
+                await expect(queued).to_have_attribute("data-status", "assigned",
+                                                       timeout=20_000)
+                await expect(queued).to_contain_text("備蓄倉庫班")
+                await queued.locator("button.supply-dispatch").click()
+                await expect(queued).to_have_attribute("data-status", "dispatched",
+                                                       timeout=20_000)
                 await page.set_viewport_size({"width": 360, "height": 800})
                 assert await page.evaluate(
                     "document.documentElement.scrollWidth <= window.innerWidth")

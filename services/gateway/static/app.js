@@ -420,23 +420,46 @@
       el("div", { class: "muted" }, t("requested_at") + " " + time(r.requested_at),
         r.updated_at !== r.requested_at ? " · " + t("updated_at") + " " + time(r.updated_at) : "",
         r.assignee ? " · " + t("assignee") + ": " + r.assignee : ""),
-      role === "shelter_staff" ? supplySteps(r) : null)));
+      role === "shelter_staff" ? supplySteps(r)
+        : role === "hq" && S.welcome && S.welcome.can_command ? hqSupplySteps(r) : null)));
+  }
+  function supplyButton(r, step, body) {
+    return el("button", { type: "button", class: "supply-" + step, "data-supply": r.request_id,
+      onclick: (event) => {
+        const button = event.currentTarget;
+        const extra = body ? body() : {};
+        if (extra === null) return;  // e.g. no assignee typed yet
+        button.disabled = true;
+        staffRequest("supply_step", { request_id: r.request_id, step,
+          body: { client_id: newId(step), ...extra } }, (m) => {
+          button.disabled = false;
+          if (m.type !== "ack") button.textContent = t("refused") + ": " + (m.message || m.code);
+        });
+      } }, t("supply_action_" + step));
   }
   function supplySteps(r) {
     // The requesting site confirms delivery or withdraws a request not yet on its way.
     const step = r.status === "dispatched" ? "receive"
       : (r.status === "requested" || r.status === "assigned") ? "cancel" : null;
-    if (!step) return null;
-    return el("button", { type: "button", class: "supply-" + step, "data-supply": r.request_id,
-      onclick: (event) => {
-        const button = event.currentTarget;
-        button.disabled = true;
-        staffRequest("supply_step", { request_id: r.request_id, step,
-          body: { client_id: newId(step) } }, (m) => {
-          button.disabled = false;
-          if (m.type !== "ack") button.textContent = t("refused") + ": " + (m.message || m.code);
-        });
-      } }, t("supply_action_" + step));
+    return step ? supplyButton(r, step) : null;
+  }
+  function hqSupplySteps(r) {
+    // HQ takes a request through the whole table: assign (to a team or depot), dispatch,
+    // receive on the site's behalf, or cancel before dispatch.
+    const box = el("div", { class: "supply-steps" });
+    if (r.status === "requested") {
+      const who = el("input", { type: "text", class: "assignee", maxlength: "100",
+                                "aria-label": t("assignee"), placeholder: t("assignee") });
+      box.append(who, supplyButton(r, "assign", () => {
+        const assignee = who.value.trim();
+        if (!assignee) { who.focus(); return null; }
+        return { assignee };
+      }));
+    }
+    if (r.status === "assigned") box.append(supplyButton(r, "dispatch"));
+    if (r.status === "dispatched") box.append(supplyButton(r, "receive"));
+    if (r.status === "requested" || r.status === "assigned") box.append(supplyButton(r, "cancel"));
+    return box.childNodes.length ? box : null;
   }
   // --- the staff panel: check-in, the households in, check-out, transfer, supplies ----
   // Built once per site (forms keep what is typed while deltas redraw the rest); the
