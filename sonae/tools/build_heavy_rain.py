@@ -24,7 +24,8 @@ its thresholds are the region pack's illustrative ones):
   transferred to 九段小学校 and some go home; residents sheltering at home in 神保町
   and 万世橋 report their needs, one asks for a welfare check and is visited; two
   supply requests (water, then blankets and toilets) go from requested to received;
-  a 町会's generator runs, runs low on fuel and gets its fuel.
+  a 町会's generator runs, runs low on fuel and gets its fuel; with 総武線 stopped,
+  stranded commuters fill the (illustrative) facility at 秋葉原 to crowded.
 
 The log is what a recorded day would be: the inputs (reports as submitted and
 accepted, shelter updates, hazard observations, HQ commands) and, as references,
@@ -286,6 +287,7 @@ KUDAN = "e1310100001201"         # 九段小学校 (富士見, 500)
 JIMBOCHO_2 = "e1310100031201"    # お茶の水小学校 (神保町, 500)
 LANDSLIDE_WARNING = "jma-20250821-1445-landslide"
 GENERATOR = "kanda-tsukasa-gen-1"  # 神田司町二丁目町会's generator (illustrative)
+AKIHABARA_FACILITY = "ts-akihabara"  # a stranded-commuter facility (illustrative, 800)
 
 
 def people(run: Run) -> list[tuple[str, Callable[[], None]]]:
@@ -328,6 +330,12 @@ def people(run: Run) -> list[tuple[str, Callable[[], None]]]:
                                                      "note": "簡易トイレ"}], "routine",
             [(at("15:50"), "requested"), (at("16:05"), "assigned"), (at("16:25"), "dispatched"),
              (at("17:05"), "received")])),
+        # 総武線 stops (water on the tracks at 秋葉原): commuters wait at a facility.
+        ("14:42", lambda: m.opening(at("14:42"), AKIHABARA_FACILITY)),
+        ("15:02", lambda: m.count(at("15:02"), AKIHABARA_FACILITY, 180)),
+        ("15:32", lambda: m.count(at("15:32"), AKIHABARA_FACILITY, 470)),
+        ("16:02", lambda: m.count(at("16:02"), AKIHABARA_FACILITY, 660)),
+        ("17:02", lambda: m.count(at("17:02"), AKIHABARA_FACILITY, 240)),
         ("12:40", lambda: m.register_generator(at("12:40"))),
         ("14:20", lambda: m.generator(at("14:20"), "running", 8.0)),
         ("16:50", lambda: m.generator(at("16:50"), "fuel_low", 1.5)),

@@ -50,7 +50,8 @@ def test_the_shipped_scenarios_are_what_their_builders_write() -> None:
 
 
 def test_the_heavy_rain_demo_has_households_people_at_home_supplies_and_a_generator() -> None:
-    """Check-ins move the occupancy beside the typed counts; two requests are received."""
+    """Check-ins move the occupancy beside the typed counts; two requests are received; a
+    stranded-commuter facility fills to crowded."""
     log = read_log(build_heavy_rain.OUTPUT)
     kinds = Counter(e.type for e in log.inputs)
     assert kinds["shelter.household_checked_in"] == 8  # seven arrivals and a transfer's half
@@ -64,6 +65,8 @@ def test_the_heavy_rain_demo_has_households_people_at_home_supplies_and_a_genera
     assert any(s.unregistered is not None and s.unregistered > 0 for s in gym)
     kudan = states[build_heavy_rain.KUDAN][-1]
     assert (kudan.registered_households, kudan.household_needs.language) == (1, 1)
+    commuters = [s.status for s in states[build_heavy_rain.AKIHABARA_FACILITY]]
+    assert ShelterStatus.CROWDED in commuters  # stranded commuters, 総武線 stopped
 
 
 def test_the_quake_variant_fills_stranded_commuter_facilities() -> None:
